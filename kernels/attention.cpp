@@ -1,0 +1,39 @@
+#include "kernels/attention.h"
+
+#include "kernels/check.h"
+#include "runtime/core/error.h"
+
+namespace moerun::kernels {
+
+namespace {
+std::int64_t check_common(std::string_view k, const AttentionArgs& p) {
+  MOERUN_CHECK(p.batch >= 0 && p.seq >= 1 && p.heads >= 1, KernelError,
+               "[{}] batch {}, seq {}, heads {}: seq and heads must be >= 1", k, p.batch, p.seq, p.heads);
+  detail::check_present(k, "qkv", p.qkv);
+  detail::check_rank(k, "qkv", *p.qkv, 2);
+  const std::int64_t d3 = p.qkv->dim(1);
+  MOERUN_CHECK(d3 % (3 * p.heads) == 0, KernelError, "[{}] qkv is {}: its width must be 3 * heads({}) * head_dim", k,
+               shape_string(p.qkv->shape()), p.heads);
+  const std::int64_t d = d3 / 3;
+  detail::check_f32(k, "qkv", p.qkv, {p.batch * p.seq, d3});
+  detail::check_f32(k, "probs", p.probs, {p.batch, p.heads, p.seq, p.seq});
+  return d;
+}
+}  // namespace
+
+void attention_forward(const AttentionArgs& p) {
+  const auto& table = detail::table_for("attention_forward", {p.qkv, p.probs, p.out});
+  const std::int64_t d = check_common("attention_forward", p);
+  detail::check_f32("attention_forward", "out", p.out, {p.batch * p.seq, d});
+  table.attention_forward(p);
+}
+
+void attention_backward(const AttentionArgs& p) {
+  const auto& table = detail::table_for("attention_backward", {p.qkv, p.probs, p.dout, p.dqkv});
+  const std::int64_t d = check_common("attention_backward", p);
+  detail::check_f32("attention_backward", "dout", p.dout, {p.batch * p.seq, d});
+  detail::check_f32("attention_backward", "dqkv", p.dqkv, p.qkv->shape());
+  table.attention_backward(p);
+}
+
+}  // namespace moerun::kernels

@@ -1,0 +1,49 @@
+#include "kernels/check.h"
+
+#include "runtime/core/error.h"
+
+namespace moerun::kernels::detail {
+
+const KernelTable& table_for(std::string_view kernel, std::initializer_list<const Tensor*> tensors) {
+  Device* device = nullptr;
+  for (const Tensor* t : tensors) {
+    if (t == nullptr) continue;
+    MOERUN_CHECK(t->defined(), KernelError, "[{}] an argument tensor is undefined (empty or moved-from)", kernel);
+    if (device == nullptr) {
+      device = &t->device();
+    } else {
+      MOERUN_CHECK(&t->device() == device, KernelError,
+                   "[{}] tensors live on different devices ({} and {}); copy them to one device first", kernel,
+                   device->name(), t->device().name());
+    }
+  }
+  MOERUN_CHECK(device != nullptr, KernelError, "[{}] called without tensors", kernel);
+  return device->kernels();
+}
+
+void check_present(std::string_view kernel, std::string_view name, const Tensor* t) {
+  MOERUN_CHECK(t != nullptr, KernelError, "[{}] missing argument '{}'", kernel, name);
+}
+
+void check_dtype(std::string_view kernel, std::string_view name, const Tensor& t, DType dtype) {
+  MOERUN_CHECK(t.dtype() == dtype, KernelError, "[{}] {} must be {} but is {} {}", kernel, name, dtype_name(dtype),
+               dtype_name(t.dtype()), shape_string(t.shape()));
+}
+
+void check_rank(std::string_view kernel, std::string_view name, const Tensor& t, int rank) {
+  MOERUN_CHECK(t.rank() == rank, KernelError, "[{}] {} must have rank {} but is {}", kernel, name, rank,
+               shape_string(t.shape()));
+}
+
+void check_shape(std::string_view kernel, std::string_view name, const Tensor& t, const Shape& shape) {
+  MOERUN_CHECK(t.shape() == shape, KernelError, "[{}] {} must be {} but is {}", kernel, name, shape_string(shape),
+               shape_string(t.shape()));
+}
+
+void check_f32(std::string_view kernel, std::string_view name, const Tensor* t, const Shape& shape) {
+  check_present(kernel, name, t);
+  check_dtype(kernel, name, *t, DType::F32);
+  check_shape(kernel, name, *t, shape);
+}
+
+}  // namespace moerun::kernels::detail

@@ -1,0 +1,22 @@
+// Argument checks shared by the kernel front-ends: one device, the right dtype, the
+// right shapes. Each failure throws KernelError naming the kernel and the shapes.
+#pragma once
+
+#include <initializer_list>
+#include <string_view>
+
+#include "kernels/kernel_table.h"
+
+namespace moerun::kernels::detail {
+
+// All non-null tensors must be defined and on one device; returns that device's table.
+const KernelTable& table_for(std::string_view kernel, std::initializer_list<const Tensor*> tensors);
+
+void check_present(std::string_view kernel, std::string_view name, const Tensor* t);
+void check_dtype(std::string_view kernel, std::string_view name, const Tensor& t, DType dtype);
+void check_rank(std::string_view kernel, std::string_view name, const Tensor& t, int rank);
+void check_shape(std::string_view kernel, std::string_view name, const Tensor& t, const Shape& shape);
+// Required, f32 and of the given shape.
+void check_f32(std::string_view kernel, std::string_view name, const Tensor* t, const Shape& shape);
+
+}  // namespace moerun::kernels::detail

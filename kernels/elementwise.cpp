@@ -1,0 +1,59 @@
+#include "kernels/elementwise.h"
+
+#include "kernels/check.h"
+#include "runtime/core/error.h"
+
+namespace moerun::kernels {
+using detail::check_f32;
+
+void binary(const BinaryArgs& p) {
+  constexpr std::string_view k = "binary";
+  const auto& table = detail::table_for(k, {p.a, p.b, p.out});
+  detail::check_present(k, "a", p.a);
+  detail::check_present(k, "b", p.b);
+  check_f32(k, "a", p.a, p.a->shape());
+  check_f32(k, "out", p.out, p.a->shape());
+  const bool same = p.b->shape() == p.a->shape();
+  const bool row = p.a->rank() == 2 && p.b->shape() == Shape{p.a->dim(1)};
+  MOERUN_CHECK(same || row, KernelError, "[binary] b must be shaped like a {} or be one row [{}], but is {}",
+               shape_string(p.a->shape()), p.a->rank() == 2 ? p.a->dim(1) : 0, shape_string(p.b->shape()));
+  detail::check_dtype(k, "b", *p.b, DType::F32);
+  table.binary(p);
+}
+
+void axpy(const AxpyArgs& p) {
+  const auto& table = detail::table_for("axpy", {p.x, p.y});
+  detail::check_present("axpy", "x", p.x);
+  check_f32("axpy", "x", p.x, p.x->shape());
+  check_f32("axpy", "y", p.y, p.x->shape());
+  table.axpy(p);
+}
+
+void scale(Tensor& x, float alpha) {
+  const auto& table = detail::table_for("scale", {&x});
+  detail::check_dtype("scale", "x", x, DType::F32);
+  table.scale(x, alpha);
+}
+
+void sum_rows(const SumRowsArgs& p) {
+  const auto& table = detail::table_for("sum_rows", {p.x, p.out});
+  detail::check_present("sum_rows", "x", p.x);
+  detail::check_rank("sum_rows", "x", *p.x, 2);
+  check_f32("sum_rows", "x", p.x, p.x->shape());
+  check_f32("sum_rows", "out", p.out, {p.x->dim(1)});
+  table.sum_rows(p);
+}
+
+double sum_squares(const Tensor& x) {
+  const auto& table = detail::table_for("sum_squares", {&x});
+  detail::check_dtype("sum_squares", "x", x, DType::F32);
+  return table.sum_squares(x);
+}
+
+std::int64_t count_nonfinite(const Tensor& x) {
+  const auto& table = detail::table_for("count_nonfinite", {&x});
+  detail::check_dtype("count_nonfinite", "x", x, DType::F32);
+  return table.count_nonfinite(x);
+}
+
+}  // namespace moerun::kernels

@@ -1,0 +1,11 @@
+// Cross-entropy with logits (fused softmax), forward and backward.
+#pragma once
+
+#include "kernels/kernel_table.h"
+
+namespace moerun::kernels {
+
+CrossEntropyResult cross_entropy_forward(const CrossEntropyArgs& args);
+void cross_entropy_backward(const CrossEntropyArgs& args);
+
+}  // namespace moerun::kernels

@@ -1,0 +1,71 @@
+#include "kernels/matmul.h"
+
+#include "kernels/check.h"
+#include "kernels/elementwise.h"
+#include "runtime/core/error.h"
+
+namespace moerun::kernels {
+using detail::check_dtype;
+using detail::check_present;
+using detail::check_rank;
+
+Shape op_shape(const Tensor& x, bool transpose) {
+  return transpose ? Shape{x.dim(1), x.dim(0)} : Shape{x.dim(0), x.dim(1)};
+}
+
+namespace {
+void check_matmul(std::string_view kernel, const MatmulArgs& p) {
+  check_present(kernel, "a", p.a);
+  check_present(kernel, "b", p.b);
+  check_present(kernel, "c", p.c);
+  for (auto [name, t] : {std::pair{"a", p.a}, std::pair{"b", p.b}, std::pair{"c", (const Tensor*)p.c}}) {
+    check_dtype(kernel, name, *t, DType::F32);
+    check_rank(kernel, name, *t, 2);
+  }
+  const Shape sa = op_shape(*p.a, p.transpose_a);
+  const Shape sb = op_shape(*p.b, p.transpose_b);
+  MOERUN_CHECK(sa[1] == sb[0], KernelError,
+               "[{}] op(a) is {} (a {}{}) but op(b) is {} (b {}{}): inner dimensions must agree", kernel,
+               shape_string(sa), shape_string(p.a->shape()), p.transpose_a ? " transposed" : "", shape_string(sb),
+               shape_string(p.b->shape()), p.transpose_b ? " transposed" : "");
+  MOERUN_CHECK(p.c->shape() == (Shape{sa[0], sb[1]}), KernelError, "[{}] op(a) {} times op(b) {} gives {} but c is {}",
+               kernel, shape_string(sa), shape_string(sb), shape_string(Shape{sa[0], sb[1]}),
+               shape_string(p.c->shape()));
+  if (p.bias != nullptr) detail::check_f32(kernel, "bias", p.bias, {sb[1]});
+}
+}  // namespace
+
+void matmul(const MatmulArgs& args) {
+  const KernelTable& table = detail::table_for("matmul", {args.a, args.b, args.bias, args.c});
+  check_matmul("matmul", args);
+  table.matmul(args);
+}
+
+void grouped_matmul(const GroupedMatmulArgs& args) {
+  if (args.groups.empty()) return;
+  const MatmulArgs& first = args.groups.front();
+  const KernelTable& table = detail::table_for("grouped_matmul", {first.a, first.b, first.c});
+  for (const MatmulArgs& g : args.groups) {
+    detail::table_for("grouped_matmul", {first.a, g.a, g.b, g.bias, g.c});
+    check_matmul("grouped_matmul", g);
+    // Groups differ only in the token count: the rows of a (and of b when a is transposed).
+    MOERUN_CHECK(g.transpose_a == first.transpose_a && g.transpose_b == first.transpose_b &&
+                     g.accumulate == first.accumulate && (g.bias != nullptr) == (first.bias != nullptr) &&
+                     g.a->dim(1) == first.a->dim(1) && g.b->dim(1) == first.b->dim(1) &&
+                     (g.transpose_a || g.b->dim(0) == first.b->dim(0)) && !(g.transpose_a && g.transpose_b),
+                 KernelError,
+                 "[grouped_matmul] groups may differ only in their row count (tokens): the first has a {} b {}, "
+                 "another a {} b {} (flags must match too; a and b cannot both be transposed)",
+                 shape_string(first.a->shape()), shape_string(first.b->shape()), shape_string(g.a->shape()),
+                 shape_string(g.b->shape()));
+  }
+  table.grouped_matmul(args);
+}
+
+void linear_backward(const Tensor& a, const Tensor& w, const Tensor& dc, const LinearGrads& grads) {
+  if (grads.da != nullptr) matmul({.a = &dc, .b = &w, .c = grads.da, .transpose_b = true});
+  if (grads.dw != nullptr) matmul({.a = &a, .b = &dc, .c = grads.dw, .transpose_a = true, .accumulate = grads.accumulate});
+  if (grads.dbias != nullptr) sum_rows({.x = &dc, .out = grads.dbias, .accumulate = grads.accumulate});
+}
+
+}  // namespace moerun::kernels

@@ -1,0 +1,235 @@
+#include "kernels/reference/reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace moerun::reference {
+
+Matrix matmul(const Matrix& a, const Matrix& b, bool transpose_a, bool transpose_b, const Vector* bias) {
+  const Matrix oa = transpose_a ? Matrix(a.transpose()) : a;
+  const Matrix ob = transpose_b ? Matrix(b.transpose()) : b;
+  Matrix c = oa * ob;
+  if (bias != nullptr) c.rowwise() += bias->transpose();
+  return c;
+}
+
+Matrix gelu(const Matrix& x) {
+  return x.unaryExpr([](double v) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); });
+}
+
+Matrix gelu_backward(const Matrix& x, const Matrix& dy) {
+  const Matrix d = x.unaryExpr([](double v) {
+    const double cdf = 0.5 * (1.0 + std::erf(v / std::sqrt(2.0)));
+    const double pdf = std::exp(-0.5 * v * v) / std::sqrt(2.0 * M_PI);
+    return cdf + v * pdf;
+  });
+  return d.cwiseProduct(dy);
+}
+
+static double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+
+Matrix silu(const Matrix& x) {
+  return x.unaryExpr([](double v) { return v * sigmoid(v); });
+}
+
+Matrix silu_backward(const Matrix& x, const Matrix& dy) {
+  const Matrix d = x.unaryExpr([](double v) {
+    const double s = sigmoid(v);
+    return s * (1.0 + v * (1.0 - s));
+  });
+  return d.cwiseProduct(dy);
+}
+
+Matrix swiglu(const Matrix& gate, const Matrix& up) { return silu(gate).cwiseProduct(up); }
+
+SwiGluGrads swiglu_backward(const Matrix& gate, const Matrix& up, const Matrix& dy) {
+  return {silu_backward(gate, dy.cwiseProduct(up)), silu(gate).cwiseProduct(dy)};
+}
+
+Matrix softmax_rows(const Matrix& x) {
+  Matrix y(x.rows(), x.cols());
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    const double mx = x.row(i).maxCoeff();
+    y.row(i) = (x.row(i).array() - mx).exp().matrix();
+    y.row(i) /= y.row(i).sum();
+  }
+  return y;
+}
+
+Matrix softmax_rows_backward(const Matrix& y, const Matrix& dy) {
+  Matrix dx(y.rows(), y.cols());
+  for (Eigen::Index i = 0; i < y.rows(); ++i) {
+    const double dot = y.row(i).dot(dy.row(i));
+    dx.row(i) = y.row(i).cwiseProduct((dy.row(i).array() - dot).matrix());
+  }
+  return dx;
+}
+
+LayerNormOut layer_norm(const Matrix& x, const Vector& gamma, const Vector& beta, double eps) {
+  LayerNormOut out{Matrix(x.rows(), x.cols()), Vector(x.rows()), Vector(x.rows())};
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    const double mean = x.row(i).mean();
+    const double var = (x.row(i).array() - mean).square().mean();
+    out.mean(i) = mean;
+    out.variance(i) = var;
+    const double r = 1.0 / std::sqrt(var + eps);
+    for (Eigen::Index j = 0; j < x.cols(); ++j) out.y(i, j) = (x(i, j) - mean) * r * gamma(j) + beta(j);
+  }
+  return out;
+}
+
+NormGrads layer_norm_backward(const Matrix& x, const Vector& gamma, const Matrix& dy, double eps) {
+  const Eigen::Index n = x.rows(), d = x.cols();
+  NormGrads g{Matrix(n, d), Vector::Zero(d), Vector::Zero(d)};
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double mean = x.row(i).mean();
+    const double var = (x.row(i).array() - mean).square().mean();
+    const double r = 1.0 / std::sqrt(var + eps);
+    const Eigen::RowVectorXd xh = (x.row(i).array() - mean).matrix() * r;
+    const Eigen::RowVectorXd gdy = dy.row(i).cwiseProduct(gamma.transpose());
+    g.dgamma += dy.row(i).cwiseProduct(xh).transpose();
+    g.dbeta += dy.row(i).transpose();
+    g.dx.row(i) = r * (gdy.array() - gdy.mean() - xh.array() * gdy.dot(xh) / static_cast<double>(d)).matrix();
+  }
+  return g;
+}
+
+Matrix rms_norm(const Matrix& x, const Vector& gamma, double eps) {
+  Matrix y(x.rows(), x.cols());
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    const double r = 1.0 / std::sqrt(x.row(i).squaredNorm() / static_cast<double>(x.cols()) + eps);
+    y.row(i) = x.row(i).cwiseProduct(gamma.transpose()) * r;
+  }
+  return y;
+}
+
+NormGrads rms_norm_backward(const Matrix& x, const Vector& gamma, const Matrix& dy, double eps) {
+  const Eigen::Index n = x.rows(), d = x.cols();
+  NormGrads g{Matrix(n, d), Vector::Zero(d), Vector()};
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double r = 1.0 / std::sqrt(x.row(i).squaredNorm() / static_cast<double>(d) + eps);
+    const Eigen::RowVectorXd xh = x.row(i) * r;
+    const Eigen::RowVectorXd gdy = dy.row(i).cwiseProduct(gamma.transpose());
+    g.dgamma += dy.row(i).cwiseProduct(xh).transpose();
+    g.dx.row(i) = r * (gdy.array() - xh.array() * gdy.dot(xh) / static_cast<double>(d)).matrix();
+  }
+  return g;
+}
+
+CrossEntropy cross_entropy(const Matrix& logits, const Index& labels, std::int32_t ignore_label) {
+  CrossEntropy ce;
+  for (Eigen::Index i = 0; i < logits.rows(); ++i) {
+    if (labels[static_cast<std::size_t>(i)] == ignore_label) continue;
+    const double mx = logits.row(i).maxCoeff();
+    const double lse = mx + std::log((logits.row(i).array() - mx).exp().sum());
+    ce.loss_sum += lse - logits(i, labels[static_cast<std::size_t>(i)]);
+    ++ce.count;
+  }
+  return ce;
+}
+
+Matrix cross_entropy_backward(const Matrix& logits, const Index& labels, std::int32_t ignore_label, double scale) {
+  Matrix d = softmax_rows(logits) * scale;
+  for (Eigen::Index i = 0; i < logits.rows(); ++i) {
+    const std::int32_t label = labels[static_cast<std::size_t>(i)];
+    if (label == ignore_label) {
+      d.row(i).setZero();
+    } else {
+      d(i, label) -= scale;
+    }
+  }
+  return d;
+}
+
+TopK top_k(const Matrix& x, int k) {
+  TopK r{Matrix(x.rows(), k), Index(static_cast<std::size_t>(x.rows() * k))};
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    std::vector<int> order(static_cast<std::size_t>(x.cols()));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return x(i, a) > x(i, b); });
+    for (int j = 0; j < k; ++j) {
+      r.values(i, j) = x(i, order[static_cast<std::size_t>(j)]);
+      r.indices[static_cast<std::size_t>(i * k + j)] = order[static_cast<std::size_t>(j)];
+    }
+  }
+  return r;
+}
+
+Matrix gather_rows(const Matrix& src, const Index& index, const Vector* scale) {
+  Matrix dst(static_cast<Eigen::Index>(index.size()), src.cols());
+  for (std::size_t i = 0; i < index.size(); ++i) {
+    dst.row(static_cast<Eigen::Index>(i)) = src.row(index[i]) * (scale ? (*scale)(static_cast<Eigen::Index>(i)) : 1.0);
+  }
+  return dst;
+}
+
+Matrix scatter_add_rows(const Matrix& src, const Index& index, Matrix dst, const Vector* scale) {
+  for (std::size_t i = 0; i < index.size(); ++i) {
+    dst.row(index[i]) += src.row(static_cast<Eigen::Index>(i)) * (scale ? (*scale)(static_cast<Eigen::Index>(i)) : 1.0);
+  }
+  return dst;
+}
+
+namespace {
+// q, k or v of (batch b, head h) as a [t, hd] matrix; which = 0, 1, 2.
+Matrix head_block(const Matrix& qkv, int b, int h, int which, int seq, int heads) {
+  const int d = static_cast<int>(qkv.cols() / 3), hd = d / heads;
+  return qkv.block(b * seq, which * d + h * hd, seq, hd);
+}
+Matrix causal_probs(const Matrix& q, const Matrix& k) {
+  const int t = static_cast<int>(q.rows());
+  Matrix s = q * k.transpose() / std::sqrt(static_cast<double>(q.cols()));
+  for (int i = 0; i < t; ++i)
+    for (int j = i + 1; j < t; ++j) s(i, j) = -std::numeric_limits<double>::infinity();
+  return softmax_rows(s);
+}
+}  // namespace
+
+Attention attention(const Matrix& qkv, int batch, int seq, int heads) {
+  const int d = static_cast<int>(qkv.cols() / 3), hd = d / heads;
+  Attention a{Matrix(batch * seq, d), Matrix(batch * heads * seq, seq)};
+  for (int b = 0; b < batch; ++b) {
+    for (int h = 0; h < heads; ++h) {
+      const Matrix p = causal_probs(head_block(qkv, b, h, 0, seq, heads), head_block(qkv, b, h, 1, seq, heads));
+      a.probs.block((b * heads + h) * seq, 0, seq, seq) = p;
+      a.out.block(b * seq, h * hd, seq, hd) = p * head_block(qkv, b, h, 2, seq, heads);
+    }
+  }
+  return a;
+}
+
+Matrix attention_backward(const Matrix& qkv, int batch, int seq, int heads, const Matrix& dout) {
+  const int d = static_cast<int>(qkv.cols() / 3), hd = d / heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  Matrix dqkv = Matrix::Zero(qkv.rows(), qkv.cols());
+  for (int b = 0; b < batch; ++b) {
+    for (int h = 0; h < heads; ++h) {
+      const Matrix q = head_block(qkv, b, h, 0, seq, heads), k = head_block(qkv, b, h, 1, seq, heads),
+                   v = head_block(qkv, b, h, 2, seq, heads);
+      const Matrix p = causal_probs(q, k);
+      const Matrix dO = dout.block(b * seq, h * hd, seq, hd);
+      const Matrix dp = dO * v.transpose();
+      const Matrix ds = softmax_rows_backward(p, dp) * scale;
+      dqkv.block(b * seq, h * hd, seq, hd) = ds * k;
+      dqkv.block(b * seq, d + h * hd, seq, hd) = ds.transpose() * q;
+      dqkv.block(b * seq, 2 * d + h * hd, seq, hd) = p.transpose() * dO;
+    }
+  }
+  return dqkv;
+}
+
+AdamWState adamw(AdamWState s, const Vector& grad, double lr, double beta1, double beta2, double eps, double weight_decay,
+                 std::int64_t step) {
+  const double c1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double c2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  for (Eigen::Index i = 0; i < s.param.size(); ++i) {
+    s.m(i) = beta1 * s.m(i) + (1.0 - beta1) * grad(i);
+    s.v(i) = beta2 * s.v(i) + (1.0 - beta2) * grad(i) * grad(i);
+    s.param(i) -= lr * ((s.m(i) / c1) / (std::sqrt(s.v(i) / c2) + eps) + weight_decay * s.param(i));
+  }
+  return s;
+}
+
+}  // namespace moerun::reference

@@ -1,0 +1,10 @@
+// Top-k over rows with indices (the router's expert choice).
+#pragma once
+
+#include "kernels/kernel_table.h"
+
+namespace moerun::kernels {
+
+void top_k(const TopKArgs& args);
+
+}  // namespace moerun::kernels

@@ -1,0 +1,53 @@
+// CpuDevice: the oneDNN CPU backend's Device. Owns the oneDNN engine and stream, the
+// primitive cache, a reusable scratch buffer, and the backend's KernelTable
+// (cpu_kernels.cpp). Memory is host memory, so host_accessible() is true.
+#pragma once
+
+#include <dnnl.hpp>
+
+#include "kernels/kernel_table.h"
+#include "runtime/core/device.h"
+#include "runtime/cpu/primitive_cache.h"
+
+namespace moerun {
+
+class CpuDevice final : public Device {
+ public:
+  CpuDevice();
+  ~CpuDevice() override;
+
+  std::string name() const override { return "cpu(oneDNN)"; }
+  const KernelTable& kernels() const override { return table_; }
+  bool host_accessible() const override { return true; }
+  void synchronize() override { stream_.wait(); }
+
+  dnnl::engine& engine() { return engine_; }
+  dnnl::stream& stream() { return stream_; }
+  PrimitiveCache& cache() { return cache_; }
+  std::int64_t primitives_created() const { return cache_.created(); }
+  // A device buffer of at least `bytes`, reused across calls (grown when too small).
+  // Valid until the next scratch() call; kernels use it for temporaries.
+  void* scratch(std::size_t bytes);
+
+ protected:
+  void* do_allocate(std::size_t bytes) override;
+  void do_deallocate(void* ptr, std::size_t bytes) override;
+  void do_copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) override;
+  void do_fill32(void* dst, std::uint32_t word, std::size_t count) override;
+
+ private:
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  PrimitiveCache cache_;
+  KernelTable table_;
+  void* scratch_ = nullptr;
+  std::size_t scratch_bytes_ = 0;
+};
+
+// The CpuDevice a tensor lives on (backend kernels only).
+CpuDevice& cpu_device_of(const Tensor& t);
+
+// Fills `table` with the oneDNN CPU kernels (cpu_kernels.cpp).
+void register_cpu_kernels(KernelTable& table);
+
+}  // namespace moerun

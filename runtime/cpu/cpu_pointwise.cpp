@@ -1,0 +1,183 @@
+// Point-wise kernels: activations and binary ops on oneDNN's eltwise and binary
+// primitives; axpy, row sums, norms, non-finite counts and AdamW as plain vectorizable
+// loops (memory-bound, no primitive in oneDNN), threaded with OpenMP for large tensors.
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/onednn_util.h"
+
+namespace moerun::cpu {
+namespace {
+
+constexpr std::int64_t kParallelThreshold = 1 << 15;  // elements; below it threads cost more than they save
+
+dnnl::algorithm eltwise_algorithm(Activation a) {
+  return a == Activation::Gelu ? dnnl::algorithm::eltwise_gelu_erf : dnnl::algorithm::eltwise_swish;
+}
+float eltwise_alpha(Activation a) { return a == Activation::Silu ? 1.0f : 0.0f; }  // swish(x) = x * sigmoid(alpha x)
+
+dnnl::eltwise_forward::primitive_desc eltwise_fwd_pd(CpuDevice& dev, dnnl::algorithm alg, float alpha, std::int64_t n) {
+  const auto md = plain_md({n});
+  return dnnl::eltwise_forward::primitive_desc(
+      dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, md, alpha, 0.0f), dev.engine());
+}
+
+void eltwise_forward(dnnl::algorithm alg, float alpha, const Tensor& x, Tensor& y) {
+  CpuDevice& dev = cpu_device_of(x);
+  const std::int64_t n = x.numel();
+  if (n == 0) return;
+  const auto md = plain_md({n});
+  auto& prim = dev.cache().get(fmt::format("eltwise_fwd:{}:{}:{}", static_cast<int>(alg), alpha, n),
+                               [&] { return dnnl::eltwise_forward(eltwise_fwd_pd(dev, alg, alpha, n)); });
+  execute(dev, prim, {{DNNL_ARG_SRC, wrap(dev, md, x.data())}, {DNNL_ARG_DST, wrap(dev, md, y.data())}});
+}
+
+// dx = dy * f'(x); dx may alias dy.
+void eltwise_backward(dnnl::algorithm alg, float alpha, const Tensor& x, const Tensor& dy, Tensor& dx) {
+  CpuDevice& dev = cpu_device_of(x);
+  const std::int64_t n = x.numel();
+  if (n == 0) return;
+  const auto md = plain_md({n});
+  auto& prim = dev.cache().get(fmt::format("eltwise_bwd:{}:{}:{}", static_cast<int>(alg), alpha, n), [&] {
+    dnnl::eltwise_backward::desc desc(alg, md, md, alpha, 0.0f);
+    return dnnl::eltwise_backward(
+        dnnl::eltwise_backward::primitive_desc(desc, dev.engine(), eltwise_fwd_pd(dev, alg, alpha, n)));
+  });
+  execute(dev, prim,
+          {{DNNL_ARG_SRC, wrap(dev, md, x.data())},
+           {DNNL_ARG_DIFF_DST, wrap(dev, md, dy.data())},
+           {DNNL_ARG_DIFF_SRC, wrap(dev, md, dx.data())}});
+}
+
+void binary_op(dnnl::algorithm alg, const Tensor& a, const Tensor& b, Tensor& out) {
+  CpuDevice& dev = cpu_device_of(a);
+  const std::int64_t n = a.numel();
+  if (n == 0) return;
+  const bool broadcast_row = b.shape() != a.shape();
+  const std::int64_t cols = broadcast_row ? b.numel() : n;
+  const std::int64_t rows = n / cols;
+  const auto a_md = plain_md({rows, cols});
+  const auto b_md = plain_md({broadcast_row ? 1 : rows, cols});
+  auto& prim = dev.cache().get(fmt::format("binary:{}:{}:{}:{:d}", static_cast<int>(alg), rows, cols, broadcast_row), [&] {
+    return dnnl::binary(dnnl::binary::primitive_desc(dnnl::binary::desc(alg, a_md, b_md, a_md), dev.engine()));
+  });
+  execute(dev, prim,
+          {{DNNL_ARG_SRC_0, wrap(dev, a_md, a.data())},
+           {DNNL_ARG_SRC_1, wrap(dev, b_md, b.data())},
+           {DNNL_ARG_DST, wrap(dev, a_md, out.data())}});
+}
+
+}  // namespace
+
+void activation_forward(const ActivationArgs& p) {
+  guarded("activation_forward", [&] { eltwise_forward(eltwise_algorithm(p.activation), eltwise_alpha(p.activation), *p.x, *p.out); });
+}
+
+void activation_backward(const ActivationArgs& p) {
+  guarded("activation_backward",
+          [&] { eltwise_backward(eltwise_algorithm(p.activation), eltwise_alpha(p.activation), *p.x, *p.dy, *p.out); });
+}
+
+void swiglu_forward(const SwiGluArgs& p) {
+  guarded("swiglu_forward", [&] {
+    eltwise_forward(dnnl::algorithm::eltwise_swish, 1.0f, *p.gate, *p.y);  // y = silu(gate)
+    binary_op(dnnl::algorithm::binary_mul, *p.y, *p.up, *p.y);            // y *= up
+  });
+}
+
+void swiglu_backward(const SwiGluArgs& p) {
+  guarded("swiglu_backward", [&] {
+    binary_op(dnnl::algorithm::binary_mul, *p.dy, *p.up, *p.dgate);                     // dgate = dy * up
+    eltwise_backward(dnnl::algorithm::eltwise_swish, 1.0f, *p.gate, *p.dgate, *p.dgate);  // dgate *= silu'(gate)
+    eltwise_forward(dnnl::algorithm::eltwise_swish, 1.0f, *p.gate, *p.dup);               // dup = silu(gate)
+    binary_op(dnnl::algorithm::binary_mul, *p.dup, *p.dy, *p.dup);                      // dup *= dy
+  });
+}
+
+void binary(const BinaryArgs& p) {
+  guarded("binary", [&] {
+    binary_op(p.op == BinaryOp::Add ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul, *p.a, *p.b, *p.out);
+  });
+}
+
+void axpy(const AxpyArgs& p) {
+  const float* x = f32(p.x);
+  float* y = f32(p.y);
+  const std::int64_t n = p.x->numel();
+  const float alpha = p.alpha;
+#pragma omp parallel for simd if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void scale(Tensor& t, float alpha) {
+  guarded("scale", [&] { eltwise_forward(dnnl::algorithm::eltwise_linear, alpha, t, t); });
+}
+
+void sum_rows(const SumRowsArgs& p) {
+  const std::int64_t rows = p.x->dim(0), cols = p.x->dim(1);
+  const float* x = f32(p.x);
+  float* out = f32(p.out);
+  if (!p.accumulate) p.out->zero();
+  // Columns in parallel, rows in order: the sum order, hence the result, is fixed.
+#pragma omp parallel for if (rows * cols > kParallelThreshold)
+  for (std::int64_t c0 = 0; c0 < cols; c0 += 64) {
+    const std::int64_t c1 = std::min(cols, c0 + 64);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const float* row = x + r * cols;
+#pragma omp simd
+      for (std::int64_t c = c0; c < c1; ++c) out[c] += row[c];
+    }
+  }
+}
+
+double sum_squares(const Tensor& t) {
+  const float* x = f32(&t);
+  const std::int64_t n = t.numel();
+  double total = 0.0;
+  // Fixed-size chunks summed in order keep the result independent of the thread count.
+  constexpr std::int64_t kChunk = 4096;
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);
+#pragma omp parallel for if (n > kParallelThreshold)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    double s = 0.0;
+    const std::int64_t end = std::min(n, (c + 1) * kChunk);
+    for (std::int64_t i = c * kChunk; i < end; ++i) s += static_cast<double>(x[i]) * x[i];
+    partial[static_cast<std::size_t>(c)] = s;
+  }
+  for (double s : partial) total += s;
+  return total;
+}
+
+std::int64_t count_nonfinite(const Tensor& t) {
+  const float* x = f32(&t);
+  const std::int64_t n = t.numel();
+  std::int64_t bad = 0;
+#pragma omp parallel for reduction(+ : bad) if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) bad += std::isfinite(x[i]) ? 0 : 1;
+  return bad;
+}
+
+void adamw(const AdamWArgs& p) {
+  float* w = f32(p.param);
+  const float* g = f32(p.grad);
+  float* m = f32(p.m);
+  float* v = f32(p.v);
+  const std::int64_t n = p.param->numel();
+  const float b1 = p.beta1, b2 = p.beta2, lr = p.lr, eps = p.epsilon, wd = p.weight_decay;
+  const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(static_cast<double>(b1), static_cast<double>(p.step))));
+  const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(static_cast<double>(b2), static_cast<double>(p.step))));
+#pragma omp parallel for simd if (n > kParallelThreshold)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    const float mi = b1 * m[i] + (1.0f - b1) * gi;
+    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] -= lr * ((mi * c1) / (std::sqrt(vi * c2) + eps) + wd * w[i]);
+  }
+}
+
+}  // namespace moerun::cpu

@@ -1,0 +1,151 @@
+// Row-indexed kernels with no oneDNN primitive: cross-entropy (fused log-softmax),
+// top-k, gather / scatter-add of rows by index, row-wise dot products.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/onednn_util.h"
+
+namespace moerun::cpu {
+
+CrossEntropyResult cross_entropy_forward(const CrossEntropyArgs& p) {
+  const std::int64_t n = p.logits->dim(0), v = p.logits->dim(1);
+  const float* logits = f32(p.logits);
+  const std::int32_t* labels = i32(p.labels);
+  float* probs = f32(p.probs);
+  std::vector<double> row_loss(static_cast<std::size_t>(n), 0.0);
+  bool bad_label = false;
+#pragma omp parallel for if (n * v > (1 << 15))
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* li = logits + i * v;
+    float* pi = probs + i * v;
+    const float mx = *std::max_element(li, li + v);
+    double sum = 0.0;
+    for (std::int64_t j = 0; j < v; ++j) {
+      pi[j] = std::exp(li[j] - mx);
+      sum += pi[j];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (std::int64_t j = 0; j < v; ++j) pi[j] *= inv;
+    const std::int32_t label = labels[i];
+    if (label == p.ignore_label) continue;
+    if (label < 0 || label >= v) {
+      bad_label = true;
+      continue;
+    }
+    row_loss[static_cast<std::size_t>(i)] = std::log(sum) + mx - li[label];
+  }
+  MOERUN_CHECK(!bad_label, KernelError, "[cross_entropy_forward] a label is outside [0, {}) and is not the ignore label {}",
+               v, p.ignore_label);
+  CrossEntropyResult result;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (labels[i] == p.ignore_label) continue;
+    result.loss_sum += row_loss[static_cast<std::size_t>(i)];  // in row order: deterministic
+    ++result.count;
+  }
+  return result;
+}
+
+void cross_entropy_backward(const CrossEntropyArgs& p) {
+  const std::int64_t n = p.probs->dim(0), v = p.probs->dim(1);
+  const float* probs = f32(p.probs);
+  const std::int32_t* labels = i32(p.labels);
+  float* d = f32(p.dlogits);
+#pragma omp parallel for if (n * v > (1 << 15))
+  for (std::int64_t i = 0; i < n; ++i) {
+    float* di = d + i * v;
+    const std::int32_t label = labels[i];
+    if (label == p.ignore_label) {
+      std::fill(di, di + v, 0.0f);
+      continue;
+    }
+    const float* pi = probs + i * v;
+    for (std::int64_t j = 0; j < v; ++j) di[j] = pi[j] * p.scale;
+    di[label] -= p.scale;
+  }
+}
+
+void top_k(const TopKArgs& p) {
+  const std::int64_t n = p.x->dim(0), m = p.x->dim(1), k = p.values->dim(1);
+  const float* x = f32(p.x);
+  float* values = f32(p.values);
+  std::int32_t* indices = i32(p.indices);
+  std::vector<std::int32_t> order(static_cast<std::size_t>(m));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * m;
+    std::iota(order.begin(), order.end(), 0);
+    // Larger value first; equal values keep the lower column first (deterministic ties).
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [xi](std::int32_t a, std::int32_t b) {
+      return xi[a] > xi[b] || (xi[a] == xi[b] && a < b);
+    });
+    for (std::int64_t j = 0; j < k; ++j) {
+      indices[i * k + j] = order[static_cast<std::size_t>(j)];
+      values[i * k + j] = xi[order[static_cast<std::size_t>(j)]];
+    }
+  }
+}
+
+namespace {
+void check_indices(std::string_view kernel, const std::int32_t* index, std::int64_t n, std::int64_t limit) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    MOERUN_CHECK(index[i] >= 0 && index[i] < limit, KernelError, "[{}] index[{}] = {} is outside [0, {})", kernel, i,
+                 index[i], limit);
+  }
+}
+}  // namespace
+
+void gather_rows(const IndexRowsArgs& p) {
+  const std::int64_t n = p.dst->dim(0), d = p.dst->dim(1);
+  const std::int32_t* index = i32(p.index);
+  check_indices("gather_rows", index, n, p.src->dim(0));
+  const float* src = f32(p.src);
+  float* dst = f32(p.dst);
+  const float* scale = p.scale ? f32(p.scale) : nullptr;
+#pragma omp parallel for if (n * d > (1 << 15))
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* s = src + static_cast<std::int64_t>(index[i]) * d;
+    float* o = dst + i * d;
+    if (scale == nullptr) {
+      std::memcpy(o, s, static_cast<std::size_t>(d) * sizeof(float));
+    } else {
+      const float w = scale[i];
+      for (std::int64_t j = 0; j < d; ++j) o[j] = s[j] * w;
+    }
+  }
+}
+
+void scatter_add_rows(const IndexRowsArgs& p) {
+  const std::int64_t n = p.src->dim(0), d = p.src->dim(1);
+  const std::int32_t* index = i32(p.index);
+  check_indices("scatter_add_rows", index, n, p.dst->dim(0));
+  const float* src = f32(p.src);
+  float* dst = f32(p.dst);
+  const float* scale = p.scale ? f32(p.scale) : nullptr;
+  // Sequential over i: several rows may land on one destination, and the order of their
+  // additions must not depend on threads (bit-identical runs).
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float* s = src + i * d;
+    float* o = dst + static_cast<std::int64_t>(index[i]) * d;
+    const float w = scale ? scale[i] : 1.0f;
+#pragma omp simd
+    for (std::int64_t j = 0; j < d; ++j) o[j] += s[j] * w;
+  }
+}
+
+void row_dot(const RowDotArgs& p) {
+  const std::int64_t n = p.a->dim(0), d = p.a->dim(1);
+  const float* a = f32(p.a);
+  const float* b = f32(p.b);
+  float* out = f32(p.out);
+#pragma omp parallel for if (n * d > (1 << 15))
+  for (std::int64_t i = 0; i < n; ++i) {
+    float s = 0.0f;
+    for (std::int64_t j = 0; j < d; ++j) s += a[i * d + j] * b[i * d + j];
+    out[i] = s;
+  }
+}
+
+}  // namespace moerun::cpu
