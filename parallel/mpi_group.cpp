@@ -1,0 +1,180 @@
+#include "parallel/mpi_group.h"
+
+#include <climits>
+#include <cstdio>
+#include <vector>
+
+#include "runtime/core/error.h"
+
+namespace moerun {
+namespace {
+
+MPI_Datatype mpi_type(CommType t) {
+  switch (t) {
+    case CommType::F32: return MPI_FLOAT;
+    case CommType::F64: return MPI_DOUBLE;
+    case CommType::I32: return MPI_INT32_T;
+    case CommType::I64: return MPI_INT64_T;
+    case CommType::U8: return MPI_UINT8_T;
+  }
+  return MPI_DATATYPE_NULL;
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return MPI_SUM;
+    case ReduceOp::Max: return MPI_MAX;
+    case ReduceOp::Min: return MPI_MIN;
+  }
+  return MPI_OP_NULL;
+}
+
+// MPI takes int counts; refuse instead of narrowing silently.
+int to_int(std::int64_t v, const char* call, const std::string& group) {
+  MOERUN_CHECK(v >= 0 && v <= INT_MAX, MpiError,
+               "[{} on {}] count or displacement {} does not fit MPI's int; split the message", call, group, v);
+  return static_cast<int>(v);
+}
+
+std::vector<int> to_ints(std::span<const std::int64_t> v, const char* call, const std::string& group) {
+  std::vector<int> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = to_int(v[i], call, group);
+  return out;
+}
+
+class MpiRequest final : public CommRequest {
+ public:
+  MpiRequest(const MpiGroup& group, MPI_Request request) : group_(group), request_(request) {}
+  ~MpiRequest() override {
+    if (request_ != MPI_REQUEST_NULL) {
+      std::fprintf(stderr, "[moerun] bug: a non-blocking MPI operation on %s was destroyed before wait()\n",
+                   group_.name().c_str());
+      MPI_Abort(MPI_COMM_WORLD, 70);
+    }
+  }
+  void wait() override { group_.check(MPI_Wait(&request_, MPI_STATUS_IGNORE), "MPI_Wait"); }
+
+ private:
+  const MpiGroup& group_;
+  MPI_Request request_;
+};
+
+}  // namespace
+
+MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
+  int provided = 0;
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+    throw MpiError("[MPI_Init_thread] failed to initialize MPI; is this run under mpirun?", __FILE__, __LINE__);
+  }
+  if (provided < MPI_THREAD_FUNNELED) {
+    MPI_Finalize();
+    throw MpiError(fmt::format("[MPI_Init_thread] the MPI library provides thread level {} but moerun needs "
+                               "MPI_THREAD_FUNNELED ({})", provided, MPI_THREAD_FUNNELED),
+                   __FILE__, __LINE__);
+  }
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+}
+
+MpiEnvironment::~MpiEnvironment() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+std::unique_ptr<ProcessGroup> MpiEnvironment::world() const {
+  MPI_Comm dup;
+  const int code = MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  MOERUN_CHECK(code == MPI_SUCCESS, MpiError, "[MPI_Comm_dup on world] failed with code {}", code);
+  return std::make_unique<MpiGroup>(dup, "world");
+}
+
+void MpiEnvironment::abort(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+MpiGroup::MpiGroup(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+  check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+  check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+}
+
+MpiGroup::~MpiGroup() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void MpiGroup::check(int code, const char* call) const {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(code, text, &len);
+  int world_rank = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+  MOERUN_THROW(MpiError, "[{} on {}, rank {} (world rank {})] {}", call, name_, rank_, world_rank, std::string(text, len));
+}
+
+std::unique_ptr<ProcessGroup> MpiGroup::split(int color, int key, const std::string& name) const {
+  MPI_Comm out;
+  check(MPI_Comm_split(comm_, color, key, &out), "MPI_Comm_split");
+  return std::make_unique<MpiGroup>(out, name);
+}
+
+std::unique_ptr<ProcessGroup> MpiGroup::split_node_local(const std::string& name) const {
+  MPI_Comm out;
+  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &out), "MPI_Comm_split_type");
+  return std::make_unique<MpiGroup>(out, name);
+}
+
+void MpiGroup::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+
+void MpiGroup::all_reduce(void* data, std::int64_t count, CommType type, ReduceOp op) {
+  if (size_ == 1) return;
+  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int(count, "MPI_Allreduce", name_), mpi_type(type), mpi_op(op), comm_),
+        "MPI_Allreduce");
+}
+
+std::unique_ptr<CommRequest> MpiGroup::all_reduce_async(void* data, std::int64_t count, CommType type, ReduceOp op) {
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "MPI_Iallreduce", name_), mpi_type(type), mpi_op(op), comm_,
+                       &request),
+        "MPI_Iallreduce");
+  return std::make_unique<MpiRequest>(*this, request);
+}
+
+void MpiGroup::all_gather(const void* send, void* recv, std::int64_t count, CommType type) {
+  const int n = to_int(count, "MPI_Allgather", name_);
+  check(MPI_Allgather(send, n, mpi_type(type), recv, n, mpi_type(type), comm_), "MPI_Allgather");
+}
+
+void MpiGroup::broadcast(void* data, std::int64_t count, CommType type, int root) {
+  check(MPI_Bcast(data, to_int(count, "MPI_Bcast", name_), mpi_type(type), root, comm_), "MPI_Bcast");
+}
+
+void MpiGroup::all_to_all_v(const void* send, std::span<const std::int64_t> send_counts,
+                            std::span<const std::int64_t> send_displs, void* recv,
+                            std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
+                            CommType type) {
+  const auto n = static_cast<std::size_t>(size_);
+  MOERUN_CHECK(send_counts.size() == n && send_displs.size() == n && recv_counts.size() == n && recv_displs.size() == n,
+               MpiError, "[MPI_Alltoallv on {}] expects {} counts and displacements per side, got {}/{}/{}/{}", name_, n,
+               send_counts.size(), send_displs.size(), recv_counts.size(), recv_displs.size());
+  const auto sc = to_ints(send_counts, "MPI_Alltoallv", name_), sd = to_ints(send_displs, "MPI_Alltoallv", name_);
+  const auto rc = to_ints(recv_counts, "MPI_Alltoallv", name_), rd = to_ints(recv_displs, "MPI_Alltoallv", name_);
+  check(MPI_Alltoallv(send, sc.data(), sd.data(), mpi_type(type), recv, rc.data(), rd.data(), mpi_type(type), comm_),
+        "MPI_Alltoallv");
+}
+
+void MpiGroup::send(const void* data, std::int64_t count, CommType type, int dest, int tag) {
+  check(MPI_Send(data, to_int(count, "MPI_Send", name_), mpi_type(type), dest, tag, comm_), "MPI_Send");
+}
+
+void MpiGroup::recv(void* data, std::int64_t count, CommType type, int source, int tag) {
+  check(MPI_Recv(data, to_int(count, "MPI_Recv", name_), mpi_type(type), source, tag, comm_, MPI_STATUS_IGNORE),
+        "MPI_Recv");
+}
+
+}  // namespace moerun

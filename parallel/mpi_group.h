@@ -1,0 +1,67 @@
+// MPI implementation of ProcessGroup and the MPI environment (init/finalize).
+// Owns: one duplicated MPI communicator per group (freed in the destructor), with
+// MPI_ERRORS_RETURN set so that every failure becomes an MpiError naming the rank, the
+// call and the group. Does not own: what is communicated (see token_dispatcher, grad_sync).
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+
+#include "parallel/process_group.h"
+
+namespace moerun {
+
+// Initializes MPI (MPI_THREAD_FUNNELED: only the main thread calls MPI) and finalizes it
+// on destruction. Exactly one per process, created first in main().
+class MpiEnvironment {
+ public:
+  MpiEnvironment(int* argc, char*** argv);
+  ~MpiEnvironment();
+  MpiEnvironment(const MpiEnvironment&) = delete;
+  MpiEnvironment& operator=(const MpiEnvironment&) = delete;
+  // The world as a group (a duplicate of MPI_COMM_WORLD).
+  std::unique_ptr<ProcessGroup> world() const;
+  // Ends every rank of the job with exit code `code`; used when a rank fails so that no
+  // other rank is left waiting in a collective.
+  [[noreturn]] static void abort(int code);
+};
+
+class MpiGroup final : public ProcessGroup {
+ public:
+  // Takes ownership of `comm` (an MPI_Comm_dup or split result).
+  MpiGroup(MPI_Comm comm, std::string name);
+  ~MpiGroup() override;
+  MpiGroup(const MpiGroup&) = delete;
+  MpiGroup& operator=(const MpiGroup&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return name_; }
+  std::unique_ptr<ProcessGroup> split(int color, int key, const std::string& name) const override;
+  std::unique_ptr<ProcessGroup> split_node_local(const std::string& name) const override;
+  void barrier() override;
+  void all_reduce(void* data, std::int64_t count, CommType type, ReduceOp op) override;
+  std::unique_ptr<CommRequest> all_reduce_async(void* data, std::int64_t count, CommType type, ReduceOp op) override;
+  void all_gather(const void* send, void* recv, std::int64_t count, CommType type) override;
+  void broadcast(void* data, std::int64_t count, CommType type, int root) override;
+  void all_to_all_v(const void* send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
+                    void* recv, std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
+                    CommType type) override;
+  void send(const void* data, std::int64_t count, CommType type, int dest, int tag) override;
+  void recv(void* data, std::int64_t count, CommType type, int source, int tag) override;
+  using ProcessGroup::all_reduce;
+
+  MPI_Comm comm() const { return comm_; }
+  // Throws MpiError "[call on group, rank r] <MPI's text>" unless code == MPI_SUCCESS.
+  void check(int code, const char* call) const;
+
+ private:
+  MPI_Comm comm_;
+  std::string name_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace moerun

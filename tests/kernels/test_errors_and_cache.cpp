@@ -1,0 +1,91 @@
+// Bad arguments name the kernel and the shapes; steady-state calls create no primitives.
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "kernels/norm.h"
+#include "kernels/softmax.h"
+#include "runtime/core/error.h"
+#include "test_util.h"
+
+namespace moerun::test {
+
+// Runs fn, expects a KernelError whose message contains every fragment.
+template <class Fn>
+void expect_kernel_error(Fn&& fn, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a KernelError";
+  } catch (const KernelError& e) {
+    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what() << " lacks " << f;
+  }
+}
+
+TEST(KernelErrors, ShapeMismatchNamesKernelAndShapes) {
+  Tensor a(device(), {3, 4}), b(device(), {5, 2}), c(device(), {3, 2});
+  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "[3, 4]", "[5, 2]"});
+  Tensor b2(device(), {4, 2}), c_wrong(device(), {3, 3});
+  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &b2, .c = &c_wrong}); }, {"[matmul]", "[3, 3]"});
+  Tensor x(device(), {2, 3}), y(device(), {3, 2});
+  expect_kernel_error([&] { kernels::softmax_forward({.x = &x, .out = &y}); }, {"[softmax_forward]", "[2, 3]", "[3, 2]"});
+}
+
+TEST(KernelErrors, WrongDtypeIsRejected) {
+  Tensor a(device(), {2, 2}, DType::I32), b(device(), {2, 2}), c(device(), {2, 2});
+  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "f32", "i32"});
+  Tensor h(device(), {4}, DType::BF16), o(device(), {4});
+  expect_kernel_error([&] { kernels::activation_forward({.x = &h, .out = &o}); }, {"[activation_forward]", "bf16"});
+}
+
+TEST(KernelErrors, TensorsOnDifferentDevicesAreRejected) {
+  CpuDevice other;
+  Tensor a(device(), {2, 2}), b(other, {2, 2}), c(device(), {2, 2});
+  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "different devices"});
+}
+
+TEST(KernelErrors, MissingAndUndefinedArguments) {
+  Tensor a(device(), {2, 2}), c(device(), {2, 2});
+  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = nullptr, .c = &c}); }, {"[matmul]", "'b'"});
+  Tensor moved = std::move(a);
+  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &moved, .c = &c}); }, {"[matmul]", "undefined"});
+}
+
+TEST(KernelErrors, GroupedMatmulGroupsMustShareShapes) {
+  Tensor a1(device(), {3, 4}), a2(device(), {3, 5}), w1(device(), {4, 2}), w2(device(), {5, 2}), c1(device(), {3, 2}),
+      c2(device(), {3, 2});
+  expect_kernel_error([&] { kernels::grouped_matmul({{{.a = &a1, .b = &w1, .c = &c1}, {.a = &a2, .b = &w2, .c = &c2}}}); },
+                      {"[grouped_matmul]", "[3, 5]"});
+}
+
+TEST(PrimitiveCache, SteadyStateCreatesNoPrimitives) {
+  CpuDevice dev;
+  auto created = [&] { return dev.kernels().primitives_created(dev); };
+  Tensor a = to_tensor(dev, random_matrix(32, 16, 1)), w = to_tensor(dev, random_matrix(16, 8, 2)), y(dev, {32, 8});
+  Tensor g(dev, {32, 8}), gamma = Tensor::zeros(dev, {8}), beta = Tensor::zeros(dev, {8}), mean(dev, {32}), var(dev, {32});
+  Tensor qkv = to_tensor(dev, random_matrix(2 * 4, 3 * 8, 3)), probs(dev, {2, 2, 4, 4}), att(dev, {8, 8}), dqkv(dev, {8, 24});
+  std::vector<Tensor> rows;
+  for (std::int64_t r : {5, 9, 17}) rows.push_back(to_tensor(dev, random_matrix(r, 16, 4)));
+  std::vector<Tensor> outs;
+  for (std::int64_t r : {5, 9, 17}) outs.emplace_back(dev, Shape{r, 8});
+  auto step = [&] {
+    kernels::matmul({.a = &a, .b = &w, .c = &y});
+    kernels::activation_forward({.activation = Activation::Gelu, .x = &y, .out = &g});
+    kernels::activation_backward({.activation = Activation::Gelu, .x = &y, .dy = &g, .out = &g});
+    kernels::layer_norm_forward({.x = &g, .gamma = &gamma, .beta = &beta, .mean = &mean, .variance = &var, .y = &y});
+    kernels::attention_forward({.batch = 2, .seq = 4, .heads = 2, .qkv = &qkv, .probs = &probs, .out = &att});
+    kernels::attention_backward({.batch = 2, .seq = 4, .heads = 2, .qkv = &qkv, .probs = &probs, .dout = &att, .dqkv = &dqkv});
+    GroupedMatmulArgs grouped;
+    for (std::size_t i = 0; i < rows.size(); ++i) grouped.groups.push_back({.a = &rows[i], .b = &w, .c = &outs[i]});
+    kernels::grouped_matmul(grouped);
+  };
+  step();
+  const auto after_first = created();
+  EXPECT_GT(after_first, 0);
+  for (int i = 0; i < 5; ++i) step();
+  EXPECT_EQ(created(), after_first);
+  // A grouped matmul with new token counts reuses the same primitive.
+  Tensor r(dev, {33, 16}), o(dev, {33, 8});
+  kernels::grouped_matmul({{{.a = &r, .b = &w, .c = &o}}});
+  EXPECT_EQ(created(), after_first);
+}
+
+}  // namespace moerun::test

@@ -1,0 +1,90 @@
+// ProcessGroup over MPI: closed-form collectives, payloads stamped with the sender's rank,
+// and the same calls on the size-1 LocalGroup.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "parallel/mpi_group.h"
+#include "runtime/core/error.h"
+
+namespace moerun::test {
+
+std::unique_ptr<ProcessGroup> world() {
+  int argc = 0;
+  (void)argc;
+  MPI_Comm dup;
+  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  return std::make_unique<MpiGroup>(dup, "world");
+}
+
+TEST(MpiGroup, AllReduceSumsRanks) {
+  auto w = world();
+  const int p = w->size();
+  std::vector<double> v = {static_cast<double>(w->rank()), 1.0};
+  w->all_reduce(std::span<double>(v));
+  EXPECT_EQ(v[0], p * (p - 1) / 2.0);
+  EXPECT_EQ(v[1], p);
+  EXPECT_EQ(w->all_reduce_value(std::int64_t{w->rank()}, ReduceOp::Max), p - 1);
+}
+
+TEST(MpiGroup, AsyncAllReduceCompletesOnWait) {
+  auto w = world();
+  std::vector<float> v(1000, 1.0f);
+  auto req = w->all_reduce_async(v.data(), 1000, CommType::F32, ReduceOp::Sum);
+  req->wait();
+  EXPECT_EQ(v[999], static_cast<float>(w->size()));
+}
+
+TEST(MpiGroup, AllToAllVDeliversRankStampedPayloads) {
+  auto w = world();
+  const int p = w->size(), r = w->rank();
+  // Rank r sends (r + 1) values to each peer j, each value = 100 * r + j.
+  std::vector<std::int64_t> sc(p, r + 1), sd(p), rc(p), rd(p);
+  for (int j = 0; j < p; ++j) {
+    sd[j] = j * (r + 1);
+    rc[j] = j + 1;
+    rd[j] = j == 0 ? 0 : rd[j - 1] + rc[j - 1];
+  }
+  std::vector<float> send(static_cast<std::size_t>(p * (r + 1)));
+  for (int j = 0; j < p; ++j)
+    for (int i = 0; i <= r; ++i) send[static_cast<std::size_t>(j * (r + 1) + i)] = static_cast<float>(100 * r + j);
+  std::vector<float> recv(static_cast<std::size_t>(rd[p - 1] + rc[p - 1]));
+  w->all_to_all_v(send.data(), sc, sd, recv.data(), rc, rd, CommType::F32);
+  for (int j = 0; j < p; ++j)
+    for (int i = 0; i <= j; ++i) EXPECT_EQ(recv[static_cast<std::size_t>(rd[j] + i)], static_cast<float>(100 * j + r));
+}
+
+TEST(MpiGroup, SplitAndNodeLocalGroups) {
+  auto w = world();
+  auto parity = w->split(w->rank() % 2, w->rank(), "parity");
+  EXPECT_EQ(parity->size(), (w->size() + 1 - w->rank() % 2) / 2);
+  auto node = w->split_node_local("node");
+  EXPECT_EQ(node->size(), w->size());  // one machine
+  EXPECT_EQ(node->all_reduce_value(std::int64_t{1}), w->size());
+}
+
+TEST(MpiGroup, ErrorsNameCallGroupAndRank) {
+  auto w = world();
+  try {
+    w->send(nullptr, 1, CommType::F32, w->size() + 5, 0);  // no such rank
+    FAIL() << "expected MpiError";
+  } catch (const MpiError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("MPI_Send on world"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("rank"), std::string::npos) << msg;
+  }
+}
+
+TEST(LocalGroup, BehavesAsAWorldOfOne) {
+  LocalGroup g;
+  std::vector<double> v = {3.0};
+  g.all_reduce(std::span<double>(v));
+  EXPECT_EQ(v[0], 3.0);
+  std::vector<float> send = {1, 2, 3}, recv(3);
+  const std::int64_t c[] = {3}, d[] = {0};
+  g.all_to_all_v(send.data(), c, d, recv.data(), c, d, CommType::F32);
+  EXPECT_EQ(recv, send);
+  EXPECT_THROW(g.send(send.data(), 1, CommType::F32, 1, 0), MpiError);
+}
+
+}  // namespace moerun::test
