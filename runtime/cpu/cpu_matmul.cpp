@@ -1,6 +1,5 @@
 // Matmul and grouped matmul on oneDNN's matmul primitive. Plain matmul caches a primitive
-// per exact shape (model shapes are static). Grouped matmul declares the token dimension
-// as a runtime dimension, so one primitive serves every expert whatever its token count.
+// per exact shape (model shapes are static); grouped matmul is explained above its definition.
 #include <fmt/format.h>
 
 #include "kernels/elementwise.h"
@@ -71,30 +70,40 @@ void matmul(const MatmulArgs& p) {
   }
 }
 
+// Grouped matmul. Token counts change every step, so the token dimension cannot be baked into
+// one primitive. oneDNN 2.6 serves runtime-dimension matmuls with its gemm:jit kernels rather
+// than brgemm; measured against one big matmul of equal FLOPs (bench_matmul, docs/performance.md):
+//  - forward (a [tokens, k] x b [k, n]): runtime-M is as fast as the big matmul -> one primitive;
+//  - weight gradient (a transposed, tokens are the reduction dim): runtime-K is as fast -> one;
+//  - data gradient (b transposed): runtime-M reached only ~65%, so each group is cut into
+//    power-of-two row tiles (kMaxTileRows down to kMinTileRows), each a fixed-shape brgemm
+//    primitive, plus a runtime-M remainder under kMinTileRows rows.
+// Primitives per shape are bounded (at most 8 tiles + 1), created on first use, none after.
+namespace {
+constexpr std::int64_t kMaxTileRows = 1024;
+constexpr std::int64_t kMinTileRows = 16;
+}
+
 void grouped_matmul(const GroupedMatmulArgs& args) {
   const MatmulArgs& first = args.groups.front();
   CpuDevice& dev = cpu_device_of(*first.c);
-  const bool ta = first.transpose_a;
-  // Fixed dimensions: without transpose_a the tokens are m; with it they are k.
-  const std::int64_t fixed_mk = first.a->dim(1);
-  const std::int64_t n = first.transpose_b ? first.b->dim(0) : first.b->dim(1);
-  const std::int64_t k_fixed = ta ? 0 : (first.transpose_b ? first.b->dim(1) : first.b->dim(0));
-  const std::string key = fmt::format("grouped_matmul:{}:{}:{}:{:d}{:d}{:d}{:d}", fixed_mk, n, k_fixed, ta,
-                                      first.transpose_b, first.bias != nullptr, first.accumulate);
-  // Descriptors with the token dimension left to run time; strides never depend on it.
-  dnnl::memory::desc a_rt, b_rt, c_rt;
-  if (!ta) {  // a [tokens, k], b [k, n] (or [n, k]), c [tokens, n]
-    a_rt = strided_md({kRuntime, fixed_mk}, {fixed_mk, 1});
-    b_rt = strided_md({k_fixed, n}, first.transpose_b ? dims{1, k_fixed} : dims{n, 1});
-    c_rt = strided_md({kRuntime, n}, {n, 1});
-  } else {  // a [tokens, m] read transposed, b [tokens, n], c [m, n]
-    a_rt = strided_md({fixed_mk, kRuntime}, {1, fixed_mk});
-    b_rt = strided_md({kRuntime, n}, {n, 1});
-    c_rt = plain_md({fixed_mk, n});
-  }
+  const bool ta = first.transpose_a, tb = first.transpose_b;
+  const std::int64_t a_cols = first.a->dim(1);  // k without transpose_a; m with it
+  const std::int64_t n = tb ? first.b->dim(0) : first.b->dim(1);
+  const std::int64_t k_fixed = ta ? 0 : (tb ? first.b->dim(1) : first.b->dim(0));
+  const std::string key = fmt::format("grouped_matmul:{}:{}:{}:{:d}{:d}{:d}{:d}", a_cols, n, k_fixed, ta, tb,
+                                      first.bias != nullptr, first.accumulate);
   const auto bias_md = first.bias ? plain_md({1, n}) : dnnl::memory::desc();
+  const auto b_fixed = ta ? dnnl::memory::desc() : strided_md({k_fixed, n}, tb ? dims{1, k_fixed} : dims{n, 1});
+  auto run = [&](dnnl::primitive& prim, const dnnl::memory::desc& a_md, const void* a, const dnnl::memory::desc& b_md,
+                 const void* b, const dnnl::memory::desc& c_md, void* c, const Tensor* bias) {
+    std::unordered_map<int, dnnl::memory> margs{{DNNL_ARG_SRC, wrap(dev, a_md, a)},
+                                                {DNNL_ARG_WEIGHTS, wrap(dev, b_md, b)},
+                                                {DNNL_ARG_DST, wrap(dev, c_md, c)}};
+    if (bias) margs.emplace(DNNL_ARG_BIAS, wrap(dev, bias_md, bias->data()));
+    execute(dev, prim, std::move(margs));
+  };
   try {
-    dnnl::primitive& prim = dev.cache().get(key, [&] { return make_matmul(dev, a_rt, b_rt, bias_md, c_rt, first.accumulate); });
     for (const MatmulArgs& g : args.groups) {
       const auto [m, k, nn] = dims_of(g);
       if (m == 0 || nn == 0) continue;
@@ -103,21 +112,37 @@ void grouped_matmul(const GroupedMatmulArgs& args) {
         continue;
       }
       const std::int64_t tokens = g.a->dim(0);
-      dnnl::memory::desc a_md, b_md, c_md;
-      if (!ta) {
-        a_md = strided_md({tokens, fixed_mk}, {fixed_mk, 1});
-        b_md = b_rt;
-        c_md = strided_md({tokens, n}, {n, 1});
-      } else {
-        a_md = strided_md({fixed_mk, tokens}, {1, fixed_mk});
-        b_md = strided_md({tokens, n}, {n, 1});
-        c_md = c_rt;
+      if (ta) {  // a [tokens, m] read transposed, b [tokens, n], c [m, n]: tokens are k.
+        const auto a_rt = strided_md({a_cols, kRuntime}, {1, a_cols}), b_rt = strided_md({kRuntime, n}, {n, 1});
+        dnnl::primitive& prim = dev.cache().get(key, [&] {
+          return make_matmul(dev, a_rt, b_rt, bias_md, plain_md({a_cols, n}), first.accumulate);
+        });
+        run(prim, strided_md({a_cols, tokens}, {1, a_cols}), g.a->data(), strided_md({tokens, n}, {n, 1}), g.b->data(),
+            plain_md({a_cols, n}), g.c->data(), g.bias);
+        continue;
       }
-      std::unordered_map<int, dnnl::memory> margs{{DNNL_ARG_SRC, wrap(dev, a_md, g.a->data())},
-                                                  {DNNL_ARG_WEIGHTS, wrap(dev, b_md, g.b->data())},
-                                                  {DNNL_ARG_DST, wrap(dev, c_md, g.c->data())}};
-      if (g.bias) margs.emplace(DNNL_ARG_BIAS, wrap(dev, bias_md, g.bias->data()));
-      execute(dev, prim, std::move(margs));
+      // a [tokens, k], c [tokens, n].
+      const auto* a = static_cast<const float*>(g.a->data());
+      auto* c = static_cast<float*>(g.c->data());
+      std::int64_t r = 0;
+      // Power-of-two tiles from the largest down (data gradient only), then the rest.
+      for (std::int64_t tile = kMaxTileRows; tb && tile >= kMinTileRows; tile /= 2) {
+        for (; tokens - r >= tile; r += tile) {
+          const auto a_md = plain_md({tile, a_cols}), c_md = plain_md({tile, n});
+          dnnl::primitive& prim = dev.cache().get(fmt::format("{}:tile{}", key, tile), [&] {
+            return make_matmul(dev, a_md, b_fixed, bias_md, c_md, first.accumulate);
+          });
+          run(prim, a_md, a + r * a_cols, b_fixed, g.b->data(), c_md, c + r * n, g.bias);
+        }
+      }
+      if (tokens > r) {
+        const std::int64_t rest = tokens - r;
+        dnnl::primitive& prim = dev.cache().get(key + ":rest", [&] {
+          return make_matmul(dev, strided_md({kRuntime, a_cols}, {a_cols, 1}), b_fixed, bias_md,
+                             strided_md({kRuntime, n}, {n, 1}), first.accumulate);
+        });
+        run(prim, plain_md({rest, a_cols}), a + r * a_cols, b_fixed, g.b->data(), plain_md({rest, n}), c + r * n, g.bias);
+      }
     }
   } catch (const dnnl::error& e) {
     MOERUN_THROW(KernelError, "[grouped_matmul] oneDNN failed for {} groups with a {} b {}: {}", args.groups.size(),

@@ -82,10 +82,18 @@ TEST(PrimitiveCache, SteadyStateCreatesNoPrimitives) {
   EXPECT_GT(after_first, 0);
   for (int i = 0; i < 5; ++i) step();
   EXPECT_EQ(created(), after_first);
-  // A grouped matmul with new token counts reuses the same primitive.
-  Tensor r(dev, {33, 16}), o(dev, {33, 8});
-  kernels::grouped_matmul({{{.a = &r, .b = &w, .c = &o}}});
-  EXPECT_EQ(created(), after_first);
+  // Grouped matmul: a bounded set of primitives per shape, then none whatever the token counts.
+  auto grouped_with_rows = [&](std::int64_t r) {
+    Tensor x(dev, {r, 16}), y1(dev, {r, 8}), dy = Tensor::zeros(dev, {r, 8}), dx(dev, {r, 16}), dw(dev, {16, 8});
+    kernels::grouped_matmul({{{.a = &x, .b = &w, .c = &y1}}});
+    kernels::grouped_matmul({{{.a = &dy, .b = &w, .c = &dx, .transpose_b = true}}});
+    kernels::grouped_matmul({{{.a = &x, .b = &dy, .c = &dw, .transpose_a = true}}});
+  };
+  grouped_with_rows(2047);  // 1024 + 512 + ... + 16 + 15: every tile size and a remainder
+  const auto warmed = created();
+  EXPECT_LE(warmed - after_first, 3 + 8 + 1) << "more primitives than the documented bound";
+  for (std::int64_t r : {1, 33, 129, 700, 1500, 4000}) grouped_with_rows(r);
+  EXPECT_EQ(created(), warmed);
 }
 
 }  // namespace moerun::test
