@@ -185,6 +185,28 @@ struct AttentionArgs {
   Tensor* dqkv = nullptr;        // backward
 };
 
+// MoE router (top-k softmax gating) over logits [n, e].
+// forward:  probs = softmax(logits); lse[i] = logsumexp(logits[i]); index (i32 [n, k]) and
+//           vals = the k largest probs (descending, ties to the lower expert); gates = vals,
+//           divided by their row sum when renormalize.
+// backward: dvals from dgates (through the renormalization), then
+//           dprobs[i, e] = aux_weight[e] + sum_j [index[i, j] == e] dvals[i, j]
+//           dlogits = probs * (dprobs - <dprobs, probs>) + z_scale * lse[i] * probs[i, e]
+// aux_weight [e] carries the load-balancing loss gradient, z_scale the router z-loss's
+// (for z = c * mean(lse^2): z_scale = 2c / n).
+struct RouterArgs {
+  const Tensor* logits = nullptr;
+  Tensor* probs = nullptr;
+  Tensor* lse = nullptr;
+  Tensor* index = nullptr;
+  Tensor* gates = nullptr;
+  bool renormalize = true;
+  const Tensor* dgates = nullptr;      // backward
+  const Tensor* aux_weight = nullptr;  // backward
+  float z_scale = 0.0f;                // backward
+  Tensor* dlogits = nullptr;           // backward
+};
+
 struct KernelTable {
   void (*matmul)(const MatmulArgs&) = nullptr;
   void (*grouped_matmul)(const GroupedMatmulArgs&) = nullptr;
@@ -212,6 +234,8 @@ struct KernelTable {
   // Number of non-finite (NaN or Inf) values in x.
   std::int64_t (*count_nonfinite)(const Tensor& x) = nullptr;
   void (*adamw)(const AdamWArgs&) = nullptr;
+  void (*router_forward)(const RouterArgs&) = nullptr;
+  void (*router_backward)(const RouterArgs&) = nullptr;
   void (*attention_forward)(const AttentionArgs&) = nullptr;
   void (*attention_backward)(const AttentionArgs&) = nullptr;
   // Primitives (or compiled kernels) created so far; flat in steady state.

@@ -220,6 +220,38 @@ Matrix attention_backward(const Matrix& qkv, int batch, int seq, int heads, cons
   return dqkv;
 }
 
+Router router(const Matrix& logits, int k, bool renormalize) {
+  Router r{softmax_rows(logits), Vector(logits.rows()), Index(), Matrix(logits.rows(), k)};
+  const TopK top = top_k(r.probs, k);
+  r.index = top.indices;
+  for (Eigen::Index i = 0; i < logits.rows(); ++i) {
+    const double mx = logits.row(i).maxCoeff();
+    r.lse(i) = mx + std::log((logits.row(i).array() - mx).exp().sum());
+    const double total = renormalize ? top.values.row(i).sum() : 1.0;
+    r.gates.row(i) = top.values.row(i) / total;
+  }
+  return r;
+}
+
+Matrix router_backward(const Matrix& logits, int k, bool renormalize, const Matrix& dgates, const Vector& aux_weight,
+                       double z_scale) {
+  const Router r = router(logits, k, renormalize);
+  Matrix dprobs = Matrix::Zero(logits.rows(), logits.cols());
+  for (Eigen::Index i = 0; i < logits.rows(); ++i) {
+    dprobs.row(i) = aux_weight.transpose();
+    double vsum = 0.0;
+    for (int j = 0; j < k; ++j) vsum += r.probs(i, r.index[static_cast<std::size_t>(i * k + j)]);
+    const double dot = dgates.row(i).dot(r.gates.row(i));
+    for (int j = 0; j < k; ++j) {
+      const double dv = renormalize ? (dgates(i, j) - dot) / vsum : dgates(i, j);
+      dprobs(i, r.index[static_cast<std::size_t>(i * k + j)]) += dv;
+    }
+  }
+  Matrix dlogits = softmax_rows_backward(r.probs, dprobs);
+  for (Eigen::Index i = 0; i < logits.rows(); ++i) dlogits.row(i) += z_scale * r.lse(i) * r.probs.row(i);
+  return dlogits;
+}
+
 AdamWState adamw(AdamWState s, const Vector& grad, double lr, double beta1, double beta2, double eps, double weight_decay,
                  std::int64_t step) {
   const double c1 = 1.0 - std::pow(beta1, static_cast<double>(step));

@@ -67,6 +67,16 @@ struct Attention {
 Attention attention(const Matrix& qkv, int batch, int seq, int heads);
 Matrix attention_backward(const Matrix& qkv, int batch, int seq, int heads, const Matrix& dout);
 
+struct Router {
+  Matrix probs;
+  Vector lse;
+  Index index;  // [n, k]
+  Matrix gates;
+};
+Router router(const Matrix& logits, int k, bool renormalize);
+Matrix router_backward(const Matrix& logits, int k, bool renormalize, const Matrix& dgates, const Vector& aux_weight,
+                       double z_scale);
+
 struct AdamWState {
   Vector param, m, v;
 };

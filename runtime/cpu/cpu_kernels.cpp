@@ -31,6 +31,8 @@ void register_cpu_kernels(KernelTable& t) {
   t.sum_squares = cpu::sum_squares;
   t.count_nonfinite = cpu::count_nonfinite;
   t.adamw = cpu::adamw;
+  t.router_forward = cpu::router_forward;
+  t.router_backward = cpu::router_backward;
   t.attention_forward = cpu::attention_forward;
   t.attention_backward = cpu::attention_backward;
   t.primitives_created = [](const Device& d) { return static_cast<const CpuDevice&>(d).primitives_created(); };

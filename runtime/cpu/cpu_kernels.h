@@ -30,6 +30,8 @@ void top_k(const TopKArgs& args);
 void gather_rows(const IndexRowsArgs& args);
 void scatter_add_rows(const IndexRowsArgs& args);
 void row_dot(const RowDotArgs& args);
+void router_forward(const RouterArgs& args);
+void router_backward(const RouterArgs& args);
 void attention_forward(const AttentionArgs& args);
 void attention_backward(const AttentionArgs& args);
 
