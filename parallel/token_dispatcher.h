@@ -1,0 +1,58 @@
+// TokenDispatcher: the narrow interface through which an MoE layer sends its token-copies to
+// the ranks that hold their experts and gets the results back. The layer hands over rows
+// sorted by global expert id with a count per expert; the dispatcher returns rows grouped by
+// the experts hosted on this rank. The same plan serves the forward and the backward pass
+// (gradients travel along the same routes).
+//
+// LocalTokenDispatcher hosts every expert (one process): dispatch and combine are views.
+// Collective contract for distributed implementations: every rank of the expert-parallel
+// group calls plan, dispatch and combine in the same order.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "runtime/core/tensor.h"
+
+namespace moerun {
+
+struct DispatchPlan {
+  std::vector<std::int64_t> send_per_expert;       // [experts] rows this rank sends, by global expert
+  std::vector<std::int64_t> recv_per_local_expert;  // [local experts] rows this rank receives per hosted expert
+  // Per (source rank, local expert) received counts, source-major; distributed dispatchers
+  // use it to regroup rows, the local one leaves it empty.
+  std::vector<std::int64_t> recv_matrix;
+  std::int64_t rows_sent_remote = 0;  // rows that crossed to another rank (for byte accounting)
+  std::int64_t rows_received = 0;
+};
+
+class TokenDispatcher {
+ public:
+  virtual ~TokenDispatcher() = default;
+  virtual std::int64_t num_experts() const = 0;
+  // Global ids of the experts hosted here, ascending.
+  virtual const std::vector<int>& local_experts() const = 0;
+  // Exchanges counts; rows_per_expert has one entry per global expert.
+  virtual DispatchPlan plan(std::span<const std::int64_t> rows_per_expert) = 0;
+  // [sum(send_per_expert), d] sorted by expert -> [rows_received, d] grouped by local expert.
+  // May return a view of `rows`: keep `rows` alive while the result is used.
+  virtual Tensor dispatch(const DispatchPlan& plan, const Tensor& rows) = 0;
+  // The reverse: rows grouped by local expert -> rows in the original sorted order.
+  virtual Tensor combine(const DispatchPlan& plan, const Tensor& rows) = 0;
+};
+
+class LocalTokenDispatcher final : public TokenDispatcher {
+ public:
+  explicit LocalTokenDispatcher(int experts);
+  std::int64_t num_experts() const override { return static_cast<std::int64_t>(experts_.size()); }
+  const std::vector<int>& local_experts() const override { return experts_; }
+  DispatchPlan plan(std::span<const std::int64_t> rows_per_expert) override;
+  Tensor dispatch(const DispatchPlan&, const Tensor& rows) override { return rows.view(); }
+  Tensor combine(const DispatchPlan&, const Tensor& rows) override { return rows.view(); }
+
+ private:
+  std::vector<int> experts_;
+};
+
+}  // namespace moerun

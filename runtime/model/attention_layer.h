@@ -1,0 +1,30 @@
+// Causal multi-head self-attention: qkv projection, the attention core kernel, output
+// projection. Keeps qkv, the attention probabilities and the head outputs for backward.
+#pragma once
+
+#include "runtime/model/model_config.h"
+#include "runtime/model/parameters.h"
+
+namespace moerun {
+
+class AttentionLayer {
+ public:
+  AttentionLayer(ParameterStore& params, const ModelConfig& config, const std::string& name);
+  // h [batch * seq_len, d], kept alive by the caller until backward.
+  Tensor forward(const Tensor& h, std::int64_t batch);
+  Tensor backward(const Tensor& dy);  // returns dh
+
+ private:
+  const ModelConfig& config_;
+  Parameter& w_qkv_;  // [d, 3d]
+  Parameter& b_qkv_;  // [3d]
+  Parameter& w_out_;  // [d, d]
+  Parameter& b_out_;  // [d]
+  const Tensor* h_ = nullptr;
+  std::int64_t batch_ = 0;
+  Tensor qkv_;    // [n, 3d]
+  Tensor probs_;  // [batch, heads, seq, seq]
+  Tensor heads_;  // [n, d] attention output before the projection
+};
+
+}  // namespace moerun

@@ -1,0 +1,44 @@
+// The shape of the MoE transformer: sizes, MoE routing options, loss coefficients.
+// validate() refuses impossible values with a message naming the config key and the fix.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moerun {
+
+enum class ExpertType { Gelu, SwiGlu };
+
+struct ModelConfig {
+  std::int64_t d_model = 128;
+  std::int64_t n_layers = 2;
+  std::int64_t n_heads = 4;
+  std::int64_t seq_len = 64;
+  std::int64_t experts = 4;
+  std::int64_t top_k = 2;
+  std::int64_t d_ff = 256;
+  // Expert capacity = ceil(capacity_factor * tokens * top_k / experts) per source micro-batch;
+  // token-copies past it are dropped (they pass through the residual). 0 = dropless.
+  double capacity_factor = 1.25;
+  ExpertType expert_type = ExpertType::Gelu;
+  // Every dense_every-th block (1-based: blocks dense_every, 2*dense_every, ...) has a dense
+  // FFN instead of an MoE layer; 0 = every block is MoE.
+  std::int64_t dense_every = 0;
+  double aux_loss_coef = 0.01;  // Switch-style load balancing
+  double z_loss_coef = 0.001;   // router z-loss
+  bool tie_embeddings = true;
+  double init_std = 0.02;
+
+  std::int64_t head_dim() const { return d_model / n_heads; }
+  bool is_moe_layer(std::int64_t layer) const { return dense_every <= 0 || (layer + 1) % dense_every != 0; }
+  // Renormalizing one gate would make it 1 and starve the router of gradient; top-1 uses the
+  // raw probability as Switch Transformer does.
+  bool renormalize_gates() const { return top_k > 1; }
+  std::int64_t capacity(std::int64_t tokens) const;
+
+  void validate() const;
+};
+
+std::string expert_type_name(ExpertType t);
+
+}  // namespace moerun

@@ -1,0 +1,53 @@
+// One MoE feed-forward layer: router, top-k gating with capacity, dispatch of token-copies
+// to the experts (through a TokenDispatcher, so the same code runs on one process or many),
+// the experts' FFNs, combine, and the gate-weighted sum. Adds the load-balancing (aux) and
+// router z-losses. Dropped token-copies contribute nothing here and pass via the residual.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "parallel/token_dispatcher.h"
+#include "runtime/model/feed_forward.h"
+#include "runtime/model/routing.h"
+
+namespace moerun {
+
+// What one forward of the layer saw, for the loss, the metrics and the load monitor.
+struct MoeStats {
+  std::vector<std::int64_t> assigned_per_expert;  // token-copies routed to each expert (before capacity)
+  std::int64_t copies = 0;                        // tokens x top_k
+  std::int64_t dropped = 0;
+  double aux_loss = 0.0;  // coefficient included
+  double z_loss = 0.0;    // coefficient included
+};
+
+class MoeLayer {
+ public:
+  MoeLayer(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher);
+  // h [tokens, d], kept alive by the caller until backward. Returns the layer output [tokens, d].
+  Tensor forward(const Tensor& h);
+  // dy [tokens, d]; aux_scale weighs this micro-batch's aux and z losses in the total loss.
+  Tensor backward(const Tensor& dy, double aux_scale);
+  const MoeStats& stats() const { return stats_; }
+
+ private:
+  const ModelConfig& config_;
+  TokenDispatcher& dispatcher_;
+  Parameter& router_;  // [d, experts]
+  FeedForwardSet experts_;
+  MoeStats stats_;
+  // Saved by forward for backward.
+  const Tensor* h_ = nullptr;
+  Tensor probs_, lse_, index_, gates_;  // router outputs
+  RoutingPlan routing_;
+  DispatchPlan dispatch_;
+  Tensor token_of_copy_, slot_of_copy_;  // i32 [kept]
+  Tensor copy_gates_;                    // [kept, 1]
+  Tensor routed_;                        // [kept, d] inputs sorted by expert
+  Tensor expert_in_;                     // [received, d] (may view routed_)
+  Tensor expert_out_;                    // [received, d]
+  Tensor routed_out_;                    // [kept, d] (may view expert_out_)
+};
+
+}  // namespace moerun

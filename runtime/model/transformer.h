@@ -1,0 +1,48 @@
+// The byte-level MoE transformer: embedding, N pre-norm blocks (causal self-attention, then
+// an MoE or dense FFN, each with a residual), final layer norm, LM head (tied to the token
+// embedding by default). Explicit forward and backward, no autograd tape: each layer keeps
+// what its backward needs and frees it there.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "runtime/model/attention_layer.h"
+#include "runtime/model/embedding.h"
+#include "runtime/model/layer_norm.h"
+#include "runtime/model/moe_layer.h"
+
+namespace moerun {
+
+class Transformer {
+ public:
+  // Registers every parameter in `params`; expert FFNs only for dispatcher.local_experts().
+  Transformer(const ModelConfig& config, ParameterStore& params, TokenDispatcher& dispatcher);
+  ~Transformer();
+
+  // tokens: i32 [batch * seq_len], kept alive by the caller until backward().
+  // Returns logits [batch * seq_len, vocab]; keeps the activations for backward.
+  Tensor forward(const Tensor& tokens, std::int64_t batch);
+  // dlogits: gradient of the loss with respect to the logits. aux_scale: the weight of this
+  // micro-batch's MoE auxiliary losses in the total loss. Accumulates parameter gradients.
+  void backward(const Tensor& dlogits, double aux_scale);
+
+  // MoE statistics of the last forward, one entry per MoE layer (dense blocks are skipped).
+  std::vector<const MoeStats*> moe_stats() const;
+  // Index of each MoE layer among all blocks.
+  std::vector<int> moe_layer_ids() const;
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  struct Block;
+  const ModelConfig& config_;
+  Embedding embedding_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  std::unique_ptr<LayerNorm> final_norm_;
+  Parameter* lm_head_;  // [vocab, d]: the token table when tied
+  Tensor final_in_;     // residual stream entering the final norm
+  Tensor final_out_;    // [n, d] normalized, input of the LM head
+};
+
+}  // namespace moerun

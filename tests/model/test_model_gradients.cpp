@@ -1,0 +1,130 @@
+// Whole-model gradient check: for every parameter tensor, the directional derivative of the
+// total loss (cross-entropy + aux + z-loss) along a random direction, by central finite
+// differences of the forward, against <grad, direction> from backward. Covers embeddings,
+// attention, norms, router (including the aux and z terms), experts and dense FFN blocks.
+#include <random>
+
+#include "kernels/elementwise.h"
+#include "runtime/model/lm_loss.h"
+#include "runtime/model/routing.h"
+#include "runtime/model/vocab.h"
+#include "runtime/core/error.h"
+#include "test_util.h"
+
+namespace moerun::test {
+namespace {
+
+struct Fixture {
+  ModelConfig config;
+  std::int64_t batch = 2;
+  std::vector<std::int32_t> tokens, targets;
+};
+
+Fixture make_fixture(ExpertType type, std::int64_t top_k, double capacity_factor) {
+  Fixture f;
+  f.config.d_model = 16;
+  f.config.n_layers = 3;
+  f.config.n_heads = 2;
+  f.config.seq_len = 8;
+  f.config.experts = 4;
+  f.config.top_k = top_k;
+  f.config.d_ff = 24;
+  f.config.capacity_factor = capacity_factor;
+  f.config.expert_type = type;
+  f.config.dense_every = 3;     // block 2 is dense
+  f.config.aux_loss_coef = 0.5;  // large, so a wrong aux gradient shows
+  f.config.z_loss_coef = 0.1;
+  f.config.init_std = 0.3;       // large enough that routing is not uniform
+  f.config.validate();
+  std::mt19937 rng(5);
+  for (std::int64_t i = 0; i < f.batch * f.config.seq_len; ++i) {
+    f.tokens.push_back(static_cast<std::int32_t>(rng() % vocab::kSize));
+    f.targets.push_back(i % 5 == 0 ? vocab::kIgnore : static_cast<std::int32_t>(rng() % 256));
+  }
+  return f;
+}
+
+double total_loss(const MicroBatchLoss& l) { return l.ce_sum / double(l.targets) + l.aux + l.z; }
+
+void check_gradients(const Fixture& f) {
+  CpuDevice dev;
+  ParameterStore params(dev, 42, f.config.init_std);
+  LocalTokenDispatcher dispatcher(static_cast<int>(f.config.experts));
+  Transformer model(f.config, params, dispatcher);
+  Tensor tokens = Tensor::from_host(dev, {static_cast<std::int64_t>(f.tokens.size())}, f.tokens);
+  Tensor targets = Tensor::from_host(dev, {static_cast<std::int64_t>(f.targets.size())}, f.targets);
+  const MicroBatchLoss base = forward_loss(model, tokens, targets, f.batch);
+  params.zero_grads();
+  forward_backward(model, tokens, targets, f.batch, {.ce_scale = 1.0 / double(base.targets), .aux_scale = 1.0});
+  ASSERT_GT(base.aux, 0.0);
+  ASSERT_GT(base.z, 0.0);
+  std::mt19937_64 rng(7);
+  int checked = 0;
+  for (Parameter* p : params.all()) {
+    SCOPED_TRACE(p->name);
+    const std::vector<float> value = p->value.to_host(), grad = p->grad.to_host();
+    std::vector<float> dir(value.size());
+    std::normal_distribution<double> dist(0.0, 1.0);
+    double norm = 0.0;
+    for (float& v : dir) {
+      v = static_cast<float>(dist(rng));
+      norm += double(v) * v;
+    }
+    double analytic = 0.0;
+    for (std::size_t i = 0; i < dir.size(); ++i) {
+      dir[i] = static_cast<float>(dir[i] / std::sqrt(norm));
+      analytic += double(grad[i]) * dir[i];
+    }
+    const double eps = 3e-3;
+    auto loss_at = [&](double t) {
+      std::vector<float> moved(value.size());
+      for (std::size_t i = 0; i < value.size(); ++i) moved[i] = static_cast<float>(value[i] + t * dir[i]);
+      p->value.copy_from_host(moved);
+      return total_loss(forward_loss(model, tokens, targets, f.batch));
+    };
+    const double numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps);
+    p->value.copy_from_host(value);
+    EXPECT_NEAR(analytic, numeric, 2e-3 + 0.03 * std::abs(numeric)) << "analytic " << analytic << " numeric " << numeric;
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int>(params.all().size()));
+}
+
+}  // namespace
+
+TEST(ModelGradients, GeluTopTwoDropless) { check_gradients(make_fixture(ExpertType::Gelu, 2, 0.0)); }
+TEST(ModelGradients, GeluTopTwoWithCapacityDropping) { check_gradients(make_fixture(ExpertType::Gelu, 2, 0.6)); }
+TEST(ModelGradients, SwiGluTopOne) { check_gradients(make_fixture(ExpertType::SwiGlu, 1, 1.25)); }
+
+TEST(Routing, CapacityKeepsFirstChoicesFirstAndSortsByExpert) {
+  // 4 tokens, top-2, 3 experts; expert 0 is everyone's first choice.
+  const std::vector<std::int32_t> choices = {0, 1, 0, 2, 0, 1, 0, 2};
+  const RoutingPlan plan = plan_routing(choices, 4, 2, 3, /*capacity=*/3);
+  EXPECT_EQ(plan.assigned_per_expert, (std::vector<std::int64_t>{4, 2, 2}));
+  EXPECT_EQ(plan.kept_per_expert, (std::vector<std::int64_t>{3, 2, 2}));
+  EXPECT_EQ(plan.dropped, 1);
+  // Token 3's first choice is the one dropped (tokens 0-2 came first); order is by expert.
+  EXPECT_EQ(plan.token_of_copy, (std::vector<std::int32_t>{0, 1, 2, 0, 2, 1, 3}));
+  EXPECT_EQ(plan.slot_of_copy, (std::vector<std::int32_t>{0, 2, 4, 1, 5, 3, 7}));
+  const RoutingPlan dropless = plan_routing(choices, 4, 2, 3, 0);
+  EXPECT_EQ(dropless.dropped, 0);
+  EXPECT_EQ(dropless.kept(), 8);
+}
+
+TEST(ModelConfig, RejectsImpossibleShapesNamingTheKey) {
+  ModelConfig c;
+  c.d_model = 30;
+  c.n_heads = 4;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.d_model"), std::string::npos) << e.what();
+  }
+  c = ModelConfig();
+  c.top_k = 5;
+  c.experts = 4;
+  EXPECT_THROW(c.validate(), ConfigError);
+}
+
+}  // namespace moerun::test
