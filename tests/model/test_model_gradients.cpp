@@ -96,6 +96,35 @@ TEST(ModelGradients, GeluTopTwoDropless) { check_gradients(make_fixture(ExpertTy
 TEST(ModelGradients, GeluTopTwoWithCapacityDropping) { check_gradients(make_fixture(ExpertType::Gelu, 2, 0.6)); }
 TEST(ModelGradients, SwiGluTopOne) { check_gradients(make_fixture(ExpertType::SwiGlu, 1, 1.25)); }
 
+// Gradient accumulation: backward of micro-batch A then B must equal grad(A) + grad(B) for
+// every parameter (every gradient write in backward must add, not overwrite).
+TEST(ModelGradients, AccumulateAcrossMicroBatches) {
+  const Fixture f = make_fixture(ExpertType::Gelu, 2, 1.0);
+  CpuDevice dev;
+  ParameterStore params(dev, 42, f.config.init_std);
+  LocalTokenDispatcher dispatcher(static_cast<int>(f.config.experts));
+  Transformer model(f.config, params, dispatcher);
+  const std::int64_t n = f.batch * f.config.seq_len;
+  std::vector<std::int32_t> tokens_b(f.tokens.rbegin(), f.tokens.rend());
+  Tensor ta = Tensor::from_host(dev, {n}, f.tokens), tb = Tensor::from_host(dev, {n}, tokens_b);
+  Tensor targets = Tensor::from_host(dev, {n}, f.targets);
+  const LossScales scales{.ce_scale = 0.01, .aux_scale = 0.5};
+  auto grads_of = [&](std::initializer_list<const Tensor*> batches) {
+    params.zero_grads();
+    for (const Tensor* t : batches) forward_backward(model, *t, targets, f.batch, scales);
+    std::vector<std::vector<float>> g;
+    for (Parameter* p : params.all()) g.push_back(p->grad.to_host());
+    return g;
+  };
+  const auto ga = grads_of({&ta}), gb = grads_of({&tb}), gab = grads_of({&ta, &tb});
+  for (std::size_t i = 0; i < params.all().size(); ++i) {
+    SCOPED_TRACE(params.all()[i]->name);
+    for (std::size_t j = 0; j < ga[i].size(); ++j) {
+      ASSERT_NEAR(gab[i][j], ga[i][j] + gb[i][j], 1e-6 + 1e-4 * std::abs(ga[i][j] + gb[i][j])) << "entry " << j;
+    }
+  }
+}
+
 TEST(Routing, CapacityKeepsFirstChoicesFirstAndSortsByExpert) {
   // 4 tokens, top-2, 3 experts; expert 0 is everyone's first choice.
   const std::vector<std::int32_t> choices = {0, 1, 0, 2, 0, 1, 0, 2};
