@@ -1,7 +1,7 @@
 #include "runtime/model/lm_loss.h"
 
 #include "kernels/loss.h"
-#include "runtime/model/vocab.h"
+#include "runtime/core/vocab.h"
 
 namespace moerun {
 

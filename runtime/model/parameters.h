@@ -49,8 +49,4 @@ class ParameterStore {
   std::vector<Parameter*> order_;  // creation order: deterministic iteration
 };
 
-// A 64-bit hash of (seed, text), for seeding per-name and per-sequence random streams.
-std::uint64_t mix_seed(std::uint64_t seed, std::string_view text);
-std::uint64_t mix_seed(std::uint64_t seed, std::uint64_t a, std::uint64_t b = 0);
-
 }  // namespace moerun

@@ -2,7 +2,7 @@
 
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
-#include "runtime/model/vocab.h"
+#include "runtime/core/vocab.h"
 
 namespace moerun {
 

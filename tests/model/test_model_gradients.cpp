@@ -7,7 +7,7 @@
 #include "kernels/elementwise.h"
 #include "runtime/model/lm_loss.h"
 #include "runtime/model/routing.h"
-#include "runtime/model/vocab.h"
+#include "runtime/core/vocab.h"
 #include "runtime/core/error.h"
 #include "test_util.h"
 

@@ -1,0 +1,42 @@
+// Run outputs on rank 0: the run directory's files (config.json, metrics.jsonl) and the
+// progress line on stdout (redrawn in place on a terminal, periodic plain lines otherwise).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+
+namespace moerun {
+
+class MetricsWriter {
+ public:
+  // Creates the run directory (if needed) and opens metrics.jsonl for appending.
+  explicit MetricsWriter(const std::string& run_dir);
+  void write(const nlohmann::json& record);  // one line, flushed
+  void write_file(const std::string& name, const std::string& text);  // e.g. config.json
+  const std::string& run_dir() const { return run_dir_; }
+
+ private:
+  std::string run_dir_;
+  std::ofstream metrics_;
+};
+
+class ProgressLine {
+ public:
+  ProgressLine(std::int64_t total_steps, std::int64_t every);
+  // Shows step/total, the given text, and the ETA from the mean step time so far.
+  void update(std::int64_t step, const std::string& text);
+  // Prints a message on its own line (the progress line is redrawn after it on a terminal).
+  void message(const std::string& text);
+  void finish();
+
+ private:
+  std::int64_t total_, every_;
+  bool tty_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace moerun
