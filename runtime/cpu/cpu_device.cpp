@@ -9,7 +9,30 @@ namespace moerun {
 
 CpuDevice::CpuDevice() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) { register_cpu_kernels(table_); }
 
-CpuDevice::~CpuDevice() { deallocate(scratch_, scratch_bytes_); }
+CpuDevice::~CpuDevice() {
+  deallocate(scratch_, scratch_bytes_);
+  release_cached();
+}
+
+namespace {
+// The size class of a request: the next of four steps per power of two (x1, x1.25, x1.5,
+// x1.75), in whole cache lines.
+std::size_t size_class(std::size_t bytes) {
+  std::size_t lines = (bytes + Device::kAlignment - 1) / Device::kAlignment;
+  if (lines <= 4) return lines * Device::kAlignment;
+  std::size_t top = 1;
+  while (top * 2 <= lines) top *= 2;
+  const std::size_t step = top / 4;
+  return ((lines + step - 1) / step) * step * Device::kAlignment;
+}
+}  // namespace
+
+void CpuDevice::release_cached() {
+  for (auto& [size, blocks] : free_blocks_)
+    for (void* p : blocks) std::free(p);
+  free_blocks_.clear();
+  cached_bytes_ = 0;
+}
 
 void* CpuDevice::scratch(std::size_t bytes) {
   if (bytes > scratch_bytes_) {
@@ -22,11 +45,27 @@ void* CpuDevice::scratch(std::size_t bytes) {
 }
 
 void* CpuDevice::do_allocate(std::size_t bytes) {
-  const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  return std::aligned_alloc(kAlignment, rounded);
+  const std::size_t cls = size_class(bytes);
+  auto it = free_blocks_.find(cls);
+  if (it != free_blocks_.end() && !it->second.empty()) {
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_bytes_ -= cls;
+    return p;
+  }
+  void* p = std::aligned_alloc(kAlignment, cls);
+  if (p == nullptr && cached_bytes_ > 0) {  // out of memory: give the cache back and retry once
+    release_cached();
+    p = std::aligned_alloc(kAlignment, cls);
+  }
+  return p;
 }
 
-void CpuDevice::do_deallocate(void* ptr, std::size_t) { std::free(ptr); }
+void CpuDevice::do_deallocate(void* ptr, std::size_t bytes) {
+  const std::size_t cls = size_class(bytes);
+  free_blocks_[cls].push_back(ptr);
+  cached_bytes_ += cls;
+}
 
 void CpuDevice::do_copy(void* dst, const void* src, std::size_t bytes, CopyKind) { std::memmove(dst, src, bytes); }
 

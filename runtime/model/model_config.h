@@ -11,7 +11,7 @@ enum class ExpertType { Gelu, SwiGlu };
 
 struct ModelConfig {
   std::int64_t d_model = 128;
-  std::int64_t n_layers = 2;
+  std::int64_t n_layers = 3;
   std::int64_t n_heads = 4;
   std::int64_t seq_len = 64;
   std::int64_t experts = 4;

@@ -15,7 +15,7 @@
 namespace moerun {
 
 struct TrainConfig {
-  std::int64_t steps = 300;
+  std::int64_t steps = 1500;
   std::int64_t global_batch = 32;  // sequences per optimizer step, whatever the world size
   std::int64_t micro_batch = 16;   // sequences per rank per forward pass
   double lr = 3e-3;
@@ -38,7 +38,7 @@ struct DataConfig {
 };
 
 struct EvalConfig {
-  std::int64_t every = 100;     // steps between evaluations (0 = only at the end)
+  std::int64_t every = 500;     // steps between evaluations (0 = only at the end)
   std::int64_t examples = 64;   // exact-match examples per task
   std::int64_t heldout_batches = 4;  // micro-batches of held-out loss
 };

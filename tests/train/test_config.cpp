@@ -1,0 +1,102 @@
+// Config loading: defaults, TOML files, --set overrides, and errors that name the key.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/core/error.h"
+#include "runtime/train/config.h"
+
+namespace moerun::test {
+namespace {
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const auto path = std::filesystem::temp_directory_path() / name;
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+// Expects a ConfigError whose message contains every fragment.
+template <class Fn>
+void expect_config_error(Fn&& fn, std::initializer_list<std::string> fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what() << "\n  lacks: " << f;
+  }
+}
+
+}  // namespace
+
+TEST(Config, DefaultsTrainWithoutAnyFile) {
+  const Config c = Config::load(std::nullopt, {});
+  EXPECT_NO_THROW(c.validate(1));
+  EXPECT_EQ(c.data.source, "synthetic");
+}
+
+TEST(Config, FileThenOverridesInOrder) {
+  const std::string path = write_temp("moerun_cfg.toml", R"(
+[model]
+d_model = 64
+n_heads = 2
+expert_type = "swiglu"
+capacity_factor = 0
+[train]
+lr = 1e-3
+[data]
+tasks = ["add", "sort"]
+)");
+  const Config c = Config::load(path, {"model.d_model=32", "train.steps=7", "data.source=my file.txt", "train.lr=2"});
+  EXPECT_EQ(c.model.d_model, 32);
+  EXPECT_EQ(c.model.n_heads, 2);
+  EXPECT_EQ(c.model.expert_type, ExpertType::SwiGlu);
+  EXPECT_EQ(c.model.capacity_factor, 0.0);
+  EXPECT_EQ(c.train.steps, 7);
+  EXPECT_EQ(c.train.lr, 2.0);  // an integer is accepted where a number is expected
+  EXPECT_EQ(c.data.source, "my file.txt");
+  EXPECT_EQ(c.data.tasks, (std::vector<std::string>{"add", "sort"}));
+  const auto j = c.to_json();
+  EXPECT_EQ(j["model"]["d_model"], 32);
+  EXPECT_EQ(j["model"]["expert_type"], "swiglu");
+}
+
+TEST(Config, UnknownKeysAndWrongTypesNameTheKey) {
+  expect_config_error([] { Config::load(std::nullopt, {"model.dmodel=3"}); }, {"model.dmodel", "model.d_model"});
+  expect_config_error([] { Config::load(std::nullopt, {"modle.d_model=3"}); }, {"modle.d_model", "sections are"});
+  expect_config_error([] { Config::load(std::nullopt, {"model.d_model=big"}); }, {"model.d_model", "integer", "big"});
+  expect_config_error([] { Config::load(std::nullopt, {"model.d_model=1.5"}); }, {"model.d_model", "integer"});
+  expect_config_error([] { Config::load(std::nullopt, {"model.expert_type=relu"}); }, {"model.expert_type", "swiglu"});
+  expect_config_error([] { Config::load(std::nullopt, {"no-equals-sign"}); }, {"section.key=value"});
+  const std::string path = write_temp("moerun_bad_key.toml", "[train]\nstepz = 3\n");
+  expect_config_error([&] { Config::load(path, {}); }, {"train.stepz", "moerun_bad_key.toml", "train.steps"});
+}
+
+TEST(Config, MalformedTomlSaysWhere) {
+  const std::string path = write_temp("moerun_malformed.toml", "[model]\nd_model = = 3\n");
+  expect_config_error([&] { Config::load(path, {}); }, {"moerun_malformed.toml", "line 2"});
+}
+
+TEST(Config, ImpossibleValuesAreRefusedWithTheRule) {
+  expect_config_error([] { Config::load(std::nullopt, {"model.top_k=5", "model.experts=4"}); },
+                      {"model.top_k = 5", "model.experts = 4"});
+  expect_config_error([] { Config::load(std::nullopt, {"model.d_model=100", "model.n_heads=3"}); },
+                      {"model.d_model = 100", "model.n_heads = 3"});
+  expect_config_error([] { Config::load(std::nullopt, {"train.global_batch=30", "train.micro_batch=16"}).validate(1); },
+                      {"train.global_batch = 30", "16"});
+  expect_config_error([] { Config::load(std::nullopt, {"parallel.ep=3"}).validate(4); }, {"parallel.ep = 3", "world size 4"});
+  expect_config_error([] { Config::load(std::nullopt, {"parallel.ep=3", "model.experts=4"}).validate(3); },
+                      {"model.experts = 4", "parallel.ep = 3"});
+  expect_config_error([] { Config::load(std::nullopt, {"train.lr=0"}).validate(1); }, {"train.lr"});
+}
+
+TEST(Config, ReferenceListsTheContractKeys) {
+  const std::string ref = Config::reference_markdown();
+  for (const char* key : {"model.d_model", "model.n_layers", "model.n_heads", "model.seq_len", "model.experts",
+                          "model.top_k", "model.d_ff", "model.capacity_factor", "train.steps", "train.global_batch",
+                          "train.micro_batch", "train.lr", "train.seed", "data.source", "data.skew"}) {
+    EXPECT_NE(ref.find(std::string("`") + key + "`"), std::string::npos) << key;
+  }
+}
+
+}  // namespace moerun::test
