@@ -22,17 +22,19 @@ std::int64_t check_common(std::string_view k, const AttentionArgs& p) {
 }  // namespace
 
 void attention_forward(const AttentionArgs& p) {
-  const auto& table = detail::table_for("attention_forward", {p.qkv, p.probs, p.out});
+  const auto [table, device] = detail::table_for("attention_forward", {p.qkv, p.probs, p.out});
   const std::int64_t d = check_common("attention_forward", p);
   detail::check_f32("attention_forward", "out", p.out, {p.batch * p.seq, d});
+  const ScopedKernelTimer timer(device, "attention_forward");
   table.attention_forward(p);
 }
 
 void attention_backward(const AttentionArgs& p) {
-  const auto& table = detail::table_for("attention_backward", {p.qkv, p.probs, p.dout, p.dqkv});
+  const auto [table, device] = detail::table_for("attention_backward", {p.qkv, p.probs, p.dout, p.dqkv});
   const std::int64_t d = check_common("attention_backward", p);
   detail::check_f32("attention_backward", "dout", p.dout, {p.batch * p.seq, d});
   detail::check_f32("attention_backward", "dqkv", p.dqkv, p.qkv->shape());
+  const ScopedKernelTimer timer(device, "attention_backward");
   table.attention_backward(p);
 }
 

@@ -4,7 +4,7 @@
 
 namespace moerun::kernels::detail {
 
-const KernelTable& table_for(std::string_view kernel, std::initializer_list<const Tensor*> tensors) {
+Dispatch table_for(std::string_view kernel, std::initializer_list<const Tensor*> tensors) {
   Device* device = nullptr;
   for (const Tensor* t : tensors) {
     if (t == nullptr) continue;
@@ -18,7 +18,7 @@ const KernelTable& table_for(std::string_view kernel, std::initializer_list<cons
     }
   }
   MOERUN_CHECK(device != nullptr, KernelError, "[{}] called without tensors", kernel);
-  return device->kernels();
+  return {device->kernels(), *device};
 }
 
 void check_present(std::string_view kernel, std::string_view name, const Tensor* t) {

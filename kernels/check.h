@@ -6,11 +6,18 @@
 #include <string_view>
 
 #include "kernels/kernel_table.h"
+#include "runtime/core/kernel_profile.h"
 
 namespace moerun::kernels::detail {
 
-// All non-null tensors must be defined and on one device; returns that device's table.
-const KernelTable& table_for(std::string_view kernel, std::initializer_list<const Tensor*> tensors);
+// The device all arguments live on and its kernel table.
+struct Dispatch {
+  const KernelTable& table;
+  Device& device;
+};
+
+// All non-null tensors must be defined and on one device; returns it with its table.
+Dispatch table_for(std::string_view kernel, std::initializer_list<const Tensor*> tensors);
 
 void check_present(std::string_view kernel, std::string_view name, const Tensor* t);
 void check_dtype(std::string_view kernel, std::string_view name, const Tensor& t, DType dtype);

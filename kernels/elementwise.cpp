@@ -8,7 +8,7 @@ using detail::check_f32;
 
 void binary(const BinaryArgs& p) {
   constexpr std::string_view k = "binary";
-  const auto& table = detail::table_for(k, {p.a, p.b, p.out});
+  const auto [table, device] = detail::table_for(k, {p.a, p.b, p.out});
   detail::check_present(k, "a", p.a);
   detail::check_present(k, "b", p.b);
   check_f32(k, "a", p.a, p.a->shape());
@@ -18,41 +18,47 @@ void binary(const BinaryArgs& p) {
   MOERUN_CHECK(same || row, KernelError, "[binary] b must be shaped like a {} or be one row [{}], but is {}",
                shape_string(p.a->shape()), p.a->rank() == 2 ? p.a->dim(1) : 0, shape_string(p.b->shape()));
   detail::check_dtype(k, "b", *p.b, DType::F32);
+  const ScopedKernelTimer timer(device, "binary");
   table.binary(p);
 }
 
 void axpy(const AxpyArgs& p) {
-  const auto& table = detail::table_for("axpy", {p.x, p.y});
+  const auto [table, device] = detail::table_for("axpy", {p.x, p.y});
   detail::check_present("axpy", "x", p.x);
   check_f32("axpy", "x", p.x, p.x->shape());
   check_f32("axpy", "y", p.y, p.x->shape());
+  const ScopedKernelTimer timer(device, "axpy");
   table.axpy(p);
 }
 
 void scale(Tensor& x, float alpha) {
-  const auto& table = detail::table_for("scale", {&x});
+  const auto [table, device] = detail::table_for("scale", {&x});
   detail::check_dtype("scale", "x", x, DType::F32);
+  const ScopedKernelTimer timer(device, "scale");
   table.scale(x, alpha);
 }
 
 void sum_rows(const SumRowsArgs& p) {
-  const auto& table = detail::table_for("sum_rows", {p.x, p.out});
+  const auto [table, device] = detail::table_for("sum_rows", {p.x, p.out});
   detail::check_present("sum_rows", "x", p.x);
   detail::check_rank("sum_rows", "x", *p.x, 2);
   check_f32("sum_rows", "x", p.x, p.x->shape());
   check_f32("sum_rows", "out", p.out, {p.x->dim(1)});
+  const ScopedKernelTimer timer(device, "sum_rows");
   table.sum_rows(p);
 }
 
 double sum_squares(const Tensor& x) {
-  const auto& table = detail::table_for("sum_squares", {&x});
+  const auto [table, device] = detail::table_for("sum_squares", {&x});
   detail::check_dtype("sum_squares", "x", x, DType::F32);
+  const ScopedKernelTimer timer(device, "sum_squares");
   return table.sum_squares(x);
 }
 
 std::int64_t count_nonfinite(const Tensor& x) {
-  const auto& table = detail::table_for("count_nonfinite", {&x});
+  const auto [table, device] = detail::table_for("count_nonfinite", {&x});
   detail::check_dtype("count_nonfinite", "x", x, DType::F32);
+  const ScopedKernelTimer timer(device, "count_nonfinite");
   return table.count_nonfinite(x);
 }
 

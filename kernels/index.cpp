@@ -26,24 +26,27 @@ void check_index_rows(std::string_view k, const IndexRowsArgs& p, const Tensor* 
 }  // namespace
 
 void gather_rows(const IndexRowsArgs& p) {
-  const auto& table = detail::table_for("gather_rows", {p.src, p.index, p.scale, p.dst});
+  const auto [table, device] = detail::table_for("gather_rows", {p.src, p.index, p.scale, p.dst});
   check_index_rows("gather_rows", p, p.dst, p.src);
+  const ScopedKernelTimer timer(device, "gather_rows");
   table.gather_rows(p);
 }
 
 void scatter_add_rows(const IndexRowsArgs& p) {
-  const auto& table = detail::table_for("scatter_add_rows", {p.src, p.index, p.scale, p.dst});
+  const auto [table, device] = detail::table_for("scatter_add_rows", {p.src, p.index, p.scale, p.dst});
   check_index_rows("scatter_add_rows", p, p.src, p.dst);
+  const ScopedKernelTimer timer(device, "scatter_add_rows");
   table.scatter_add_rows(p);
 }
 
 void row_dot(const RowDotArgs& p) {
-  const auto& table = detail::table_for("row_dot", {p.a, p.b, p.out});
+  const auto [table, device] = detail::table_for("row_dot", {p.a, p.b, p.out});
   detail::check_present("row_dot", "a", p.a);
   detail::check_rank("row_dot", "a", *p.a, 2);
   check_f32("row_dot", "a", p.a, p.a->shape());
   check_f32("row_dot", "b", p.b, p.a->shape());
   check_f32("row_dot", "out", p.out, {p.a->dim(0)});
+  const ScopedKernelTimer timer(device, "row_dot");
   table.row_dot(p);
 }
 

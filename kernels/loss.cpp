@@ -19,17 +19,19 @@ void check_common(std::string_view k, const CrossEntropyArgs& p) {
 
 CrossEntropyResult cross_entropy_forward(const CrossEntropyArgs& p) {
   constexpr std::string_view k = "cross_entropy_forward";
-  const auto& table = detail::table_for(k, {p.logits, p.labels, p.probs});
+  const auto [table, device] = detail::table_for(k, {p.logits, p.labels, p.probs});
   check_common(k, p);
   check_f32(k, "logits", p.logits, p.probs->shape());
+  const ScopedKernelTimer timer(device, "cross_entropy_forward");
   return table.cross_entropy_forward(p);
 }
 
 void cross_entropy_backward(const CrossEntropyArgs& p) {
   constexpr std::string_view k = "cross_entropy_backward";
-  const auto& table = detail::table_for(k, {p.labels, p.probs, p.dlogits});
+  const auto [table, device] = detail::table_for(k, {p.labels, p.probs, p.dlogits});
   check_common(k, p);
   check_f32(k, "dlogits", p.dlogits, p.probs->shape());
+  const ScopedKernelTimer timer(device, "cross_entropy_backward");
   table.cross_entropy_backward(p);
 }
 

@@ -36,15 +36,16 @@ void check_matmul(std::string_view kernel, const MatmulArgs& p) {
 }  // namespace
 
 void matmul(const MatmulArgs& args) {
-  const KernelTable& table = detail::table_for("matmul", {args.a, args.b, args.bias, args.c});
+  const auto [table, device] = detail::table_for("matmul", {args.a, args.b, args.bias, args.c});
   check_matmul("matmul", args);
+  const ScopedKernelTimer timer(device, "matmul");
   table.matmul(args);
 }
 
 void grouped_matmul(const GroupedMatmulArgs& args) {
   if (args.groups.empty()) return;
   const MatmulArgs& first = args.groups.front();
-  const KernelTable& table = detail::table_for("grouped_matmul", {first.a, first.b, first.c});
+  const auto [table, device] = detail::table_for("grouped_matmul", {first.a, first.b, first.c});
   for (const MatmulArgs& g : args.groups) {
     detail::table_for("grouped_matmul", {first.a, g.a, g.b, g.bias, g.c});
     check_matmul("grouped_matmul", g);
@@ -59,6 +60,7 @@ void grouped_matmul(const GroupedMatmulArgs& args) {
                  shape_string(first.a->shape()), shape_string(first.b->shape()), shape_string(g.a->shape()),
                  shape_string(g.b->shape()));
   }
+  const ScopedKernelTimer timer(device, "grouped_matmul");
   table.grouped_matmul(args);
 }
 

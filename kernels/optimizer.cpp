@@ -10,7 +10,7 @@ namespace moerun::kernels {
 
 void adamw_update(const AdamWArgs& p) {
   constexpr std::string_view k = "adamw_update";
-  const auto& table = detail::table_for(k, {p.param, p.grad, p.m, p.v});
+  const auto [table, device] = detail::table_for(k, {p.param, p.grad, p.m, p.v});
   detail::check_present(k, "param", p.param);
   const Shape& s = p.param->shape();
   detail::check_f32(k, "param", p.param, s);
@@ -18,6 +18,7 @@ void adamw_update(const AdamWArgs& p) {
   detail::check_f32(k, "m", p.m, s);
   detail::check_f32(k, "v", p.v, s);
   MOERUN_CHECK(p.step >= 1, KernelError, "[adamw_update] step must be >= 1 (bias correction), got {}", p.step);
+  const ScopedKernelTimer timer(device, "adamw");
   table.adamw(p);
 }
 

@@ -26,19 +26,21 @@ RouterDims check_common(std::string_view kn, const RouterArgs& p) {
 }  // namespace
 
 void router_forward(const RouterArgs& p) {
-  const auto& table = detail::table_for("router_forward", {p.logits, p.probs, p.lse, p.index, p.gates});
+  const auto [table, device] = detail::table_for("router_forward", {p.logits, p.probs, p.lse, p.index, p.gates});
   const RouterDims d = check_common("router_forward", p);
   detail::check_f32("router_forward", "logits", p.logits, {d.n, d.e});
+  const ScopedKernelTimer timer(device, "router_forward");
   table.router_forward(p);
 }
 
 void router_backward(const RouterArgs& p) {
-  const auto& table =
+  const auto [table, device] =
       detail::table_for("router_backward", {p.probs, p.lse, p.index, p.gates, p.dgates, p.aux_weight, p.dlogits});
   const RouterDims d = check_common("router_backward", p);
   detail::check_f32("router_backward", "dgates", p.dgates, {d.n, d.k});
   detail::check_f32("router_backward", "aux_weight", p.aux_weight, {d.e});
   detail::check_f32("router_backward", "dlogits", p.dlogits, {d.n, d.e});
+  const ScopedKernelTimer timer(device, "router_backward");
   table.router_backward(p);
 }
 

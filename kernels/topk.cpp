@@ -7,7 +7,7 @@ namespace moerun::kernels {
 
 void top_k(const TopKArgs& p) {
   constexpr std::string_view k = "top_k";
-  const auto& table = detail::table_for(k, {p.x, p.values, p.indices});
+  const auto [table, device] = detail::table_for(k, {p.x, p.values, p.indices});
   detail::check_present(k, "x", p.x);
   detail::check_rank(k, "x", *p.x, 2);
   detail::check_present(k, "values", p.values);
@@ -20,6 +20,7 @@ void top_k(const TopKArgs& p) {
   detail::check_present(k, "indices", p.indices);
   detail::check_dtype(k, "indices", *p.indices, DType::I32);
   detail::check_shape(k, "indices", *p.indices, {n, kk});
+  const ScopedKernelTimer timer(device, "top_k");
   table.top_k(p);
 }
 

@@ -23,8 +23,17 @@ struct DispatchPlan {
   // Per (source rank, local expert) received counts, source-major; distributed dispatchers
   // use it to regroup rows, the local one leaves it empty.
   std::vector<std::int64_t> recv_matrix;
+  std::vector<std::int64_t> send_per_rank;  // [ep] rows to each rank (distributed only)
+  std::vector<std::int64_t> recv_per_rank;  // [ep] rows from each rank (distributed only)
   std::int64_t rows_sent_remote = 0;  // rows that crossed to another rank (for byte accounting)
   std::int64_t rows_received = 0;
+};
+
+// Communication done by a dispatcher since the last reset (for metrics and benchmarks).
+struct DispatchStats {
+  double seconds = 0.0;        // wall time inside the exchanges (counts and payloads)
+  std::int64_t bytes_sent = 0;  // payload bytes sent to other ranks
+  std::int64_t rows_sent = 0;   // token-copies sent to other ranks (forward and backward)
 };
 
 class TokenDispatcher {
@@ -40,6 +49,8 @@ class TokenDispatcher {
   virtual Tensor dispatch(const DispatchPlan& plan, const Tensor& rows) = 0;
   // The reverse: rows grouped by local expert -> rows in the original sorted order.
   virtual Tensor combine(const DispatchPlan& plan, const Tensor& rows) = 0;
+  // (optional) what crossed ranks since the last call; the local dispatcher sends nothing.
+  virtual DispatchStats take_stats() { return {}; }
 };
 
 class LocalTokenDispatcher final : public TokenDispatcher {

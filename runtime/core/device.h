@@ -11,6 +11,7 @@
 namespace moerun {
 
 struct KernelTable;  // defined in kernels/kernel_table.h; a backend fills one.
+class KernelProfile;
 
 struct MemoryStats {
   std::size_t current_bytes = 0;  // bytes allocated now
@@ -50,6 +51,10 @@ class Device {
   MemoryStats memory_stats() const { return stats_; }
   void reset_peak() { stats_.peak_bytes = stats_.current_bytes; }
 
+  // While a profile is attached, every kernel call adds its time to it (null detaches).
+  void set_profile(KernelProfile* profile) { profile_ = profile; }
+  KernelProfile* profile() const { return profile_; }
+
  protected:
   virtual void* do_allocate(std::size_t bytes) = 0;  // aligned to kAlignment
   virtual void do_deallocate(void* ptr, std::size_t bytes) = 0;
@@ -59,6 +64,7 @@ class Device {
 
  private:
   MemoryStats stats_;
+  KernelProfile* profile_ = nullptr;
 };
 
 }  // namespace moerun

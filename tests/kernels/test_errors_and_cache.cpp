@@ -5,6 +5,7 @@
 #include "kernels/norm.h"
 #include "kernels/softmax.h"
 #include "runtime/core/error.h"
+#include "runtime/core/kernel_profile.h"
 #include "test_util.h"
 
 namespace moerun::test {
@@ -94,6 +95,27 @@ TEST(PrimitiveCache, SteadyStateCreatesNoPrimitives) {
   EXPECT_LE(warmed - after_first, 3 + 8 + 1) << "more primitives than the documented bound";
   for (std::int64_t r : {1, 33, 129, 700, 1500, 4000}) grouped_with_rows(r);
   EXPECT_EQ(created(), warmed);
+}
+
+}  // namespace moerun::test
+
+namespace moerun::test {
+
+TEST(KernelProfile, CountsCallsPerKernelOnlyWhileAttached) {
+  CpuDevice dev;
+  Tensor a = to_tensor(dev, random_matrix(8, 4, 1)), b = to_tensor(dev, random_matrix(4, 3, 2)), c(dev, {8, 3});
+  kernels::matmul({.a = &a, .b = &b, .c = &c});
+  KernelProfile profile;
+  dev.set_profile(&profile);
+  kernels::matmul({.a = &a, .b = &b, .c = &c});
+  kernels::matmul({.a = &a, .b = &b, .c = &c});
+  kernels::softmax_forward({.x = &c, .out = &c});
+  dev.set_profile(nullptr);
+  kernels::matmul({.a = &a, .b = &b, .c = &c});
+  ASSERT_EQ(profile.entries().size(), 2u);
+  EXPECT_EQ(profile.entries().at("matmul").calls, 2);
+  EXPECT_EQ(profile.entries().at("softmax_forward").calls, 1);
+  EXPECT_GE(profile.total_seconds(), 0.0);
 }
 
 }  // namespace moerun::test

@@ -1,0 +1,104 @@
+// Whole training steps of the MoE transformer (one process): tokens/s, achieved GFLOP/s
+// from an analytic FLOP count, the ratio to a matmul measured in the same run, and where the
+// step's time goes per kernel family (KernelProfile).
+//
+//   bench_train_step [small|medium] [steps]
+// small = the default config; medium = d_model 512, d_ff 2048, 8 experts, top-2, seq 256.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "parallel/process_group.h"
+#include "runtime/core/kernel_profile.h"
+#include "runtime/core/vocab.h"
+#include "runtime/cpu/cpu_device.h"
+#include "runtime/train/trainer.h"
+
+using namespace moerun;
+
+namespace {
+
+// Training FLOPs per step: 3x the forward (forward, data gradient, weight gradient).
+double step_flops(const Config& c, double kept_fraction) {
+  const double d = double(c.model.d_model), t = double(c.model.seq_len), ff = double(c.model.d_ff);
+  const double e = double(c.model.experts), k = double(c.model.top_k), v = double(vocab::kSize);
+  const double ffn_matmuls = c.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0;
+  const double per_layer = 2 * d * 3 * d + 2 * d * d    // qkv and output projections
+                           + 2 * 2 * t * d              // q k^T and probs v (full t x t computed)
+                           + 2 * d * e                  // router
+                           + ffn_matmuls * 2 * d * ff * k * kept_fraction;  // experts on kept copies
+  const double forward_per_token = double(c.model.n_layers) * per_layer + 2 * d * v;
+  return 3.0 * forward_per_token * double(c.train.global_batch) * t;
+}
+
+// GFLOP/s of one [tokens, d] x [d, ff] matmul, the expert FFN's shape, measured now.
+double matmul_rate(Device& dev, std::int64_t tokens, std::int64_t d, std::int64_t ff) {
+  Tensor a = Tensor::zeros(dev, {tokens, d}), b = Tensor::zeros(dev, {d, ff}), c(dev, {tokens, ff});
+  kernels::matmul({.a = &a, .b = &b, .c = &c});
+  const int reps = 20;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) kernels::matmul({.a = &a, .b = &b, .c = &c});
+  dev.synchronize();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * double(tokens * d * ff) * reps / s * 1e-9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string which = argc > 1 ? argv[1] : "small";
+  const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : 10;
+  std::vector<std::string> sets = {"eval.every=0", "eval.examples=0", "eval.heldout_batches=0"};
+  if (which == "medium") {
+    for (const char* s : {"model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_k=2", "model.seq_len=256",
+                          "model.n_layers=4", "model.n_heads=8", "train.global_batch=16", "train.micro_batch=8"})
+      sets.push_back(s);
+  }
+  Config config = Config::load(std::nullopt, sets);
+  config.train.steps = steps + 1;
+  LocalGroup world;
+  CpuDevice device;
+  Trainer trainer(config, world, device, "");
+  trainer.train_step(1);  // warm-up: primitives and memory blocks
+  KernelProfile profile;
+  device.set_profile(&profile);
+  double seconds = 0.0, dropped = 0.0;
+  for (std::int64_t s = 2; s <= steps + 1; ++s) {
+    const StepResult r = trainer.train_step(s);
+    seconds += r.step_ms / 1000.0;
+    dropped += r.dropped_frac;
+  }
+  device.set_profile(nullptr);
+  const double kept = 1.0 - dropped / double(steps);
+  const double flops = step_flops(config, kept) * double(steps);
+  const double tokens = double(config.train.global_batch * config.model.seq_len * steps);
+  const double gflops = flops / seconds * 1e-9;
+  const double peak = matmul_rate(device, config.train.micro_batch * config.model.seq_len * config.model.top_k /
+                                              config.model.experts, config.model.d_model, config.model.d_ff);
+  fmt::print("config {}: d_model {} d_ff {} experts {} top-{} seq {} layers {} global batch {} (micro {}), {} steps\n",
+             which, config.model.d_model, config.model.d_ff, config.model.experts, config.model.top_k,
+             config.model.seq_len, config.model.n_layers, config.train.global_batch, config.train.micro_batch, steps);
+  fmt::print("step time {:.1f} ms | {:.0f} tokens/s | {:.1f} GFLOP/s achieved | expert-shaped matmul now {:.1f} GFLOP/s "
+             "| ratio {:.2f} | kept copies {:.1f}%\n",
+             1000 * seconds / double(steps), tokens / seconds, gflops, peak, gflops / peak, 100 * kept);
+  std::vector<std::pair<std::string, KernelTime>> rows(profile.entries().begin(), profile.entries().end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+  double matmul_s = 0.0;
+  fmt::print("{:<24} {:>8} {:>10} {:>8}\n", "kernel", "calls", "ms/step", "share");
+  for (const auto& [name, t] : rows) {
+    fmt::print("{:<24} {:>8} {:>10.2f} {:>7.1f}%\n", name, t.calls / steps, 1000 * t.seconds / double(steps),
+               100 * t.seconds / seconds);
+    if (name == "matmul" || name == "grouped_matmul") matmul_s += t.seconds;
+  }
+  const double attention_s = (profile.entries().contains("attention_forward") ? profile.entries().at("attention_forward").seconds : 0) +
+                             (profile.entries().contains("attention_backward") ? profile.entries().at("attention_backward").seconds : 0);
+  fmt::print("matmul + grouped_matmul: {:.1f}% of the step; with attention (batched matmuls + softmax): {:.1f}%; "
+             "all kernels: {:.1f}%; outside kernels (routing bookkeeping, copies, host): {:.1f}%\n",
+             100 * matmul_s / seconds, 100 * (matmul_s + attention_s) / seconds, 100 * profile.total_seconds() / seconds,
+             100 * (1 - profile.total_seconds() / seconds));
+  return 0;
+}

@@ -1,0 +1,154 @@
+#include "parallel/all_to_all_dispatcher.h"
+
+#include <chrono>
+#include <numeric>
+#include <utility>
+
+#include "kernels/index.h"
+#include "parallel/host_access.h"
+#include "runtime/core/error.h"
+
+namespace moerun {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::int64_t> prefix(std::span<const std::int64_t> counts) {
+  std::vector<std::int64_t> out(counts.size(), 0);
+  for (std::size_t i = 1; i < counts.size(); ++i) out[i] = out[i - 1] + counts[i - 1];
+  return out;
+}
+
+std::vector<std::int32_t> inverse(const std::vector<std::int32_t>& perm) {
+  std::vector<std::int32_t> inv(perm.size());
+  for (std::size_t i = 0; i < perm.size(); ++i) inv[static_cast<std::size_t>(perm[i])] = static_cast<std::int32_t>(i);
+  return inv;
+}
+
+// out[i] = rows[index[i]] on the device.
+Tensor permute(const Tensor& rows, const std::vector<std::int32_t>& index) {
+  Device& dev = rows.device();
+  Tensor idx = Tensor::from_host(dev, {static_cast<std::int64_t>(index.size())}, index);
+  Tensor out(dev, {static_cast<std::int64_t>(index.size()), rows.dim(1)});
+  kernels::gather_rows({.src = &rows, .index = &idx, .dst = &out});
+  return out;
+}
+}  // namespace
+
+AllToAllDispatcher::AllToAllDispatcher(ProcessGroup& ep_group, Placement placement)
+    : group_(ep_group), placement_(std::move(placement)), local_(placement_.local_experts(ep_group.rank())) {
+  MOERUN_CHECK(placement_.ep_size() == ep_group.size(), RuntimeError,
+               "[dispatcher] placement for an ep group of {} but the group has {} ranks", placement_.ep_size(),
+               ep_group.size());
+}
+
+DispatchPlan AllToAllDispatcher::plan(std::span<const std::int64_t> rows_per_expert) {
+  const auto start = Clock::now();
+  const int p = group_.size(), me = group_.rank();
+  const auto l = static_cast<std::int64_t>(local_.size());
+  MOERUN_CHECK(static_cast<int>(rows_per_expert.size()) == placement_.experts(), RuntimeError,
+               "[dispatch plan] {} expert counts for {} experts", rows_per_expert.size(), placement_.experts());
+  DispatchPlan plan;
+  plan.send_per_expert.assign(rows_per_expert.begin(), rows_per_expert.end());
+  plan.send_per_rank.assign(static_cast<std::size_t>(p), 0);
+  std::vector<std::int64_t> counts, count_sizes(static_cast<std::size_t>(p)), recv_sizes(static_cast<std::size_t>(p), l);
+  for (int r = 0; r < p; ++r) {
+    const auto experts = placement_.local_experts(r);
+    count_sizes[static_cast<std::size_t>(r)] = static_cast<std::int64_t>(experts.size());
+    for (int e : experts) {
+      counts.push_back(rows_per_expert[static_cast<std::size_t>(e)]);
+      plan.send_per_rank[static_cast<std::size_t>(r)] += rows_per_expert[static_cast<std::size_t>(e)];
+    }
+  }
+  plan.recv_matrix.assign(static_cast<std::size_t>(p * l), 0);
+  group_.all_to_all_v(counts.data(), count_sizes, prefix(count_sizes), plan.recv_matrix.data(), recv_sizes,
+                      prefix(recv_sizes), CommType::I64);
+  plan.recv_per_rank.assign(static_cast<std::size_t>(p), 0);
+  plan.recv_per_local_expert.assign(static_cast<std::size_t>(l), 0);
+  for (int s = 0; s < p; ++s) {
+    for (std::int64_t j = 0; j < l; ++j) {
+      const std::int64_t c = plan.recv_matrix[static_cast<std::size_t>(s * l + j)];
+      plan.recv_per_rank[static_cast<std::size_t>(s)] += c;
+      plan.recv_per_local_expert[static_cast<std::size_t>(j)] += c;
+    }
+  }
+  plan.rows_received = std::accumulate(plan.recv_per_rank.begin(), plan.recv_per_rank.end(), std::int64_t{0});
+  plan.rows_sent_remote = std::accumulate(plan.send_per_rank.begin(), plan.send_per_rank.end(), std::int64_t{0}) -
+                          plan.send_per_rank[static_cast<std::size_t>(me)];
+  stats_.seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  return plan;
+}
+
+std::vector<std::int32_t> AllToAllDispatcher::by_expert_order(const DispatchPlan& plan) const {
+  const int p = group_.size();
+  const auto l = static_cast<std::int64_t>(local_.size());
+  const std::vector<std::int64_t> offset = prefix(plan.recv_matrix);  // [s][l] layout, s-major
+  std::vector<std::int32_t> index;
+  index.reserve(static_cast<std::size_t>(plan.rows_received));
+  for (std::int64_t j = 0; j < l; ++j)
+    for (int s = 0; s < p; ++s) {
+      const auto cell = static_cast<std::size_t>(s * l + j);
+      for (std::int64_t i = 0; i < plan.recv_matrix[cell]; ++i) index.push_back(static_cast<std::int32_t>(offset[cell] + i));
+    }
+  return index;
+}
+
+std::vector<std::int32_t> AllToAllDispatcher::by_rank_order(const DispatchPlan& plan) const {
+  const std::vector<std::int64_t> offset = prefix(plan.send_per_expert);
+  std::vector<std::int32_t> index;
+  for (int r = 0; r < group_.size(); ++r)
+    for (int e : placement_.local_experts(r))
+      for (std::int64_t i = 0; i < plan.send_per_expert[static_cast<std::size_t>(e)]; ++i)
+        index.push_back(static_cast<std::int32_t>(offset[static_cast<std::size_t>(e)] + i));
+  return index;
+}
+
+void AllToAllDispatcher::exchange(const Tensor& send, std::span<const std::int64_t> send_rows, Tensor& recv,
+                                  std::span<const std::int64_t> recv_rows) {
+  const auto start = Clock::now();
+  const int p = group_.size(), me = group_.rank();
+  const std::int64_t d = send.dim(1);
+  const std::vector<std::int64_t> send_at = prefix(send_rows), recv_at = prefix(recv_rows);
+  std::vector<std::int64_t> sc(static_cast<std::size_t>(p)), sd(sc), rc(sc), rd(sc);
+  for (int r = 0; r < p; ++r) {
+    const auto i = static_cast<std::size_t>(r);
+    sc[i] = r == me ? 0 : send_rows[i] * d;  // rows for this rank's own experts stay on the device
+    rc[i] = r == me ? 0 : recv_rows[i] * d;
+    sd[i] = send_at[i] * d;
+    rd[i] = recv_at[i] * d;
+    if (r != me) {
+      stats_.rows_sent += send_rows[i];
+      stats_.bytes_sent += send_rows[i] * d * static_cast<std::int64_t>(sizeof(float));
+    }
+  }
+  {
+    HostAccess send_host(send, HostAccess::Read);
+    HostAccess recv_host(recv, HostAccess::Write);
+    group_.all_to_all_v(send_host.data(), sc, sd, recv_host.data(), rc, rd, CommType::F32);
+  }
+  const auto self = static_cast<std::size_t>(me);
+  Tensor own = recv.rows(recv_at[self], recv_at[self] + recv_rows[self]);
+  own.copy_from(send.rows(send_at[self], send_at[self] + send_rows[self]));
+  stats_.seconds += std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+Tensor AllToAllDispatcher::dispatch(const DispatchPlan& plan, const Tensor& rows) {
+  Tensor by_rank = placement_.rank_contiguous() ? rows.view() : permute(rows, by_rank_order(plan));
+  Tensor received(rows.device(), {plan.rows_received, rows.dim(1)});  // [source][local expert]
+  exchange(by_rank, plan.send_per_rank, received, plan.recv_per_rank);
+  if (group_.size() == 1 || local_.size() <= 1) return received;  // already grouped by expert
+  return permute(received, by_expert_order(plan));
+}
+
+Tensor AllToAllDispatcher::combine(const DispatchPlan& plan, const Tensor& rows) {
+  Tensor by_source = (group_.size() == 1 || local_.size() <= 1) ? rows.view() : permute(rows, inverse(by_expert_order(plan)));
+  const std::int64_t sent = std::accumulate(plan.send_per_rank.begin(), plan.send_per_rank.end(), std::int64_t{0});
+  Tensor back(rows.device(), {sent, rows.dim(1)});
+  exchange(by_source, plan.recv_per_rank, back, plan.send_per_rank);
+  if (placement_.rank_contiguous()) return back;
+  return permute(back, inverse(by_rank_order(plan)));
+}
+
+DispatchStats AllToAllDispatcher::take_stats() { return std::exchange(stats_, DispatchStats{}); }
+
+}  // namespace moerun

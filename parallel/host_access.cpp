@@ -1,0 +1,22 @@
+#include "parallel/host_access.h"
+
+namespace moerun {
+
+HostAccess::HostAccess(const Tensor& tensor, Mode mode) : tensor_(tensor), mode_(mode) {
+  if (tensor.bytes() == 0) return;
+  if (tensor.device().host_accessible()) {
+    data_ = const_cast<void*>(tensor.data());
+    return;
+  }
+  staging_.resize(tensor.bytes());
+  if (mode & Read) tensor.device().copy_device_to_host(staging_.data(), tensor.data(), tensor.bytes());
+  data_ = staging_.data();
+}
+
+HostAccess::~HostAccess() {
+  if (!staging_.empty() && (mode_ & Write)) {
+    tensor_.device().copy_host_to_device(const_cast<void*>(tensor_.data()), staging_.data(), tensor_.bytes());
+  }
+}
+
+}  // namespace moerun
