@@ -8,7 +8,6 @@ namespace moerun {
 AttentionLayer::AttentionLayer(ParameterStore& params, const ModelConfig& config, const std::string& name)
     : config_(config),
       w_qkv_(params.add(name + ".w_qkv", {config.d_model, 3 * config.d_model}, Init::Normal)),
-      b_qkv_(params.add(name + ".b_qkv", {3 * config.d_model}, Init::Zeros)),
       w_out_(params.add(name + ".w_out", {config.d_model, config.d_model}, Init::Normal)),
       b_out_(params.add(name + ".b_out", {config.d_model}, Init::Zeros)) {}
 
@@ -18,7 +17,7 @@ Tensor AttentionLayer::forward(const Tensor& h, std::int64_t batch) {
   h_ = &h;
   batch_ = batch;
   qkv_ = Tensor(dev, {n, 3 * d});
-  kernels::matmul({.a = &h, .b = &w_qkv_.value, .bias = &b_qkv_.value, .c = &qkv_});
+  kernels::matmul({.a = &h, .b = &w_qkv_.value, .c = &qkv_});
   probs_ = Tensor(dev, {batch, heads, t, t});
   heads_ = Tensor(dev, {n, d});
   kernels::attention_forward({.batch = batch, .seq = t, .heads = heads, .qkv = &qkv_, .probs = &probs_, .out = &heads_});
@@ -40,8 +39,7 @@ Tensor AttentionLayer::backward(const Tensor& dy) {
   probs_ = Tensor();
   qkv_ = Tensor();
   Tensor dh(dev, {n, d});
-  kernels::linear_backward(*h_, w_qkv_.value, dqkv,
-                           {.da = &dh, .dw = &w_qkv_.grad, .dbias = &b_qkv_.grad, .accumulate = true});
+  kernels::linear_backward(*h_, w_qkv_.value, dqkv, {.da = &dh, .dw = &w_qkv_.grad, .accumulate = true});
   h_ = nullptr;
   return dh;
 }

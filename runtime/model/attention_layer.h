@@ -1,9 +1,13 @@
 // Causal multi-head self-attention: qkv projection, the attention core kernel, output
 // projection. Keeps qkv, the attention probabilities and the head outputs for backward.
+// The qkv projection has no bias (as LLaMA): a key bias adds the same amount to every score
+// of a query, which softmax ignores, so its gradient is identically zero; Adam would turn the
+// float noise in that zero into parameter drift that depends on summation order (and so on
+// the parallel layout).
 #pragma once
 
 #include "runtime/model/model_config.h"
-#include "runtime/model/parameters.h"
+#include "runtime/core/parameters.h"
 
 namespace moerun {
 
@@ -17,7 +21,6 @@ class AttentionLayer {
  private:
   const ModelConfig& config_;
   Parameter& w_qkv_;  // [d, 3d]
-  Parameter& b_qkv_;  // [3d]
   Parameter& w_out_;  // [d, d]
   Parameter& b_out_;  // [d]
   const Tensor* h_ = nullptr;

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "runtime/model/model_config.h"
-#include "runtime/model/parameters.h"
+#include "runtime/core/parameters.h"
 
 namespace moerun {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "runtime/model/model_config.h"
-#include "runtime/model/parameters.h"
+#include "runtime/core/parameters.h"
 
 namespace moerun {
 

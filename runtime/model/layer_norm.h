@@ -1,7 +1,7 @@
 // A layer-norm layer with learned scale and shift; keeps its statistics for backward.
 #pragma once
 
-#include "runtime/model/parameters.h"
+#include "runtime/core/parameters.h"
 
 namespace moerun {
 

@@ -81,8 +81,12 @@ void Transformer::backward(const Tensor& dlogits, double aux_scale) {
   Tensor dx = final_norm_->backward(dfinal);
   final_out_ = Tensor();
   final_in_ = Tensor();
-  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) dx = (*it)->backward(dx, aux_scale);
+  for (int l = static_cast<int>(blocks_.size()) - 1; l >= 0; --l) {
+    dx = blocks_[static_cast<std::size_t>(l)]->backward(dx, aux_scale);
+    if (backward_hook_) backward_hook_(l);
+  }
   embedding_.backward(dx);
+  if (backward_hook_) backward_hook_(-1);
 }
 
 std::vector<const MoeStats*> Transformer::moe_stats() const {

@@ -4,6 +4,7 @@
 // what its backward needs and frees it there.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -27,6 +28,9 @@ class Transformer {
   // dlogits: gradient of the loss with respect to the logits. aux_scale: the weight of this
   // micro-batch's MoE auxiliary losses in the total loss. Accumulates parameter gradients.
   void backward(const Tensor& dlogits, double aux_scale);
+  // Called during backward after block l's gradients are complete (l = n_layers-1 .. 0), and
+  // with -1 after the embedding's, when every gradient is complete. Empty = no calls.
+  void set_backward_hook(std::function<void(int)> hook) { backward_hook_ = std::move(hook); }
 
   // MoE statistics of the last forward, one entry per MoE layer (dense blocks are skipped).
   std::vector<const MoeStats*> moe_stats() const;
@@ -43,6 +47,7 @@ class Transformer {
   Parameter* lm_head_;  // [vocab, d]: the token table when tied
   Tensor final_in_;     // residual stream entering the final norm
   Tensor final_out_;    // [n, d] normalized, input of the LM head
+  std::function<void(int)> backward_hook_;
 };
 
 }  // namespace moerun

@@ -136,7 +136,12 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("eval.examples", &C::eval, &EvalConfig::examples, "greedy exact-match examples per task"));
     k.push_back(int_key("eval.heldout_batches", &C::eval, &EvalConfig::heldout_batches, "micro-batches of held-out loss"));
     k.push_back(int_key("parallel.ep", &C::parallel, &ParallelConfig::ep, "expert-parallel group size; must divide the world size and model.experts"));
-    k.push_back(int_key("log.every", &C::log, &LogConfig::every, "steps between progress lines when stdout is not a terminal"));
+    k.push_back(float_key("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb,
+                          "gradient all-reduce bucket size in MiB; buckets are reduced during backward as they complete"));
+    k.push_back(int_key("log.every", &C::log, &LogConfig::every, "steps between progress lines when not redrawing in place"));
+    k.push_back(string_key("log.progress", &C::log, &LogConfig::progress,
+                           "auto (redraw in place on a terminal, plain lines otherwise and under mpirun, whose "
+                           "output is a pseudo-terminal even when redirected), redraw, lines"));
     k.push_back(int_key("runtime.threads", &C::runtime, &RuntimeConfig::threads,
                         "compute threads per rank; 0 = cores / ranks on this node (OMP_NUM_THREADS wins when set)"));
     return k;
@@ -228,6 +233,9 @@ void Config::validate(int world_size) const {
   at_least(eval.heldout_batches, 0, "eval.heldout_batches", "0 skips held-out loss");
   at_least(log.every, 1, "log.every", "a progress line every n steps");
   at_least(runtime.threads, 0, "runtime.threads", "0 = automatic");
+  MOERUN_CHECK(log.progress == "auto" || log.progress == "redraw" || log.progress == "lines", ConfigError,
+               "log.progress = '{}' is not one of: auto, redraw, lines", log.progress);
+  MOERUN_CHECK(parallel.bucket_mb > 0.0, ConfigError, "parallel.bucket_mb = {} must be > 0", parallel.bucket_mb);
   MOERUN_CHECK(train.lr > 0.0, ConfigError, "train.lr = {} must be > 0", train.lr);
   MOERUN_CHECK(train.min_lr_ratio >= 0.0 && train.min_lr_ratio <= 1.0, ConfigError,
                "train.min_lr_ratio = {} must be in [0, 1]", train.min_lr_ratio);

@@ -44,11 +44,13 @@ struct EvalConfig {
 };
 
 struct ParallelConfig {
-  std::int64_t ep = 1;  // expert-parallel group size; dp = world / ep
+  std::int64_t ep = 1;         // expert-parallel group size; dp = world / ep
+  double bucket_mb = 4.0;      // gradient all-reduce bucket size
 };
 
 struct LogConfig {
-  std::int64_t every = 10;  // steps between progress lines when stdout is not a terminal
+  std::int64_t every = 10;         // steps between progress lines when not redrawing
+  std::string progress = "auto";   // auto, redraw, lines
 };
 
 struct RuntimeConfig {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "runtime/core/error.h"
@@ -29,8 +30,17 @@ void MetricsWriter::write_file(const std::string& name, const std::string& text)
   MOERUN_CHECK(out.good(), RuntimeError, "[run dir] cannot write '{}/{}'", run_dir_, name);
 }
 
-ProgressLine::ProgressLine(std::int64_t total_steps, std::int64_t every)
-    : total_(total_steps), every_(every), tty_(::isatty(STDOUT_FILENO) != 0) {}
+namespace {
+bool redraw_in_place(const std::string& mode) {
+  if (mode != "auto") return mode == "redraw";
+  // mpirun hands rank 0 a pseudo-terminal even when its own output goes to a file.
+  const bool under_mpirun = std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr;
+  return ::isatty(STDOUT_FILENO) != 0 && !under_mpirun;
+}
+}  // namespace
+
+ProgressLine::ProgressLine(std::int64_t total_steps, std::int64_t every, const std::string& mode)
+    : total_(total_steps), every_(every), tty_(redraw_in_place(mode)) {}
 
 void ProgressLine::update(std::int64_t step, const std::string& text) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

@@ -25,7 +25,8 @@ class MetricsWriter {
 
 class ProgressLine {
  public:
-  ProgressLine(std::int64_t total_steps, std::int64_t every);
+  // mode: "auto", "redraw" or "lines" (log.progress).
+  ProgressLine(std::int64_t total_steps, std::int64_t every, const std::string& mode);
   // Shows step/total, the given text, and the ETA from the mean step time so far.
   void update(std::int64_t step, const std::string& text);
   // Prints a message on its own line (the progress line is redrawn after it on a terminal).

@@ -5,7 +5,7 @@
 #include <map>
 #include <string>
 
-#include "runtime/model/parameters.h"
+#include "runtime/core/parameters.h"
 #include "runtime/train/config.h"
 
 namespace moerun {

@@ -11,6 +11,7 @@
 #include "kernels/optimizer.h"
 #include "runtime/core/error.h"
 #include "runtime/core/vocab.h"
+#include "parallel/all_to_all_dispatcher.h"
 #include "runtime/data/token_file.h"
 #include "runtime/model/lm_loss.h"
 
@@ -33,17 +34,36 @@ std::string human_bytes(double b) {
 Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir)
     : config_(config), world_(world), device_(device) {
   config.validate(world.size());
-  MOERUN_CHECK(world.size() == 1, ConfigError,
-               "this build trains on one rank; got {} ranks (expert and data parallelism over MPI are not built yet)",
-               world.size());
+  topology_ = std::make_unique<Topology>(world, static_cast<int>(config.parallel.ep), static_cast<int>(config.model.experts));
   params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config.train.seed), config.model.init_std);
-  dispatcher_ = std::make_unique<LocalTokenDispatcher>(static_cast<int>(config.model.experts));
+  if (topology_->ep() == 1) {
+    dispatcher_ = std::make_unique<LocalTokenDispatcher>(static_cast<int>(config.model.experts));
+  } else {
+    dispatcher_ = std::make_unique<AllToAllDispatcher>(
+        topology_->ep_group(), Placement::contiguous(static_cast<int>(config.model.experts), topology_->ep()));
+  }
   model_ = std::make_unique<Transformer>(config.model, *params_, *dispatcher_);
+  // Gradients become final block by block during backward, last block first.
+  params_of_block_.resize(static_cast<std::size_t>(config.model.n_layers));
+  for (Parameter* p : params_->all()) {
+    if (p->name.rfind("layers.", 0) == 0) {
+      const int block = std::stoi(p->name.substr(7));
+      params_of_block_[static_cast<std::size_t>(block)].push_back(p);
+    } else {
+      params_outside_blocks_.push_back(p);
+    }
+  }
+  std::vector<Parameter*> ready_order;
+  for (auto it = params_of_block_.rbegin(); it != params_of_block_.rend(); ++it)
+    ready_order.insert(ready_order.end(), it->begin(), it->end());
+  ready_order.insert(ready_order.end(), params_outside_blocks_.begin(), params_outside_blocks_.end());
+  grad_sync_ = std::make_unique<GradSync>(ready_order, world, topology_->edp_group(),
+                                          static_cast<std::size_t>(config.parallel.bucket_mb * 1024 * 1024));
   optimizer_ = std::make_unique<AdamW>(config.train, *params_);
   data_ = make_data();
   evaluator_ = std::make_unique<Evaluator>(config, *model_, device, world);
   if (world.rank() == 0) {
-    progress_ = std::make_unique<ProgressLine>(config.train.steps, config.log.every);
+    progress_ = std::make_unique<ProgressLine>(config.train.steps, config.log.every, config.log.progress);
     if (!run_dir.empty()) {
       metrics_ = std::make_unique<MetricsWriter>(run_dir);
       metrics_->write_file("config.json", config.to_json().dump(2) + "\n");
@@ -78,7 +98,13 @@ void Trainer::check_finite(std::int64_t step, double loss) const {
       bad = n;
     }
   }
-  if (std::isfinite(loss) && first_bad == nullptr) return;
+  // Every rank must stop together: share the verdict.
+  const std::int64_t any_bad = world_.all_reduce_value(std::int64_t{first_bad != nullptr ? 1 : 0}, ReduceOp::Max);
+  if (std::isfinite(loss) && any_bad == 0) return;
+  if (first_bad == nullptr && std::isfinite(loss)) {
+    MOERUN_THROW(RuntimeError, "[nan guard] step {}: another rank found non-finite gradients (see its message); training "
+                 "stopped before the update, nothing of this state is saved", step);
+  }
   MOERUN_THROW(RuntimeError,
                "[nan guard] step {}: the loss is {}{}; training stopped before the update, nothing of this state is "
                "saved. Lower train.lr, raise train.warmup_steps, or check the data",
@@ -108,9 +134,16 @@ StepResult Trainer::train_step(std::int64_t step) {
   const auto experts = static_cast<std::size_t>(config_.model.experts);
   // sums: ce, aux, z, dropped, copies, then expert counts per (layer, expert)
   std::vector<double> sums(5 + moe_layers * experts, 0.0);
-  for (auto& batch : batches) {
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    const TokenBatch& batch = batches[i];
     Tensor inputs = Tensor::from_host(device_, {m * t}, batch.inputs);
     Tensor targets = Tensor::from_host(device_, {m * t}, batch.targets);
+    if (i + 1 == batches.size()) {  // the last backward of the step: start reducing as blocks finish
+      model_->set_backward_hook([this](int block) {
+        const auto& done = block >= 0 ? params_of_block_[static_cast<std::size_t>(block)] : params_outside_blocks_;
+        for (const Parameter* p : done) grad_sync_->mark_ready(*p);
+      });
+    }
     const MicroBatchLoss l = forward_backward(*model_, inputs, targets, m, scales);
     sums[0] += l.ce_sum;
     sums[1] += l.aux;
@@ -122,8 +155,10 @@ StepResult Trainer::train_step(std::int64_t step) {
       for (std::size_t e = 0; e < experts; ++e) sums[5 + layer * experts + e] += double(stats[layer]->assigned_per_expert[e]);
     }
   }
-  world_.all_reduce(std::span<double>(sums));
+  model_->set_backward_hook(nullptr);
   StepResult r;
+  r.allreduce_ms = 1000.0 * grad_sync_->finish();
+  world_.all_reduce(std::span<double>(sums));
   r.loss = sums[0] / double(global_targets);
   r.aux_loss = sums[1] / double(config_.micro_batches_per_step());
   r.z_loss = sums[2] / double(config_.micro_batches_per_step());
@@ -132,20 +167,28 @@ StepResult Trainer::train_step(std::int64_t step) {
   for (std::size_t layer = 0; layer < moe_layers; ++layer)
     for (std::size_t e = 0; e < experts; ++e) r.expert_counts[layer][e] = static_cast<std::int64_t>(sums[5 + layer * experts + e]);
   check_finite(step, r.loss + r.aux_loss + r.z_loss);
-  std::vector<const Tensor*> grads;
-  std::vector<Tensor*> grads_mut;
-  for (Parameter* p : params_->all()) {
-    grads.push_back(&p->grad);
-    grads_mut.push_back(&p->grad);
-  }
-  r.grad_norm = kernels::global_norm(grads);
-  kernels::clip_by_norm(grads_mut, r.grad_norm, config_.train.grad_clip);
+  std::vector<Tensor*> grads;
+  for (Parameter* p : params_->all()) grads.push_back(&p->grad);
+  r.grad_norm = global_grad_norm();
+  kernels::clip_by_norm(grads, r.grad_norm, config_.train.grad_clip);
   r.lr = learning_rate(config_.train, step);
   optimizer_->step(step, r.lr);
   device_.synchronize();
   r.step_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  const DispatchStats a2a = dispatcher_->take_stats();
+  r.a2a_ms = 1000.0 * a2a.seconds;
+  r.a2a_bytes = a2a.bytes_sent;
+  r.compute_ms = r.step_ms - r.a2a_ms - r.allreduce_ms;
   r.tokens = config_.train.global_batch * t;
   return r;
+}
+
+double Trainer::global_grad_norm() const {
+  double sums[2] = {0.0, 0.0};  // dense, expert
+  for (const Parameter* p : params_->all()) sums[p->kind == ParamKind::Expert ? 1 : 0] += kernels::sum_squares(p->grad);
+  // Each expert is held once per expert-parallel group: sum the group's distinct experts.
+  topology_->ep_group().all_reduce(std::span<double>(&sums[1], 1));
+  return std::sqrt(sums[0] + sums[1]);
 }
 
 void Trainer::log_eval(std::int64_t step, const EvalResult& r) {
@@ -164,9 +207,11 @@ TrainSummary Trainer::run() {
   TrainSummary summary;
   const auto* tasks = dynamic_cast<const SyntheticTasks*>(data_.get());
   if (world_.rank() == 0) {
-    progress_->message(fmt::format("moerun: {} parameters ({} layers, {} experts, top-{}), data: {}, {} rank(s), device {}",
+    progress_->message(fmt::format("moerun: {} parameters on rank 0 ({} layers, {} experts, top-{}), data: {}, {} rank(s) "
+                                   "= dp {} x ep {}, {} gradient bucket(s), device {}",
                                    params_->count_elements(), config_.model.n_layers, config_.model.experts,
-                                   config_.model.top_k, data_->describe(), world_.size(), device_.name()));
+                                   config_.model.top_k, data_->describe(), world_.size(), topology_->dp(),
+                                   topology_->ep(), grad_sync_->buckets(), device_.name()));
   }
   double timed_ms = 0.0;
   std::int64_t timed_tokens = 0;
@@ -184,7 +229,9 @@ TrainSummary Trainer::run() {
       if (metrics_) {
         metrics_->write({{"step", step}, {"loss", r.loss}, {"aux_loss", r.aux_loss}, {"z_loss", r.z_loss},
                          {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s},
-                         {"step_ms", r.step_ms}, {"dropped_frac", r.dropped_frac}, {"expert_counts", r.expert_counts}});
+                         {"step_ms", r.step_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
+                         {"allreduce_ms", r.allreduce_ms}, {"a2a_bytes", r.a2a_bytes}, {"dropped_frac", r.dropped_frac},
+                         {"expert_counts", r.expert_counts}});
       }
     }
     if (config_.eval.every > 0 && step % config_.eval.every == 0 && step != config_.train.steps) {

@@ -1,4 +1,4 @@
-#include "runtime/model/parameters.h"
+#include "runtime/core/parameters.h"
 
 #include <random>
 

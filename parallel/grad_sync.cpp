@@ -1,0 +1,88 @@
+#include "parallel/grad_sync.h"
+
+#include <chrono>
+
+#include "runtime/core/error.h"
+
+namespace moerun {
+
+GradSync::GradSync(const std::vector<Parameter*>& params, ProcessGroup& dense_group, ProcessGroup& expert_group,
+                   std::size_t bucket_bytes) {
+  // Dense and expert parameters go to separate buckets (different groups); a bucket closes
+  // when it reaches bucket_bytes. Buckets are built in ready order, so they complete in order.
+  for (ParamKind kind : {ParamKind::Dense, ParamKind::Expert}) {
+    ProcessGroup& group = kind == ParamKind::Dense ? dense_group : expert_group;
+    std::vector<std::vector<Parameter*>> groups(1);
+    std::size_t bytes = 0;
+    for (Parameter* p : params) {
+      if (p->kind != kind) continue;
+      if (bytes >= bucket_bytes && !groups.back().empty()) {
+        groups.emplace_back();
+        bytes = 0;
+      }
+      groups.back().push_back(p);
+      bytes += p->grad.bytes();
+    }
+    for (auto& members : groups) {
+      if (members.empty()) continue;
+      std::int64_t elements = 0;
+      for (Parameter* p : members) elements += p->grad.numel();
+      Bucket b{&group, Tensor::zeros(members.front()->grad.device(), {elements})};
+      std::int64_t offset = 0;
+      for (Parameter* p : members) {
+        Tensor view = b.flat.rows(offset, offset + p->grad.numel()).reshaped(p->grad.shape());
+        view.copy_from(p->grad);
+        p->grad = std::move(view);  // the gradient now lives in the bucket
+        offset += p->grad.numel();
+        bucket_of_[p] = buckets_.size();
+        ++b.params;
+      }
+      buckets_.push_back(std::move(b));
+    }
+  }
+}
+
+GradSync::~GradSync() {
+  for (Bucket& b : buckets_)
+    if (b.request) b.request->wait();  // never leave a request pending
+}
+
+std::int64_t GradSync::bytes_reduced_per_step() const {
+  std::int64_t bytes = 0;
+  for (const Bucket& b : buckets_)
+    if (b.group->size() > 1) bytes += static_cast<std::int64_t>(b.flat.bytes());
+  return bytes;
+}
+
+void GradSync::launch(Bucket& b) {
+  if (b.group->size() == 1) return;  // a group of one has nothing to sum
+  b.host = std::make_unique<HostAccess>(b.flat, HostAccess::ReadWrite);
+  b.request = b.group->all_reduce_async(b.host->data(), b.flat.numel(), CommType::F32, ReduceOp::Sum);
+}
+
+void GradSync::mark_ready(const Parameter& param) {
+  auto it = bucket_of_.find(&param);
+  MOERUN_CHECK(it != bucket_of_.end(), RuntimeError, "[grad sync] '{}' is not in any bucket", param.name);
+  Bucket& b = buckets_[it->second];
+  MOERUN_CHECK(b.ready < b.params, RuntimeError, "[grad sync] '{}' marked ready twice in one step", param.name);
+  if (++b.ready == b.params) launch(b);
+}
+
+double GradSync::finish() {
+  const auto start = std::chrono::steady_clock::now();
+  for (Bucket& b : buckets_) {
+    if (b.ready < b.params) {
+      b.ready = b.params;
+      launch(b);
+    }
+  }
+  for (Bucket& b : buckets_) {
+    if (b.request) b.request->wait();
+    b.request.reset();
+    b.host.reset();  // copies staged sums back to the device
+    b.ready = 0;
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace moerun

@@ -1,0 +1,52 @@
+// GradSync: makes every copy of a parameter see the sum of the gradients of all its copies
+// before the optimizer step. Dense parameters are summed over the world, expert parameters over
+// their expert-data-parallel group (the ranks that hold the same experts). A sum, not a mean:
+// the loss is already normalized by the global target count, so each rank's gradient is its
+// share of the single-process gradient.
+//
+// Gradients live in flat buckets (about bucket_bytes each; each parameter's grad becomes a view
+// into its bucket), and a bucket's non-blocking all-reduce starts as soon as all of its
+// parameters are marked final during the last backward of the step, overlapping the rest of
+// backward. finish() waits for all of them. Collective contract: all ranks mark parameters in
+// the same order and call finish() once per step.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "parallel/host_access.h"
+#include "parallel/process_group.h"
+#include "runtime/core/parameters.h"
+
+namespace moerun {
+
+class GradSync {
+ public:
+  // params in the order their gradients become final (backward order).
+  GradSync(const std::vector<Parameter*>& params_in_ready_order, ProcessGroup& dense_group, ProcessGroup& expert_group,
+           std::size_t bucket_bytes);
+  ~GradSync();
+  void mark_ready(const Parameter& param);
+  // Launches every bucket not yet launched, waits for all, and returns the seconds spent
+  // waiting here (the communication that backward did not hide).
+  double finish();
+  std::size_t buckets() const { return buckets_.size(); }
+  std::int64_t bytes_reduced_per_step() const;
+
+ private:
+  struct Bucket {
+    ProcessGroup* group;
+    Tensor flat;  // [elements]
+    std::size_t params = 0;
+    std::size_t ready = 0;
+    std::unique_ptr<HostAccess> host;
+    std::unique_ptr<CommRequest> request;
+  };
+  void launch(Bucket& b);
+
+  std::vector<Bucket> buckets_;
+  std::map<const Parameter*, std::size_t> bucket_of_;
+};
+
+}  // namespace moerun
