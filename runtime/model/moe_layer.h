@@ -30,6 +30,8 @@ class MoeLayer {
   // dy [tokens, d]; aux_scale weighs this micro-batch's aux and z losses in the total loss.
   Tensor backward(const Tensor& dy, double aux_scale);
   const MoeStats& stats() const { return stats_; }
+  // The dispatch plan of the last forward (which rows crossed ranks).
+  const DispatchPlan& last_plan() const { return dispatch_; }
 
  private:
   const ModelConfig& config_;
