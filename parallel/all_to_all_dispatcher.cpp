@@ -36,10 +36,16 @@ Tensor permute(const Tensor& rows, const std::vector<std::int32_t>& index) {
 }  // namespace
 
 AllToAllDispatcher::AllToAllDispatcher(ProcessGroup& ep_group, Placement placement)
-    : group_(ep_group), placement_(std::move(placement)), local_(placement_.local_experts(ep_group.rank())) {
-  MOERUN_CHECK(placement_.ep_size() == ep_group.size(), RuntimeError,
-               "[dispatcher] placement for an ep group of {} but the group has {} ranks", placement_.ep_size(),
-               ep_group.size());
+    : group_(ep_group), placement_(Placement::contiguous(1, 1)) {
+  set_placement(std::move(placement));
+}
+
+void AllToAllDispatcher::set_placement(Placement placement) {
+  MOERUN_CHECK(placement.ep_size() == group_.size(), RuntimeError,
+               "[dispatcher] placement for an ep group of {} but the group has {} ranks", placement.ep_size(),
+               group_.size());
+  placement_ = std::move(placement);
+  local_ = placement_.local_experts(group_.rank());
 }
 
 DispatchPlan AllToAllDispatcher::plan(std::span<const std::int64_t> rows_per_expert) {
@@ -56,8 +62,9 @@ DispatchPlan AllToAllDispatcher::plan(std::span<const std::int64_t> rows_per_exp
     const auto experts = placement_.local_experts(r);
     count_sizes[static_cast<std::size_t>(r)] = static_cast<std::int64_t>(experts.size());
     for (int e : experts) {
-      counts.push_back(rows_per_expert[static_cast<std::size_t>(e)]);
-      plan.send_per_rank[static_cast<std::size_t>(r)] += rows_per_expert[static_cast<std::size_t>(e)];
+      const std::int64_t c = placement_.split(e, me, rows_per_expert[static_cast<std::size_t>(e)])[static_cast<std::size_t>(r)];
+      counts.push_back(c);
+      plan.send_per_rank[static_cast<std::size_t>(r)] += c;
     }
   }
   plan.recv_matrix.assign(static_cast<std::size_t>(p * l), 0);
@@ -94,12 +101,23 @@ std::vector<std::int32_t> AllToAllDispatcher::by_expert_order(const DispatchPlan
 }
 
 std::vector<std::int32_t> AllToAllDispatcher::by_rank_order(const DispatchPlan& plan) const {
+  // Expert e's rows are one block in expert order; the placement splits the block into
+  // consecutive chunks for its replicas' ranks, in rank order.
+  const int p = group_.size(), me = group_.rank();
   const std::vector<std::int64_t> offset = prefix(plan.send_per_expert);
+  std::vector<std::vector<std::int64_t>> chunk_start(static_cast<std::size_t>(placement_.experts()));
+  std::vector<std::vector<std::int64_t>> chunk_rows(chunk_start.size());
+  for (int e = 0; e < placement_.experts(); ++e) {
+    chunk_rows[static_cast<std::size_t>(e)] = placement_.split(e, me, plan.send_per_expert[static_cast<std::size_t>(e)]);
+    chunk_start[static_cast<std::size_t>(e)] = prefix(chunk_rows[static_cast<std::size_t>(e)]);
+  }
   std::vector<std::int32_t> index;
-  for (int r = 0; r < group_.size(); ++r)
-    for (int e : placement_.local_experts(r))
-      for (std::int64_t i = 0; i < plan.send_per_expert[static_cast<std::size_t>(e)]; ++i)
-        index.push_back(static_cast<std::int32_t>(offset[static_cast<std::size_t>(e)] + i));
+  for (int r = 0; r < p; ++r)
+    for (int e : placement_.local_experts(r)) {
+      const auto ue = static_cast<std::size_t>(e), ur = static_cast<std::size_t>(r);
+      for (std::int64_t i = 0; i < chunk_rows[ue][ur]; ++i)
+        index.push_back(static_cast<std::int32_t>(offset[ue] + chunk_start[ue][ur] + i));
+    }
   return index;
 }
 

@@ -4,7 +4,8 @@
 // Rows for experts on this rank are copied on the device and never go through MPI.
 //
 // Received rows are grouped [local expert][source rank] so that each expert's rows are
-// contiguous for the grouped matmul.
+// contiguous for the grouped matmul. Replicated experts: each source splits its copies over
+// the replicas by Placement::split (a source holding a replica keeps its copies local).
 #pragma once
 
 #include "parallel/placement.h"
@@ -23,6 +24,8 @@ class AllToAllDispatcher final : public TokenDispatcher {
   Tensor combine(const DispatchPlan& plan, const Tensor& rows) override;
   DispatchStats take_stats() override;
   const Placement& placement() const { return placement_; }
+  // Between iterations only: the experts this rank holds change with it.
+  void set_placement(Placement placement);
 
  private:
   // Rows in [source rank][local expert] order <-> rows in [local expert][source rank] order.

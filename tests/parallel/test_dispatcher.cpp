@@ -38,13 +38,19 @@ void check_round_trip(const Placement& placement) {
   Tensor input = Tensor::from_host(dev, {n, 4}, rows);
   const DispatchPlan plan = dispatcher.plan(per_expert);
   Tensor received = dispatcher.dispatch(plan, input);
-  // Expected: for each local expert (ascending), for each source rank, its rows in order.
+  // Expected: for each local expert (ascending), for each source rank, the chunk of its rows
+  // that the placement sends here, in order.
   std::vector<float> expected;
   std::vector<std::int64_t> per_local;
   for (int e : dispatcher.local_experts()) {
     std::int64_t total = 0;
-    for (int s = 0; s < w->size(); ++s)
-      for (std::int64_t j = 0; j < count(s, e); ++j, ++total) expected.insert(expected.end(), {float(s), float(e), float(j), 7.0f});
+    for (int s = 0; s < w->size(); ++s) {
+      const auto split = placement.split(e, s, count(s, e));
+      std::int64_t start = 0;
+      for (int r = 0; r < me; ++r) start += split[static_cast<std::size_t>(r)];
+      for (std::int64_t j = start; j < start + split[static_cast<std::size_t>(me)]; ++j, ++total)
+        expected.insert(expected.end(), {float(s), float(e), float(j), 7.0f});
+    }
     per_local.push_back(total);
   }
   EXPECT_EQ(plan.recv_per_local_expert, per_local);
@@ -53,13 +59,15 @@ void check_round_trip(const Placement& placement) {
   Tensor back = dispatcher.combine(plan, received);
   EXPECT_EQ(back.to_host(), rows);
   // Sent bytes: rows for experts on other ranks, both ways.
-  std::int64_t crossing = 0;
-  for (int e = 0; e < experts; ++e)
-    if (placement.owner(e) != me) crossing += count(me, e);
-  std::int64_t returning = 0;
+  std::int64_t crossing = 0, returning = 0;
+  for (int e = 0; e < experts; ++e) {
+    const auto split = placement.split(e, me, count(me, e));
+    for (int r = 0; r < w->size(); ++r)
+      if (r != me) crossing += split[static_cast<std::size_t>(r)];
+  }
   for (int e : dispatcher.local_experts())
     for (int s = 0; s < w->size(); ++s)
-      if (s != me) returning += count(s, e);
+      if (s != me) returning += placement.split(e, s, count(s, e))[static_cast<std::size_t>(me)];
   const DispatchStats stats = dispatcher.take_stats();
   EXPECT_EQ(stats.rows_sent, crossing + returning);
   EXPECT_EQ(stats.bytes_sent, (crossing + returning) * 4 * static_cast<std::int64_t>(sizeof(float)));
@@ -76,14 +84,27 @@ TEST(AllToAllDispatcher, ContiguousPlacementRoundTrip) {
 TEST(AllToAllDispatcher, ScrambledPlacementRoundTrip) {
   auto w = world();
   const int experts = 3 * w->size();
-  std::vector<int> owner(static_cast<std::size_t>(experts));
-  for (int e = 0; e < experts; ++e) owner[static_cast<std::size_t>(e)] = (experts - 1 - e + e / 2) % w->size();
-  check_round_trip(Placement(w->size(), owner));
+  std::vector<std::vector<Replica>> replicas(static_cast<std::size_t>(experts));
+  for (int e = 0; e < experts; ++e) replicas[static_cast<std::size_t>(e)] = {{(experts - 1 - e + e / 2) % w->size(), 1}};
+  check_round_trip(Placement(w->size(), replicas));
 }
 
 TEST(AllToAllDispatcher, OneRankHoldsEveryExpert) {
   auto w = world();
-  check_round_trip(Placement(w->size(), std::vector<int>(5, w->size() - 1)));
+  check_round_trip(Placement(w->size(), std::vector<std::vector<Replica>>(5, {{w->size() - 1, 1}})));
+}
+
+TEST(AllToAllDispatcher, ReplicatedExpertsWithUnevenShares) {
+  auto w = world();
+  const int p = w->size();
+  std::vector<std::vector<Replica>> replicas;
+  std::vector<Replica> everywhere;
+  for (int r = 0; r < p; ++r) everywhere.push_back({r, r + 1});
+  replicas.push_back(everywhere);                      // expert 0: a replica on every rank
+  replicas.push_back({{0, 3}, {p - 1, 1}});            // expert 1: two replicas (one when p = 1), 3:1
+  if (p == 1) replicas.back().pop_back();
+  for (int e = 2; e < 2 + 2 * p; ++e) replicas.push_back({{(e * 7) % p, 1}});
+  check_round_trip(Placement(p, replicas));
 }
 
 }  // namespace moerun::test
