@@ -1,0 +1,321 @@
+#include "parallel/planner.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "runtime/core/error.h"
+
+namespace moerun {
+
+BalancePolicy parse_balance_policy(const std::string& name) {
+  if (name == "none") return BalancePolicy::None;
+  if (name == "migrate") return BalancePolicy::Migrate;
+  if (name == "replicate") return BalancePolicy::Replicate;
+  if (name == "auto") return BalancePolicy::Auto;
+  MOERUN_THROW(ConfigError, "balance.policy = '{}' is not one of: none, migrate, replicate, auto", name);
+}
+
+std::string balance_policy_name(BalancePolicy p) {
+  switch (p) {
+    case BalancePolicy::None: return "none";
+    case BalancePolicy::Migrate: return "migrate";
+    case BalancePolicy::Replicate: return "replicate";
+    case BalancePolicy::Auto: return "auto";
+  }
+  return "?";
+}
+
+std::vector<double> expected_rank_loads(const std::vector<double>& loads, const Placement& placement) {
+  const int p = placement.ep_size();
+  std::vector<double> rank(static_cast<std::size_t>(p), 0.0);
+  for (int e = 0; e < placement.experts(); ++e) {
+    const double per_source = loads[static_cast<std::size_t>(e)] / p;
+    double shares = 0.0;
+    for (const Replica& r : placement.replicas(e)) shares += double(r.share);
+    for (int s = 0; s < p; ++s) {
+      if (placement.holds(s, e)) {
+        rank[static_cast<std::size_t>(s)] += per_source;  // local replica: stays here
+      } else {
+        for (const Replica& r : placement.replicas(e)) rank[static_cast<std::size_t>(r.rank)] += per_source * double(r.share) / shares;
+      }
+    }
+  }
+  return rank;
+}
+
+Prediction predict(const std::vector<std::vector<double>>& loads, const std::vector<Placement>& placements,
+                   const CostModel& cost) {
+  Prediction pr;
+  pr.step_seconds = cost.fixed_seconds;
+  for (std::size_t l = 0; l < placements.size(); ++l) {
+    const Placement& pl = placements[l];
+    const std::vector<double> rank = expected_rank_loads(loads[l], pl);
+    const double mx = *std::max_element(rank.begin(), rank.end());
+    const double mean = std::accumulate(rank.begin(), rank.end(), 0.0) / double(rank.size());
+    pr.layer_imbalance.push_back(mean > 0 ? mx / mean : 1.0);
+    pr.imbalance = std::max(pr.imbalance, pr.layer_imbalance.back());
+    pr.step_seconds += mx * cost.seconds_per_copy;
+    // Copies that cross ranks: sources without a local replica send theirs away.
+    double crossing = 0.0;
+    for (int e = 0; e < pl.experts(); ++e) {
+      const double per_source = loads[l][static_cast<std::size_t>(e)] / pl.ep_size();
+      crossing += per_source * double(pl.ep_size() - static_cast<int>(pl.replicas(e).size()));
+    }
+    pr.crossing_copies += crossing / pl.ep_size();
+  }
+  pr.step_seconds += pr.crossing_copies * cost.bytes_per_copy / cost.bandwidth;
+  return pr;
+}
+
+double migration_bytes(const std::vector<Placement>& from, const std::vector<Placement>& to, const CostModel& cost) {
+  double bytes = 0.0;
+  for (std::size_t l = 0; l < to.size(); ++l)
+    for (int e = 0; e < to[l].experts(); ++e)
+      for (const Replica& r : to[l].replicas(e))
+        if (!from[l].holds(r.rank, e)) bytes += cost.expert_state_bytes;
+  return bytes;
+}
+
+namespace {
+
+struct Item {
+  int expert;
+  double load;
+};
+using Bins = std::vector<std::vector<Item>>;  // [rank] the replicas it holds
+
+double bin_load(const std::vector<Item>& bin) {
+  double s = 0.0;
+  for (const Item& i : bin) s += i.load;
+  return s;
+}
+
+bool has_expert(const std::vector<Item>& bin, int expert, const Item* except = nullptr) {
+  for (const Item& i : bin)
+    if (i.expert == expert && &i != except) return true;
+  return false;
+}
+
+// Local search: repeatedly take the heaviest rank and apply the move (to a rank with a free
+// slot) or swap that lowers it most without raising the other rank above it. A rank never
+// holds two replicas of one expert.
+void improve(Bins& bins, int slots, bool allow_moves) {
+  constexpr double kEps = 1e-9;
+  for (int iteration = 0; iteration < 10000; ++iteration) {
+    std::size_t b = 0;
+    for (std::size_t r = 1; r < bins.size(); ++r)
+      if (bin_load(bins[r]) > bin_load(bins[b])) b = r;
+    const double lb = bin_load(bins[b]);
+    double best = lb;
+    std::size_t best_i = 0, best_c = 0, best_j = 0;
+    bool best_is_move = false, found = false;
+    for (std::size_t i = 0; i < bins[b].size(); ++i) {
+      const Item& x = bins[b][i];
+      for (std::size_t c = 0; c < bins.size(); ++c) {
+        if (c == b) continue;
+        const double lc = bin_load(bins[c]);
+        if (allow_moves && static_cast<int>(bins[c].size()) < slots && !has_expert(bins[c], x.expert)) {
+          const double m = std::max(lb - x.load, lc + x.load);
+          if (m < best - kEps) best = m, best_i = i, best_c = c, best_is_move = true, found = true;
+        }
+        for (std::size_t j = 0; j < bins[c].size(); ++j) {
+          const Item& y = bins[c][j];
+          if (y.expert == x.expert || has_expert(bins[c], x.expert, &y) || has_expert(bins[b], y.expert, &x)) continue;
+          const double m = std::max(lb - x.load + y.load, lc - y.load + x.load);
+          if (m < best - kEps) best = m, best_i = i, best_c = c, best_j = j, best_is_move = false, found = true;
+        }
+      }
+    }
+    if (!found) return;
+    if (best_is_move) {
+      bins[best_c].push_back(bins[b][best_i]);
+      bins[b].erase(bins[b].begin() + static_cast<std::ptrdiff_t>(best_i));
+    } else {
+      std::swap(bins[b][best_i], bins[best_c][best_j]);
+    }
+  }
+}
+
+double max_bin(const Bins& bins) {
+  double m = 0.0;
+  for (const auto& b : bins) m = std::max(m, bin_load(b));
+  return m;
+}
+
+Placement to_placement(const Bins& bins, int experts) {
+  std::vector<std::vector<Replica>> replicas(static_cast<std::size_t>(experts));
+  for (std::size_t r = 0; r < bins.size(); ++r)
+    for (const Item& i : bins[r]) replicas[static_cast<std::size_t>(i.expert)].push_back({static_cast<int>(r), 1});
+  return Placement(static_cast<int>(bins.size()), std::move(replicas));
+}
+
+int moved_experts(const Placement& from, const Placement& to) {
+  int moved = 0;
+  for (int e = 0; e < to.experts(); ++e)
+    for (const Replica& r : to.replicas(e)) moved += from.holds(r.rank, e) ? 0 : 1;
+  return moved;
+}
+
+// Experts by load, heaviest first (ties: lower id first).
+std::vector<int> by_load(const std::vector<double>& loads) {
+  std::vector<int> order(loads.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return loads[static_cast<std::size_t>(a)] > loads[static_cast<std::size_t>(b)]; });
+  return order;
+}
+}  // namespace
+
+Placement plan_migrate(const std::vector<double>& loads, const Placement& current) {
+  // Longest-processing-time bin packing with equal slots per rank (a permutation: no copies).
+  const int p = current.ep_size(), experts = current.experts(), slots = experts / p;
+  std::vector<double> bin_load(static_cast<std::size_t>(p), 0.0);
+  std::vector<std::vector<int>> bins(static_cast<std::size_t>(p));
+  for (int e : by_load(loads)) {
+    int best = -1;
+    for (int b = 0; b < p; ++b) {
+      if (static_cast<int>(bins[static_cast<std::size_t>(b)].size()) >= slots) continue;
+      if (best < 0 || bin_load[static_cast<std::size_t>(b)] < bin_load[static_cast<std::size_t>(best)]) best = b;
+    }
+    bins[static_cast<std::size_t>(best)].push_back(e);
+    bin_load[static_cast<std::size_t>(best)] += loads[static_cast<std::size_t>(e)];
+  }
+  // Bins are interchangeable: give each to the rank that already holds most of its experts,
+  // so that as little state as possible moves.
+  std::vector<int> rank_of_bin(static_cast<std::size_t>(p), -1);
+  std::vector<bool> rank_taken(static_cast<std::size_t>(p), false);
+  for (int round = 0; round < p; ++round) {
+    int best_bin = -1, best_rank = -1, best_overlap = -1;
+    for (int b = 0; b < p; ++b) {
+      if (rank_of_bin[static_cast<std::size_t>(b)] >= 0) continue;
+      for (int r = 0; r < p; ++r) {
+        if (rank_taken[static_cast<std::size_t>(r)]) continue;
+        int overlap = 0;
+        for (int e : bins[static_cast<std::size_t>(b)]) overlap += current.holds(r, e) ? 1 : 0;
+        if (overlap > best_overlap) best_bin = b, best_rank = r, best_overlap = overlap;
+      }
+    }
+    rank_of_bin[static_cast<std::size_t>(best_bin)] = best_rank;
+    rank_taken[static_cast<std::size_t>(best_rank)] = true;
+  }
+  Bins packed(static_cast<std::size_t>(p));
+  for (int b = 0; b < p; ++b)
+    for (int e : bins[static_cast<std::size_t>(b)])
+      packed[static_cast<std::size_t>(rank_of_bin[static_cast<std::size_t>(b)])].push_back({e, loads[static_cast<std::size_t>(e)]});
+  improve(packed, slots, /*allow_moves=*/false);
+  // Second candidate: swaps starting from the current placement (moves few experts).
+  Bins from_current(static_cast<std::size_t>(p));
+  for (int e = 0; e < experts; ++e) from_current[static_cast<std::size_t>(current.replicas(e)[0].rank)].push_back({e, loads[static_cast<std::size_t>(e)]});
+  improve(from_current, slots, /*allow_moves=*/false);
+  Placement a = to_placement(packed, experts), b = to_placement(from_current, experts);
+  const double ma = max_bin(packed), mb = max_bin(from_current);
+  if (mb < ma - 1e-9 || (mb <= ma + 1e-9 && moved_experts(current, b) <= moved_experts(current, a))) return b;
+  return a;
+}
+
+Placement plan_replicate(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank) {
+  // Replica counts roughly proportional to load within the slot budget, then the replicas'
+  // loads packed onto ranks (heaviest first, least-loaded rank with a free slot that does
+  // not already hold the expert; ties prefer a rank that holds it now).
+  const int p = current.ep_size(), experts = current.experts();
+  const int slots = std::max(max_experts_per_rank, (experts + p - 1) / p);
+  std::vector<int> count(static_cast<std::size_t>(experts), 1);
+  for (int extra = slots * p - experts; extra > 0; --extra) {
+    int best = -1;
+    double best_per_replica = 0.0;
+    for (int e = 0; e < experts; ++e) {
+      if (count[static_cast<std::size_t>(e)] >= p) continue;
+      const double per = loads[static_cast<std::size_t>(e)] / count[static_cast<std::size_t>(e)];
+      if (best < 0 || per > best_per_replica) best = e, best_per_replica = per;
+    }
+    if (best < 0 || best_per_replica <= 0.0) break;
+    ++count[static_cast<std::size_t>(best)];
+  }
+  std::vector<Item> items;
+  for (int e = 0; e < experts; ++e)
+    for (int i = 0; i < count[static_cast<std::size_t>(e)]; ++i)
+      items.push_back({e, loads[static_cast<std::size_t>(e)] / count[static_cast<std::size_t>(e)]});
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.load > b.load; });
+  Bins bins(static_cast<std::size_t>(p));
+  for (const Item& it : items) {
+    int best = -1;
+    for (int r = 0; r < p; ++r) {
+      const auto& bin = bins[static_cast<std::size_t>(r)];
+      if (has_expert(bin, it.expert) || static_cast<int>(bin.size()) >= slots) continue;
+      if (best < 0) {
+        best = r;
+        continue;
+      }
+      const double lb = bin_load(bins[static_cast<std::size_t>(best)]), lr = bin_load(bin);
+      if (lr < lb || (lr == lb && current.holds(r, it.expert) && !current.holds(best, it.expert))) best = r;
+    }
+    MOERUN_CHECK(best >= 0, RuntimeError, "[planner] no slot left for a replica of expert {} ({} slots per rank)",
+                 it.expert, slots);
+    bins[static_cast<std::size_t>(best)].push_back(it);
+  }
+  improve(bins, slots, /*allow_moves=*/true);
+  return to_placement(bins, experts);
+}
+
+PlannerDecision plan_placement(const PlannerInput& in) {
+  PlannerDecision d;
+  d.placements = in.current;
+  d.before = predict(in.loads, in.current, in.cost);
+  d.after = d.before;
+  if (in.policy == BalancePolicy::None) {
+    d.reason = "policy none";
+    return d;
+  }
+  if (!in.force && d.before.imbalance <= in.threshold) {
+    d.reason = fmt::format("imbalance {:.3f} <= threshold {:.3f}", d.before.imbalance, in.threshold);
+    return d;
+  }
+  auto candidate = [&](BalancePolicy policy) {
+    std::vector<Placement> out;
+    for (std::size_t l = 0; l < in.current.size(); ++l) {
+      out.push_back(policy == BalancePolicy::Migrate ? plan_migrate(in.loads[l], in.current[l])
+                                                     : plan_replicate(in.loads[l], in.current[l], in.max_experts_per_rank));
+    }
+    return out;
+  };
+  std::vector<BalancePolicy> tried;
+  if (in.policy == BalancePolicy::Auto) tried = {BalancePolicy::Migrate, BalancePolicy::Replicate};
+  else tried = {in.policy};
+  bool have = false;
+  for (BalancePolicy policy : tried) {
+    std::vector<Placement> plan = candidate(policy);
+    const Prediction pr = predict(in.loads, plan, in.cost);
+    const double bytes = migration_bytes(in.current, plan, in.cost);
+    // Better predicted time wins; ties go to fewer bytes moved.
+    if (!have || pr.step_seconds < d.after.step_seconds - 1e-12 ||
+        (pr.step_seconds <= d.after.step_seconds + 1e-12 && bytes < d.migrate_bytes)) {
+      have = true;
+      d.chosen = policy;
+      d.placements = std::move(plan);
+      d.after = pr;
+      d.migrate_bytes = bytes;
+    }
+  }
+  d.migrate_seconds = d.migrate_bytes / in.cost.bandwidth;
+  d.gain_seconds = (d.before.step_seconds - d.after.step_seconds) * in.interval;
+  bool same = true;
+  for (std::size_t l = 0; l < in.current.size(); ++l) same = same && d.placements[l] == in.current[l];
+  if (same) {
+    d.reason = "the best placement is the current one";
+  } else if (!in.force && d.gain_seconds <= d.migrate_seconds) {
+    d.reason = fmt::format("predicted gain {:.4f} s over {} steps does not pay for migrating {:.0f} bytes ({:.4f} s)",
+                           d.gain_seconds, in.interval, d.migrate_bytes, d.migrate_seconds);
+  } else {
+    d.apply = true;
+    d.reason = in.force ? "forced" : fmt::format("predicted gain {:.4f} s > migration {:.4f} s", d.gain_seconds, d.migrate_seconds);
+  }
+  if (!d.apply) {
+    d.placements = in.current;
+    d.after = d.before;
+  }
+  return d;
+}
+
+}  // namespace moerun

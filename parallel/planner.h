@@ -1,0 +1,73 @@
+// The placement planner: a pure function from measured expert loads, the current placements
+// and a cost model to a new placement per MoE layer, with its predicted effect. No MPI: every
+// rank calls it on identical inputs (broadcast from rank 0) and reaches the same decision.
+//
+// Cost model of one training step:
+//   step = fixed + sum over layers of [ max over ranks of (copies the rank's experts process)
+//          x seconds_per_copy ] + (copies crossing ranks per rank) x bytes_per_copy / bandwidth
+// A new placement is applied when its predicted gain over the next `interval` steps exceeds
+// the one-off cost of moving expert state: (new replicas x expert_state_bytes) / bandwidth.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "parallel/placement.h"
+
+namespace moerun {
+
+enum class BalancePolicy { None, Migrate, Replicate, Auto };
+BalancePolicy parse_balance_policy(const std::string& name);  // none, migrate, replicate, auto
+std::string balance_policy_name(BalancePolicy p);
+
+struct CostModel {
+  double seconds_per_copy = 1e-6;    // expert FFN forward + backward of one token-copy
+  double bytes_per_copy = 0.0;       // all-to-all bytes a crossing copy costs per step
+  double bandwidth = 1e9;            // bytes/s of the expert-parallel exchange
+  double expert_state_bytes = 0.0;   // weights and AdamW moments of one expert
+  double fixed_seconds = 0.0;        // the rest of the step, unaffected by placement
+};
+
+struct Prediction {
+  double step_seconds = 0.0;
+  double imbalance = 1.0;            // max over layers of (max rank load / mean rank load)
+  std::vector<double> layer_imbalance;
+  double crossing_copies = 0.0;      // per rank per step, all layers
+};
+
+struct PlannerInput {
+  std::vector<std::vector<double>> loads;  // [layer][expert] token-copies per step in one EP group
+  std::vector<Placement> current;          // [layer]
+  CostModel cost;
+  BalancePolicy policy = BalancePolicy::Auto;
+  int max_experts_per_rank = 0;  // expert slots per rank (replicas included)
+  double threshold = 1.1;        // act only when the current imbalance exceeds this
+  int interval = 50;             // steps the new placement is expected to last
+  bool force = false;            // apply any different placement, whatever the predicted gain
+};
+
+struct PlannerDecision {
+  bool apply = false;
+  BalancePolicy chosen = BalancePolicy::None;
+  std::vector<Placement> placements;  // the new placements when apply, else the current ones
+  Prediction before, after;
+  double migrate_bytes = 0.0;    // per EP group
+  double migrate_seconds = 0.0;
+  double gain_seconds = 0.0;     // (before - after) x interval
+  std::string reason;
+};
+
+// Expected copies each rank processes for one layer, sources contributing loads / ep each.
+std::vector<double> expected_rank_loads(const std::vector<double>& loads, const Placement& placement);
+Prediction predict(const std::vector<std::vector<double>>& loads, const std::vector<Placement>& placements,
+                   const CostModel& cost);
+// Bytes of expert state that must move from `from` to `to` in one EP group.
+double migration_bytes(const std::vector<Placement>& from, const std::vector<Placement>& to, const CostModel& cost);
+
+// Candidate placements for one layer.
+Placement plan_migrate(const std::vector<double>& loads, const Placement& current);
+Placement plan_replicate(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank);
+
+PlannerDecision plan_placement(const PlannerInput& input);
+
+}  // namespace moerun
