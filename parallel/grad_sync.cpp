@@ -1,5 +1,6 @@
 #include "parallel/grad_sync.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "runtime/core/error.h"
@@ -7,15 +8,34 @@
 namespace moerun {
 
 GradSync::GradSync(const std::vector<Parameter*>& params, ProcessGroup& dense_group, ProcessGroup& expert_group,
-                   std::size_t bucket_bytes) {
-  // Dense and expert parameters go to separate buckets (different groups); a bucket closes
-  // when it reaches bucket_bytes. Buckets are built in ready order, so they complete in order.
-  for (ParamKind kind : {ParamKind::Dense, ParamKind::Expert}) {
-    ProcessGroup& group = kind == ParamKind::Dense ? dense_group : expert_group;
+                   std::size_t bucket_bytes)
+    : GradSync(params,
+               [&](const Parameter& p) {
+                 return std::vector<ProcessGroup*>{p.kind == ParamKind::Dense ? &dense_group : &expert_group};
+               },
+               bucket_bytes) {}
+
+GradSync::GradSync(const std::vector<Parameter*>& params, const GroupsOf& groups_of, std::size_t bucket_bytes) {
+  // Parameters with the same chain of groups share buckets; a bucket closes when it reaches
+  // bucket_bytes. Within a chain, buckets follow the ready order, so they complete in order.
+  std::vector<std::vector<ProcessGroup*>> chains;
+  std::vector<std::vector<Parameter*>> members_of_chain;
+  for (Parameter* p : params) {
+    std::vector<ProcessGroup*> chain;
+    for (ProcessGroup* g : groups_of(*p))
+      if (g != nullptr && g->size() > 1) chain.push_back(g);
+    auto it = std::find(chains.begin(), chains.end(), chain);
+    if (it == chains.end()) {
+      chains.push_back(chain);
+      members_of_chain.emplace_back();
+      it = chains.end() - 1;
+    }
+    members_of_chain[static_cast<std::size_t>(it - chains.begin())].push_back(p);
+  }
+  for (std::size_t c = 0; c < chains.size(); ++c) {
     std::vector<std::vector<Parameter*>> groups(1);
     std::size_t bytes = 0;
-    for (Parameter* p : params) {
-      if (p->kind != kind) continue;
+    for (Parameter* p : members_of_chain[c]) {
       if (bytes >= bucket_bytes && !groups.back().empty()) {
         groups.emplace_back();
         bytes = 0;
@@ -24,10 +44,9 @@ GradSync::GradSync(const std::vector<Parameter*>& params, ProcessGroup& dense_gr
       bytes += p->grad.bytes();
     }
     for (auto& members : groups) {
-      if (members.empty()) continue;
       std::int64_t elements = 0;
       for (Parameter* p : members) elements += p->grad.numel();
-      Bucket b{&group, Tensor::zeros(members.front()->grad.device(), {elements})};
+      Bucket b{chains[c], Tensor::zeros(members.front()->grad.device(), {elements})};
       std::int64_t offset = 0;
       for (Parameter* p : members) {
         Tensor view = b.flat.rows(offset, offset + p->grad.numel()).reshaped(p->grad.shape());
@@ -49,15 +68,14 @@ GradSync::~GradSync() {
 
 std::int64_t GradSync::bytes_reduced_per_step() const {
   std::int64_t bytes = 0;
-  for (const Bucket& b : buckets_)
-    if (b.group->size() > 1) bytes += static_cast<std::int64_t>(b.flat.bytes());
+  for (const Bucket& b : buckets_) bytes += static_cast<std::int64_t>(b.flat.bytes() * b.groups.size());
   return bytes;
 }
 
 void GradSync::launch(Bucket& b) {
-  if (b.group->size() == 1) return;  // a group of one has nothing to sum
+  if (b.groups.empty()) return;  // no other copy to sum with
   b.host = std::make_unique<HostAccess>(b.flat, HostAccess::ReadWrite);
-  b.request = b.group->all_reduce_async(b.host->data(), b.flat.numel(), CommType::F32, ReduceOp::Sum);
+  b.request = b.groups.front()->all_reduce_async(b.host->data(), b.flat.numel(), CommType::F32, ReduceOp::Sum);
 }
 
 void GradSync::mark_ready(const Parameter& param) {
@@ -79,6 +97,8 @@ double GradSync::finish() {
   for (Bucket& b : buckets_) {
     if (b.request) b.request->wait();
     b.request.reset();
+    for (std::size_t g = 1; g < b.groups.size(); ++g)  // the rest of the chain, in turn
+      b.groups[g]->all_reduce(b.host->data(), b.flat.numel(), CommType::F32, ReduceOp::Sum);
     b.host.reset();  // copies staged sums back to the device
     b.ready = 0;
   }

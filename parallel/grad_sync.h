@@ -1,8 +1,9 @@
 // GradSync: makes every copy of a parameter see the sum of the gradients of all its copies
-// before the optimizer step. Dense parameters are summed over the world, expert parameters over
-// their expert-data-parallel group (the ranks that hold the same experts). A sum, not a mean:
-// the loss is already normalized by the global target count, so each rank's gradient is its
-// share of the single-process gradient.
+// before the optimizer step. Dense parameters are summed over the world; an expert's
+// parameters over its replicas inside the expert-parallel group, then over the
+// expert-data-parallel group (every EP group has the same placement). A sum, not a mean: the
+// loss is already normalized by the global target count, so each rank's gradient is its share
+// of the single-process gradient.
 //
 // Gradients live in flat buckets (about bucket_bytes each; each parameter's grad becomes a view
 // into its bucket), and a bucket's non-blocking all-reduce starts as soon as all of its
@@ -11,6 +12,7 @@
 // the same order and call finish() once per step.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -23,7 +25,11 @@ namespace moerun {
 
 class GradSync {
  public:
+  // The groups to sum a parameter over, in order (groups of size 1 are skipped).
+  using GroupsOf = std::function<std::vector<ProcessGroup*>(const Parameter&)>;
   // params in the order their gradients become final (backward order).
+  GradSync(const std::vector<Parameter*>& params_in_ready_order, const GroupsOf& groups_of, std::size_t bucket_bytes);
+  // Dense parameters over dense_group, expert parameters over expert_group.
   GradSync(const std::vector<Parameter*>& params_in_ready_order, ProcessGroup& dense_group, ProcessGroup& expert_group,
            std::size_t bucket_bytes);
   ~GradSync();
@@ -36,7 +42,7 @@ class GradSync {
 
  private:
   struct Bucket {
-    ProcessGroup* group;
+    std::vector<ProcessGroup*> groups;  // summed over each in turn; the first one overlaps backward
     Tensor flat;  // [elements]
     std::size_t params = 0;
     std::size_t ready = 0;

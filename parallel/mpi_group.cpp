@@ -119,7 +119,8 @@ void MpiGroup::check(int code, const char* call) const {
 
 std::unique_ptr<ProcessGroup> MpiGroup::split(int color, int key, const std::string& name) const {
   MPI_Comm out;
-  check(MPI_Comm_split(comm_, color, key, &out), "MPI_Comm_split");
+  check(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &out), "MPI_Comm_split");
+  if (out == MPI_COMM_NULL) return nullptr;
   return std::make_unique<MpiGroup>(out, name);
 }
 

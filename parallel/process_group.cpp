@@ -29,7 +29,8 @@ std::unique_ptr<CommRequest> ProcessGroup::all_reduce_async(void* data, std::int
   return std::make_unique<CompletedRequest>();
 }
 
-std::unique_ptr<ProcessGroup> LocalGroup::split(int, int, const std::string& name) const {
+std::unique_ptr<ProcessGroup> LocalGroup::split(int color, int, const std::string& name) const {
+  if (color < 0) return nullptr;
   return std::make_unique<LocalGroup>(name);
 }
 

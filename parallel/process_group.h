@@ -36,7 +36,8 @@ class ProcessGroup {
   virtual int size() const = 0;
   virtual std::string name() const = 0;  // for error messages: "world", "ep", ...
 
-  // Ranks with equal color form a new group, ordered by key (then by old rank).
+  // Ranks with equal color form a new group, ordered by key (then by old rank). A negative
+  // color means "not a member": that rank gets nullptr.
   virtual std::unique_ptr<ProcessGroup> split(int color, int key, const std::string& name) const = 0;
   // The ranks of this group that share this node's memory.
   virtual std::unique_ptr<ProcessGroup> split_node_local(const std::string& name) const = 0;

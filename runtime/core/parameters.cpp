@@ -1,5 +1,6 @@
 #include "runtime/core/parameters.h"
 
+#include <algorithm>
 #include <random>
 
 #include "runtime/core/error.h"
@@ -38,6 +39,13 @@ Parameter& ParameterStore::get(const std::string& name) {
   auto it = by_name_.find(name);
   MOERUN_CHECK(it != by_name_.end(), RuntimeError, "[parameters] no parameter named '{}'", name);
   return *it->second;
+}
+
+void ParameterStore::remove(const std::string& name) {
+  auto it = by_name_.find(name);
+  MOERUN_CHECK(it != by_name_.end(), RuntimeError, "[parameters] cannot remove '{}': no such parameter", name);
+  order_.erase(std::find(order_.begin(), order_.end(), it->second.get()));
+  by_name_.erase(it);
 }
 
 std::int64_t ParameterStore::count_elements() const {

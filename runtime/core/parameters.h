@@ -36,6 +36,9 @@ class ParameterStore {
   Parameter& add(const std::string& name, Shape shape, Init init, ParamKind kind = ParamKind::Dense, int layer = -1,
                  int expert = -1);
   Parameter& get(const std::string& name);
+  bool contains(const std::string& name) const { return by_name_.contains(name); }
+  // Frees a parameter (an expert that moved to another rank). Pointers to it become invalid.
+  void remove(const std::string& name);
   const std::vector<Parameter*>& all() const { return order_; }
   std::int64_t count_elements() const;
   void zero_grads();

@@ -6,17 +6,26 @@
 
 namespace moerun {
 
+std::vector<std::string> FeedForwardSet::weight_names(const ModelConfig& config, const std::string& prefix, int id) {
+  const std::string base = id >= 0 ? prefix + "." + std::to_string(id) : prefix;
+  if (config.expert_type == ExpertType::SwiGlu) return {base + ".w1", base + ".w3", base + ".w2"};
+  return {base + ".w1", base + ".w2"};
+}
+
 FeedForwardSet::FeedForwardSet(ParameterStore& params, const ModelConfig& config, const std::string& prefix,
-                               const std::vector<int>& expert_ids, ParamKind kind, int layer)
+                               const std::vector<int>& expert_ids, ParamKind kind, int layer, bool create)
     : config_(config) {
   const bool swiglu = config.expert_type == ExpertType::SwiGlu;
   for (int id : expert_ids) {
-    const std::string name = kind == ParamKind::Expert ? prefix + "." + std::to_string(id) : prefix;
     const int expert = kind == ParamKind::Expert ? id : -1;
+    const auto names = weight_names(config, prefix, expert);
+    auto param = [&](const std::string& name, Shape shape) {
+      return create ? &params.add(name, std::move(shape), Init::Normal, kind, layer, expert) : &params.get(name);
+    };
     Weights w{};
-    w.w1 = &params.add(name + ".w1", {config.d_model, config.d_ff}, Init::Normal, kind, layer, expert);
-    if (swiglu) w.w3 = &params.add(name + ".w3", {config.d_model, config.d_ff}, Init::Normal, kind, layer, expert);
-    w.w2 = &params.add(name + ".w2", {config.d_ff, config.d_model}, Init::Normal, kind, layer, expert);
+    w.w1 = param(names[0], {config.d_model, config.d_ff});
+    if (swiglu) w.w3 = param(names[1], {config.d_model, config.d_ff});
+    w.w2 = param(names.back(), {config.d_ff, config.d_model});
     experts_.push_back(w);
   }
 }

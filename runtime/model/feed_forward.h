@@ -15,8 +15,12 @@ namespace moerun {
 class FeedForwardSet {
  public:
   // One FFN per id in expert_ids, named "<prefix>.<id>.w1" etc. kind Expert carries (layer, id).
+  // create: register new parameters; otherwise use the ones already in `params` (experts
+  // that arrived by migration).
   FeedForwardSet(ParameterStore& params, const ModelConfig& config, const std::string& prefix,
-                 const std::vector<int>& expert_ids, ParamKind kind, int layer);
+                 const std::vector<int>& expert_ids, ParamKind kind, int layer, bool create = true);
+  // The names of one FFN's weights ("<prefix>.<id>.w1", ...), in a fixed order.
+  static std::vector<std::string> weight_names(const ModelConfig& config, const std::string& prefix, int id);
   // x [rows, d] grouped by expert, counts[i] rows for the i-th FFN; x stays alive until backward.
   Tensor forward(const Tensor& x, std::span<const std::int64_t> counts);
   Tensor backward(const Tensor& dy);  // returns dx [rows, d]; accumulates weight gradients

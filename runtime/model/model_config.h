@@ -28,6 +28,9 @@ struct ModelConfig {
   double z_loss_coef = 0.001;   // router z-loss
   bool tie_embeddings = true;
   double init_std = 0.02;
+  // Benchmark only (bench.router_zipf): a fixed bias on the router logits that makes expert
+  // popularity follow Zipf(s). It changes the model's math; 0 = off.
+  double router_zipf = 0.0;
 
   std::int64_t head_dim() const { return d_model / n_heads; }
   bool is_moe_layer(std::int64_t layer) const { return dense_every <= 0 || (layer + 1) % dense_every != 0; }

@@ -1,5 +1,7 @@
 #include "runtime/model/moe_layer.h"
 
+#include <chrono>
+#include <cmath>
 #include <numeric>
 
 #include "kernels/elementwise.h"
@@ -12,13 +14,26 @@ namespace moerun {
 
 MoeLayer::MoeLayer(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher)
     : config_(config),
+      layer_(layer),
       dispatcher_(dispatcher),
       router_(params.add("layers." + std::to_string(layer) + ".moe.router", {config.d_model, config.experts}, Init::Normal)),
-      experts_(params, config, "layers." + std::to_string(layer) + ".moe.experts", dispatcher.local_experts(),
-               ParamKind::Expert, layer) {
+      experts_(std::make_unique<FeedForwardSet>(params, config, expert_prefix(layer), dispatcher.local_experts(),
+                                                ParamKind::Expert, layer)) {
   MOERUN_CHECK(dispatcher.num_experts() == config.experts, RuntimeError,
                "[moe layer {}] the dispatcher routes to {} experts but the model has {}", layer, dispatcher.num_experts(),
                config.experts);
+  if (config.router_zipf > 0.0) {
+    // log-popularity of Zipf(s): softmax(logits - s ln(e + 1)) favours expert e as 1 / (e + 1)^s.
+    std::vector<float> bias(static_cast<std::size_t>(config.experts));
+    for (std::int64_t e = 0; e < config.experts; ++e)
+      bias[static_cast<std::size_t>(e)] = static_cast<float>(-config.router_zipf * std::log(double(e + 1)));
+    router_bias_ = Tensor::from_host(params.device(), {config.experts}, bias);
+  }
+}
+
+void MoeLayer::attach_local_experts(ParameterStore& params) {
+  experts_ = std::make_unique<FeedForwardSet>(params, config_, expert_prefix(layer_), dispatcher_.local_experts(),
+                                              ParamKind::Expert, layer_, /*create=*/false);
 }
 
 Tensor MoeLayer::forward(const Tensor& h) {
@@ -28,6 +43,7 @@ Tensor MoeLayer::forward(const Tensor& h) {
   // 1. Router: logits, softmax, top-k, gates.
   Tensor logits(dev, {n, e});
   kernels::matmul({.a = &h, .b = &router_.value, .c = &logits});
+  if (router_bias_.defined()) kernels::binary({.op = BinaryOp::Add, .a = &logits, .b = &router_bias_, .out = &logits});
   probs_ = Tensor(dev, {n, e});
   lse_ = Tensor(dev, {n});
   index_ = Tensor(dev, {n, k}, DType::I32);
@@ -48,7 +64,10 @@ Tensor MoeLayer::forward(const Tensor& h) {
   kernels::gather_rows({.src = &h, .index = &token_of_copy_, .dst = &routed_});
   dispatch_ = dispatcher_.plan(routing_.kept_per_expert);
   expert_in_ = dispatcher_.dispatch(dispatch_, routed_);
-  expert_out_ = experts_.forward(expert_in_, dispatch_.recv_per_local_expert);
+  const auto expert_start = std::chrono::steady_clock::now();
+  expert_out_ = experts_->forward(expert_in_, dispatch_.recv_per_local_expert);
+  dev.synchronize();
+  stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
   routed_out_ = dispatcher_.combine(dispatch_, expert_out_);
   // 4. Gate-weighted sum back onto the tokens.
   Tensor y = Tensor::zeros(dev, {n, d});
@@ -88,7 +107,10 @@ Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
   dy_copies = Tensor();
   // Experts, along the same routes: gradients of outputs go to the ranks that computed them.
   Tensor dexpert_out = dispatcher_.dispatch(dispatch_, drouted_out);
-  Tensor dexpert_in = experts_.backward(dexpert_out);
+  const auto expert_start = std::chrono::steady_clock::now();
+  Tensor dexpert_in = experts_->backward(dexpert_out);
+  dev.synchronize();
+  stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
   expert_out_ = Tensor();
   Tensor drouted = dispatcher_.combine(dispatch_, dexpert_in);
   Tensor dh = Tensor::zeros(dev, {n, d});

@@ -20,6 +20,7 @@ struct MoeStats {
   std::int64_t dropped = 0;
   double aux_loss = 0.0;  // coefficient included
   double z_loss = 0.0;    // coefficient included
+  double expert_seconds = 0.0;  // this rank's expert FFN time, forward + backward, since reset
 };
 
 class MoeLayer {
@@ -30,14 +31,21 @@ class MoeLayer {
   // dy [tokens, d]; aux_scale weighs this micro-batch's aux and z losses in the total loss.
   Tensor backward(const Tensor& dy, double aux_scale);
   const MoeStats& stats() const { return stats_; }
+  void reset_expert_seconds() { stats_.expert_seconds = 0.0; }
+  // Between steps, after the placement changed: rebuild the expert FFNs from the parameters
+  // of the experts the dispatcher now routes here (they must already be in `params`).
+  void attach_local_experts(ParameterStore& params);
+  static std::string expert_prefix(int layer) { return "layers." + std::to_string(layer) + ".moe.experts"; }
   // The dispatch plan of the last forward (which rows crossed ranks).
   const DispatchPlan& last_plan() const { return dispatch_; }
 
  private:
   const ModelConfig& config_;
+  int layer_;
   TokenDispatcher& dispatcher_;
   Parameter& router_;  // [d, experts]
-  FeedForwardSet experts_;
+  std::unique_ptr<FeedForwardSet> experts_;
+  Tensor router_bias_;  // [experts]: bench.router_zipf's fixed logit bias (empty when off)
   MoeStats stats_;
   // Saved by forward for backward.
   const Tensor* h_ = nullptr;

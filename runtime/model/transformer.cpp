@@ -55,8 +55,12 @@ struct Transformer::Block {
 };
 
 Transformer::Transformer(const ModelConfig& config, ParameterStore& params, TokenDispatcher& dispatcher)
+    : Transformer(config, params, std::vector<TokenDispatcher*>(static_cast<std::size_t>(config.n_layers), &dispatcher)) {}
+
+Transformer::Transformer(const ModelConfig& config, ParameterStore& params, const std::vector<TokenDispatcher*>& dispatchers)
     : config_(config), embedding_(params, config) {
-  for (int l = 0; l < config.n_layers; ++l) blocks_.push_back(std::make_unique<Block>(params, config, l, dispatcher));
+  for (int l = 0; l < config.n_layers; ++l)
+    blocks_.push_back(std::make_unique<Block>(params, config, l, *dispatchers.at(static_cast<std::size_t>(l))));
   final_norm_ = std::make_unique<LayerNorm>(params, "final_norm", config.d_model);
   lm_head_ = config.tie_embeddings ? &embedding_.token_table()
                                    : &params.add("lm_head", {vocab::kSize, config.d_model}, Init::Normal);
@@ -95,6 +99,8 @@ std::vector<const MoeStats*> Transformer::moe_stats() const {
     if (b->moe) out.push_back(&b->moe->stats());
   return out;
 }
+
+MoeLayer& Transformer::moe_layer(int block) { return *blocks_.at(static_cast<std::size_t>(block))->moe; }
 
 std::vector<int> Transformer::moe_layer_ids() const {
   std::vector<int> out;

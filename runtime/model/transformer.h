@@ -20,6 +20,8 @@ class Transformer {
  public:
   // Registers every parameter in `params`; expert FFNs only for dispatcher.local_experts().
   Transformer(const ModelConfig& config, ParameterStore& params, TokenDispatcher& dispatcher);
+  // One dispatcher per block (each MoE layer can have its own placement); dense blocks ignore theirs.
+  Transformer(const ModelConfig& config, ParameterStore& params, const std::vector<TokenDispatcher*>& dispatchers);
   ~Transformer();
 
   // tokens: i32 [batch * seq_len], kept alive by the caller until backward().
@@ -36,6 +38,7 @@ class Transformer {
   std::vector<const MoeStats*> moe_stats() const;
   // Index of each MoE layer among all blocks.
   std::vector<int> moe_layer_ids() const;
+  MoeLayer& moe_layer(int block);
   const ModelConfig& config() const { return config_; }
 
  private:

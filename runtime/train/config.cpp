@@ -8,6 +8,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "parallel/planner.h"
 #include "runtime/core/error.h"
 
 namespace moerun {
@@ -138,6 +139,20 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("parallel.ep", &C::parallel, &ParallelConfig::ep, "expert-parallel group size; must divide the world size and model.experts"));
     k.push_back(float_key("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb,
                           "gradient all-reduce bucket size in MiB; buckets are reduced during backward as they complete"));
+    k.push_back(string_key("balance.policy", &C::balance, &BalanceConfig::policy,
+                           "adaptive expert placement: none (static), migrate (permute experts), replicate (extra "
+                           "copies of hot experts), auto (the cost model chooses); needs parallel.ep > 1"));
+    k.push_back(int_key("balance.interval", &C::balance, &BalanceConfig::interval, "steps between placement decisions"));
+    k.push_back(float_key("balance.threshold", &C::balance, &BalanceConfig::threshold,
+                          "act only when the load imbalance (max rank load / mean) exceeds this"));
+    k.push_back(int_key("balance.max_experts_per_rank", &C::balance, &BalanceConfig::max_experts_per_rank,
+                        "expert slots per rank, replicas included (memory budget); 0 = experts / ep + 1"));
+    k.push_back(int_key("balance.window", &C::balance, &BalanceConfig::window, "moving-average window of expert loads (steps)"));
+    k.push_back(bool_key("balance.force", &C::balance, &BalanceConfig::force,
+                         "apply every different placement the planner proposes, whatever its predicted gain"));
+    k.push_back(float_key("bench.router_zipf", &C::model, &ModelConfig::router_zipf,
+                          "BENCHMARK ONLY, changes the math: fixed router logit bias making expert popularity "
+                          "follow Zipf(s); 0 = off"));
     k.push_back(int_key("log.every", &C::log, &LogConfig::every, "steps between progress lines when not redrawing in place"));
     k.push_back(string_key("log.progress", &C::log, &LogConfig::progress,
                            "auto (redraw in place on a terminal, plain lines otherwise and under mpirun, whose "
@@ -235,6 +250,17 @@ void Config::validate(int world_size) const {
   at_least(runtime.threads, 0, "runtime.threads", "0 = automatic");
   MOERUN_CHECK(log.progress == "auto" || log.progress == "redraw" || log.progress == "lines", ConfigError,
                "log.progress = '{}' is not one of: auto, redraw, lines", log.progress);
+  parse_balance_policy(balance.policy);
+  at_least(balance.interval, 1, "balance.interval", "steps between decisions");
+  at_least(balance.window, 1, "balance.window", "steps of the moving average");
+  at_least(balance.max_experts_per_rank, 0, "balance.max_experts_per_rank", "0 = experts / ep + 1");
+  if (balance.max_experts_per_rank > 0 && balance.policy != "none" && parallel.ep > 1) {
+    MOERUN_CHECK(balance.max_experts_per_rank * parallel.ep >= model.experts, ConfigError,
+                 "balance.max_experts_per_rank = {} x parallel.ep = {} leaves no room for the {} experts; allow at "
+                 "least {} per rank",
+                 balance.max_experts_per_rank, parallel.ep, model.experts, (model.experts + parallel.ep - 1) / parallel.ep);
+  }
+  MOERUN_CHECK(model.router_zipf >= 0.0, ConfigError, "bench.router_zipf = {} must be >= 0", model.router_zipf);
   MOERUN_CHECK(parallel.bucket_mb > 0.0, ConfigError, "parallel.bucket_mb = {} must be > 0", parallel.bucket_mb);
   MOERUN_CHECK(train.lr > 0.0, ConfigError, "train.lr = {} must be > 0", train.lr);
   MOERUN_CHECK(train.min_lr_ratio >= 0.0 && train.min_lr_ratio <= 1.0, ConfigError,

@@ -48,6 +48,15 @@ struct ParallelConfig {
   double bucket_mb = 4.0;      // gradient all-reduce bucket size
 };
 
+struct BalanceConfig {
+  std::string policy = "none";   // none, migrate, replicate, auto
+  std::int64_t interval = 50;    // steps between decisions
+  double threshold = 1.1;        // act only when the load imbalance exceeds this
+  std::int64_t max_experts_per_rank = 0;  // expert slots per rank, replicas included; 0 = experts / ep + 1
+  std::int64_t window = 10;      // moving-average window of the load monitor (steps)
+  bool force = false;            // apply every different placement, whatever the predicted gain (tests, studies)
+};
+
 struct LogConfig {
   std::int64_t every = 10;         // steps between progress lines when not redrawing
   std::string progress = "auto";   // auto, redraw, lines
@@ -63,6 +72,7 @@ struct Config {
   DataConfig data;
   EvalConfig eval;
   ParallelConfig parallel;
+  BalanceConfig balance;
   LogConfig log;
   RuntimeConfig runtime;
 

@@ -19,6 +19,12 @@ MetricsWriter::MetricsWriter(const std::string& run_dir) : run_dir_(run_dir) {
   MOERUN_CHECK(metrics_.good(), RuntimeError, "[run dir] cannot write '{}/metrics.jsonl'", run_dir);
 }
 
+void MetricsWriter::write_event(const nlohmann::json& record) {
+  if (!events_.is_open()) events_.open(run_dir_ + "/events.jsonl", std::ios::app);
+  events_ << record.dump() << '\n';
+  events_.flush();
+}
+
 void MetricsWriter::write(const nlohmann::json& record) {
   metrics_ << record.dump() << '\n';
   metrics_.flush();

@@ -14,13 +14,15 @@ class MetricsWriter {
  public:
   // Creates the run directory (if needed) and opens metrics.jsonl for appending.
   explicit MetricsWriter(const std::string& run_dir);
-  void write(const nlohmann::json& record);  // one line, flushed
+  void write(const nlohmann::json& record);  // one line of metrics.jsonl, flushed
+  void write_event(const nlohmann::json& record);  // one line of events.jsonl, flushed
   void write_file(const std::string& name, const std::string& text);  // e.g. config.json
   const std::string& run_dir() const { return run_dir_; }
 
  private:
   std::string run_dir_;
   std::ofstream metrics_;
+  std::ofstream events_;
 };
 
 class ProgressLine {

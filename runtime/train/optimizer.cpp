@@ -22,6 +22,11 @@ AdamW::AdamW(const TrainConfig& train, ParameterStore& params) : train_(train), 
   }
 }
 
+AdamW::Moments& AdamW::add_moments(const std::string& name, const Shape& shape) {
+  return moments_.insert_or_assign(name, Moments{Tensor::zeros(params_.device(), shape), Tensor::zeros(params_.device(), shape)})
+      .first->second;
+}
+
 void AdamW::step(std::int64_t step, double lr) {
   for (Parameter* p : params_.all()) {
     Moments& mo = moments_.at(p->name);

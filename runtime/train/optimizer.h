@@ -22,6 +22,9 @@ class AdamW {
     Tensor m, v;
   };
   Moments& moments(const std::string& name) { return moments_.at(name); }
+  // Experts that arrive on or leave this rank bring or take their moments.
+  Moments& add_moments(const std::string& name, const Shape& shape);
+  void drop_moments(const std::string& name) { moments_.erase(name); }
 
  private:
   const TrainConfig& train_;

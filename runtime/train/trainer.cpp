@@ -4,15 +4,17 @@
 #include <fmt/ranges.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
 #include "kernels/elementwise.h"
 #include "kernels/optimizer.h"
+#include "parallel/all_to_all_dispatcher.h"
 #include "runtime/core/error.h"
 #include "runtime/core/vocab.h"
-#include "parallel/all_to_all_dispatcher.h"
 #include "runtime/data/token_file.h"
+#include "runtime/model/feed_forward.h"
 #include "runtime/model/lm_loss.h"
 
 namespace moerun {
@@ -29,6 +31,11 @@ std::string human_bytes(double b) {
   }
   return fmt::format("{:.1f} {}", b, units[u]);
 }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
 }  // namespace
 
 Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir)
@@ -36,32 +43,28 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   config.validate(world.size());
   topology_ = std::make_unique<Topology>(world, static_cast<int>(config.parallel.ep), static_cast<int>(config.model.experts));
   params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config.train.seed), config.model.init_std);
+  const int experts = static_cast<int>(config.model.experts);
+  std::vector<TokenDispatcher*> per_block;
   if (topology_->ep() == 1) {
-    dispatcher_ = std::make_unique<LocalTokenDispatcher>(static_cast<int>(config.model.experts));
+    dispatchers_.push_back(std::make_unique<LocalTokenDispatcher>(experts));
+    per_block.assign(static_cast<std::size_t>(config.model.n_layers), dispatchers_.front().get());
   } else {
-    dispatcher_ = std::make_unique<AllToAllDispatcher>(
-        topology_->ep_group(), Placement::contiguous(static_cast<int>(config.model.experts), topology_->ep()));
-  }
-  model_ = std::make_unique<Transformer>(config.model, *params_, *dispatcher_);
-  // Gradients become final block by block during backward, last block first.
-  params_of_block_.resize(static_cast<std::size_t>(config.model.n_layers));
-  for (Parameter* p : params_->all()) {
-    if (p->name.rfind("layers.", 0) == 0) {
-      const int block = std::stoi(p->name.substr(7));
-      params_of_block_[static_cast<std::size_t>(block)].push_back(p);
-    } else {
-      params_outside_blocks_.push_back(p);
+    for (int l = 0; l < config.model.n_layers; ++l) {  // each MoE layer gets its own placement
+      dispatchers_.push_back(std::make_unique<AllToAllDispatcher>(topology_->ep_group(), Placement::contiguous(experts, topology_->ep())));
+      per_block.push_back(dispatchers_.back().get());
     }
   }
-  std::vector<Parameter*> ready_order;
-  for (auto it = params_of_block_.rbegin(); it != params_of_block_.rend(); ++it)
-    ready_order.insert(ready_order.end(), it->begin(), it->end());
-  ready_order.insert(ready_order.end(), params_outside_blocks_.begin(), params_outside_blocks_.end());
-  grad_sync_ = std::make_unique<GradSync>(ready_order, world, topology_->edp_group(),
-                                          static_cast<std::size_t>(config.parallel.bucket_mb * 1024 * 1024));
+  model_ = std::make_unique<Transformer>(config.model, *params_, per_block);
+  moe_blocks_ = model_->moe_layer_ids();
+  if (topology_->ep() > 1)
+    for (std::size_t i = 0; i < moe_blocks_.size(); ++i) placements_.push_back(Placement::contiguous(experts, topology_->ep()));
   optimizer_ = std::make_unique<AdamW>(config.train, *params_);
+  rebuild_grad_sync();
   data_ = make_data();
   evaluator_ = std::make_unique<Evaluator>(config, *model_, device, world);
+  policy_ = parse_balance_policy(config.balance.policy);
+  monitor_ = std::make_unique<LoadMonitor>(static_cast<int>(moe_blocks_.size()), experts, static_cast<int>(config.balance.window));
+  if (topology_->ep() > 1) ep_bandwidth_ = measure_ep_bandwidth();
   if (world.rank() == 0) {
     progress_ = std::make_unique<ProgressLine>(config.train.steps, config.log.every, config.log.progress);
     if (!run_dir.empty()) {
@@ -86,6 +89,119 @@ std::unique_ptr<DataSource> Trainer::make_data() const {
   }
   return std::make_unique<TokenFile>(config_.data.source, parse_token_file_format(config_.data.format, config_.data.source),
                                      config_.model.seq_len, seed, vocab::kSize);
+}
+
+ProcessGroup* Trainer::replica_group(const std::vector<int>& ranks) {
+  if (ranks.size() < 2) return nullptr;
+  auto it = replica_groups_.find(ranks);
+  if (it == replica_groups_.end()) {
+    // Collective over the EP group: every member calls this for the same rank sets in the
+    // same order (placements are identical everywhere); non-members get nullptr.
+    const int me = topology_->ep_rank();
+    const bool member = std::find(ranks.begin(), ranks.end(), me) != ranks.end();
+    it = replica_groups_.emplace(ranks, topology_->ep_group().split(member ? 0 : -1, me, "replicas")).first;
+  }
+  return it->second.get();
+}
+
+void Trainer::rebuild_grad_sync() {
+  // Gradients become final block by block during backward, last block first.
+  params_of_block_.assign(static_cast<std::size_t>(config_.model.n_layers), {});
+  params_outside_blocks_.clear();
+  for (Parameter* p : params_->all()) {
+    if (p->name.rfind("layers.", 0) == 0) {
+      params_of_block_[static_cast<std::size_t>(std::stoi(p->name.substr(7)))].push_back(p);
+    } else {
+      params_outside_blocks_.push_back(p);
+    }
+  }
+  // Within a block, by name: every rank sharing a bucket must lay it out identically, and an
+  // expert that arrived by migration was registered later here than on its other holders.
+  auto by_name = [](const Parameter* a, const Parameter* b) { return a->name < b->name; };
+  for (auto& block : params_of_block_) std::sort(block.begin(), block.end(), by_name);
+  std::sort(params_outside_blocks_.begin(), params_outside_blocks_.end(), by_name);
+  std::vector<Parameter*> ready_order;
+  for (auto it = params_of_block_.rbegin(); it != params_of_block_.rend(); ++it)
+    ready_order.insert(ready_order.end(), it->begin(), it->end());
+  ready_order.insert(ready_order.end(), params_outside_blocks_.begin(), params_outside_blocks_.end());
+  // Replica groups first, in a fixed order, on every rank of the EP group.
+  std::map<std::pair<int, int>, ProcessGroup*> replicas_of;  // (block, expert) -> group
+  for (std::size_t i = 0; i < placements_.size(); ++i) {
+    for (int e = 0; e < placements_[i].experts(); ++e) {
+      std::vector<int> ranks;
+      for (const Replica& r : placements_[i].replicas(e)) ranks.push_back(r.rank);
+      replicas_of[{moe_blocks_[i], e}] = replica_group(ranks);
+    }
+  }
+  // The new sync takes the gradients over from the old one's buckets before those are freed.
+  grad_sync_ = std::make_unique<GradSync>(
+      ready_order,
+      [&](const Parameter& p) -> std::vector<ProcessGroup*> {
+        if (p.kind == ParamKind::Dense) return {&world_};
+        auto it = replicas_of.find({p.layer, p.expert});
+        return {it == replicas_of.end() ? nullptr : it->second, &topology_->edp_group()};
+      },
+      static_cast<std::size_t>(config_.parallel.bucket_mb * 1024 * 1024));
+}
+
+double Trainer::measure_ep_bandwidth() {
+  // Bytes/s of one all-to-all in the EP group at about an MoE layer's message size.
+  ProcessGroup& ep = topology_->ep_group();
+  const std::int64_t per_peer = 1 << 18;  // floats: 1 MiB to each peer
+  const auto p = static_cast<std::size_t>(ep.size());
+  std::vector<float> send(p * per_peer, 1.0f), recv(send.size());
+  std::vector<std::int64_t> counts(p, per_peer), displs(p);
+  for (std::size_t r = 0; r < p; ++r) displs[r] = static_cast<std::int64_t>(r) * per_peer;
+  std::vector<double> times;
+  for (int i = 0; i < 5; ++i) {
+    ep.barrier();
+    const auto t = Clock::now();
+    ep.all_to_all_v(send.data(), counts, displs, recv.data(), counts, displs, CommType::F32);
+    times.push_back(std::chrono::duration<double>(Clock::now() - t).count());
+  }
+  const double bw = double(per_peer * 4) * double(p - 1) / std::max(1e-9, median(times));
+  return world_.all_reduce_value(bw, ReduceOp::Min);  // every rank plans with the same number
+}
+
+std::vector<Tensor*> Trainer::expert_tensors(int layer, int expert) {
+  std::vector<Tensor*> out;
+  for (const std::string& name : FeedForwardSet::weight_names(config_.model, MoeLayer::expert_prefix(layer), expert)) {
+    AdamW::Moments& m = optimizer_->moments(name);
+    out.insert(out.end(), {&params_->get(name).value, &m.m, &m.v});
+  }
+  return out;
+}
+
+std::vector<Tensor*> Trainer::create_expert(int layer, int expert) {
+  std::vector<Tensor*> out;
+  const std::int64_t d = config_.model.d_model, ff = config_.model.d_ff;
+  for (const std::string& name : FeedForwardSet::weight_names(config_.model, MoeLayer::expert_prefix(layer), expert)) {
+    const Shape shape = name.ends_with(".w2") ? Shape{ff, d} : Shape{d, ff};
+    Parameter& p = params_->add(name, shape, Init::Zeros, ParamKind::Expert, layer, expert);
+    AdamW::Moments& m = optimizer_->add_moments(name, shape);
+    out.insert(out.end(), {&p.value, &m.m, &m.v});
+  }
+  return out;
+}
+
+void Trainer::drop_expert(int layer, int expert) {
+  for (const std::string& name : FeedForwardSet::weight_names(config_.model, MoeLayer::expert_prefix(layer), expert)) {
+    params_->remove(name);
+    optimizer_->drop_moments(name);
+  }
+}
+
+void Trainer::apply_placements(const std::vector<Placement>& placements) {
+  MOERUN_CHECK(placements.size() == placements_.size(), RuntimeError,
+               "[rebalance] {} placements for {} MoE layers (expert parallelism needs parallel.ep > 1)",
+               placements.size(), placements_.size());
+  migrate_experts(topology_->ep_group(), moe_blocks_, placements_, placements, *this);
+  for (std::size_t i = 0; i < moe_blocks_.size(); ++i) {
+    static_cast<AllToAllDispatcher&>(*dispatchers_[static_cast<std::size_t>(moe_blocks_[i])]).set_placement(placements[i]);
+    model_->moe_layer(moe_blocks_[i]).attach_local_experts(*params_);
+  }
+  placements_ = placements;
+  rebuild_grad_sync();
 }
 
 void Trainer::check_finite(std::int64_t step, double loss) const {
@@ -130,10 +246,11 @@ StepResult Trainer::train_step(std::int64_t step) {
   const LossScales scales{.ce_scale = 1.0 / double(global_targets),
                           .aux_scale = 1.0 / double(config_.micro_batches_per_step())};
   params_->zero_grads();
-  const std::size_t moe_layers = model_->moe_layer_ids().size();
+  for (int block : moe_blocks_) model_->moe_layer(block).reset_expert_seconds();
+  const std::size_t moe_layers = moe_blocks_.size();
   const auto experts = static_cast<std::size_t>(config_.model.experts);
-  // sums: ce, aux, z, dropped, copies, then expert counts per (layer, expert)
-  std::vector<double> sums(5 + moe_layers * experts, 0.0);
+  // sums: ce, aux, z, dropped, copies, expert seconds, then expert counts per (layer, expert)
+  std::vector<double> sums(6 + moe_layers * experts, 0.0);
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const TokenBatch& batch = batches[i];
     Tensor inputs = Tensor::from_host(device_, {m * t}, batch.inputs);
@@ -152,12 +269,15 @@ StepResult Trainer::train_step(std::int64_t step) {
     for (std::size_t layer = 0; layer < stats.size(); ++layer) {
       sums[3] += double(stats[layer]->dropped);
       sums[4] += double(stats[layer]->copies);
-      for (std::size_t e = 0; e < experts; ++e) sums[5 + layer * experts + e] += double(stats[layer]->assigned_per_expert[e]);
+      for (std::size_t e = 0; e < experts; ++e) sums[6 + layer * experts + e] += double(stats[layer]->assigned_per_expert[e]);
     }
   }
   model_->set_backward_hook(nullptr);
   StepResult r;
   r.allreduce_ms = 1000.0 * grad_sync_->finish();
+  double my_expert_seconds = 0.0;
+  for (int block : moe_blocks_) my_expert_seconds += model_->moe_layer(block).stats().expert_seconds;
+  sums[5] = my_expert_seconds;
   world_.all_reduce(std::span<double>(sums));
   r.loss = sums[0] / double(global_targets);
   r.aux_loss = sums[1] / double(config_.micro_batches_per_step());
@@ -165,7 +285,19 @@ StepResult Trainer::train_step(std::int64_t step) {
   r.dropped_frac = sums[4] > 0 ? sums[3] / sums[4] : 0.0;
   r.expert_counts.assign(moe_layers, std::vector<std::int64_t>(experts));
   for (std::size_t layer = 0; layer < moe_layers; ++layer)
-    for (std::size_t e = 0; e < experts; ++e) r.expert_counts[layer][e] = static_cast<std::int64_t>(sums[5 + layer * experts + e]);
+    for (std::size_t e = 0; e < experts; ++e) r.expert_counts[layer][e] = static_cast<std::int64_t>(sums[6 + layer * experts + e]);
+  // Per expert-parallel group: every group sees 1 / dp of the global copies.
+  const double dp = double(topology_->dp());
+  r.expert_seconds_total = sums[5] / dp;
+  r.kept_copies = (sums[4] - sums[3]) / dp;
+  const double max_expert_seconds = topology_->ep_group().all_reduce_value(my_expert_seconds, ReduceOp::Max);
+  const double mean_expert_seconds = r.expert_seconds_total / double(topology_->ep());
+  r.expert_time_imbalance = mean_expert_seconds > 0 ? max_expert_seconds / mean_expert_seconds : 1.0;
+  std::vector<std::vector<double>> group_counts(moe_layers, std::vector<double>(experts));
+  for (std::size_t layer = 0; layer < moe_layers; ++layer)
+    for (std::size_t e = 0; e < experts; ++e) group_counts[layer][e] = double(r.expert_counts[layer][e]) / dp;
+  monitor_->record(group_counts);
+  if (!placements_.empty()) r.imbalance = monitor_->imbalance(placements_, /*latest=*/true);
   check_finite(step, r.loss + r.aux_loss + r.z_loss);
   std::vector<Tensor*> grads;
   for (Parameter* p : params_->all()) grads.push_back(&p->grad);
@@ -175,7 +307,12 @@ StepResult Trainer::train_step(std::int64_t step) {
   optimizer_->step(step, r.lr);
   device_.synchronize();
   r.step_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-  const DispatchStats a2a = dispatcher_->take_stats();
+  DispatchStats a2a;
+  for (auto& d : dispatchers_) {
+    const DispatchStats s = d->take_stats();
+    a2a.seconds += s.seconds;
+    a2a.bytes_sent += s.bytes_sent;
+  }
   r.a2a_ms = 1000.0 * a2a.seconds;
   r.a2a_bytes = a2a.bytes_sent;
   r.compute_ms = r.step_ms - r.a2a_ms - r.allreduce_ms;
@@ -185,10 +322,106 @@ StepResult Trainer::train_step(std::int64_t step) {
 
 double Trainer::global_grad_norm() const {
   double sums[2] = {0.0, 0.0};  // dense, expert
-  for (const Parameter* p : params_->all()) sums[p->kind == ParamKind::Expert ? 1 : 0] += kernels::sum_squares(p->grad);
-  // Each expert is held once per expert-parallel group: sum the group's distinct experts.
+  for (const Parameter* p : params_->all()) {
+    const double sq = kernels::sum_squares(p->grad);
+    if (p->kind == ParamKind::Dense) {
+      sums[0] += sq;
+    } else {
+      // A replicated expert's (identical) gradient lives on several ranks: count it once.
+      const auto it = std::find(moe_blocks_.begin(), moe_blocks_.end(), p->layer);
+      const double copies = placements_.empty() ? 1.0 : double(placements_[static_cast<std::size_t>(it - moe_blocks_.begin())].replicas(p->expert).size());
+      sums[1] += sq / copies;
+    }
+  }
+  // Each EP group holds every expert: sum the group's parts.
   topology_->ep_group().all_reduce(std::span<double>(&sums[1], 1));
   return std::sqrt(sums[0] + sums[1]);
+}
+
+bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
+  if (placements_.empty() || policy_ == BalancePolicy::None) return false;
+  // Keep the cost model's measured inputs current, every step.
+  const double alpha = 2.0 / (double(config_.balance.window) + 1.0);
+  const double spc = last.kept_copies > 0 ? last.expert_seconds_total / last.kept_copies : 0.0;
+  seconds_per_copy_ = seconds_per_copy_ == 0.0 ? spc : (1 - alpha) * seconds_per_copy_ + alpha * spc;
+  step_seconds_avg_ = step_seconds_avg_ == 0.0 ? last.step_ms / 1000 : (1 - alpha) * step_seconds_avg_ + alpha * last.step_ms / 1000;
+  if (pending_) {  // report the measured effect of the last decision next to its prediction
+    pending_->measured.push_back(last.step_ms / 1000);
+    if (static_cast<std::int64_t>(pending_->measured.size()) >= std::min<std::int64_t>(5, config_.balance.interval)) {
+      const double measured = median(pending_->measured);
+      if (metrics_) {
+        metrics_->write_event({{"event", "rebalance_measured"}, {"step", step}, {"decision_step", pending_->decision_step},
+                               {"predicted_step_ms", 1000 * pending_->predicted_seconds}, {"measured_step_ms", 1000 * measured},
+                               {"prediction_error", measured > 0 ? (pending_->predicted_seconds - measured) / measured : 0.0}});
+      }
+      pending_.reset();
+    }
+  }
+  if (step % config_.balance.interval != 0 || step == config_.train.steps) return false;
+  const auto rebalance_start = Clock::now();
+  PlannerInput in;
+  in.loads = monitor_->average();
+  in.current = placements_;
+  in.policy = policy_;
+  in.threshold = config_.balance.threshold;
+  in.interval = static_cast<int>(config_.balance.interval);
+  in.force = config_.balance.force;
+  in.max_experts_per_rank = static_cast<int>(config_.balance.max_experts_per_rank > 0
+                                                  ? config_.balance.max_experts_per_rank
+                                                  : config_.model.experts / config_.parallel.ep + 1);
+  const double d = double(config_.model.d_model), ff = double(config_.model.d_ff);
+  const double matrices = config_.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0;
+  in.cost.seconds_per_copy = seconds_per_copy_;
+  in.cost.bytes_per_copy = 4.0 * d * sizeof(float);  // dispatch and combine, forward and backward
+  in.cost.bandwidth = ep_bandwidth_;
+  in.cost.expert_state_bytes = 3.0 * matrices * d * ff * sizeof(float);  // weights and two moments
+  // Calibrate: the rest of the step is whatever the model does not explain now.
+  CostModel probe = in.cost;
+  probe.fixed_seconds = 0.0;
+  in.cost.fixed_seconds = std::max(0.0, step_seconds_avg_ - predict(in.loads, placements_, probe).step_seconds);
+  // Identical inputs everywhere: rank 0's numbers decide (broadcast), so every rank plans alike.
+  std::vector<double> wire;
+  for (const auto& layer : in.loads) wire.insert(wire.end(), layer.begin(), layer.end());
+  wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth});
+  world_.broadcast(wire.data(), static_cast<std::int64_t>(wire.size()), CommType::F64, 0);
+  std::size_t at = 0;
+  for (auto& layer : in.loads)
+    for (double& x : layer) x = wire[at++];
+  in.cost.seconds_per_copy = wire[at++];
+  in.cost.fixed_seconds = wire[at++];
+  in.cost.bandwidth = wire[at++];
+  const PlannerDecision decision = plan_placement(in);
+  MigrationStats moved;
+  if (decision.apply) {
+    const std::vector<Placement> before = placements_;
+    moved.seconds = 0.0;
+    const auto t = Clock::now();
+    apply_placements(decision.placements);
+    moved.seconds = std::chrono::duration<double>(Clock::now() - t).count();
+    ++rebalances_;
+    pending_ = PendingCheck{step, decision.after.step_seconds, {}};
+  }
+  if (metrics_) {
+    nlohmann::json old_p = nlohmann::json::array(), new_p = nlohmann::json::array();
+    for (const auto& p : in.current) old_p.push_back(p.to_json());
+    for (const auto& p : decision.placements) new_p.push_back(p.to_json());
+    metrics_->write_event({{"event", "rebalance"}, {"step", step}, {"policy", balance_policy_name(policy_)},
+                           {"chosen", balance_policy_name(decision.chosen)}, {"applied", decision.apply},
+                           {"reason", decision.reason}, {"old_placement", old_p}, {"new_placement", new_p},
+                           {"predicted_step_ms_before", 1000 * decision.before.step_seconds},
+                           {"predicted_step_ms_after", 1000 * decision.after.step_seconds},
+                           {"imbalance_before", decision.before.imbalance}, {"imbalance_after", decision.after.imbalance},
+                           {"bytes_moved", decision.migrate_bytes}, {"predicted_migrate_ms", 1000 * decision.migrate_seconds},
+                           {"rebalance_ms", 1000 * std::chrono::duration<double>(Clock::now() - rebalance_start).count()}});
+  }
+  if (decision.apply && world_.rank() == 0) {
+    progress_->message(fmt::format("rebalance at step {} ({}): imbalance {:.2f} -> {:.2f} predicted, step {:.1f} -> {:.1f} ms "
+                                   "predicted, {} moved",
+                                   step, balance_policy_name(decision.chosen), decision.before.imbalance,
+                                   decision.after.imbalance, 1000 * decision.before.step_seconds,
+                                   1000 * decision.after.step_seconds, human_bytes(decision.migrate_bytes)));
+  }
+  return decision.apply;
 }
 
 void Trainer::log_eval(std::int64_t step, const EvalResult& r) {
@@ -212,6 +445,11 @@ TrainSummary Trainer::run() {
                                    params_->count_elements(), config_.model.n_layers, config_.model.experts,
                                    config_.model.top_k, data_->describe(), world_.size(), topology_->dp(),
                                    topology_->ep(), grad_sync_->buckets(), device_.name()));
+    if (policy_ != BalancePolicy::None && placements_.empty())
+      progress_->message("note: balance.policy has no effect with parallel.ep = 1 (every rank holds every expert)");
+    if (config_.model.router_zipf > 0)
+      progress_->message(fmt::format("note: bench.router_zipf = {} biases the router (benchmark setting, changes the math)",
+                                     config_.model.router_zipf));
   }
   double timed_ms = 0.0;
   std::int64_t timed_tokens = 0;
@@ -223,17 +461,20 @@ TrainSummary Trainer::run() {
       timed_tokens += r.tokens;
     }
     const double tokens_per_s = double(r.tokens) / (r.step_ms / 1000.0);
+    const double imbalance = r.imbalance.empty() ? 1.0 : *std::max_element(r.imbalance.begin(), r.imbalance.end());
     if (world_.rank() == 0) {
-      progress_->update(step, fmt::format("loss {:.4f} | aux {:.4f} | {:.0f} tok/s | drop {:.1f}%", r.loss, r.aux_loss,
-                                          tokens_per_s, 100.0 * r.dropped_frac));
+      progress_->update(step, fmt::format("loss {:.4f} | aux {:.4f} | {:.0f} tok/s | drop {:.1f}% | imb {:.2f}", r.loss,
+                                          r.aux_loss, tokens_per_s, 100.0 * r.dropped_frac, imbalance));
       if (metrics_) {
         metrics_->write({{"step", step}, {"loss", r.loss}, {"aux_loss", r.aux_loss}, {"z_loss", r.z_loss},
                          {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s},
                          {"step_ms", r.step_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
                          {"allreduce_ms", r.allreduce_ms}, {"a2a_bytes", r.a2a_bytes}, {"dropped_frac", r.dropped_frac},
-                         {"expert_counts", r.expert_counts}});
+                         {"imbalance", imbalance}, {"imbalance_layers", r.imbalance},
+                         {"expert_time_imbalance", r.expert_time_imbalance}, {"expert_counts", r.expert_counts}});
       }
     }
+    maybe_rebalance(step, r);
     if (config_.eval.every > 0 && step % config_.eval.every == 0 && step != config_.train.steps) {
       log_eval(step, evaluator_->run(*data_, tasks));
     }
@@ -241,18 +482,21 @@ TrainSummary Trainer::run() {
   summary.final_eval = evaluator_->run(*data_, tasks);
   log_eval(config_.train.steps, summary.final_eval);
   summary.tokens_per_s = timed_ms > 0 ? double(timed_tokens) / (timed_ms / 1000.0) : 0.0;
+  summary.rebalances = rebalances_;
   if (world_.rank() == 0) {
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
     const MemoryStats mem = device_.memory_stats();
     progress_->finish();
-    progress_->message(fmt::format("done: {} steps, first loss {:.4f}, last loss {:.4f}, {:.0f} tokens/s; peak device "
-                                   "memory {}, peak RSS {}",
+    progress_->message(fmt::format("done: {} steps, first loss {:.4f}, last loss {:.4f}, {:.0f} tokens/s, {} rebalance(s); "
+                                   "peak device memory {}, peak RSS {}",
                                    config_.train.steps, summary.losses.front(), summary.losses.back(), summary.tokens_per_s,
-                                   human_bytes(double(mem.peak_bytes)), human_bytes(double(usage.ru_maxrss) * 1024.0)));
+                                   rebalances_, human_bytes(double(mem.peak_bytes)),
+                                   human_bytes(double(usage.ru_maxrss) * 1024.0)));
     if (metrics_) {
       metrics_->write({{"summary", true}, {"steps", config_.train.steps}, {"tokens_per_s", summary.tokens_per_s},
-                       {"peak_device_bytes", mem.peak_bytes}, {"peak_rss_bytes", usage.ru_maxrss * 1024L}});
+                       {"rebalances", rebalances_}, {"peak_device_bytes", mem.peak_bytes},
+                       {"peak_rss_bytes", usage.ru_maxrss * 1024L}});
     }
   }
   return summary;

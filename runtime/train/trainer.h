@@ -1,12 +1,18 @@
 // The training loop: for each optimizer step, every rank runs its share of the global batch
-// as micro-batches (forward, loss, backward, gradients accumulated), then gradients are
-// checked for NaN/Inf, clipped by global norm, and AdamW updates the parameters. Writes
-// metrics.jsonl and the progress line on rank 0, evaluates periodically and at the end.
+// as micro-batches (forward, loss, backward, gradients accumulated), then gradients are summed
+// over the copies of each parameter, checked for NaN/Inf, clipped by global norm, and AdamW
+// updates the parameters. Every balance.interval steps the planner may re-place experts
+// (adaptive expert parallelism) from the load monitor's numbers. Writes metrics.jsonl and
+// events.jsonl and the progress line on rank 0, and evaluates periodically and at the end.
 #pragma once
 
+#include <map>
 #include <memory>
 
 #include "parallel/grad_sync.h"
+#include "parallel/load_monitor.h"
+#include "parallel/migrator.h"
+#include "parallel/planner.h"
 #include "parallel/process_group.h"
 #include "parallel/token_dispatcher.h"
 #include "parallel/topology.h"
@@ -34,40 +40,60 @@ struct StepResult {
   std::int64_t tokens = 0;  // input tokens in the global batch
   double dropped_frac = 0.0;
   std::vector<std::vector<std::int64_t>> expert_counts;  // [moe layer][expert], global
+  std::vector<double> imbalance;  // [moe layer] max / mean rank load under the current placement
+  double expert_time_imbalance = 1.0;  // max / mean of the EP group's expert compute time
+  double expert_seconds_total = 0.0;   // expert compute summed over the EP group's ranks
+  double kept_copies = 0.0;            // token-copies the experts processed in one EP group
 };
 
 struct TrainSummary {
   std::vector<double> losses;  // per step
   EvalResult final_eval;
   double tokens_per_s = 0.0;  // mean over the run after the first step
+  int rebalances = 0;
 };
 
-class Trainer {
+class Trainer : private ExpertStateStore {
  public:
   // run_dir empty: no files (tests). Every rank constructs one; rank 0 writes.
   Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir);
-  ~Trainer();
+  ~Trainer() override;
   TrainSummary run();
   StepResult train_step(std::int64_t step);
+  // The balance decision that run() makes every balance.interval steps (a no-op unless
+  // ep > 1 and balance.policy != none). Returns true when the placement changed.
+  bool maybe_rebalance(std::int64_t step, const StepResult& last);
+  // Moves experts (weights and optimizer moments) to a new placement per MoE layer; every
+  // rank calls it with the same placements. Public for tests of the invariance.
+  void apply_placements(const std::vector<Placement>& placements);
+  const std::vector<Placement>& placements() const { return placements_; }
   ParameterStore& parameters() { return *params_; }
 
  private:
   std::unique_ptr<DataSource> make_data() const;
   void check_finite(std::int64_t step, double loss) const;
   void log_eval(std::int64_t step, const EvalResult& r);
-
-  // Gradient norm before clipping: dense gradients are identical on every rank after sync,
-  // expert gradients on every rank of their expert-data-parallel group.
+  // Gradient norm before clipping: each parameter counted once, whatever its copies.
   double global_grad_norm() const;
+  void rebuild_grad_sync();
+  ProcessGroup* replica_group(const std::vector<int>& ranks);
+  double measure_ep_bandwidth();
+  // ExpertStateStore: weights and AdamW moments of one expert here.
+  std::vector<Tensor*> expert_tensors(int layer, int expert) override;
+  std::vector<Tensor*> create_expert(int layer, int expert) override;
+  void drop_expert(int layer, int expert) override;
 
   const Config& config_;
   ProcessGroup& world_;
   Device& device_;
   std::unique_ptr<Topology> topology_;
   std::unique_ptr<ParameterStore> params_;
-  std::unique_ptr<TokenDispatcher> dispatcher_;
+  std::vector<std::unique_ptr<TokenDispatcher>> dispatchers_;  // per block (one shared when ep = 1)
+  std::vector<int> moe_blocks_;                                // block index of each MoE layer
+  std::vector<Placement> placements_;                          // per MoE layer (ep > 1)
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<GradSync> grad_sync_;
+  std::map<std::vector<int>, std::unique_ptr<ProcessGroup>> replica_groups_;
   std::vector<std::vector<Parameter*>> params_of_block_;  // [block] parameters of layers.<block>.
   std::vector<Parameter*> params_outside_blocks_;         // embedding, final norm, LM head
   std::unique_ptr<AdamW> optimizer_;
@@ -75,6 +101,19 @@ class Trainer {
   std::unique_ptr<Evaluator> evaluator_;
   std::unique_ptr<MetricsWriter> metrics_;  // rank 0 with a run directory
   std::unique_ptr<ProgressLine> progress_;  // rank 0
+  // Adaptive expert parallelism.
+  BalancePolicy policy_ = BalancePolicy::None;
+  std::unique_ptr<LoadMonitor> monitor_;
+  double ep_bandwidth_ = 0.0;       // bytes/s of the EP exchange, measured at start
+  double seconds_per_copy_ = 0.0;   // moving average of expert compute per token-copy
+  double step_seconds_avg_ = 0.0;   // moving average of the step time
+  struct PendingCheck {             // a decision whose effect is measured a few steps later
+    std::int64_t decision_step = 0;
+    double predicted_seconds = 0.0;
+    std::vector<double> measured;
+  };
+  std::optional<PendingCheck> pending_;
+  int rebalances_ = 0;
 };
 
 }  // namespace moerun
