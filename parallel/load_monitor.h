@@ -19,6 +19,8 @@ class LoadMonitor {
   // counts[layer][expert]: token-copies routed in one EP group this step.
   void record(const std::vector<std::vector<double>>& counts);
   const std::vector<std::vector<double>>& average() const { return average_; }
+  // Restores the average from a checkpoint.
+  void set_average(std::vector<std::vector<double>> average) { average_ = std::move(average); }
   const std::deque<std::vector<std::vector<double>>>& history() const { return history_; }
   std::int64_t steps() const { return steps_; }
   // Per layer: max rank load / mean rank load, from this step's counts (`latest`) or the average.

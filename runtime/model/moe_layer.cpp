@@ -79,6 +79,7 @@ Tensor MoeLayer::forward(const Tensor& h) {
   kernels::sum_rows({.x = &probs_, .out = &prob_sum});
   const std::vector<float> p_sum = prob_sum.to_host();
   stats_.assigned_per_expert = routing_.assigned_per_expert;
+  stats_.kept_per_expert = routing_.kept_per_expert;
   stats_.copies = n * k;
   stats_.dropped = routing_.dropped;
   double aux = 0.0;

@@ -16,6 +16,7 @@ namespace moerun {
 // What one forward of the layer saw, for the loss, the metrics and the load monitor.
 struct MoeStats {
   std::vector<std::int64_t> assigned_per_expert;  // token-copies routed to each expert (before capacity)
+  std::vector<std::int64_t> kept_per_expert;      // token-copies each expert processes (after capacity)
   std::int64_t copies = 0;                        // tokens x top_k
   std::int64_t dropped = 0;
   double aux_loss = 0.0;  // coefficient included

@@ -153,6 +153,9 @@ const std::vector<Key>& keys() {
     k.push_back(float_key("bench.router_zipf", &C::model, &ModelConfig::router_zipf,
                           "BENCHMARK ONLY, changes the math: fixed router logit bias making expert popularity "
                           "follow Zipf(s); 0 = off"));
+    k.push_back(int_key("checkpoint.every", &C::checkpoint, &CheckpointConfig::every,
+                        "steps between checkpoints in <run-dir>/checkpoints; 0 = only at the end and on SIGTERM/SIGUSR1"));
+    k.push_back(int_key("checkpoint.keep", &C::checkpoint, &CheckpointConfig::keep, "newest checkpoints kept"));
     k.push_back(int_key("log.every", &C::log, &LogConfig::every, "steps between progress lines when not redrawing in place"));
     k.push_back(string_key("log.progress", &C::log, &LogConfig::progress,
                            "auto (redraw in place on a terminal, plain lines otherwise and under mpirun, whose "
@@ -250,6 +253,8 @@ void Config::validate(int world_size) const {
   at_least(runtime.threads, 0, "runtime.threads", "0 = automatic");
   MOERUN_CHECK(log.progress == "auto" || log.progress == "redraw" || log.progress == "lines", ConfigError,
                "log.progress = '{}' is not one of: auto, redraw, lines", log.progress);
+  at_least(checkpoint.every, 0, "checkpoint.every", "0 = only at the end and on signals");
+  at_least(checkpoint.keep, 1, "checkpoint.keep", "the newest checkpoint is always kept");
   parse_balance_policy(balance.policy);
   at_least(balance.interval, 1, "balance.interval", "steps between decisions");
   at_least(balance.window, 1, "balance.window", "steps of the moving average");

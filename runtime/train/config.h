@@ -57,6 +57,11 @@ struct BalanceConfig {
   bool force = false;            // apply every different placement, whatever the predicted gain (tests, studies)
 };
 
+struct CheckpointConfig {
+  std::int64_t every = 0;  // steps between checkpoints; 0 = only at the end and on SIGTERM/SIGUSR1
+  std::int64_t keep = 3;   // newest checkpoints kept
+};
+
 struct LogConfig {
   std::int64_t every = 10;         // steps between progress lines when not redrawing
   std::string progress = "auto";   // auto, redraw, lines
@@ -73,6 +78,7 @@ struct Config {
   EvalConfig eval;
   ParallelConfig parallel;
   BalanceConfig balance;
+  CheckpointConfig checkpoint;
   LogConfig log;
   RuntimeConfig runtime;
 

@@ -1,5 +1,5 @@
 // moerun: trains the MoE transformer. Run alone or under mpirun:
-//   moerun [--config FILE.toml] [--set section.key=value ...] [--run-dir DIR]
+//   moerun [--config FILE.toml] [--set section.key=value ...] [--run-dir DIR] [--resume DIR_OR_FILE]
 // Any error on any rank prints "[rank r] ..." and ends the whole job with a non-zero exit.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -9,12 +9,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <thread>
 
 #include "parallel/mpi_group.h"
 #include "runtime/core/error.h"
 #include "runtime/cpu/cpu_device.h"
 #include "runtime/train/config.h"
+#include "runtime/train/signals.h"
 #include "runtime/train/trainer.h"
 
 namespace {
@@ -47,6 +49,14 @@ std::string default_run_dir(moerun::ProcessGroup& world) {
   return name;
 }
 
+// The run directory a checkpoint belongs to: <run-dir>/checkpoints/step_N.h5 -> <run-dir>.
+std::string resume_run_dir(const std::string& resume) {
+  std::filesystem::path p = std::filesystem::absolute(resume);
+  if (std::filesystem::is_regular_file(p)) p = p.parent_path();
+  if (p.filename() == "checkpoints") p = p.parent_path();
+  return p.string();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,10 +77,14 @@ int main(int argc, char** argv) {
   std::optional<std::string> config_file;
   std::vector<std::string> overrides;
   std::string run_dir;
+  std::string resume;
   bool reference = false;
   app.add_option("--config", config_file, "TOML config file (every key has a default)")->check(CLI::ExistingFile);
   app.add_option("--set", overrides, "override a key: --set section.key=value (repeatable)");
   app.add_option("--run-dir", run_dir, "directory for config.json and metrics.jsonl (default runs/<date-time>)");
+  app.add_option("--resume", resume,
+                 "continue from a checkpoint: a step_<N>.h5 file, a checkpoints directory or a run directory "
+                 "(its latest checkpoint); any world size and parallel.ep");
   app.add_flag("--config-reference", reference, "print every config key as a Markdown table and exit");
   try {
     app.parse(argc, argv);
@@ -89,11 +103,14 @@ int main(int argc, char** argv) {
     std::string threads_why;
     const int threads = choose_threads(config, *world, threads_why);
     omp_set_num_threads(threads);
+    if (run_dir.empty() && !resume.empty()) run_dir = resume_run_dir(resume);
     if (run_dir.empty()) run_dir = default_run_dir(*world);
+    moerun::install_checkpoint_signal_handlers();
     if (rank == 0) std::printf("moerun: %d rank(s), %d compute thread(s) per rank (%s), run directory %s\n", size, threads,
                                threads_why.c_str(), run_dir.c_str());
     moerun::CpuDevice device;
     moerun::Trainer trainer(config, *world, device, run_dir);
+    if (!resume.empty()) trainer.restore(resume);
     trainer.run();
   } catch (const moerun::Error& e) {
     // Configuration and data errors are seen identically by every rank: say it once.

@@ -8,9 +8,14 @@
 #include <chrono>
 #include <cmath>
 
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/checkpoint_writer.h"
+#include "checkpoint/format.h"
 #include "kernels/elementwise.h"
 #include "kernels/optimizer.h"
 #include "parallel/all_to_all_dispatcher.h"
+#include "parallel/mpi_group.h"
+#include "runtime/train/signals.h"
 #include "runtime/core/error.h"
 #include "runtime/core/vocab.h"
 #include "runtime/data/token_file.h"
@@ -39,37 +44,37 @@ double median(std::vector<double> v) {
 }  // namespace
 
 Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir)
-    : config_(config), world_(world), device_(device) {
-  config.validate(world.size());
-  topology_ = std::make_unique<Topology>(world, static_cast<int>(config.parallel.ep), static_cast<int>(config.model.experts));
-  params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config.train.seed), config.model.init_std);
-  const int experts = static_cast<int>(config.model.experts);
+    : config_(config), world_(world), device_(device), run_dir_(run_dir) {
+  config_.validate(world.size());
+  topology_ = std::make_unique<Topology>(world, static_cast<int>(config_.parallel.ep), static_cast<int>(config_.model.experts));
+  params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config_.train.seed), config_.model.init_std);
+  const int experts = static_cast<int>(config_.model.experts);
   std::vector<TokenDispatcher*> per_block;
   if (topology_->ep() == 1) {
     dispatchers_.push_back(std::make_unique<LocalTokenDispatcher>(experts));
-    per_block.assign(static_cast<std::size_t>(config.model.n_layers), dispatchers_.front().get());
+    per_block.assign(static_cast<std::size_t>(config_.model.n_layers), dispatchers_.front().get());
   } else {
-    for (int l = 0; l < config.model.n_layers; ++l) {  // each MoE layer gets its own placement
+    for (int l = 0; l < config_.model.n_layers; ++l) {  // each MoE layer gets its own placement
       dispatchers_.push_back(std::make_unique<AllToAllDispatcher>(topology_->ep_group(), Placement::contiguous(experts, topology_->ep())));
       per_block.push_back(dispatchers_.back().get());
     }
   }
-  model_ = std::make_unique<Transformer>(config.model, *params_, per_block);
+  model_ = std::make_unique<Transformer>(config_.model, *params_, per_block);
   moe_blocks_ = model_->moe_layer_ids();
   if (topology_->ep() > 1)
     for (std::size_t i = 0; i < moe_blocks_.size(); ++i) placements_.push_back(Placement::contiguous(experts, topology_->ep()));
-  optimizer_ = std::make_unique<AdamW>(config.train, *params_);
+  optimizer_ = std::make_unique<AdamW>(config_.train, *params_);
   rebuild_grad_sync();
   data_ = make_data();
-  evaluator_ = std::make_unique<Evaluator>(config, *model_, device, world);
-  policy_ = parse_balance_policy(config.balance.policy);
-  monitor_ = std::make_unique<LoadMonitor>(static_cast<int>(moe_blocks_.size()), experts, static_cast<int>(config.balance.window));
+  evaluator_ = std::make_unique<Evaluator>(config_, *model_, device, world);
+  policy_ = parse_balance_policy(config_.balance.policy);
+  monitor_ = std::make_unique<LoadMonitor>(static_cast<int>(moe_blocks_.size()), experts, static_cast<int>(config_.balance.window));
   if (topology_->ep() > 1) ep_bandwidth_ = measure_ep_bandwidth();
   if (world.rank() == 0) {
-    progress_ = std::make_unique<ProgressLine>(config.train.steps, config.log.every, config.log.progress);
+    progress_ = std::make_unique<ProgressLine>(config_.train.steps, config_.log.every, config_.log.progress);
     if (!run_dir.empty()) {
       metrics_ = std::make_unique<MetricsWriter>(run_dir);
-      metrics_->write_file("config.json", config.to_json().dump(2) + "\n");
+      metrics_->write_file("config_.json", config_.to_json().dump(2) + "\n");
     }
   }
 }
@@ -249,8 +254,9 @@ StepResult Trainer::train_step(std::int64_t step) {
   for (int block : moe_blocks_) model_->moe_layer(block).reset_expert_seconds();
   const std::size_t moe_layers = moe_blocks_.size();
   const auto experts = static_cast<std::size_t>(config_.model.experts);
-  // sums: ce, aux, z, dropped, copies, expert seconds, then expert counts per (layer, expert)
-  std::vector<double> sums(6 + moe_layers * experts, 0.0);
+  // sums: ce, aux, z, dropped, copies, expert seconds, then routed and kept copies per (layer, expert)
+  const std::size_t kept_at = 6 + moe_layers * experts;
+  std::vector<double> sums(6 + 2 * moe_layers * experts, 0.0);
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const TokenBatch& batch = batches[i];
     Tensor inputs = Tensor::from_host(device_, {m * t}, batch.inputs);
@@ -269,7 +275,10 @@ StepResult Trainer::train_step(std::int64_t step) {
     for (std::size_t layer = 0; layer < stats.size(); ++layer) {
       sums[3] += double(stats[layer]->dropped);
       sums[4] += double(stats[layer]->copies);
-      for (std::size_t e = 0; e < experts; ++e) sums[6 + layer * experts + e] += double(stats[layer]->assigned_per_expert[e]);
+      for (std::size_t e = 0; e < experts; ++e) {
+        sums[6 + layer * experts + e] += double(stats[layer]->assigned_per_expert[e]);
+        sums[kept_at + layer * experts + e] += double(stats[layer]->kept_per_expert[e]);
+      }
     }
   }
   model_->set_backward_hook(nullptr);
@@ -284,8 +293,13 @@ StepResult Trainer::train_step(std::int64_t step) {
   r.z_loss = sums[2] / double(config_.micro_batches_per_step());
   r.dropped_frac = sums[4] > 0 ? sums[3] / sums[4] : 0.0;
   r.expert_counts.assign(moe_layers, std::vector<std::int64_t>(experts));
-  for (std::size_t layer = 0; layer < moe_layers; ++layer)
-    for (std::size_t e = 0; e < experts; ++e) r.expert_counts[layer][e] = static_cast<std::int64_t>(sums[6 + layer * experts + e]);
+  r.expert_kept.assign(moe_layers, std::vector<std::int64_t>(experts));
+  for (std::size_t layer = 0; layer < moe_layers; ++layer) {
+    for (std::size_t e = 0; e < experts; ++e) {
+      r.expert_counts[layer][e] = static_cast<std::int64_t>(sums[6 + layer * experts + e]);
+      r.expert_kept[layer][e] = static_cast<std::int64_t>(sums[kept_at + layer * experts + e]);
+    }
+  }
   // Per expert-parallel group: every group sees 1 / dp of the global copies.
   const double dp = double(topology_->dp());
   r.expert_seconds_total = sums[5] / dp;
@@ -293,9 +307,10 @@ StepResult Trainer::train_step(std::int64_t step) {
   const double max_expert_seconds = topology_->ep_group().all_reduce_value(my_expert_seconds, ReduceOp::Max);
   const double mean_expert_seconds = r.expert_seconds_total / double(topology_->ep());
   r.expert_time_imbalance = mean_expert_seconds > 0 ? max_expert_seconds / mean_expert_seconds : 1.0;
+  // The load that costs time is what the experts process: copies kept after the capacity cut.
   std::vector<std::vector<double>> group_counts(moe_layers, std::vector<double>(experts));
   for (std::size_t layer = 0; layer < moe_layers; ++layer)
-    for (std::size_t e = 0; e < experts; ++e) group_counts[layer][e] = double(r.expert_counts[layer][e]) / dp;
+    for (std::size_t e = 0; e < experts; ++e) group_counts[layer][e] = double(r.expert_kept[layer][e]) / dp;
   monitor_->record(group_counts);
   if (!placements_.empty()) r.imbalance = monitor_->imbalance(placements_, /*latest=*/true);
   check_finite(step, r.loss + r.aux_loss + r.z_loss);
@@ -453,10 +468,11 @@ TrainSummary Trainer::run() {
   }
   double timed_ms = 0.0;
   std::int64_t timed_tokens = 0;
-  for (std::int64_t step = 1; step <= config_.train.steps; ++step) {
+  std::int64_t last_saved = start_step_;
+  for (std::int64_t step = start_step_ + 1; step <= config_.train.steps; ++step) {
     const StepResult r = train_step(step);
     summary.losses.push_back(r.loss);
-    if (step > 1) {
+    if (step > start_step_ + 1) {
       timed_ms += r.step_ms;
       timed_tokens += r.tokens;
     }
@@ -471,14 +487,29 @@ TrainSummary Trainer::run() {
                          {"step_ms", r.step_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
                          {"allreduce_ms", r.allreduce_ms}, {"a2a_bytes", r.a2a_bytes}, {"dropped_frac", r.dropped_frac},
                          {"imbalance", imbalance}, {"imbalance_layers", r.imbalance},
-                         {"expert_time_imbalance", r.expert_time_imbalance}, {"expert_counts", r.expert_counts}});
+                         {"expert_time_imbalance", r.expert_time_imbalance}, {"expert_counts", r.expert_counts},
+                         {"expert_kept", r.expert_kept}});
       }
     }
     maybe_rebalance(step, r);
+    if (!run_dir_.empty() && config_.checkpoint.every > 0 && step % config_.checkpoint.every == 0) {
+      save_checkpoint(step);
+      last_saved = step;
+    }
+    // A signal on any rank stops every rank after this step, with a checkpoint.
+    const std::int64_t stop = world_.all_reduce_value(std::int64_t{checkpoint_signal_received() ? 1 : 0}, ReduceOp::Max);
+    if (stop != 0) {
+      if (!run_dir_.empty() && last_saved != step) save_checkpoint(step);
+      if (world_.rank() == 0) progress_->message(fmt::format("signal received: checkpoint written after step {}, stopping", step));
+      summary.stopped_by_signal = true;
+      return summary;
+    }
     if (config_.eval.every > 0 && step % config_.eval.every == 0 && step != config_.train.steps) {
       log_eval(step, evaluator_->run(*data_, tasks));
     }
   }
+  if (!run_dir_.empty() && last_saved != config_.train.steps && start_step_ < config_.train.steps)
+    save_checkpoint(config_.train.steps);
   summary.final_eval = evaluator_->run(*data_, tasks);
   log_eval(config_.train.steps, summary.final_eval);
   summary.tokens_per_s = timed_ms > 0 ? double(timed_tokens) / (timed_ms / 1000.0) : 0.0;
@@ -490,7 +521,8 @@ TrainSummary Trainer::run() {
     progress_->finish();
     progress_->message(fmt::format("done: {} steps, first loss {:.4f}, last loss {:.4f}, {:.0f} tokens/s, {} rebalance(s); "
                                    "peak device memory {}, peak RSS {}",
-                                   config_.train.steps, summary.losses.front(), summary.losses.back(), summary.tokens_per_s,
+                                   config_.train.steps, summary.losses.empty() ? 0.0 : summary.losses.front(),
+                                   summary.losses.empty() ? 0.0 : summary.losses.back(), summary.tokens_per_s,
                                    rebalances_, human_bytes(double(mem.peak_bytes)),
                                    human_bytes(double(usage.ru_maxrss) * 1024.0)));
     if (metrics_) {
@@ -500,6 +532,135 @@ TrainSummary Trainer::run() {
     }
   }
   return summary;
+}
+
+std::string Trainer::save_checkpoint(std::int64_t step) {
+  const auto start = Clock::now();
+  ckpt::CheckpointContent content;
+  std::map<std::string, std::size_t> index_of;
+  auto dataset = [&](const std::string& path, Shape shape, bool stacked) {
+    auto [it, fresh] = index_of.emplace(path, content.datasets.size());
+    if (fresh) content.datasets.push_back({path, std::move(shape), stacked});
+    return it->second;
+  };
+  // The datasets: the same list on every rank, from the model's shape, not from what a rank holds.
+  const bool dense_writer = world_.rank() == 0;
+  const bool expert_writer_group = topology_->dp_rank() == 0;  // one EP group writes the experts
+  std::vector<const Parameter*> dense;
+  for (const Parameter* p : params_->all())
+    if (p->kind == ParamKind::Dense) dense.push_back(p);
+  std::sort(dense.begin(), dense.end(), [](const Parameter* a, const Parameter* b) { return a->name < b->name; });
+  for (const char* root : {"/model", "/optimizer/m", "/optimizer/v"}) {
+    for (const Parameter* p : dense) {
+      const std::size_t i = dataset(ckpt::dataset_for(root, p->name).path, p->value.shape(), false);
+      if (!dense_writer) continue;
+      const std::string r = root;
+      const Tensor* t = r == "/model" ? &p->value : r == "/optimizer/m" ? &optimizer_->moments(p->name).m : &optimizer_->moments(p->name).v;
+      content.pieces.push_back({i, -1, t});
+    }
+    for (std::size_t li = 0; li < moe_blocks_.size(); ++li) {
+      const int block = moe_blocks_[li];
+      const auto names0 = FeedForwardSet::weight_names(config_.model, MoeLayer::expert_prefix(block), 0);
+      for (std::size_t w = 0; w < names0.size(); ++w) {
+        const Shape one = names0[w].ends_with(".w2") ? Shape{config_.model.d_ff, config_.model.d_model}
+                                                     : Shape{config_.model.d_model, config_.model.d_ff};
+        Shape stacked{config_.model.experts};
+        stacked.insert(stacked.end(), one.begin(), one.end());
+        const std::size_t i = dataset(ckpt::dataset_for(root, names0[w]).path, stacked, true);
+        if (!expert_writer_group) continue;
+        const auto& local = dispatchers_[static_cast<std::size_t>(topology_->ep() == 1 ? 0 : block)]->local_experts();
+        for (int e : local) {
+          const bool first_holder = placements_.empty() || placements_[li].replicas(e).front().rank == topology_->ep_rank();
+          if (!first_holder) continue;
+          const std::string name = FeedForwardSet::weight_names(config_.model, MoeLayer::expert_prefix(block), e)[w];
+          const std::string r = root;
+          const Tensor* t = r == "/model" ? &params_->get(name).value
+                            : r == "/optimizer/m" ? &optimizer_->moments(name).m : &optimizer_->moments(name).v;
+          content.pieces.push_back({i, e, t});
+        }
+      }
+    }
+  }
+  content.string_attributes["format"] = ckpt::kFormatName;
+  content.int_attributes["format_version"] = ckpt::kFormatVersion;
+  content.int_attributes["step"] = step;
+  content.int_attributes["tokens_seen"] = step * config_.train.global_batch * config_.model.seq_len;
+  content.int_attributes["data_step"] = step;  // the data of step s is a function of (seed, s): nothing else to save
+  content.int_attributes["seed"] = config_.train.seed;
+  content.int_attributes["world_size"] = world_.size();
+  content.int_attributes["dp"] = topology_->dp();
+  content.int_attributes["ep"] = topology_->ep();
+  content.int_attributes["rebalances"] = rebalances_;
+  content.string_attributes["config"] = config_.to_json().dump();
+  nlohmann::json placement = nlohmann::json::array();
+  for (const Placement& p : placements_) placement.push_back(p.to_json());
+  content.string_attributes["placement"] = placement.dump();
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& h : monitor_->history()) history.push_back(h);
+  content.string_attributes["load_average"] = nlohmann::json(monitor_->average()).dump();
+  content.string_attributes["load_history"] = history.dump();
+  const auto* mpi = dynamic_cast<const MpiGroup*>(&world_);
+  const std::string path = ckpt::write_checkpoint(world_, mpi ? mpi->comm() : MPI_COMM_NULL, run_dir_ + "/checkpoints", step,
+                                                  content, static_cast<int>(config_.checkpoint.keep));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (metrics_) metrics_->write_event({{"event", "checkpoint"}, {"step", step}, {"path", path}, {"seconds", seconds}});
+  return path;
+}
+
+void Trainer::restore(const std::string& dir_or_file) {
+  const std::string path = ckpt::resolve_checkpoint(dir_or_file);
+  const ckpt::CheckpointReader file(path);
+  const std::int64_t step = file.int_attribute("step");
+  // The placement travels with the checkpoint when the expert-parallel shape is the same.
+  if (!placements_.empty() && file.int_attribute("ep") == topology_->ep()) {
+    const auto saved = nlohmann::json::parse(file.string_attribute("placement"));
+    if (saved.size() == placements_.size()) {
+      std::vector<Placement> restored;
+      for (const auto& layer : saved) {
+        std::vector<std::vector<Replica>> reps;
+        for (const auto& expert : layer) {
+          reps.emplace_back();
+          for (const auto& r : expert) reps.back().push_back({r.at("rank").get<int>(), r.at("share").get<std::int64_t>()});
+        }
+        restored.emplace_back(topology_->ep(), std::move(reps));
+      }
+      apply_placements(restored);
+    }
+  }
+  auto load = [&](const std::string& root, const Parameter& p, Tensor& into) {
+    const ckpt::DatasetRef ref = ckpt::dataset_for(root, p.name);
+    MOERUN_CHECK(file.has(ref.path), CheckpointError,
+                 "[resume] '{}' has no dataset '{}' for parameter '{}': it was written for a different model; resume "
+                 "with the config stored in it (moerun-ckpt info {})",
+                 path, ref.path, p.name, path);
+    Shape want = into.shape();
+    if (ref.expert_row) want.insert(want.begin(), config_.model.experts);
+    const Shape have = file.shape(ref.path);
+    MOERUN_CHECK(have == want, CheckpointError,
+                 "[resume] model shape differs: '{}' is {} in '{}' but the config gives {}; resume with the config "
+                 "stored in the checkpoint (moerun-ckpt info {}) or start a new run",
+                 ref.path, shape_string(have), path, shape_string(want), path);
+    into.copy_from_host(ref.expert_row ? file.read_row(ref.path, *ref.expert_row) : file.read(ref.path));
+  };
+  for (Parameter* p : params_->all()) {
+    load("/model", *p, p->value);
+    load("/optimizer/m", *p, optimizer_->moments(p->name).m);
+    load("/optimizer/v", *p, optimizer_->moments(p->name).v);
+  }
+  const auto average = nlohmann::json::parse(file.string_attribute("load_average"));
+  const auto history = nlohmann::json::parse(file.string_attribute("load_history"));
+  if (average.size() == monitor_->average().size()) {
+    *monitor_ = LoadMonitor(static_cast<int>(moe_blocks_.size()), static_cast<int>(config_.model.experts),
+                            static_cast<int>(config_.balance.window));
+    for (const auto& h : history) monitor_->record(h.get<std::vector<std::vector<double>>>());
+    monitor_->set_average(average.get<std::vector<std::vector<double>>>());
+  }
+  rebalances_ = static_cast<int>(file.int_attribute("rebalances"));
+  start_step_ = step;
+  if (world_.rank() == 0) {
+    progress_->message(fmt::format("resumed from {} (step {}, written by {} rank(s), ep {})", path, step,
+                                   file.int_attribute("world_size"), file.int_attribute("ep")));
+  }
 }
 
 }  // namespace moerun

@@ -39,8 +39,9 @@ struct StepResult {
   std::int64_t a2a_bytes = 0;  // sent by this rank's dispatchers
   std::int64_t tokens = 0;  // input tokens in the global batch
   double dropped_frac = 0.0;
-  std::vector<std::vector<std::int64_t>> expert_counts;  // [moe layer][expert], global
-  std::vector<double> imbalance;  // [moe layer] max / mean rank load under the current placement
+  std::vector<std::vector<std::int64_t>> expert_counts;  // [moe layer][expert] routed copies, global
+  std::vector<std::vector<std::int64_t>> expert_kept;    // [moe layer][expert] processed copies, global
+  std::vector<double> imbalance;  // [moe layer] max / mean rank load (processed copies), current placement
   double expert_time_imbalance = 1.0;  // max / mean of the EP group's expert compute time
   double expert_seconds_total = 0.0;   // expert compute summed over the EP group's ranks
   double kept_copies = 0.0;            // token-copies the experts processed in one EP group
@@ -51,11 +52,13 @@ struct TrainSummary {
   EvalResult final_eval;
   double tokens_per_s = 0.0;  // mean over the run after the first step
   int rebalances = 0;
+  bool stopped_by_signal = false;
 };
 
 class Trainer : private ExpertStateStore {
  public:
-  // run_dir empty: no files (tests). Every rank constructs one; rank 0 writes.
+  // run_dir empty: no files (tests). Every rank constructs one; rank 0 writes. The trainer
+  // keeps its own copy of the config (its components refer to it).
   Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir);
   ~Trainer() override;
   TrainSummary run();
@@ -68,6 +71,13 @@ class Trainer : private ExpertStateStore {
   void apply_placements(const std::vector<Placement>& placements);
   const std::vector<Placement>& placements() const { return placements_; }
   ParameterStore& parameters() { return *params_; }
+  // Collective. Writes <run-dir>/checkpoints/step_<N>.h5 (atomically) and returns its path.
+  std::string save_checkpoint(std::int64_t step);
+  // Collective. Loads parameters, optimizer moments, placement and load history from a
+  // checkpoint (a file, or a directory: its `latest`), on any world shape; run() continues
+  // after the checkpoint's step.
+  void restore(const std::string& dir_or_file);
+  std::int64_t start_step() const { return start_step_; }
 
  private:
   std::unique_ptr<DataSource> make_data() const;
@@ -83,7 +93,7 @@ class Trainer : private ExpertStateStore {
   std::vector<Tensor*> create_expert(int layer, int expert) override;
   void drop_expert(int layer, int expert) override;
 
-  const Config& config_;
+  const Config config_;
   ProcessGroup& world_;
   Device& device_;
   std::unique_ptr<Topology> topology_;
@@ -114,6 +124,8 @@ class Trainer : private ExpertStateStore {
   };
   std::optional<PendingCheck> pending_;
   int rebalances_ = 0;
+  std::string run_dir_;
+  std::int64_t start_step_ = 0;  // the last step already done (restore)
 };
 
 }  // namespace moerun

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Adaptive expert parallelism study: for each router skew (bench.router_zipf) and each
+balance.policy, run moerun under mpirun on the medium config and report tokens/s, imbalance
+before and after rebalancing, bytes migrated, and the planner's prediction error.
+Python standard library only.
+
+  bench/balance_study.py [--np 2] [--steps 40] [--interval 10] [--zipf 0 0.8 1.2 1.6]
+                         [--policies none migrate replicate auto] [--out runs/balance_study]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MEDIUM = ["model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_k=2", "model.seq_len=256",
+          "model.n_layers=4", "model.n_heads=8", "train.global_batch=16", "train.micro_batch=8",
+          "eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "log.every=1000"]
+
+
+def run(args, zipf, policy):
+    out = os.path.join(args.out, f"zipf{zipf}_{policy}")
+    if not os.path.exists(os.path.join(out, "metrics.jsonl")):
+        sets = MEDIUM + [f"train.steps={args.steps}", f"parallel.ep={args.np}", f"balance.policy={policy}",
+                         f"balance.interval={args.interval}", "balance.window=5", f"bench.router_zipf={zipf}"]
+        cmd = ["mpirun", "-np", str(args.np), "--bind-to", "core", args.moerun, "--run-dir", out]
+        for s in sets:
+            cmd += ["--set", s]
+        print("+", " ".join(cmd), flush=True)
+        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                   OMPI_MCA_btl_vader_single_copy_mechanism="none")
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    steps = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"step_ms"' in l]
+    events_path = os.path.join(out, "events.jsonl")
+    events = [json.loads(l) for l in open(events_path)] if os.path.exists(events_path) else []
+    applied = [e for e in events if e.get("event") == "rebalance" and e.get("applied")]
+    measured = [e for e in events if e.get("event") == "rebalance_measured"]
+    first = applied[0]["step"] if applied else args.interval
+    before = [s for s in steps if 2 <= s["step"] <= args.interval]
+    after = [s for s in steps if s["step"] > first + 1]
+    tail = [s for s in steps if s["step"] > args.steps // 2]  # throughput after settling
+    return {
+        "zipf": zipf, "policy": policy,
+        "tokens_per_s": statistics.median(s["tokens_per_s"] for s in tail),
+        "imbalance_before": statistics.mean(s["imbalance"] for s in before),
+        "imbalance_after": statistics.mean(s["imbalance"] for s in (after or before)),
+        "expert_time_imb_after": statistics.mean(s["expert_time_imbalance"] for s in (after or before)),
+        "rebalances": len(applied),
+        "bytes_moved": sum(e["bytes_moved"] for e in applied),
+        "prediction_error": statistics.median(abs(e["prediction_error"]) for e in measured) if measured else None,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--np", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--interval", type=int, default=10)
+    ap.add_argument("--zipf", type=float, nargs="+", default=[0.0, 0.8, 1.2, 1.6])
+    ap.add_argument("--policies", nargs="+", default=["none", "migrate", "replicate", "auto"])
+    ap.add_argument("--moerun", default=os.path.join(ROOT, "build", "release", "bin", "moerun"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "runs", "balance_study"))
+    args = ap.parse_args()
+    rows = [run(args, z, p) for z in args.zipf for p in args.policies]
+    base = {r["zipf"]: r["tokens_per_s"] for r in rows if r["policy"] == "none"}
+    print(f"\n| zipf | policy | tokens/s | vs none | imbalance before | after | expert-time imbalance after | "
+          f"rebalances | MB moved | prediction error |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        rel = r["tokens_per_s"] / base[r["zipf"]] if r["zipf"] in base else float("nan")
+        err = f"{100 * r['prediction_error']:.0f}%" if r["prediction_error"] is not None else "-"
+        print(f"| {r['zipf']} | {r['policy']} | {r['tokens_per_s']:.0f} | {rel:.2f}x | {r['imbalance_before']:.2f} | "
+              f"{r['imbalance_after']:.2f} | {r['expert_time_imb_after']:.2f} | {r['rebalances']} | "
+              f"{r['bytes_moved'] / 1e6:.1f} | {err} |")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+#include "checkpoint/checkpoint_writer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "checkpoint/format.h"
+#include "checkpoint/hdf5_handles.h"
+
+namespace moerun::ckpt {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::int64_t row_elements(const DatasetSpec& spec) {
+  std::int64_t n = 1;
+  for (std::size_t i = spec.stacked ? 1 : 0; i < spec.shape.size(); ++i) n *= spec.shape[i];
+  return n;
+}
+
+void write_int_attribute(hid_t object, const std::string& name, std::int64_t value) {
+  h5::Handle space = h5::dataspace(H5Screate(H5S_SCALAR));
+  h5::Handle attr = h5::attribute(h5::check(H5Acreate2(object, name.c_str(), H5T_NATIVE_INT64, space.id(), H5P_DEFAULT, H5P_DEFAULT),
+                                            "H5Acreate2", name));
+  h5::check(H5Awrite(attr.id(), H5T_NATIVE_INT64, &value), "H5Awrite", name);
+}
+
+void write_string_attribute(hid_t object, const std::string& name, const std::string& value) {
+  h5::Handle type = h5::datatype(H5Tcopy(H5T_C_S1));
+  H5Tset_size(type.id(), std::max<std::size_t>(1, value.size()));
+  H5Tset_strpad(type.id(), H5T_STR_NULLPAD);
+  h5::Handle space = h5::dataspace(H5Screate(H5S_SCALAR));
+  h5::Handle attr = h5::attribute(
+      h5::check(H5Acreate2(object, name.c_str(), type.id(), space.id(), H5P_DEFAULT, H5P_DEFAULT), "H5Acreate2", name));
+  h5::check(H5Awrite(attr.id(), type.id(), value.empty() ? "" : value.data()), "H5Awrite", name);
+}
+
+void write_u32_array_attribute(hid_t object, const std::string& name, const std::vector<std::uint32_t>& values) {
+  const hsize_t n = values.size();
+  h5::Handle space = h5::dataspace(H5Screate_simple(1, &n, nullptr));
+  h5::Handle attr = h5::attribute(h5::check(
+      H5Acreate2(object, name.c_str(), H5T_NATIVE_UINT32, space.id(), H5P_DEFAULT, H5P_DEFAULT), "H5Acreate2", name));
+  h5::check(H5Awrite(attr.id(), H5T_NATIVE_UINT32, values.data()), "H5Awrite", name);
+}
+
+// Test hook: MOERUN_TEST_CRASH_IN_CHECKPOINT="<step>:<rank>" kills that rank half-way through
+// writing that step's checkpoint, to prove that a crash leaves the previous one readable.
+void maybe_crash(std::int64_t step, int rank) {
+  const char* spec = std::getenv("MOERUN_TEST_CRASH_IN_CHECKPOINT");
+  if (spec == nullptr) return;
+  long s = -1, r = -1;
+  if (std::sscanf(spec, "%ld:%ld", &s, &r) == 2 && s == step && r == rank) {
+    std::fprintf(stderr, "[rank %d] MOERUN_TEST_CRASH_IN_CHECKPOINT: dying while writing step %ld\n", rank, s);
+    std::_Exit(9);
+  }
+}
+
+}  // namespace
+
+std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::string& dir, std::int64_t step,
+                             const CheckpointContent& content, int keep) {
+  h5::silence_hdf5_errors();
+  const std::string final_path = (fs::path(dir) / file_name(step)).string();
+  const std::string tmp_path = final_path + ".tmp";
+  if (world.rank() == 0) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    MOERUN_CHECK(!ec, CheckpointError, "[checkpoint] cannot create '{}': {}", dir, ec.message());
+  }
+  world.barrier();
+  // Checksums: one slot per row (stacked) or per dense tensor, filled by its writer, summed.
+  std::vector<std::size_t> first_slot(content.datasets.size());
+  std::size_t slots = 0;
+  for (std::size_t i = 0; i < content.datasets.size(); ++i) {
+    first_slot[i] = slots;
+    slots += content.datasets[i].stacked ? static_cast<std::size_t>(content.datasets[i].shape[0]) : 1;
+  }
+  std::vector<std::int64_t> crc(slots, 0);
+  std::vector<std::vector<float>> host(content.pieces.size());
+  for (std::size_t k = 0; k < content.pieces.size(); ++k) {
+    const Piece& p = content.pieces[k];
+    host[k] = p.tensor->to_host();
+    MOERUN_CHECK(static_cast<std::int64_t>(host[k].size()) == row_elements(content.datasets[p.dataset]), CheckpointError,
+                 "[checkpoint] {} holds {} values but {} were expected", content.datasets[p.dataset].path, host[k].size(),
+                 row_elements(content.datasets[p.dataset]));
+    crc[first_slot[p.dataset] + static_cast<std::size_t>(std::max<std::int64_t>(0, p.row))] =
+        crc32_of(host[k].data(), host[k].size() * sizeof(float));
+  }
+  world.all_reduce(std::span<std::int64_t>(crc));
+
+  h5::Handle fapl = h5::plist(H5Pcreate(H5P_FILE_ACCESS));
+  if (comm != MPI_COMM_NULL) h5::check(H5Pset_fapl_mpio(fapl.id(), comm, MPI_INFO_NULL), "H5Pset_fapl_mpio", tmp_path);
+  h5::Handle file = h5::file(h5::check(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id()), "H5Fcreate",
+                                       tmp_path + " (is the directory writable and on a file system MPI-IO can use?)"));
+  h5::Handle lcpl = h5::plist(H5Pcreate(H5P_LINK_CREATE));
+  H5Pset_create_intermediate_group(lcpl.id(), 1);
+  std::vector<h5::Handle> datasets;
+  for (const DatasetSpec& spec : content.datasets) {
+    std::vector<hsize_t> dims(spec.shape.begin(), spec.shape.end());
+    h5::Handle space = h5::dataspace(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+    datasets.push_back(h5::dataset(h5::check(
+        H5Dcreate2(file.id(), spec.path.c_str(), H5T_IEEE_F32LE, space.id(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT),
+        "H5Dcreate2", spec.path)));
+  }
+  for (std::size_t k = 0; k < content.pieces.size(); ++k) {
+    const Piece& p = content.pieces[k];
+    const DatasetSpec& spec = content.datasets[p.dataset];
+    hid_t ds = datasets[p.dataset].id();
+    h5::Handle file_space = h5::dataspace(H5Dget_space(ds));
+    std::vector<hsize_t> dims(spec.shape.begin(), spec.shape.end());
+    if (spec.stacked) {
+      std::vector<hsize_t> start(dims.size(), 0), count = dims;
+      start[0] = static_cast<hsize_t>(p.row);
+      count[0] = 1;
+      H5Sselect_hyperslab(file_space.id(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+      dims = count;
+    }
+    h5::Handle mem_space = h5::dataspace(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+    h5::check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space.id(), file_space.id(), H5P_DEFAULT, host[k].data()), "H5Dwrite",
+              spec.path);
+    if (k == content.pieces.size() / 2) maybe_crash(step, world.rank());
+  }
+  // Attributes are collective in parallel HDF5: every rank writes the same values.
+  for (std::size_t i = 0; i < content.datasets.size(); ++i) {
+    const DatasetSpec& spec = content.datasets[i];
+    const std::size_t rows = spec.stacked ? static_cast<std::size_t>(spec.shape[0]) : 1;
+    const std::size_t row_bytes = static_cast<std::size_t>(row_elements(spec)) * sizeof(float);
+    std::vector<std::uint32_t> row_crc(rows);
+    std::uint32_t whole = crc32_of(nullptr, 0);
+    for (std::size_t r = 0; r < rows; ++r) {
+      row_crc[r] = static_cast<std::uint32_t>(crc[first_slot[i] + r]);
+      whole = r == 0 ? row_crc[r] : crc32_combine_parts(whole, row_crc[r], row_bytes);
+    }
+    write_int_attribute(datasets[i].id(), "crc32", whole);
+    if (spec.stacked) write_u32_array_attribute(datasets[i].id(), "crc32_rows", row_crc);
+  }
+  for (const auto& [name, value] : content.int_attributes) write_int_attribute(file.id(), name, value);
+  for (const auto& [name, value] : content.string_attributes) write_string_attribute(file.id(), name, value);
+  datasets.clear();
+  file.reset();  // collective close: all data is on disk when it returns
+  world.barrier();
+  if (world.rank() == 0) {
+    fs::rename(tmp_path, final_path);
+    const std::string latest = (fs::path(dir) / "latest").string();
+    {
+      std::ofstream out(latest + ".tmp");
+      out << file_name(step) << "\n";
+      out.flush();
+      MOERUN_CHECK(out.good(), CheckpointError, "[checkpoint] cannot write '{}.tmp'", latest);
+    }
+    fs::rename(latest + ".tmp", latest);  // `latest` moves only after the file is complete
+    std::vector<std::int64_t> steps;
+    for (const auto& entry : fs::directory_iterator(dir))
+      if (auto s = step_of_file(entry.path().filename().string())) steps.push_back(*s);
+    std::sort(steps.rbegin(), steps.rend());
+    for (std::size_t i = static_cast<std::size_t>(std::max(1, keep)); i < steps.size(); ++i)
+      fs::remove(fs::path(dir) / file_name(steps[i]));
+  }
+  world.barrier();
+  return final_path;
+}
+
+}  // namespace moerun::ckpt

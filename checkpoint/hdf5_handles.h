@@ -1,0 +1,64 @@
+// Thin RAII owners of HDF5 identifiers and checked calls. Each handle type closes its id
+// exactly once; every HDF5 call that can fail goes through check(), which turns a negative
+// return into an Hdf5Error naming the call and the object. HDF5's own error printing is
+// switched off (silence_hdf5_errors) so messages come from moerun, once.
+#pragma once
+
+#include <hdf5.h>
+
+#include <string>
+#include <utility>
+
+#include "runtime/core/error.h"
+
+namespace moerun::h5 {
+
+void silence_hdf5_errors();
+
+[[noreturn]] void throw_hdf5_error(const char* call, const std::string& what);
+
+// Throws Hdf5Error "[call] what: <HDF5's innermost message>" when status < 0.
+template <class T>
+T check(T status, const char* call, const std::string& what) {
+  if (status < 0) throw_hdf5_error(call, what);
+  return status;
+}
+
+class Handle {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  Handle() = default;
+  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), closer_(o.closer_) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, H5I_INVALID_HID);
+      closer_ = o.closer_;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t id() const { return id_; }
+  explicit operator bool() const { return id_ >= 0; }
+  void reset() {
+    if (id_ >= 0 && closer_ != nullptr) closer_(id_);
+    id_ = H5I_INVALID_HID;
+  }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+  Closer closer_ = nullptr;
+};
+
+inline Handle file(hid_t id) { return Handle(id, H5Fclose); }
+inline Handle group(hid_t id) { return Handle(id, H5Gclose); }
+inline Handle dataset(hid_t id) { return Handle(id, H5Dclose); }
+inline Handle dataspace(hid_t id) { return Handle(id, H5Sclose); }
+inline Handle plist(hid_t id) { return Handle(id, H5Pclose); }
+inline Handle attribute(hid_t id) { return Handle(id, H5Aclose); }
+inline Handle datatype(hid_t id) { return Handle(id, H5Tclose); }
+
+}  // namespace moerun::h5

@@ -1,0 +1,227 @@
+// Checkpoints: exact resume on the same layout (bit-identical), resume on other world shapes
+// (W=4, ep=4 -> W=2, ep=2 -> W=1) with the one-process losses, and refusals of bad files.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "checkpoint/checkpoint_reader.h"
+#include "parallel/mpi_group.h"
+#include "runtime/core/error.h"
+#include "runtime/cpu/cpu_device.h"
+#include "runtime/train/trainer.h"
+
+namespace moerun::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<ProcessGroup> world() {
+  MPI_Comm dup;
+  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  return std::make_unique<MpiGroup>(dup, "world");
+}
+
+// A directory name every rank agrees on.
+std::string shared_dir(ProcessGroup& w, const std::string& tag) {
+  char name[256] = {0};
+  if (w.rank() == 0) {
+    const auto dir = fs::temp_directory_path() / fmt::format("moerun_ckpt_{}_{}_{}", tag, ::getpid(), w.size());
+    fs::remove_all(dir);
+    std::snprintf(name, sizeof(name), "%s", dir.c_str());
+  }
+  w.broadcast(name, sizeof(name), CommType::U8, 0);
+  return name;
+}
+
+Config tiny(std::int64_t ep, std::int64_t steps) {
+  Config c = Config::load(std::nullopt, {"model.d_model=32", "model.n_heads=2", "model.d_ff=48", "model.seq_len=32",
+                                         "model.n_layers=2", "model.experts=4", "model.top_k=2", "train.global_batch=8",
+                                         "train.micro_batch=2", "train.warmup_steps=3", "eval.every=0",
+                                         "eval.examples=0", "eval.heldout_batches=0", "parallel.bucket_mb=0.01",
+                                         "model.capacity_factor=1.0"});
+  c.train.steps = steps;
+  c.parallel.ep = ep;
+  return c;
+}
+
+std::map<std::string, std::vector<float>> values(Trainer& t) {
+  std::map<std::string, std::vector<float>> out;
+  for (Parameter* p : t.parameters().all()) out[p->name] = p->value.to_host();
+  return out;
+}
+
+template <class Fn>
+void expect_checkpoint_error(Fn&& fn, const std::string& fragment) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a CheckpointError containing: " << fragment;
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(Checkpoint, ResumeIsBitIdenticalOnTheSameLayout) {
+  auto w = world();
+  const std::int64_t ep = w->size() % 2 == 0 ? 2 : 1;
+  const std::string dir = shared_dir(*w, "same");
+  const Config c = tiny(ep, 8);
+  std::vector<double> straight, resumed;
+  std::map<std::string, std::vector<float>> p_straight, p_resumed;
+  {
+    CpuDevice dev;
+    Trainer t(c, *w, dev, dir);
+    for (std::int64_t s = 1; s <= 4; ++s) t.train_step(s);
+    t.save_checkpoint(4);
+    for (std::int64_t s = 5; s <= 8; ++s) straight.push_back(t.train_step(s).loss);
+    p_straight = values(t);
+  }
+  {
+    CpuDevice dev;
+    Trainer t(c, *w, dev, dir + "_resumed");
+    t.restore(dir);
+    EXPECT_EQ(t.start_step(), 4);
+    for (std::int64_t s = 5; s <= 8; ++s) resumed.push_back(t.train_step(s).loss);
+    p_resumed = values(t);
+  }
+  EXPECT_EQ(straight, resumed);
+  ASSERT_EQ(p_straight.size(), p_resumed.size());
+  for (const auto& [name, v] : p_straight) {
+    ASSERT_EQ(v.size(), p_resumed[name].size()) << name;
+    EXPECT_EQ(std::memcmp(v.data(), p_resumed[name].data(), v.size() * sizeof(float)), 0) << name << " differs";
+  }
+}
+
+TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
+  auto w = world();
+  if (w->size() != 4) GTEST_SKIP() << "needs 4 ranks (W=4 -> W=2 -> W=1)";
+  const std::string dir_a = shared_dir(*w, "reshape_a"), dir_b = dir_a + "_b";
+  LocalGroup alone;
+  std::vector<double> reference;
+  std::map<std::string, std::vector<float>> p_reference;
+  {
+    CpuDevice dev;
+    Trainer t(tiny(1, 12), alone, dev, "");
+    for (std::int64_t s = 1; s <= 12; ++s) reference.push_back(t.train_step(s).loss);
+    p_reference = values(t);
+  }
+  std::vector<double> losses;
+  {  // W = 4, ep = 4, with an adaptive placement (expert 0 replicated) in the checkpoint
+    CpuDevice dev;
+    Config c = tiny(4, 12);
+    Trainer t(c, *w, dev, dir_a);
+    for (std::int64_t s = 1; s <= 4; ++s) {
+      losses.push_back(t.train_step(s).loss);
+      if (s == 2) {
+        std::vector<std::vector<Replica>> reps = {{{0, 1}, {1, 1}, {2, 1}, {3, 1}}, {{1, 1}}, {{2, 1}}, {{3, 1}}};
+        t.apply_placements(std::vector<Placement>(t.placements().size(), Placement(4, reps)));
+      }
+    }
+    t.save_checkpoint(4);
+  }
+  auto pair = w->split(w->rank() < 2 ? 0 : -1, w->rank(), "pair");
+  if (pair) {  // W = 2, ep = 2
+    CpuDevice dev;
+    Trainer t(tiny(2, 12), *pair, dev, dir_b);
+    t.restore(dir_a);
+    for (std::int64_t s = 5; s <= 8; ++s) losses.push_back(t.train_step(s).loss);
+    t.save_checkpoint(8);
+  }
+  w->barrier();
+  if (w->rank() == 0) {  // W = 1
+    CpuDevice dev;
+    Trainer t(tiny(1, 12), alone, dev, "");
+    t.restore(dir_b + "/checkpoints");
+    for (std::int64_t s = 9; s <= 12; ++s) losses.push_back(t.train_step(s).loss);
+    ASSERT_EQ(losses.size(), reference.size());
+    for (std::size_t s = 0; s < losses.size(); ++s)
+      EXPECT_NEAR(losses[s], reference[s], 1e-5 * std::abs(reference[s])) << "step " << s + 1;
+    for (const auto& [name, v] : values(t)) {
+      const auto& ref = p_reference.at(name);
+      for (std::size_t i = 0; i < v.size(); ++i)
+        ASSERT_NEAR(v[i], ref[i], 1e-5 * std::abs(ref[i]) + 1e-6) << name << "[" << i << "]";
+    }
+  }
+}
+
+TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
+  auto w = world();
+  if (w->size() != 1) GTEST_SKIP() << "file surgery runs on one rank";
+  const std::string dir = shared_dir(*w, "bad");
+  std::string good;
+  {
+    CpuDevice dev;
+    Trainer t(tiny(1, 2), *w, dev, dir);
+    t.train_step(1);
+    good = t.save_checkpoint(1);
+  }
+  auto copy = [&](const std::string& name) {
+    const std::string p = dir + "/" + name;
+    fs::copy_file(good, p, fs::copy_options::overwrite_existing);
+    return p;
+  };
+  auto resume = [&](const std::string& path, const Config& c) {
+    CpuDevice dev;
+    Trainer t(c, *w, dev, "");
+    t.restore(path);
+  };
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  // A model shape that does not match the config.
+  Config wider = tiny(1, 2);
+  wider.model.d_ff = 64;
+  expect_checkpoint_error([&] { resume(good, wider); }, "model shape differs");
+  // Another format.
+  const std::string other = dir + "/other.h5";
+  H5Fclose(H5Fcreate(other.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  expect_checkpoint_error([&] { ckpt::CheckpointReader r(other); }, "not a moerun checkpoint");
+  // A newer version.
+  const std::string newer = copy("newer.h5");
+  {
+    hid_t f = H5Fopen(newer.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+    const std::int64_t v = 99;
+    H5Awrite(a, H5T_NATIVE_INT64, &v);
+    H5Aclose(a);
+    H5Fclose(f);
+  }
+  expect_checkpoint_error([&] { ckpt::CheckpointReader r(newer); }, "newer");
+  // A missing dataset.
+  const std::string missing = copy("missing.h5");
+  {
+    hid_t f = H5Fopen(missing.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(f, "/model/final_norm/gamma", H5P_DEFAULT);
+    H5Fclose(f);
+  }
+  expect_checkpoint_error([&] { resume(missing, tiny(1, 2)); }, "has no dataset '/model/final_norm/gamma'");
+  // A failed checksum (one value changed behind the writer's back).
+  const std::string corrupt = copy("corrupt.h5");
+  {
+    hid_t f = H5Fopen(corrupt.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/model/layers/0/moe/experts/w1", H5P_DEFAULT);
+    hid_t space = H5Dget_space(d);
+    const hsize_t start[3] = {1, 0, 0}, count[3] = {1, 1, 1};
+    H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr);
+    hid_t mem = H5Screate_simple(3, count, nullptr);
+    const float x = 123.0f;
+    H5Dwrite(d, H5T_NATIVE_FLOAT, mem, space, H5P_DEFAULT, &x);
+    H5Sclose(mem);
+    H5Sclose(space);
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+  expect_checkpoint_error([&] { resume(corrupt, tiny(1, 2)); }, "checksum failed");
+  // A truncated file.
+  const std::string truncated = copy("truncated.h5");
+  fs::resize_file(truncated, fs::file_size(truncated) / 2);
+  expect_checkpoint_error([&] { resume(truncated, tiny(1, 2)); }, "truncated");
+  // A directory without a completed checkpoint.
+  fs::create_directories(dir + "/empty");
+  expect_checkpoint_error([&] { resume(dir + "/empty", tiny(1, 2)); }, "no 'latest'");
+}
+
+}  // namespace moerun::test
