@@ -4,7 +4,7 @@ balance.policy, run moerun under mpirun on the medium config and report tokens/s
 before and after rebalancing, bytes migrated, and the planner's prediction error.
 Python standard library only.
 
-  bench/balance_study.py [--np 2] [--steps 40] [--interval 10] [--zipf 0 0.8 1.2 1.6]
+  bench/balance_study.py [--np 2] [--steps 40] [--interval 10] [--zipf 0 0.8 1.2 1.6] [--capacity 0]
                          [--policies none migrate replicate auto] [--out runs/balance_study]
 """
 import argparse
@@ -25,7 +25,8 @@ def run(args, zipf, policy):
     out = os.path.join(args.out, f"zipf{zipf}_{policy}")
     if not os.path.exists(os.path.join(out, "metrics.jsonl")):
         sets = MEDIUM + [f"train.steps={args.steps}", f"parallel.ep={args.np}", f"balance.policy={policy}",
-                         f"balance.interval={args.interval}", "balance.window=5", f"bench.router_zipf={zipf}"]
+                         f"balance.interval={args.interval}", "balance.window=5", f"bench.router_zipf={zipf}",
+                         f"model.capacity_factor={args.capacity}"]
         cmd = ["mpirun", "-np", str(args.np), "--bind-to", "core", args.moerun, "--run-dir", out]
         for s in sets:
             cmd += ["--set", s]
@@ -61,6 +62,7 @@ def main():
     ap.add_argument("--interval", type=int, default=10)
     ap.add_argument("--zipf", type=float, nargs="+", default=[0.0, 0.8, 1.2, 1.6])
     ap.add_argument("--policies", nargs="+", default=["none", "migrate", "replicate", "auto"])
+    ap.add_argument("--capacity", type=float, default=0.0, help="model.capacity_factor (0 = dropless: experts do all their work)")
     ap.add_argument("--moerun", default=os.path.join(ROOT, "build", "release", "bin", "moerun"))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "balance_study"))
     args = ap.parse_args()

@@ -298,12 +298,15 @@ PlannerDecision plan_placement(const PlannerInput& in) {
       d.migrate_bytes = bytes;
     }
   }
-  d.migrate_seconds = d.migrate_bytes / in.cost.bandwidth;
+  d.migrate_seconds = d.migrate_bytes / in.cost.migration_bandwidth;
   d.gain_seconds = (d.before.step_seconds - d.after.step_seconds) * in.interval;
   bool same = true;
   for (std::size_t l = 0; l < in.current.size(); ++l) same = same && d.placements[l] == in.current[l];
   if (same) {
     d.reason = "the best placement is the current one";
+  } else if (!in.force && d.before.step_seconds - d.after.step_seconds < in.min_gain * d.before.step_seconds) {
+    d.reason = fmt::format("predicted gain {:.1f}% of the step is below balance.min_gain {:.1f}%",
+                           100 * (d.before.step_seconds - d.after.step_seconds) / d.before.step_seconds, 100 * in.min_gain);
   } else if (!in.force && d.gain_seconds <= d.migrate_seconds) {
     d.reason = fmt::format("predicted gain {:.4f} s over {} steps does not pay for migrating {:.0f} bytes ({:.4f} s)",
                            d.gain_seconds, in.interval, d.migrate_bytes, d.migrate_seconds);

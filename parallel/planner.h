@@ -6,7 +6,9 @@
 //   step = fixed + sum over layers of [ max over ranks of (copies the rank's experts process)
 //          x seconds_per_copy ] + (copies crossing ranks per rank) x bytes_per_copy / bandwidth
 // A new placement is applied when its predicted gain over the next `interval` steps exceeds
-// the one-off cost of moving expert state: (new replicas x expert_state_bytes) / bandwidth.
+// the one-off cost of moving expert state, (new replicas x expert_state_bytes) /
+// migration_bandwidth, and the predicted step time falls by at least `min_gain` (a fraction):
+// smaller gains are within the step-to-step noise of the measurements they come from.
 #pragma once
 
 #include <string>
@@ -24,6 +26,7 @@ struct CostModel {
   double seconds_per_copy = 1e-6;    // expert FFN forward + backward of one token-copy
   double bytes_per_copy = 0.0;       // all-to-all bytes a crossing copy costs per step
   double bandwidth = 1e9;            // bytes/s of the expert-parallel exchange
+  double migration_bandwidth = 1e9;  // bytes/s of moving expert state, measured on past migrations
   double expert_state_bytes = 0.0;   // weights and AdamW moments of one expert
   double fixed_seconds = 0.0;        // the rest of the step, unaffected by placement
 };
@@ -43,6 +46,7 @@ struct PlannerInput {
   int max_experts_per_rank = 0;  // expert slots per rank (replicas included)
   double threshold = 1.1;        // act only when the current imbalance exceeds this
   int interval = 50;             // steps the new placement is expected to last
+  double min_gain = 0.05;        // minimum predicted relative step-time gain
   bool force = false;            // apply any different placement, whatever the predicted gain
 };
 

@@ -145,6 +145,8 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("balance.interval", &C::balance, &BalanceConfig::interval, "steps between placement decisions"));
     k.push_back(float_key("balance.threshold", &C::balance, &BalanceConfig::threshold,
                           "act only when the load imbalance (max rank load / mean) exceeds this"));
+    k.push_back(float_key("balance.min_gain", &C::balance, &BalanceConfig::min_gain,
+                          "act only when the predicted step time falls by at least this fraction (measurement noise)"));
     k.push_back(int_key("balance.max_experts_per_rank", &C::balance, &BalanceConfig::max_experts_per_rank,
                         "expert slots per rank, replicas included (memory budget); 0 = experts / ep + 1"));
     k.push_back(int_key("balance.window", &C::balance, &BalanceConfig::window, "moving-average window of expert loads (steps)"));
@@ -258,6 +260,8 @@ void Config::validate(int world_size) const {
   parse_balance_policy(balance.policy);
   at_least(balance.interval, 1, "balance.interval", "steps between decisions");
   at_least(balance.window, 1, "balance.window", "steps of the moving average");
+  MOERUN_CHECK(balance.min_gain >= 0.0 && balance.min_gain < 1.0, ConfigError,
+               "balance.min_gain = {} must be in [0, 1)", balance.min_gain);
   at_least(balance.max_experts_per_rank, 0, "balance.max_experts_per_rank", "0 = experts / ep + 1");
   if (balance.max_experts_per_rank > 0 && balance.policy != "none" && parallel.ep > 1) {
     MOERUN_CHECK(balance.max_experts_per_rank * parallel.ep >= model.experts, ConfigError,

@@ -381,6 +381,7 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
   in.threshold = config_.balance.threshold;
   in.interval = static_cast<int>(config_.balance.interval);
   in.force = config_.balance.force;
+  in.min_gain = config_.balance.min_gain;
   in.max_experts_per_rank = static_cast<int>(config_.balance.max_experts_per_rank > 0
                                                   ? config_.balance.max_experts_per_rank
                                                   : config_.model.experts / config_.parallel.ep + 1);
@@ -389,6 +390,9 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
   in.cost.seconds_per_copy = seconds_per_copy_;
   in.cost.bytes_per_copy = 4.0 * d * sizeof(float);  // dispatch and combine, forward and backward
   in.cost.bandwidth = ep_bandwidth_;
+  // Migrations cost more than their bytes (allocation, new communicators): use what the
+  // previous ones achieved once there is one.
+  in.cost.migration_bandwidth = migration_bandwidth_ > 0 ? migration_bandwidth_ : ep_bandwidth_;
   in.cost.expert_state_bytes = 3.0 * matrices * d * ff * sizeof(float);  // weights and two moments
   // Calibrate: the rest of the step is whatever the model does not explain now.
   CostModel probe = in.cost;
@@ -397,7 +401,7 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
   // Identical inputs everywhere: rank 0's numbers decide (broadcast), so every rank plans alike.
   std::vector<double> wire;
   for (const auto& layer : in.loads) wire.insert(wire.end(), layer.begin(), layer.end());
-  wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth});
+  wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth});
   world_.broadcast(wire.data(), static_cast<std::int64_t>(wire.size()), CommType::F64, 0);
   std::size_t at = 0;
   for (auto& layer : in.loads)
@@ -405,6 +409,7 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
   in.cost.seconds_per_copy = wire[at++];
   in.cost.fixed_seconds = wire[at++];
   in.cost.bandwidth = wire[at++];
+  in.cost.migration_bandwidth = wire[at++];
   const PlannerDecision decision = plan_placement(in);
   MigrationStats moved;
   if (decision.apply) {
@@ -413,6 +418,11 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
     const auto t = Clock::now();
     apply_placements(decision.placements);
     moved.seconds = std::chrono::duration<double>(Clock::now() - t).count();
+    if (decision.migrate_bytes > 0) {  // the slowest rank's time, identical everywhere
+      const double slowest = world_.all_reduce_value(moved.seconds, ReduceOp::Max);
+      const double achieved = decision.migrate_bytes / std::max(1e-6, slowest);
+      migration_bandwidth_ = migration_bandwidth_ == 0.0 ? achieved : 0.5 * (migration_bandwidth_ + achieved);
+    }
     ++rebalances_;
     pending_ = PendingCheck{step, decision.after.step_seconds, {}};
   }
@@ -427,6 +437,7 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
                            {"predicted_step_ms_after", 1000 * decision.after.step_seconds},
                            {"imbalance_before", decision.before.imbalance}, {"imbalance_after", decision.after.imbalance},
                            {"bytes_moved", decision.migrate_bytes}, {"predicted_migrate_ms", 1000 * decision.migrate_seconds},
+                           {"migrate_ms", 1000 * moved.seconds},
                            {"rebalance_ms", 1000 * std::chrono::duration<double>(Clock::now() - rebalance_start).count()}});
   }
   if (decision.apply && world_.rank() == 0) {

@@ -117,6 +117,7 @@ class Trainer : private ExpertStateStore {
   double ep_bandwidth_ = 0.0;       // bytes/s of the EP exchange, measured at start
   double seconds_per_copy_ = 0.0;   // moving average of expert compute per token-copy
   double step_seconds_avg_ = 0.0;   // moving average of the step time
+  double migration_bandwidth_ = 0.0;  // bytes/s that past migrations achieved (0: none yet)
   struct PendingCheck {             // a decision whose effect is measured a few steps later
     std::int64_t decision_step = 0;
     double predicted_seconds = 0.0;

@@ -23,6 +23,7 @@ CostModel cost() {
   c.seconds_per_copy = 1e-5;
   c.bytes_per_copy = 4 * 512 * 4;
   c.bandwidth = 5e9;
+  c.migration_bandwidth = 5e9;
   c.expert_state_bytes = 3 * 2 * 512 * 2048 * 4;  // weights + two moments
   c.fixed_seconds = 0.1;
   return c;
@@ -119,6 +120,21 @@ TEST(Planner, PredictionCountsCrossingCopies) {
   EXPECT_DOUBLE_EQ(p.crossing_copies, 200.0);  // per rank: half of its 400 copies
   EXPECT_NEAR(p.step_seconds, c.fixed_seconds + 400 * c.seconds_per_copy + 200 * c.bytes_per_copy / c.bandwidth, 1e-12);
   EXPECT_DOUBLE_EQ(p.imbalance, 1.0);
+}
+
+TEST(Planner, GainBelowTheMinimumFractionGivesNoChange) {
+  PlannerInput in;
+  in.loads = {{1200, 1000, 900, 900}};  // ranks 2200 vs 1800 copies: 10% over the mean
+  in.current = {Placement::contiguous(4, 2)};
+  in.cost = cost();
+  in.cost.fixed_seconds = 10.0;  // the experts are a small part of the step
+  in.policy = BalancePolicy::Auto;
+  in.max_experts_per_rank = 4;
+  in.threshold = 1.0;
+  in.min_gain = 0.05;
+  const PlannerDecision d = plan_placement(in);
+  EXPECT_FALSE(d.apply);
+  EXPECT_NE(d.reason.find("min_gain"), std::string::npos) << d.reason;
 }
 
 TEST(Planner, UnknownPolicyIsAConfigError) { EXPECT_THROW(parse_balance_policy("greedy"), ConfigError); }
