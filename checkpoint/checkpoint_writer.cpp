@@ -1,5 +1,6 @@
 #include "checkpoint/checkpoint_writer.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,16 @@ namespace moerun::ckpt {
 namespace fs = std::filesystem;
 
 namespace {
+
+// Forces a file's (or a directory's) data to stable storage: a checkpoint must survive the
+// machine going down, not only the process.
+void sync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  MOERUN_CHECK(fd >= 0, CheckpointError, "[checkpoint] cannot open '{}' to flush it", path);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  MOERUN_CHECK(rc == 0, CheckpointError, "[checkpoint] fsync of '{}' failed; is the disk full?", path);
+}
 
 std::int64_t row_elements(const DatasetSpec& spec) {
   std::int64_t n = 1;
@@ -144,6 +155,7 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
   file.reset();  // collective close: all data is on disk when it returns
   world.barrier();
   if (world.rank() == 0) {
+    sync_path(tmp_path);
     fs::rename(tmp_path, final_path);
     const std::string latest = (fs::path(dir) / "latest").string();
     {
@@ -152,7 +164,9 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
       out.flush();
       MOERUN_CHECK(out.good(), CheckpointError, "[checkpoint] cannot write '{}.tmp'", latest);
     }
-    fs::rename(latest + ".tmp", latest);  // `latest` moves only after the file is complete
+    sync_path(latest + ".tmp");
+    fs::rename(latest + ".tmp", latest);  // `latest` moves only after the file is complete and on disk
+    sync_path(dir);
     std::vector<std::int64_t> steps;
     for (const auto& entry : fs::directory_iterator(dir))
       if (auto s = step_of_file(entry.path().filename().string())) steps.push_back(*s);
