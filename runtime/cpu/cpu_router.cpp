@@ -19,13 +19,8 @@ void router_forward(const RouterArgs& p) {
   float* gates = f32(p.gates);
 #pragma omp parallel for if (n * e > (1 << 15))
   for (std::int64_t i = 0; i < n; ++i) {
-    const float* li = logits + i * e;
     float* pi = probs + i * e;
-    const float mx = *std::max_element(li, li + e);
-    double sum = 0.0;
-    for (std::int64_t j = 0; j < e; ++j) sum += std::exp(static_cast<double>(li[j] - mx));
-    lse[i] = mx + static_cast<float>(std::log(sum));
-    for (std::int64_t j = 0; j < e; ++j) pi[j] = std::exp(li[j] - lse[i]);
+    lse[i] = softmax_row(logits + i * e, pi, e);
     std::vector<std::int32_t> order(static_cast<std::size_t>(e));
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(order.begin(), order.begin() + k, order.end(),

@@ -21,22 +21,14 @@ CrossEntropyResult cross_entropy_forward(const CrossEntropyArgs& p) {
 #pragma omp parallel for if (n * v > (1 << 15))
   for (std::int64_t i = 0; i < n; ++i) {
     const float* li = logits + i * v;
-    float* pi = probs + i * v;
-    const float mx = *std::max_element(li, li + v);
-    double sum = 0.0;
-    for (std::int64_t j = 0; j < v; ++j) {
-      pi[j] = std::exp(li[j] - mx);
-      sum += pi[j];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (std::int64_t j = 0; j < v; ++j) pi[j] *= inv;
+    const float lse = softmax_row(li, probs + i * v, v);
     const std::int32_t label = labels[i];
     if (label == p.ignore_label) continue;
     if (label < 0 || label >= v) {
       bad_label = true;
       continue;
     }
-    row_loss[static_cast<std::size_t>(i)] = std::log(sum) + mx - li[label];
+    row_loss[static_cast<std::size_t>(i)] = static_cast<double>(lse) - li[label];
   }
   MOERUN_CHECK(!bad_label, KernelError, "[cross_entropy_forward] a label is outside [0, {}) and is not the ignore label {}",
                v, p.ignore_label);

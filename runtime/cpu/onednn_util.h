@@ -5,6 +5,8 @@
 
 #include <dnnl.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -37,6 +39,16 @@ inline std::int32_t* i32(Tensor* t) { return static_cast<std::int32_t*>(t->data(
 
 inline void execute(CpuDevice& dev, dnnl::primitive& p, std::unordered_map<int, dnnl::memory> args) {
   p.execute(dev.stream(), args);
+}
+
+// probs = softmax(x) over one row of n values; returns logsumexp(x). Sums in double.
+inline float softmax_row(const float* x, float* probs, std::int64_t n) {
+  const float mx = *std::max_element(x, x + n);
+  double sum = 0.0;
+  for (std::int64_t j = 0; j < n; ++j) sum += std::exp(static_cast<double>(x[j] - mx));
+  const float lse = mx + static_cast<float>(std::log(sum));
+  for (std::int64_t j = 0; j < n; ++j) probs[j] = std::exp(x[j] - lse);
+  return lse;
 }
 
 // Runs fn, turning oneDNN's errors into a KernelError that names the kernel.

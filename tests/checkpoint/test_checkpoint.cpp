@@ -9,7 +9,7 @@
 #include <map>
 
 #include "checkpoint/checkpoint_reader.h"
-#include "parallel/mpi_group.h"
+#include "mpi_test_util.h"
 #include "runtime/core/error.h"
 #include "runtime/cpu/cpu_device.h"
 #include "runtime/train/trainer.h"
@@ -18,12 +18,6 @@ namespace moerun::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::unique_ptr<ProcessGroup> world() {
-  MPI_Comm dup;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  return std::make_unique<MpiGroup>(dup, "world");
-}
 
 // A directory name every rank agrees on.
 std::string shared_dir(ProcessGroup& w, const std::string& tag) {

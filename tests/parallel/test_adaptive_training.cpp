@@ -9,7 +9,7 @@
 #include <cmath>
 #include <map>
 
-#include "parallel/mpi_group.h"
+#include "mpi_test_util.h"
 #include "runtime/cpu/cpu_device.h"
 #include "runtime/train/trainer.h"
 
@@ -18,12 +18,6 @@ namespace {
 
 constexpr std::int64_t kSteps = 12;
 constexpr int kExperts = 8;  // 2 per rank at ep 4: every policy has room to act
-
-std::unique_ptr<ProcessGroup> world() {
-  MPI_Comm dup;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  return std::make_unique<MpiGroup>(dup, "world");
-}
 
 Config tiny(std::int64_t ep, const std::string& policy) {
   Config c = Config::load(std::nullopt, {"model.d_model=32", "model.n_heads=2", "model.d_ff=48", "model.seq_len=32",
@@ -38,9 +32,7 @@ Config tiny(std::int64_t ep, const std::string& policy) {
   return c;
 }
 
-struct RunResult {
-  std::vector<double> losses;
-  std::map<std::string, std::vector<float>> params;
+struct AdaptiveRun : RunResult {
   int changes = 0;
   bool replicated = false;   // some expert had several replicas at some point
   bool moved_all = false;    // some placement moved every expert off its first rank
@@ -48,10 +40,10 @@ struct RunResult {
 
 using PlacementHook = std::function<std::optional<std::vector<Placement>>(std::int64_t step, const Trainer&)>;
 
-RunResult train(const Config& c, ProcessGroup& group, const PlacementHook& forced = nullptr) {
+AdaptiveRun train(const Config& c, ProcessGroup& group, const PlacementHook& forced = nullptr) {
   CpuDevice dev;
   Trainer trainer(c, group, dev, "");
-  RunResult r;
+  AdaptiveRun r;
   const auto initial = trainer.placements();
   for (std::int64_t step = 1; step <= c.train.steps; ++step) {
     const StepResult s = trainer.train_step(step);
@@ -77,25 +69,8 @@ RunResult train(const Config& c, ProcessGroup& group, const PlacementHook& force
   return r;
 }
 
-void expect_same(const RunResult& run, const RunResult& reference) {
-  ASSERT_EQ(run.losses.size(), reference.losses.size());
-  for (std::size_t s = 0; s < run.losses.size(); ++s)
-    EXPECT_NEAR(run.losses[s], reference.losses[s], 1e-5 * std::abs(reference.losses[s])) << "step " << s + 1;
-  for (const auto& [name, values] : run.params) {
-    ASSERT_TRUE(reference.params.contains(name)) << name;
-    const auto& ref = reference.params.at(name);
-    double worst = 0.0;
-    std::size_t at = 0;
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      const double excess = std::abs(values[i] - ref[i]) - (1e-5 * std::abs(ref[i]) + 1e-6);
-      if (excess > worst) worst = excess, at = i;
-    }
-    EXPECT_EQ(worst, 0.0) << name << "[" << at << "]: " << values[at] << " vs single-process " << ref[at];
-  }
-}
-
-const RunResult& reference() {
-  static const RunResult r = [] {
+const AdaptiveRun& reference() {
+  static const AdaptiveRun r = [] {
     LocalGroup alone;
     return train(tiny(1, "none"), alone);
   }();
@@ -128,11 +103,11 @@ TEST(AdaptiveTraining, ForcedPlacementsMoveEveryExpertAndReplicateOneEverywhere)
       }
       return std::vector<Placement>(t.placements().size(), Placement(p, reps));
     };
-    const RunResult run = train(tiny(ep, "none"), *w, hook);
+    const AdaptiveRun run = train(tiny(ep, "none"), *w, hook);
     EXPECT_EQ(run.changes, 4);
     EXPECT_TRUE(run.moved_all);
     EXPECT_TRUE(run.replicated);
-    expect_same(run, reference());
+    expect_same_training(run, reference());
   }
 }
 
@@ -142,9 +117,9 @@ TEST(AdaptiveTraining, PlannerDecisionsForEveryPolicyKeepTheMath) {
     for (std::int64_t ep = 2; ep <= w->size(); ep *= 2) {
       if (w->size() % ep != 0 || kExperts % ep != 0) continue;
       SCOPED_TRACE(::testing::Message() << "policy " << policy << ", world " << w->size() << ", ep " << ep);
-      const RunResult run = train(tiny(ep, policy), *w);
+      const AdaptiveRun run = train(tiny(ep, policy), *w);
       EXPECT_GE(run.changes, 1) << "the planner never changed the placement: the test would prove nothing";
-      expect_same(run, reference());
+      expect_same_training(run, reference());
     }
   }
 }

@@ -8,17 +8,11 @@
 #include <random>
 
 #include "parallel/all_to_all_dispatcher.h"
-#include "parallel/mpi_group.h"
+#include "mpi_test_util.h"
 #include "runtime/cpu/cpu_device.h"
 
 namespace moerun::test {
 namespace {
-
-std::unique_ptr<ProcessGroup> world() {
-  MPI_Comm dup;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  return std::make_unique<MpiGroup>(dup, "world");
-}
 
 // Each rank sends `count(rank, e)` rows to expert e; row j of (rank, e) is [rank, e, j, 7].
 std::int64_t count(int rank, int e) { return (rank * 3 + e * 5) % 7; }

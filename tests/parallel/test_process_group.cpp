@@ -4,18 +4,10 @@
 
 #include <numeric>
 
-#include "parallel/mpi_group.h"
+#include "mpi_test_util.h"
 #include "runtime/core/error.h"
 
 namespace moerun::test {
-
-std::unique_ptr<ProcessGroup> world() {
-  int argc = 0;
-  (void)argc;
-  MPI_Comm dup;
-  MPI_Comm_dup(MPI_COMM_WORLD, &dup);
-  return std::make_unique<MpiGroup>(dup, "world");
-}
 
 TEST(MpiGroup, AllReduceSumsRanks) {
   auto w = world();
