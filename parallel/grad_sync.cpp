@@ -66,12 +66,6 @@ GradSync::~GradSync() {
     if (b.request) b.request->wait();  // never leave a request pending
 }
 
-std::int64_t GradSync::bytes_reduced_per_step() const {
-  std::int64_t bytes = 0;
-  for (const Bucket& b : buckets_) bytes += static_cast<std::int64_t>(b.flat.bytes() * b.groups.size());
-  return bytes;
-}
-
 void GradSync::launch(Bucket& b) {
   if (b.groups.empty()) return;  // no other copy to sum with
   b.host = std::make_unique<HostAccess>(b.flat, HostAccess::ReadWrite);

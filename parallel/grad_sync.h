@@ -38,7 +38,6 @@ class GradSync {
   // waiting here (the communication that backward did not hide).
   double finish();
   std::size_t buckets() const { return buckets_.size(); }
-  std::int64_t bytes_reduced_per_step() const;
 
  private:
   struct Bucket {

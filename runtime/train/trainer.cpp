@@ -196,7 +196,8 @@ void Trainer::drop_expert(int layer, int expert) {
   }
 }
 
-void Trainer::apply_placements(const std::vector<Placement>& placements) {
+double Trainer::apply_placements(const std::vector<Placement>& placements) {
+  const auto start = Clock::now();
   MOERUN_CHECK(placements.size() == placements_.size(), RuntimeError,
                "[rebalance] {} placements for {} MoE layers (expert parallelism needs parallel.ep > 1)",
                placements.size(), placements_.size());
@@ -207,6 +208,7 @@ void Trainer::apply_placements(const std::vector<Placement>& placements) {
   }
   placements_ = placements;
   rebuild_grad_sync();
+  return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 void Trainer::check_finite(std::int64_t step, double loss) const {
@@ -312,7 +314,17 @@ StepResult Trainer::train_step(std::int64_t step) {
   for (std::size_t layer = 0; layer < moe_layers; ++layer)
     for (std::size_t e = 0; e < experts; ++e) group_counts[layer][e] = double(r.expert_kept[layer][e]) / dp;
   monitor_->record(group_counts);
-  if (!placements_.empty()) r.imbalance = monitor_->imbalance(placements_, /*latest=*/true);
+  if (!placements_.empty()) {
+    r.imbalance = monitor_->imbalance(placements_, /*latest=*/true);
+    const auto ep = static_cast<std::size_t>(topology_->ep());
+    r.rank_expert_seconds.assign(ep, 0.0);
+    topology_->ep_group().all_gather(&my_expert_seconds, r.rank_expert_seconds.data(), 1, CommType::F64);
+    r.rank_copies.assign(ep, 0.0);
+    for (std::size_t layer = 0; layer < moe_layers; ++layer) {
+      const auto per_rank = expected_rank_loads(group_counts[layer], placements_[layer]);
+      for (std::size_t q = 0; q < ep; ++q) r.rank_copies[q] += per_rank[q];
+    }
+  }
   check_finite(step, r.loss + r.aux_loss + r.z_loss);
   std::vector<Tensor*> grads;
   for (Parameter* p : params_->all()) grads.push_back(&p->grad);
@@ -359,6 +371,18 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
   const double alpha = 2.0 / (double(config_.balance.window) + 1.0);
   const double spc = last.kept_copies > 0 ? last.expert_seconds_total / last.kept_copies : 0.0;
   seconds_per_copy_ = seconds_per_copy_ == 0.0 ? spc : (1 - alpha) * seconds_per_copy_ + alpha * spc;
+  if (!last.rank_copies.empty()) {  // across-rank regression of expert seconds on copies
+    const double n = double(last.rank_copies.size());
+    double mx = 0, my = 0;
+    for (std::size_t q = 0; q < last.rank_copies.size(); ++q) mx += last.rank_copies[q] / n, my += last.rank_expert_seconds[q] / n;
+    double sxy = 0, sxx = 0;
+    for (std::size_t q = 0; q < last.rank_copies.size(); ++q) {
+      sxy += (last.rank_copies[q] - mx) * (last.rank_expert_seconds[q] - my);
+      sxx += (last.rank_copies[q] - mx) * (last.rank_copies[q] - mx);
+    }
+    cov_copies_seconds_ = (1 - alpha) * cov_copies_seconds_ + alpha * sxy;
+    var_copies_ = (1 - alpha) * var_copies_ + alpha * sxx;
+  }
   step_seconds_avg_ = step_seconds_avg_ == 0.0 ? last.step_ms / 1000 : (1 - alpha) * step_seconds_avg_ + alpha * last.step_ms / 1000;
   if (pending_) {  // report the measured effect of the last decision next to its prediction
     pending_->measured.push_back(last.step_ms / 1000);
@@ -387,7 +411,11 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
                                                   : config_.model.experts / config_.parallel.ep + 1);
   const double d = double(config_.model.d_model), ff = double(config_.model.d_ff);
   const double matrices = config_.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0;
-  in.cost.seconds_per_copy = seconds_per_copy_;
+  // What moving copies between ranks changes is the marginal cost of a copy, not the average:
+  // part of each rank's expert time does not shrink with fewer copies (smaller groups run at a
+  // lower GFLOP/s). Use the regression slope when the loads were uneven enough to measure it.
+  in.cost.seconds_per_copy = var_copies_ > 0 ? std::clamp(cov_copies_seconds_ / var_copies_, 0.0, seconds_per_copy_)
+                                             : seconds_per_copy_;
   in.cost.bytes_per_copy = 4.0 * d * sizeof(float);  // dispatch and combine, forward and backward
   in.cost.bandwidth = ep_bandwidth_;
   // Migrations cost more than their bytes (allocation, new communicators): use what the
@@ -411,15 +439,11 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
   in.cost.bandwidth = wire[at++];
   in.cost.migration_bandwidth = wire[at++];
   const PlannerDecision decision = plan_placement(in);
-  MigrationStats moved;
+  double migrate_seconds = 0.0;
   if (decision.apply) {
-    const std::vector<Placement> before = placements_;
-    moved.seconds = 0.0;
-    const auto t = Clock::now();
-    apply_placements(decision.placements);
-    moved.seconds = std::chrono::duration<double>(Clock::now() - t).count();
+    migrate_seconds = apply_placements(decision.placements);
     if (decision.migrate_bytes > 0) {  // the slowest rank's time, identical everywhere
-      const double slowest = world_.all_reduce_value(moved.seconds, ReduceOp::Max);
+      const double slowest = world_.all_reduce_value(migrate_seconds, ReduceOp::Max);
       const double achieved = decision.migrate_bytes / std::max(1e-6, slowest);
       migration_bandwidth_ = migration_bandwidth_ == 0.0 ? achieved : 0.5 * (migration_bandwidth_ + achieved);
     }
@@ -437,7 +461,7 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
                            {"predicted_step_ms_after", 1000 * decision.after.step_seconds},
                            {"imbalance_before", decision.before.imbalance}, {"imbalance_after", decision.after.imbalance},
                            {"bytes_moved", decision.migrate_bytes}, {"predicted_migrate_ms", 1000 * decision.migrate_seconds},
-                           {"migrate_ms", 1000 * moved.seconds},
+                           {"migrate_ms", 1000 * migrate_seconds},
                            {"rebalance_ms", 1000 * std::chrono::duration<double>(Clock::now() - rebalance_start).count()}});
   }
   if (decision.apply && world_.rank() == 0) {

@@ -45,6 +45,10 @@ struct StepResult {
   double expert_time_imbalance = 1.0;  // max / mean of the EP group's expert compute time
   double expert_seconds_total = 0.0;   // expert compute summed over the EP group's ranks
   double kept_copies = 0.0;            // token-copies the experts processed in one EP group
+  // Per rank of this EP group: expert compute seconds measured, and the copies its experts
+  // processed as the placement routes them (for the marginal cost of a copy).
+  std::vector<double> rank_expert_seconds;
+  std::vector<double> rank_copies;
 };
 
 struct TrainSummary {
@@ -67,8 +71,9 @@ class Trainer : private ExpertStateStore {
   // ep > 1 and balance.policy != none). Returns true when the placement changed.
   bool maybe_rebalance(std::int64_t step, const StepResult& last);
   // Moves experts (weights and optimizer moments) to a new placement per MoE layer; every
-  // rank calls it with the same placements. Public for tests of the invariance.
-  void apply_placements(const std::vector<Placement>& placements);
+  // rank calls it with the same placements. Public for tests of the invariance. Returns the
+  // wall time of the whole change on this rank (migration and rebuilt gradient groups).
+  double apply_placements(const std::vector<Placement>& placements);
   const std::vector<Placement>& placements() const { return placements_; }
   ParameterStore& parameters() { return *params_; }
   // Collective. Writes <run-dir>/checkpoints/step_<N>.h5 (atomically) and returns its path.
@@ -116,6 +121,9 @@ class Trainer : private ExpertStateStore {
   std::unique_ptr<LoadMonitor> monitor_;
   double ep_bandwidth_ = 0.0;       // bytes/s of the EP exchange, measured at start
   double seconds_per_copy_ = 0.0;   // moving average of expert compute per token-copy
+  double cov_copies_seconds_ = 0.0;  // moving averages of the across-rank covariance of copies and
+  double var_copies_ = 0.0;          // expert seconds, and of the variance of copies: their ratio is
+                                     // the marginal cost of one more copy on a rank
   double step_seconds_avg_ = 0.0;   // moving average of the step time
   double migration_bandwidth_ = 0.0;  // bytes/s that past migrations achieved (0: none yet)
   struct PendingCheck {             // a decision whose effect is measured a few steps later
