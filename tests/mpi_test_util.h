@@ -20,6 +20,15 @@ inline std::unique_ptr<ProcessGroup> world() {
   return std::make_unique<MpiGroup>(dup, "world");
 }
 
+// The tiny model the multi-rank tests train: 2 layers, 4 experts top-2, 8 sequences of 32 per
+// step in micro-batches of 2 (so that 1, 2 and 4 ranks all divide it), no evaluation, small
+// gradient buckets (several per step). Tests append their own overrides.
+inline std::vector<std::string> tiny_training_overrides() {
+  return {"model.d_model=32", "model.n_heads=2", "model.d_ff=48", "model.seq_len=32", "model.n_layers=2",
+          "model.experts=4", "model.top_k=2", "train.global_batch=8", "train.micro_batch=2", "train.warmup_steps=3",
+          "eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "parallel.bucket_mb=0.01"};
+}
+
 // Per-step losses and the parameters one rank holds, by name.
 struct RunResult {
   std::vector<double> losses;

@@ -32,11 +32,9 @@ std::string shared_dir(ProcessGroup& w, const std::string& tag) {
 }
 
 Config tiny(std::int64_t ep, std::int64_t steps) {
-  Config c = Config::load(std::nullopt, {"model.d_model=32", "model.n_heads=2", "model.d_ff=48", "model.seq_len=32",
-                                         "model.n_layers=2", "model.experts=4", "model.top_k=2", "train.global_batch=8",
-                                         "train.micro_batch=2", "train.warmup_steps=3", "eval.every=0",
-                                         "eval.examples=0", "eval.heldout_batches=0", "parallel.bucket_mb=0.01",
-                                         "model.capacity_factor=1.0"});
+  std::vector<std::string> sets = tiny_training_overrides();
+  sets.push_back("model.capacity_factor=1.0");
+  Config c = Config::load(std::nullopt, sets);
   c.train.steps = steps;
   c.parallel.ep = ep;
   return c;

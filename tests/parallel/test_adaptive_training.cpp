@@ -20,12 +20,10 @@ constexpr std::int64_t kSteps = 12;
 constexpr int kExperts = 8;  // 2 per rank at ep 4: every policy has room to act
 
 Config tiny(std::int64_t ep, const std::string& policy) {
-  Config c = Config::load(std::nullopt, {"model.d_model=32", "model.n_heads=2", "model.d_ff=48", "model.seq_len=32",
-                                         "model.n_layers=2", "model.experts=8", "model.top_k=2", "train.global_batch=8",
-                                         "train.micro_batch=2", "train.warmup_steps=3", "eval.every=0",
-                                         "eval.examples=0", "eval.heldout_batches=0", "parallel.bucket_mb=0.01",
-                                         "bench.router_zipf=1.2", "model.capacity_factor=1.0", "balance.interval=2",
-                                         "balance.threshold=0", "balance.force=true", "balance.max_experts_per_rank=6"});
+  std::vector<std::string> sets = tiny_training_overrides();
+  sets.insert(sets.end(), {"model.experts=8", "bench.router_zipf=1.2", "model.capacity_factor=1.0", "balance.interval=2",
+                           "balance.threshold=0", "balance.force=true", "balance.max_experts_per_rank=6"});
+  Config c = Config::load(std::nullopt, sets);
   c.train.steps = kSteps;
   c.parallel.ep = ep;
   c.balance.policy = policy;

@@ -18,10 +18,7 @@ namespace {
 constexpr std::int64_t kSteps = 20;
 
 Config tiny(double capacity_factor, std::int64_t ep) {
-  Config c = Config::load(std::nullopt, {"model.d_model=32", "model.n_heads=2", "model.d_ff=48", "model.seq_len=32",
-                                         "model.n_layers=2", "model.experts=4", "model.top_k=2", "train.global_batch=8",
-                                         "train.micro_batch=2", "train.warmup_steps=3", "eval.every=0",
-                                         "eval.examples=0", "eval.heldout_batches=0", "parallel.bucket_mb=0.01"});
+  Config c = Config::load(std::nullopt, tiny_training_overrides());
   c.model.capacity_factor = capacity_factor;
   c.train.steps = kSteps;
   c.parallel.ep = ep;
