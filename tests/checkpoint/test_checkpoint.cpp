@@ -13,6 +13,7 @@
 #include "runtime/core/error.h"
 #include "runtime/cpu/cpu_device.h"
 #include "runtime/train/trainer.h"
+#include "expect_error.h"
 
 namespace moerun::test {
 namespace {
@@ -44,16 +45,6 @@ std::map<std::string, std::vector<float>> values(Trainer& t) {
   std::map<std::string, std::vector<float>> out;
   for (Parameter* p : t.parameters().all()) out[p->name] = p->value.to_host();
   return out;
-}
-
-template <class Fn>
-void expect_checkpoint_error(Fn&& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a CheckpointError containing: " << fragment;
-  } catch (const CheckpointError& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace
@@ -166,11 +157,11 @@ TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
   // A model shape that does not match the config.
   Config wider = tiny(1, 2);
   wider.model.d_ff = 64;
-  expect_checkpoint_error([&] { resume(good, wider); }, "model shape differs");
+  expect_error<CheckpointError>([&] { resume(good, wider); }, "model shape differs");
   // Another format.
   const std::string other = dir + "/other.h5";
   H5Fclose(H5Fcreate(other.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
-  expect_checkpoint_error([&] { ckpt::CheckpointReader r(other); }, "not a moerun checkpoint");
+  expect_error<CheckpointError>([&] { ckpt::CheckpointReader r(other); }, "not a moerun checkpoint");
   // A newer version.
   const std::string newer = copy("newer.h5");
   {
@@ -181,7 +172,7 @@ TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
     H5Aclose(a);
     H5Fclose(f);
   }
-  expect_checkpoint_error([&] { ckpt::CheckpointReader r(newer); }, "newer");
+  expect_error<CheckpointError>([&] { ckpt::CheckpointReader r(newer); }, "newer");
   // A missing dataset.
   const std::string missing = copy("missing.h5");
   {
@@ -189,7 +180,7 @@ TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
     H5Ldelete(f, "/model/final_norm/gamma", H5P_DEFAULT);
     H5Fclose(f);
   }
-  expect_checkpoint_error([&] { resume(missing, tiny(1, 2)); }, "has no dataset '/model/final_norm/gamma'");
+  expect_error<CheckpointError>([&] { resume(missing, tiny(1, 2)); }, "has no dataset '/model/final_norm/gamma'");
   // A failed checksum (one value changed behind the writer's back).
   const std::string corrupt = copy("corrupt.h5");
   {
@@ -206,14 +197,14 @@ TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
     H5Dclose(d);
     H5Fclose(f);
   }
-  expect_checkpoint_error([&] { resume(corrupt, tiny(1, 2)); }, "checksum failed");
+  expect_error<CheckpointError>([&] { resume(corrupt, tiny(1, 2)); }, "checksum failed");
   // A truncated file.
   const std::string truncated = copy("truncated.h5");
   fs::resize_file(truncated, fs::file_size(truncated) / 2);
-  expect_checkpoint_error([&] { resume(truncated, tiny(1, 2)); }, "truncated");
+  expect_error<CheckpointError>([&] { resume(truncated, tiny(1, 2)); }, "truncated");
   // A directory without a completed checkpoint.
   fs::create_directories(dir + "/empty");
-  expect_checkpoint_error([&] { resume(dir + "/empty", tiny(1, 2)); }, "no 'latest'");
+  expect_error<CheckpointError>([&] { resume(dir + "/empty", tiny(1, 2)); }, "no 'latest'");
 }
 
 }  // namespace moerun::test

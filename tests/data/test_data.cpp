@@ -9,6 +9,7 @@
 #include "runtime/core/vocab.h"
 #include "runtime/data/synthetic_tasks.h"
 #include "runtime/data/token_file.h"
+#include "expect_error.h"
 
 namespace moerun::test {
 
@@ -112,15 +113,6 @@ std::string temp_file(const std::string& name, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
   return path.string();
 }
-template <class Fn>
-void expect_data_error(Fn&& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a DataError";
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
 }  // namespace
 
 TEST(TokenFile, ReadsTextAsBytesDeterministically) {
@@ -154,21 +146,21 @@ TEST(TokenFile, ReadsUint16Tokens) {
 }
 
 TEST(TokenFile, BadFilesAreClearErrors) {
-  expect_data_error([] { TokenFile("/nonexistent/data.txt", TokenFileFormat::Text, 16, 1, vocab::kSize); }, "/nonexistent/data.txt");
+  expect_error<DataError>([] { TokenFile("/nonexistent/data.txt", TokenFileFormat::Text, 16, 1, vocab::kSize); }, "/nonexistent/data.txt");
   const std::string empty = temp_file("moerun_empty.txt", "");
-  expect_data_error([&] { TokenFile(empty, TokenFileFormat::Text, 16, 1, vocab::kSize); }, "empty");
+  expect_error<DataError>([&] { TokenFile(empty, TokenFileFormat::Text, 16, 1, vocab::kSize); }, "empty");
   const std::string tiny = temp_file("moerun_tiny.txt", "hello world");
-  expect_data_error([&] { TokenFile(tiny, TokenFileFormat::Text, 16, 1, vocab::kSize); }, "too few");
+  expect_error<DataError>([&] { TokenFile(tiny, TokenFileFormat::Text, 16, 1, vocab::kSize); }, "too few");
   std::string odd(301, 'x');
   const std::string odd_path = temp_file("moerun_odd.u16", odd);
-  expect_data_error([&] { TokenFile(odd_path, TokenFileFormat::U16, 16, 1, vocab::kSize); }, "multiple of 2");
+  expect_error<DataError>([&] { TokenFile(odd_path, TokenFileFormat::U16, 16, 1, vocab::kSize); }, "multiple of 2");
   std::string big;
   for (int i = 0; i < 200; ++i) {
     const std::uint16_t v = i == 150 ? 60000 : 5;
     big.append(reinterpret_cast<const char*>(&v), 2);
   }
   const std::string big_path = temp_file("moerun_big.u16", big);
-  expect_data_error([&] { TokenFile(big_path, TokenFileFormat::U16, 16, 1, vocab::kSize); }, "position 150");
+  expect_error<DataError>([&] { TokenFile(big_path, TokenFileFormat::U16, 16, 1, vocab::kSize); }, "position 150");
 }
 
 }  // namespace moerun::test

@@ -7,53 +7,43 @@
 #include "runtime/core/error.h"
 #include "runtime/core/kernel_profile.h"
 #include "test_util.h"
+#include "expect_error.h"
 
 namespace moerun::test {
 
-// Runs fn, expects a KernelError whose message contains every fragment.
-template <class Fn>
-void expect_kernel_error(Fn&& fn, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a KernelError";
-  } catch (const KernelError& e) {
-    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what() << " lacks " << f;
-  }
-}
-
 TEST(KernelErrors, ShapeMismatchNamesKernelAndShapes) {
   Tensor a(device(), {3, 4}), b(device(), {5, 2}), c(device(), {3, 2});
-  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "[3, 4]", "[5, 2]"});
+  expect_error<KernelError>([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "[3, 4]", "[5, 2]"});
   Tensor b2(device(), {4, 2}), c_wrong(device(), {3, 3});
-  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &b2, .c = &c_wrong}); }, {"[matmul]", "[3, 3]"});
+  expect_error<KernelError>([&] { kernels::matmul({.a = &a, .b = &b2, .c = &c_wrong}); }, {"[matmul]", "[3, 3]"});
   Tensor x(device(), {2, 3}), y(device(), {3, 2});
-  expect_kernel_error([&] { kernels::softmax_forward({.x = &x, .out = &y}); }, {"[softmax_forward]", "[2, 3]", "[3, 2]"});
+  expect_error<KernelError>([&] { kernels::softmax_forward({.x = &x, .out = &y}); }, {"[softmax_forward]", "[2, 3]", "[3, 2]"});
 }
 
 TEST(KernelErrors, WrongDtypeIsRejected) {
   Tensor a(device(), {2, 2}, DType::I32), b(device(), {2, 2}), c(device(), {2, 2});
-  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "f32", "i32"});
+  expect_error<KernelError>([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "f32", "i32"});
   Tensor h(device(), {4}, DType::BF16), o(device(), {4});
-  expect_kernel_error([&] { kernels::activation_forward({.x = &h, .out = &o}); }, {"[activation_forward]", "bf16"});
+  expect_error<KernelError>([&] { kernels::activation_forward({.x = &h, .out = &o}); }, {"[activation_forward]", "bf16"});
 }
 
 TEST(KernelErrors, TensorsOnDifferentDevicesAreRejected) {
   CpuDevice other;
   Tensor a(device(), {2, 2}), b(other, {2, 2}), c(device(), {2, 2});
-  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "different devices"});
+  expect_error<KernelError>([&] { kernels::matmul({.a = &a, .b = &b, .c = &c}); }, {"[matmul]", "different devices"});
 }
 
 TEST(KernelErrors, MissingAndUndefinedArguments) {
   Tensor a(device(), {2, 2}), c(device(), {2, 2});
-  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = nullptr, .c = &c}); }, {"[matmul]", "'b'"});
+  expect_error<KernelError>([&] { kernels::matmul({.a = &a, .b = nullptr, .c = &c}); }, {"[matmul]", "'b'"});
   Tensor moved = std::move(a);
-  expect_kernel_error([&] { kernels::matmul({.a = &a, .b = &moved, .c = &c}); }, {"[matmul]", "undefined"});
+  expect_error<KernelError>([&] { kernels::matmul({.a = &a, .b = &moved, .c = &c}); }, {"[matmul]", "undefined"});
 }
 
 TEST(KernelErrors, GroupedMatmulGroupsMustShareShapes) {
   Tensor a1(device(), {3, 4}), a2(device(), {3, 5}), w1(device(), {4, 2}), w2(device(), {5, 2}), c1(device(), {3, 2}),
       c2(device(), {3, 2});
-  expect_kernel_error([&] { kernels::grouped_matmul({{{.a = &a1, .b = &w1, .c = &c1}, {.a = &a2, .b = &w2, .c = &c2}}}); },
+  expect_error<KernelError>([&] { kernels::grouped_matmul({{{.a = &a1, .b = &w1, .c = &c1}, {.a = &a2, .b = &w2, .c = &c2}}}); },
                       {"[grouped_matmul]", "[3, 5]"});
 }
 

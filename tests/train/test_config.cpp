@@ -6,6 +6,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/train/config.h"
+#include "expect_error.h"
 
 namespace moerun::test {
 namespace {
@@ -14,17 +15,6 @@ std::string write_temp(const std::string& name, const std::string& text) {
   const auto path = std::filesystem::temp_directory_path() / name;
   std::ofstream(path) << text;
   return path.string();
-}
-
-// Expects a ConfigError whose message contains every fragment.
-template <class Fn>
-void expect_config_error(Fn&& fn, std::initializer_list<std::string> fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a ConfigError";
-  } catch (const ConfigError& e) {
-    for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what() << "\n  lacks: " << f;
-  }
 }
 
 }  // namespace
@@ -62,32 +52,32 @@ tasks = ["add", "sort"]
 }
 
 TEST(Config, UnknownKeysAndWrongTypesNameTheKey) {
-  expect_config_error([] { Config::load(std::nullopt, {"model.dmodel=3"}); }, {"model.dmodel", "model.d_model"});
-  expect_config_error([] { Config::load(std::nullopt, {"modle.d_model=3"}); }, {"modle.d_model", "sections are"});
-  expect_config_error([] { Config::load(std::nullopt, {"model.d_model=big"}); }, {"model.d_model", "integer", "big"});
-  expect_config_error([] { Config::load(std::nullopt, {"model.d_model=1.5"}); }, {"model.d_model", "integer"});
-  expect_config_error([] { Config::load(std::nullopt, {"model.expert_type=relu"}); }, {"model.expert_type", "swiglu"});
-  expect_config_error([] { Config::load(std::nullopt, {"no-equals-sign"}); }, {"section.key=value"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.dmodel=3"}); }, {"model.dmodel", "model.d_model"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"modle.d_model=3"}); }, {"modle.d_model", "sections are"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.d_model=big"}); }, {"model.d_model", "integer", "big"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.d_model=1.5"}); }, {"model.d_model", "integer"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.expert_type=relu"}); }, {"model.expert_type", "swiglu"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"no-equals-sign"}); }, {"section.key=value"});
   const std::string path = write_temp("moerun_bad_key.toml", "[train]\nstepz = 3\n");
-  expect_config_error([&] { Config::load(path, {}); }, {"train.stepz", "moerun_bad_key.toml", "train.steps"});
+  expect_error<ConfigError>([&] { Config::load(path, {}); }, {"train.stepz", "moerun_bad_key.toml", "train.steps"});
 }
 
 TEST(Config, MalformedTomlSaysWhere) {
   const std::string path = write_temp("moerun_malformed.toml", "[model]\nd_model = = 3\n");
-  expect_config_error([&] { Config::load(path, {}); }, {"moerun_malformed.toml", "line 2"});
+  expect_error<ConfigError>([&] { Config::load(path, {}); }, {"moerun_malformed.toml", "line 2"});
 }
 
 TEST(Config, ImpossibleValuesAreRefusedWithTheRule) {
-  expect_config_error([] { Config::load(std::nullopt, {"model.top_k=5", "model.experts=4"}); },
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.top_k=5", "model.experts=4"}); },
                       {"model.top_k = 5", "model.experts = 4"});
-  expect_config_error([] { Config::load(std::nullopt, {"model.d_model=100", "model.n_heads=3"}); },
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.d_model=100", "model.n_heads=3"}); },
                       {"model.d_model = 100", "model.n_heads = 3"});
-  expect_config_error([] { Config::load(std::nullopt, {"train.global_batch=30", "train.micro_batch=16"}).validate(1); },
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"train.global_batch=30", "train.micro_batch=16"}).validate(1); },
                       {"train.global_batch = 30", "16"});
-  expect_config_error([] { Config::load(std::nullopt, {"parallel.ep=3"}).validate(4); }, {"parallel.ep = 3", "world size 4"});
-  expect_config_error([] { Config::load(std::nullopt, {"parallel.ep=3", "model.experts=4"}).validate(3); },
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"parallel.ep=3"}).validate(4); }, {"parallel.ep = 3", "world size 4"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"parallel.ep=3", "model.experts=4"}).validate(3); },
                       {"model.experts = 4", "parallel.ep = 3"});
-  expect_config_error([] { Config::load(std::nullopt, {"train.lr=0"}).validate(1); }, {"train.lr"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"train.lr=0"}).validate(1); }, {"train.lr"});
 }
 
 TEST(Config, ReferenceListsTheContractKeys) {
