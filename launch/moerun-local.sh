@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
 done
 bin=${MOERUN_BIN:-$here/build/release/bin/moerun}
 [ -x "$bin" ] || { echo "moerun-local: $bin not found; build first: bash launch/build.sh" >&2; exit 1; }
-cores=$(nproc)
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc alone obeys OMP_NUM_THREADS
 args=(-np "$ranks")
 if [ "$ranks" -gt "$cores" ]; then
   if [ "$oversubscribe" -eq 0 ]; then

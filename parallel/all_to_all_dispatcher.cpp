@@ -7,6 +7,7 @@
 #include "kernels/index.h"
 #include "parallel/host_access.h"
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 
 namespace moerun {
 
@@ -151,6 +152,7 @@ void AllToAllDispatcher::exchange(const Tensor& send, std::span<const std::int64
 }
 
 Tensor AllToAllDispatcher::dispatch(const DispatchPlan& plan, const Tensor& rows) {
+  const trace::Scope span("all-to-all", "dispatch");
   Tensor by_rank = placement_.rank_contiguous() ? rows.view() : permute(rows, by_rank_order(plan));
   Tensor received(rows.device(), {plan.rows_received, rows.dim(1)});  // [source][local expert]
   exchange(by_rank, plan.send_per_rank, received, plan.recv_per_rank);
@@ -159,6 +161,7 @@ Tensor AllToAllDispatcher::dispatch(const DispatchPlan& plan, const Tensor& rows
 }
 
 Tensor AllToAllDispatcher::combine(const DispatchPlan& plan, const Tensor& rows) {
+  const trace::Scope span("all-to-all", "combine");
   Tensor by_source = (group_.size() == 1 || local_.size() <= 1) ? rows.view() : permute(rows, inverse(by_expert_order(plan)));
   const std::int64_t sent = std::accumulate(plan.send_per_rank.begin(), plan.send_per_rank.end(), std::int64_t{0});
   Tensor back(rows.device(), {sent, rows.dim(1)});

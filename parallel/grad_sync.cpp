@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 
 namespace moerun {
 
@@ -68,6 +69,7 @@ GradSync::~GradSync() {
 
 void GradSync::launch(Bucket& b) {
   if (b.groups.empty()) return;  // no other copy to sum with
+  trace::async_begin("all-reduce", "bucket", static_cast<std::int64_t>(&b - buckets_.data()), b.flat.bytes());
   b.host = std::make_unique<HostAccess>(b.flat, HostAccess::ReadWrite);
   b.request = b.groups.front()->all_reduce_async(b.host->data(), b.flat.numel(), CommType::F32, ReduceOp::Sum);
 }
@@ -81,6 +83,7 @@ void GradSync::mark_ready(const Parameter& param) {
 }
 
 double GradSync::finish() {
+  const trace::Scope span("all-reduce", "all-reduce wait");
   const auto start = std::chrono::steady_clock::now();
   for (Bucket& b : buckets_) {
     if (b.ready < b.params) {
@@ -94,6 +97,7 @@ double GradSync::finish() {
     for (std::size_t g = 1; g < b.groups.size(); ++g)  // the rest of the chain, in turn
       b.groups[g]->all_reduce(b.host->data(), b.flat.numel(), CommType::F32, ReduceOp::Sum);
     b.host.reset();  // copies staged sums back to the device
+    if (!b.groups.empty()) trace::async_end("all-reduce", "bucket", static_cast<std::int64_t>(&b - buckets_.data()));
     b.ready = 0;
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

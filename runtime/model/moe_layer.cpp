@@ -9,6 +9,7 @@
 #include "kernels/matmul.h"
 #include "kernels/router.h"
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 
 namespace moerun {
 
@@ -65,8 +66,11 @@ Tensor MoeLayer::forward(const Tensor& h) {
   dispatch_ = dispatcher_.plan(routing_.kept_per_expert);
   expert_in_ = dispatcher_.dispatch(dispatch_, routed_);
   const auto expert_start = std::chrono::steady_clock::now();
-  expert_out_ = experts_->forward(expert_in_, dispatch_.recv_per_local_expert);
-  dev.synchronize();
+  {
+    const trace::Scope span("experts", "experts forward", layer_);
+    expert_out_ = experts_->forward(expert_in_, dispatch_.recv_per_local_expert);
+    dev.synchronize();
+  }
   stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
   routed_out_ = dispatcher_.combine(dispatch_, expert_out_);
   // 4. Gate-weighted sum back onto the tokens.
@@ -109,8 +113,12 @@ Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
   // Experts, along the same routes: gradients of outputs go to the ranks that computed them.
   Tensor dexpert_out = dispatcher_.dispatch(dispatch_, drouted_out);
   const auto expert_start = std::chrono::steady_clock::now();
-  Tensor dexpert_in = experts_->backward(dexpert_out);
-  dev.synchronize();
+  Tensor dexpert_in;
+  {
+    const trace::Scope span("experts", "experts backward", layer_);
+    dexpert_in = experts_->backward(dexpert_out);
+    dev.synchronize();
+  }
   stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
   expert_out_ = Tensor();
   Tensor drouted = dispatcher_.combine(dispatch_, dexpert_in);

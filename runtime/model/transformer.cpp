@@ -2,6 +2,7 @@
 
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "runtime/core/trace.h"
 #include "runtime/core/vocab.h"
 
 namespace moerun {
@@ -9,7 +10,8 @@ namespace moerun {
 // One pre-norm block: x1 = x + attn(ln1(x)); x2 = x1 + ffn(ln2(x1)), ffn MoE or dense.
 struct Transformer::Block {
   Block(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher)
-      : ln1(params, "layers." + std::to_string(layer) + ".ln1", config.d_model),
+      : layer(layer),
+        ln1(params, "layers." + std::to_string(layer) + ".ln1", config.d_model),
         attention(params, config, "layers." + std::to_string(layer) + ".attention"),
         ln2(params, "layers." + std::to_string(layer) + ".ln2", config.d_model) {
     if (config.is_moe_layer(layer)) {
@@ -21,6 +23,7 @@ struct Transformer::Block {
   }
 
   Tensor forward(Tensor input, std::int64_t batch) {
+    const trace::Scope span("forward", "forward", layer);
     x = std::move(input);
     h = ln1.forward(x);
     Tensor a = attention.forward(h, batch);
@@ -35,6 +38,7 @@ struct Transformer::Block {
   }
 
   Tensor backward(const Tensor& dx2, double aux_scale) {
+    const trace::Scope span("backward", "backward", layer);
     Tensor dh2 = moe ? moe->backward(dx2, aux_scale) : dense->backward(dx2);
     Tensor dx1 = ln2.backward(dh2);
     kernels::axpy({.x = &dx2, .y = &dx1});  // the residual path
@@ -46,6 +50,7 @@ struct Transformer::Block {
     return dx;
   }
 
+  int layer;
   LayerNorm ln1;
   AttentionLayer attention;
   LayerNorm ln2;
@@ -72,6 +77,7 @@ Tensor Transformer::forward(const Tensor& tokens, std::int64_t batch) {
   Tensor x = embedding_.forward(tokens, batch);
   for (auto& block : blocks_) x = block->forward(std::move(x), batch);
   final_in_ = std::move(x);
+  const trace::Scope span("forward", "lm head");
   final_out_ = final_norm_->forward(final_in_);
   Tensor logits(tokens.device(), {final_out_.dim(0), vocab::kSize});
   kernels::matmul({.a = &final_out_, .b = &lm_head_->value, .c = &logits, .transpose_b = true});
@@ -79,12 +85,14 @@ Tensor Transformer::forward(const Tensor& tokens, std::int64_t batch) {
 }
 
 void Transformer::backward(const Tensor& dlogits, double aux_scale) {
+  std::optional<trace::Scope> head_span(std::in_place, "backward", "lm head");
   Tensor dfinal(dlogits.device(), final_out_.shape());
   kernels::matmul({.a = &dlogits, .b = &lm_head_->value, .c = &dfinal});  // [n, V] x [V, d]
   kernels::matmul({.a = &dlogits, .b = &final_out_, .c = &lm_head_->grad, .transpose_a = true, .accumulate = true});
   Tensor dx = final_norm_->backward(dfinal);
   final_out_ = Tensor();
   final_in_ = Tensor();
+  head_span.reset();
   for (int l = static_cast<int>(blocks_.size()) - 1; l >= 0; --l) {
     dx = blocks_[static_cast<std::size_t>(l)]->backward(dx, aux_scale);
     if (backward_hook_) backward_hook_(l);

@@ -162,6 +162,9 @@ const std::vector<Key>& keys() {
     k.push_back(string_key("log.progress", &C::log, &LogConfig::progress,
                            "auto (redraw in place on a terminal, plain lines otherwise and under mpirun, whose "
                            "output is a pseudo-terminal even when redirected), redraw, lines"));
+    k.push_back(bool_key("log.trace", &C::log, &LogConfig::trace,
+                         "write a per-rank timeline (Chrome trace-event JSON) to <run-dir>/trace/rank_<r>.json; "
+                         "launch/merge_traces.py <run-dir> joins the ranks for Perfetto"));
     k.push_back(int_key("runtime.threads", &C::runtime, &RuntimeConfig::threads,
                         "compute threads per rank; 0 = cores / ranks on this node (OMP_NUM_THREADS wins when set)"));
     return k;

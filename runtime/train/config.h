@@ -66,6 +66,7 @@ struct CheckpointConfig {
 struct LogConfig {
   std::int64_t every = 10;         // steps between progress lines when not redrawing
   std::string progress = "auto";   // auto, redraw, lines
+  bool trace = false;              // per-rank Chrome trace in <run-dir>/trace/
 };
 
 struct RuntimeConfig {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/index.h"
+#include "runtime/core/trace.h"
 #include "runtime/core/vocab.h"
 #include "runtime/model/lm_loss.h"
 
@@ -47,6 +48,7 @@ std::vector<std::string> Evaluator::greedy_complete(const std::vector<std::strin
 }
 
 EvalResult Evaluator::run(const DataSource& data, const SyntheticTasks* tasks) {
+  const trace::Scope span("eval", "evaluation");
   EvalResult result;
   const std::int64_t b = config_.train.micro_batch, ranks = world_.size(), rank = world_.rank();
   // Held-out loss: batches split round-robin; every rank runs the same count.

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpoint_writer.h"
@@ -17,6 +19,7 @@
 #include "parallel/mpi_group.h"
 #include "runtime/train/signals.h"
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 #include "runtime/core/vocab.h"
 #include "runtime/data/token_file.h"
 #include "runtime/model/feed_forward.h"
@@ -74,12 +77,28 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
     progress_ = std::make_unique<ProgressLine>(config_.train.steps, config_.log.every, config_.log.progress);
     if (!run_dir.empty()) {
       metrics_ = std::make_unique<MetricsWriter>(run_dir);
-      metrics_->write_file("config_.json", config_.to_json().dump(2) + "\n");
+      metrics_->write_file("config.json", config_.to_json().dump(2) + "\n");
     }
+  }
+  if (config_.log.trace && !run_dir_.empty()) {
+    world_.barrier();  // every rank's time zero at the same moment: one time axis after merging
+    trace::start(world_.rank());
   }
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  try {  // a run that ends in an error still leaves its timeline
+    write_trace();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[rank %d] %s\n", world_.rank(), e.what());
+  }
+}
+
+void Trainer::write_trace() {
+  if (!trace::enabled()) return;
+  std::filesystem::create_directories(run_dir_ + "/trace");
+  trace::write(fmt::format("{}/trace/rank_{}.json", run_dir_, world_.rank()));
+}
 
 std::unique_ptr<DataSource> Trainer::make_data() const {
   const auto seed = static_cast<std::uint64_t>(config_.train.seed);
@@ -197,6 +216,7 @@ void Trainer::drop_expert(int layer, int expert) {
 }
 
 double Trainer::apply_placements(const std::vector<Placement>& placements) {
+  const trace::Scope span("rebalance", "migrate experts");
   const auto start = Clock::now();
   MOERUN_CHECK(placements.size() == placements_.size(), RuntimeError,
                "[rebalance] {} placements for {} MoE layers (expert parallelism needs parallel.ep > 1)",
@@ -238,6 +258,7 @@ void Trainer::check_finite(std::int64_t step, double loss) const {
 }
 
 StepResult Trainer::train_step(std::int64_t step) {
+  const trace::Scope span("step", "step", static_cast<int>(step));
   const auto start = Clock::now();
   const std::int64_t m = config_.train.micro_batch, t = config_.model.seq_len;
   const std::int64_t local_micro = config_.micro_batches_per_rank(world_.size());
@@ -261,6 +282,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   std::vector<double> sums(6 + 2 * moe_layers * experts, 0.0);
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const TokenBatch& batch = batches[i];
+    const trace::Scope micro_span("step", "micro-batch", static_cast<int>(i));
     Tensor inputs = Tensor::from_host(device_, {m * t}, batch.inputs);
     Tensor targets = Tensor::from_host(device_, {m * t}, batch.targets);
     if (i + 1 == batches.size()) {  // the last backward of the step: start reducing as blocks finish
@@ -325,6 +347,7 @@ StepResult Trainer::train_step(std::int64_t step) {
       for (std::size_t q = 0; q < ep; ++q) r.rank_copies[q] += per_rank[q];
     }
   }
+  const trace::Scope optimizer_span("optimizer", "clip and update");
   check_finite(step, r.loss + r.aux_loss + r.z_loss);
   std::vector<Tensor*> grads;
   for (Parameter* p : params_->all()) grads.push_back(&p->grad);
@@ -397,6 +420,7 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
     }
   }
   if (step % config_.balance.interval != 0 || step == config_.train.steps) return false;
+  const trace::Scope span("rebalance", "rebalance decision");
   const auto rebalance_start = Clock::now();
   PlannerInput in;
   in.loads = monitor_->average();
@@ -547,29 +571,36 @@ TrainSummary Trainer::run() {
     save_checkpoint(config_.train.steps);
   summary.final_eval = evaluator_->run(*data_, tasks);
   log_eval(config_.train.steps, summary.final_eval);
+  if (trace::enabled()) {
+    write_trace();
+    if (world_.rank() == 0)
+      progress_->message(fmt::format("trace: {0}/trace/rank_<r>.json; one file for Perfetto: launch/merge_traces.py {0}", run_dir_));
+  }
   summary.tokens_per_s = timed_ms > 0 ? double(timed_tokens) / (timed_ms / 1000.0) : 0.0;
   summary.rebalances = rebalances_;
+  // The busiest rank's memory: what a layout must fit.
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const std::int64_t peak_device = world_.all_reduce_value(static_cast<std::int64_t>(device_.memory_stats().peak_bytes), ReduceOp::Max);
+  const std::int64_t peak_rss = world_.all_reduce_value(std::int64_t{usage.ru_maxrss} * 1024, ReduceOp::Max);
   if (world_.rank() == 0) {
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    const MemoryStats mem = device_.memory_stats();
     progress_->finish();
     progress_->message(fmt::format("done: {} steps, first loss {:.4f}, last loss {:.4f}, {:.0f} tokens/s, {} rebalance(s); "
-                                   "peak device memory {}, peak RSS {}",
+                                   "peak device memory {}, peak RSS {} (the largest rank's)",
                                    config_.train.steps, summary.losses.empty() ? 0.0 : summary.losses.front(),
                                    summary.losses.empty() ? 0.0 : summary.losses.back(), summary.tokens_per_s,
-                                   rebalances_, human_bytes(double(mem.peak_bytes)),
-                                   human_bytes(double(usage.ru_maxrss) * 1024.0)));
+                                   rebalances_, human_bytes(double(peak_device)), human_bytes(double(peak_rss))));
     if (metrics_) {
       metrics_->write({{"summary", true}, {"steps", config_.train.steps}, {"tokens_per_s", summary.tokens_per_s},
-                       {"rebalances", rebalances_}, {"peak_device_bytes", mem.peak_bytes},
-                       {"peak_rss_bytes", usage.ru_maxrss * 1024L}});
+                       {"rebalances", rebalances_}, {"peak_device_bytes", peak_device},
+                       {"peak_rss_bytes", peak_rss}});
     }
   }
   return summary;
 }
 
 std::string Trainer::save_checkpoint(std::int64_t step) {
+  const trace::Scope span("checkpoint", "checkpoint", static_cast<int>(step));
   const auto start = Clock::now();
   ckpt::CheckpointContent content;
   std::map<std::string, std::size_t> index_of;

@@ -88,6 +88,7 @@ class Trainer : private ExpertStateStore {
   std::unique_ptr<DataSource> make_data() const;
   void check_finite(std::int64_t step, double loss) const;
   void log_eval(std::int64_t step, const EvalResult& r);
+  void write_trace();  // log.trace: <run-dir>/trace/rank_<r>.json
   // Gradient norm before clipping: each parameter counted once, whatever its copies.
   double global_grad_norm() const;
   void rebuild_grad_sync();

@@ -1,0 +1,111 @@
+"""A small sweep end to end: launch/sweep.py runs every point under mpirun, writes results.csv
+with the documented columns and plausible values, reuses finished points when run again, reports
+an impossible layout as invalid, and (when matplotlib is importable) writes the PNGs.
+
+    test_sweep.py <repository root> <moerun binary> <work directory>
+"""
+import csv
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+root, moerun, work = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+shutil.rmtree(work, ignore_errors=True)
+work.mkdir(parents=True)
+env = {**os.environ, "MOERUN_BIN": moerun}
+sweep = [sys.executable, str(root / "launch/sweep.py")]
+
+(work / "spec.toml").write_text("""
+[sweep]
+scaling = "strong"
+warmup = 2
+[base]
+"train.steps" = 6
+"train.global_batch" = 8
+"train.micro_batch" = 4
+"eval.every" = 0
+"eval.examples" = 2
+"eval.heldout_batches" = 1
+[axes]
+ranks = [1, 2]
+ep = [1, "ranks"]
+size = ["tiny"]
+""")
+out = work / "out"
+
+
+def run(*args):
+    p = subprocess.run(sweep + list(args), env=env, capture_output=True, text=True)
+    print(p.stdout, p.stderr, sep="\n")
+    return p
+
+
+def check(condition, message):
+    if not condition:
+        sys.exit(f"FAIL: {message}")
+
+
+p = run(str(work / "spec.toml"), "--out", str(out))
+check(p.returncode == 0, f"sweep exited {p.returncode}")
+with open(out / "results.csv") as f:
+    rows = {r["point"]: r for r in csv.DictReader(f)}
+required = ["point", "status", "ranks", "dp", "ep", "experts", "top_k", "capacity_factor", "skew", "policy", "size",
+            "d_model", "tokens_per_s", "scaling_efficiency", "speedup", "step_ms", "compute_ms", "a2a_ms",
+            "allreduce_ms", "rebalance_ms", "imbalance_mean", "peak_device_mib", "peak_rss_mib", "oversubscribed",
+            "final_loss"]
+header = list(next(iter(rows.values())).keys())
+check(all(c in header for c in required), f"missing columns: {[c for c in required if c not in header]}")
+check(set(rows) == {"ranks1-ep1-sizetiny", "ranks1-epranks-sizetiny", "ranks2-ep1-sizetiny", "ranks2-epranks-sizetiny"},
+      f"points: {sorted(rows)}")
+for name, r in rows.items():
+    check(r["status"] == "ok", f"{name}: {r['status']} {r['message']}")
+    check(float(r["tokens_per_s"]) > 0 and float(r["step_ms"]) > 0, f"{name}: no throughput")
+    check(float(r["peak_device_mib"]) > 0, f"{name}: no peak memory")
+    parts = sum(float(r[k]) for k in ("compute_ms", "a2a_ms", "allreduce_ms"))
+    check(abs(parts - float(r["step_ms"])) < 1e-3 * float(r["step_ms"]) + 1e-6, f"{name}: the split does not add up")
+    check(r["d_model"] == "64", f"{name}: size 'tiny' not applied")
+    check(int(r["dp"]) * int(r["ep"]) == int(r["ranks"]), f"{name}: dp x ep != ranks")
+check(rows["ranks2-epranks-sizetiny"]["ep"] == "2", "ep = \"ranks\" did not become 2")
+check(float(rows["ranks2-epranks-sizetiny"]["a2a_mib_per_step"]) > 0, "expert parallelism sent no all-to-all bytes")
+check(float(rows["ranks1-ep1-sizetiny"]["scaling_efficiency"]) == 1.0, "the baseline's efficiency is not 1")
+eff = float(rows["ranks2-ep1-sizetiny"]["scaling_efficiency"])
+speedup = float(rows["ranks2-ep1-sizetiny"]["speedup"])
+check(abs(eff - speedup / 2) < 1e-4, "efficiency != speedup / ranks ratio")
+run_dir = out / rows["ranks2-epranks-sizetiny"]["run_dir"]
+check((run_dir / "config.json").exists(), "the run directory has no config.json")
+check(json.loads((run_dir / "config.json").read_text())["parallel"]["ep"] == 2, "config.json does not say ep 2")
+check("the same run as ranks1-ep1-sizetiny" in p.stdout, "ep = 1 and ep = ranks at one rank were run twice")
+
+pngs = ["throughput_vs_ranks.png", "step_breakdown.png", "loss_curves.png"]
+has_matplotlib = "plots skipped" not in p.stdout
+if has_matplotlib:
+    for png in pngs:
+        check((out / png).stat().st_size > 1000, f"{png} missing or empty")
+    check((run_dir.parent / "expert_load.png").exists() and (run_dir.parent / "imbalance.png").exists(),
+          "the per-run figures are missing")
+else:
+    print("SKIP plot checks: no python3 with matplotlib on this machine (apt-get install python3-matplotlib)")
+
+# Resumable: a second invocation runs nothing.
+stamp = (out / "points/ranks2-ep1-sizetiny/result.json").stat().st_mtime_ns
+p = run(str(work / "spec.toml"), "--out", str(out), "--no-plots")
+check(p.returncode == 0 and p.stdout.count("done before") == 3, "finished points were not reused")
+check((out / "points/ranks2-ep1-sizetiny/result.json").stat().st_mtime_ns == stamp, "a finished point ran again")
+
+# A layout moerun refuses is reported as invalid, with moerun's message; JSON specs work.
+(work / "bad.json").write_text(json.dumps({"base": {"train.steps": 2}, "axes": {"ranks": [2], "ep": ["ranks"],
+                                                                                   "experts": [3]}}))
+p = run(str(work / "bad.json"), "--out", str(work / "bad"), "--no-plots")
+check(p.returncode == 0, "an invalid layout failed the sweep")
+with open(work / "bad/results.csv") as f:
+    bad = list(csv.DictReader(f))[0]
+check(bad["status"] == "invalid" and "not divisible by parallel.ep" in bad["message"] and bad["experts"] == "3", f"invalid point: {bad}")
+
+# A malformed sweep file is refused with a message naming the problem.
+(work / "broken.toml").write_text("[axes]\nranks = 2\n")
+p = run(str(work / "broken.toml"), "--out", str(work / "broken"))
+check(p.returncode != 0 and "axis 'ranks' must be a non-empty list" in p.stderr, "malformed spec not refused clearly")
+print("sweep test OK")
