@@ -2,7 +2,7 @@
 """Run a moerun sweep: every combination of the axes in a sweep file, one mpirun job per point,
 collected into DIR/results.csv, then plotted into DIR (launch/plot.py).
 
-    launch/sweep.py SPEC.toml|SPEC.json [--out DIR] [--dry-run] [--rerun] [--timeout S]
+    launch/sweep.py SPEC.toml|SPEC.json [--out DIR] [--dry-run] [--rerun] [--collect] [--timeout S]
 
 A sweep can be resumed: points whose DIR/points/<name>/result.json matches the spec are not run
 again (--rerun runs them all). Points that failed are retried. The sweep file:
@@ -248,6 +248,20 @@ def run_point(point: dict, out: pathlib.Path, warmup: int, timeout: float, cores
     return result
 
 
+def collect_point(point: dict, out: pathlib.Path, warmup: int) -> dict:
+    run_dir = out / "points" / point["name"] / "run"
+    result = {"point": point["name"], "ranks": point["ranks"], "oversubscribed": False, "wall_s": "",
+              "run_dir": str(run_dir.relative_to(out)), "spec": spec_key(point), "status": "missing",
+              "message": f"no finished run in {run_dir}"}
+    try:
+        result.update(summarize(run_dir, warmup))
+    except (OSError, RuntimeError):
+        return result
+    result.update(status="ok", message="collected")
+    result["dp"] = point["ranks"] // result["ep"]
+    return result
+
+
 def spec_key(point: dict) -> dict:
     return {"ranks": point["ranks"], "settings": point["settings"]}
 
@@ -306,6 +320,9 @@ def main() -> int:
     parser.add_argument("--rerun", action="store_true", help="run every point again, even those already done")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per point before it is killed")
     parser.add_argument("--no-plots", action="store_true", help="write results.csv only")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: collect the points whose run directories (DIR/points/<name>/run) were "
+                             "filled by jobs started elsewhere, e.g. one Slurm job per point")
     args = parser.parse_args()
 
     spec = load_spec(args.spec)
@@ -319,7 +336,7 @@ def main() -> int:
         for p in points:
             print(f"{p['name']}: " + " ".join(moerun_command(p, out / "points" / p["name"] / "run", p["ranks"] > cores)))
         return 0
-    if not binary.exists():
+    if not binary.exists() and not args.collect:
         fail(f"{binary} not found; build first: bash launch/build.sh (or set MOERUN_BIN)")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.spec, out / ("spec" + args.spec.suffix))
@@ -339,6 +356,11 @@ def main() -> int:
         if twin is not None:  # e.g. ep = 1 and ep = "ranks" at one rank: run once, report under both names
             print(f"{prefix}: the same run as {twin['point']}")
             results.append({**twin, "point": p["name"]})
+            continue
+        if args.collect:
+            r = collect_point(p, out, warmup)
+            results.append(r)
+            print(f"{prefix}: " + (f"{r['tokens_per_s']:.0f} tokens/s" if r["status"] == "ok" else r["message"]))
             continue
         r = run_point(p, out, warmup, args.timeout, cores)
         results.append(r)
@@ -364,7 +386,7 @@ def main() -> int:
             print("sweep: plots skipped: no python3 with matplotlib found (Debian: apt-get install python3-matplotlib)")
         else:
             subprocess.run([python, str(HERE / "plot.py"), str(csv_path), "--out", str(out)], check=True)
-    failed = [r["point"] for r in results if r["status"] == "failed"]
+    failed = [r["point"] for r in results if r["status"] in ("failed", "missing")]
     if failed:
         print(f"sweep: {len(failed)} point(s) failed: {', '.join(failed)}; run the sweep again to retry them")
         return 1

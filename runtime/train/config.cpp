@@ -1,4 +1,5 @@
 #include "runtime/train/config.h"
+#include "runtime/train/memory_plan.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -167,6 +168,9 @@ const std::vector<Key>& keys() {
                          "launch/merge_traces.py <run-dir> joins the ranks for Perfetto"));
     k.push_back(int_key("runtime.threads", &C::runtime, &RuntimeConfig::threads,
                         "compute threads per rank; 0 = cores / ranks on this node (OMP_NUM_THREADS wins when set)"));
+    k.push_back(string_key("runtime.memory_limit", &C::runtime, &RuntimeConfig::memory_limit,
+                           "device bytes per rank a layout may need (estimate of moerun --dry-run): \"24GiB\", "
+                           "\"512MiB\", \"80%\" of RAM; a layout over it is refused before training; \"0\" = no limit"));
     return k;
   }();
   return table;
@@ -244,6 +248,7 @@ Config Config::load(const std::optional<std::string>& file, const std::vector<st
 
 void Config::validate(int world_size) const {
   model.validate();
+  parse_memory_limit(runtime.memory_limit);  // a malformed size fails here, before any work
   auto at_least = [](std::int64_t v, std::int64_t lo, const char* key, const char* why) {
     MOERUN_CHECK(v >= lo, ConfigError, "{} = {} must be >= {} ({})", key, v, lo, why);
   };

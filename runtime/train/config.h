@@ -71,6 +71,7 @@ struct LogConfig {
 
 struct RuntimeConfig {
   std::int64_t threads = 0;  // compute threads per rank; 0 = cores / ranks on the node
+  std::string memory_limit = "0";  // per-rank device bytes a layout may use: "24GiB", "80%"; "0" = no limit
 };
 
 struct Config {

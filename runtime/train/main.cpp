@@ -16,6 +16,7 @@
 #include "runtime/core/error.h"
 #include "runtime/cpu/cpu_device.h"
 #include "runtime/train/config.h"
+#include "runtime/train/memory_plan.h"
 #include "runtime/train/signals.h"
 #include "runtime/train/trainer.h"
 
@@ -79,6 +80,8 @@ int main(int argc, char** argv) {
   std::string run_dir;
   std::string resume;
   bool reference = false;
+  bool dry_run = false;
+  int dry_world = 0;
   app.add_option("--config", config_file, "TOML config file (every key has a default)")->check(CLI::ExistingFile);
   app.add_option("--set", overrides, "override a key: --set section.key=value (repeatable)");
   app.add_option("--run-dir", run_dir, "directory for config.json and metrics.jsonl (default runs/<date-time>)");
@@ -86,6 +89,11 @@ int main(int argc, char** argv) {
                  "continue from a checkpoint: a step_<N>.h5 file, a checkpoints directory or a run directory "
                  "(its latest checkpoint); any world size and parallel.ep");
   app.add_flag("--config-reference", reference, "print every config key as a Markdown table and exit");
+  app.add_flag("--dry-run", dry_run,
+               "check the layout and print the memory estimate per rank (parameters, gradients, optimizer, "
+               "activations, peak), then exit; no mpirun needed");
+  app.add_option("--world-size", dry_world, "with --dry-run: plan for this many ranks (default: the ranks started)")
+      ->check(CLI::PositiveNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -99,6 +107,23 @@ int main(int argc, char** argv) {
 
   try {
     const moerun::Config config = moerun::Config::load(config_file, overrides);
+    if (dry_run) {
+      const int planned = dry_world > 0 ? dry_world : size;
+      config.validate(planned);
+      if (rank == 0) {
+        const moerun::CpuDevice probe;
+        const auto est = moerun::estimate_memory(config, planned, !probe.host_accessible());
+        std::printf("moerun --dry-run: %d rank(s) = dp %lld x ep %lld, %lld micro-batch(es) of %lld sequences per rank "
+                    "per step; device memory per rank (every rank alike):\n%s",
+                    planned, static_cast<long long>(config.dp(planned)), static_cast<long long>(config.parallel.ep),
+                    static_cast<long long>(config.micro_batches_per_rank(planned)),
+                    static_cast<long long>(config.train.micro_batch), est.table().c_str());
+        moerun::check_memory_limit(config, planned, !probe.host_accessible());
+        if (moerun::parse_memory_limit(config.runtime.memory_limit) > 0)
+          std::printf("fits runtime.memory_limit = %s\n", config.runtime.memory_limit.c_str());
+      }
+      return 0;
+    }
     config.validate(size);
     std::string threads_why;
     const int threads = choose_threads(config, *world, threads_why);

@@ -49,6 +49,8 @@ double median(std::vector<double> v) {
 Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir)
     : config_(config), world_(world), device_(device), run_dir_(run_dir) {
   config_.validate(world.size());
+  check_memory_limit(config_, world.size(), !device.host_accessible());  // before anything is allocated
+  memory_estimate_ = estimate_memory(config_, world.size(), !device.host_accessible());
   topology_ = std::make_unique<Topology>(world, static_cast<int>(config_.parallel.ep), static_cast<int>(config_.model.experts));
   params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config_.train.seed), config_.model.init_std);
   const int experts = static_cast<int>(config_.model.experts);
@@ -519,6 +521,12 @@ TrainSummary Trainer::run() {
                                    params_->count_elements(), config_.model.n_layers, config_.model.experts,
                                    config_.model.top_k, data_->describe(), world_.size(), topology_->dp(),
                                    topology_->ep(), grad_sync_->buckets(), device_.name()));
+    progress_->message(fmt::format("memory per rank, estimated: peak {} = parameters {} + gradients {} + optimizer {} + "
+                                   "activations {} + temporaries {} + communication {} (moerun --dry-run explains)",
+                                   human_bytes(double(memory_estimate_.peak)), human_bytes(double(memory_estimate_.parameters)),
+                                   human_bytes(double(memory_estimate_.gradients)), human_bytes(double(memory_estimate_.optimizer)),
+                                   human_bytes(double(memory_estimate_.activations)), human_bytes(double(memory_estimate_.temporaries)),
+                                   human_bytes(double(memory_estimate_.communication))));
     if (policy_ != BalancePolicy::None && placements_.empty())
       progress_->message("note: balance.policy has no effect with parallel.ep = 1 (every rank holds every expert)");
     if (config_.model.router_zipf > 0)
@@ -586,13 +594,16 @@ TrainSummary Trainer::run() {
   if (world_.rank() == 0) {
     progress_->finish();
     progress_->message(fmt::format("done: {} steps, first loss {:.4f}, last loss {:.4f}, {:.0f} tokens/s, {} rebalance(s); "
-                                   "peak device memory {}, peak RSS {} (the largest rank's)",
+                                   "peak device memory {} (estimated {}, {:+.1f}%), peak RSS {} (the largest rank's)",
                                    config_.train.steps, summary.losses.empty() ? 0.0 : summary.losses.front(),
                                    summary.losses.empty() ? 0.0 : summary.losses.back(), summary.tokens_per_s,
-                                   rebalances_, human_bytes(double(peak_device)), human_bytes(double(peak_rss))));
+                                   rebalances_, human_bytes(double(peak_device)), human_bytes(double(memory_estimate_.peak)),
+                                   100.0 * (double(memory_estimate_.peak) - double(peak_device)) / double(std::max<std::int64_t>(1, peak_device)),
+                                   human_bytes(double(peak_rss))));
     if (metrics_) {
       metrics_->write({{"summary", true}, {"steps", config_.train.steps}, {"tokens_per_s", summary.tokens_per_s},
                        {"rebalances", rebalances_}, {"peak_device_bytes", peak_device},
+                       {"memory_estimate", memory_estimate_.to_json()},
                        {"peak_rss_bytes", peak_rss}});
     }
   }

@@ -21,6 +21,7 @@
 #include "runtime/model/transformer.h"
 #include "runtime/train/config.h"
 #include "runtime/train/evaluator.h"
+#include "runtime/train/memory_plan.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/optimizer.h"
 
@@ -133,6 +134,7 @@ class Trainer : private ExpertStateStore {
     std::vector<double> measured;
   };
   std::optional<PendingCheck> pending_;
+  MemoryEstimate memory_estimate_;  // per rank, for this layout
   int rebalances_ = 0;
   std::string run_dir_;
   std::int64_t start_step_ = 0;  // the last step already done (restore)

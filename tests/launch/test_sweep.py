@@ -95,6 +95,19 @@ p = run(str(work / "spec.toml"), "--out", str(out), "--no-plots")
 check(p.returncode == 0 and p.stdout.count("done before") == 3, "finished points were not reused")
 check((out / "points/ranks2-ep1-sizetiny/result.json").stat().st_mtime_ns == stamp, "a finished point ran again")
 
+# --collect: run directories filled elsewhere (one cluster job per point) are summarized, not run.
+shutil.copytree(out / "points", work / "collected/points")
+for f in (work / "collected/points").glob("*/result.json"):
+    f.unlink()
+shutil.rmtree(work / "collected/points/ranks1-ep1-sizetiny/run")
+p = run(str(work / "spec.toml"), "--out", str(work / "collected"), "--collect", "--no-plots")
+with open(work / "collected/results.csv") as f:
+    collected = {r["point"]: r for r in csv.DictReader(f)}
+check(collected["ranks2-ep1-sizetiny"]["tokens_per_s"] == rows["ranks2-ep1-sizetiny"]["tokens_per_s"],
+      "--collect gave other figures than the sweep")
+check(collected["ranks1-ep1-sizetiny"]["status"] == "missing" and p.returncode != 0,
+      "--collect did not report a point without a finished run")
+
 # A layout moerun refuses is reported as invalid, with moerun's message; JSON specs work.
 (work / "bad.json").write_text(json.dumps({"base": {"train.steps": 2}, "axes": {"ranks": [2], "ep": ["ranks"],
                                                                                    "experts": [3]}}))
