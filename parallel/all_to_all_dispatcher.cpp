@@ -136,8 +136,12 @@ void AllToAllDispatcher::exchange(const Tensor& send, std::span<const std::int64
     sd[i] = send_at[i] * d;
     rd[i] = recv_at[i] * d;
     if (r != me) {
+      const std::int64_t bytes = send_rows[i] * d * static_cast<std::int64_t>(sizeof(float));
+      const bool inter = !node_of_rank_.empty() && node_of_rank_[i] != node_of_rank_[static_cast<std::size_t>(me)];
       stats_.rows_sent += send_rows[i];
-      stats_.bytes_sent += send_rows[i] * d * static_cast<std::int64_t>(sizeof(float));
+      stats_.bytes_sent += bytes;
+      if (inter) stats_.bytes_inter_node += bytes;
+      if (send_rows[i] > 0) ++(inter ? stats_.messages_inter_node : stats_.messages_intra_node);
     }
   }
   {

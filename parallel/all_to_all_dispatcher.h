@@ -26,6 +26,8 @@ class AllToAllDispatcher final : public TokenDispatcher {
   const Placement& placement() const { return placement_; }
   // Between iterations only: the experts this rank holds change with it.
   void set_placement(Placement placement);
+  // The node of each EP rank (Topology::node_of_ep_rank), for the intra/inter-node accounting.
+  void set_nodes(std::vector<int> node_of_rank) { node_of_rank_ = std::move(node_of_rank); }
 
  private:
   // Rows in [source rank][local expert] order <-> rows in [local expert][source rank] order.
@@ -40,6 +42,7 @@ class AllToAllDispatcher final : public TokenDispatcher {
   Placement placement_;
   std::vector<int> local_;
   DispatchStats stats_;
+  std::vector<int> node_of_rank_;  // empty: every rank on one node
 };
 
 }  // namespace moerun

@@ -82,6 +82,13 @@ void GradSync::mark_ready(const Parameter& param) {
   if (++b.ready == b.params) launch(b);
 }
 
+std::map<const ProcessGroup*, std::int64_t> GradSync::payload_per_group() const {
+  std::map<const ProcessGroup*, std::int64_t> out;
+  for (const Bucket& b : buckets_)
+    for (const ProcessGroup* g : b.groups) out[g] += static_cast<std::int64_t>(b.flat.bytes());
+  return out;
+}
+
 double GradSync::finish() {
   const trace::Scope span("all-reduce", "all-reduce wait");
   const auto start = std::chrono::steady_clock::now();

@@ -38,6 +38,9 @@ class GradSync {
   // waiting here (the communication that backward did not hide).
   double finish();
   std::size_t buckets() const { return buckets_.size(); }
+  // Bytes each step reduces over each group (the buckets' payload; what MPI sends for it
+  // depends on its algorithm, about 2 (p - 1) / p of it per rank for a ring).
+  std::map<const ProcessGroup*, std::int64_t> payload_per_group() const;
 
  private:
   struct Bucket {

@@ -34,6 +34,10 @@ struct DispatchStats {
   double seconds = 0.0;        // wall time inside the exchanges (counts and payloads)
   std::int64_t bytes_sent = 0;  // payload bytes sent to other ranks
   std::int64_t rows_sent = 0;   // token-copies sent to other ranks (forward and backward)
+  // The same traffic by destination: another node, or this node; messages = non-empty sends.
+  std::int64_t bytes_inter_node = 0;
+  std::int64_t messages_intra_node = 0;
+  std::int64_t messages_inter_node = 0;
 };
 
 class TokenDispatcher {

@@ -4,7 +4,7 @@
 
 namespace moerun {
 
-Topology::Topology(ProcessGroup& world, int ep, int experts) : world_(world), ep_(ep) {
+Topology::Topology(ProcessGroup& world, int ep, int experts, int ranks_per_node) : world_(world), ep_(ep) {
   MOERUN_CHECK(ep >= 1 && world.size() % ep == 0, ConfigError,
                "parallel.ep = {} does not divide the world size {} (ranks = dp x ep); run with a multiple of {} ranks "
                "or choose ep among the divisors of {}",
@@ -16,7 +16,21 @@ Topology::Topology(ProcessGroup& world, int ep, int experts) : world_(world), ep
   const int rank = world.rank();
   ep_group_ = world.split(rank / ep, rank % ep, "ep");
   edp_group_ = world.split(rank % ep, rank / ep, "edp");
-  node_group_ = world.split_node_local("node");
+  node_group_ = ranks_per_node > 0 ? world.split(rank / ranks_per_node, rank, "node") : world.split_node_local("node");
+  node_id_ = static_cast<int>(node_group_->all_reduce_value(std::int64_t{rank}, ReduceOp::Min));
+  nodes_ = static_cast<int>(world.all_reduce_value(std::int64_t{node_group_->rank() == 0 ? 1 : 0}));
+  std::vector<std::int64_t> nodes(static_cast<std::size_t>(ep));
+  const std::int64_t mine = node_id_;
+  ep_group_->all_gather(&mine, nodes.data(), 1, CommType::I64);
+  node_of_ep_rank_.assign(nodes.begin(), nodes.end());
+  edp_spans_nodes_ = edp_group_->all_reduce_value(mine, ReduceOp::Min) != edp_group_->all_reduce_value(mine, ReduceOp::Max);
+}
+
+bool Topology::ep_ranks_span_nodes(const std::vector<int>& ep_ranks) const {
+  for (int r : ep_ranks)
+    if (node_of_ep_rank_.at(static_cast<std::size_t>(r)) != node_of_ep_rank_.at(static_cast<std::size_t>(ep_ranks.front())))
+      return true;
+  return false;
 }
 
 }  // namespace moerun

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "parallel/process_group.h"
 
@@ -17,7 +18,9 @@ namespace moerun {
 class Topology {
  public:
   // Refuses (ConfigError) an ep that does not divide the world or the expert count.
-  Topology(ProcessGroup& world, int ep, int experts);
+  // ranks_per_node > 0 overrides the detected nodes: consecutive blocks of that many ranks
+  // count as one node (parallel.ranks_per_node, to exercise multi-node paths on one machine).
+  Topology(ProcessGroup& world, int ep, int experts, int ranks_per_node = 0);
 
   ProcessGroup& world() const { return world_; }
   ProcessGroup& ep_group() const { return *ep_group_; }
@@ -27,11 +30,21 @@ class Topology {
   int dp() const { return world_.size() / ep_; }
   int ep_rank() const { return world_.rank() % ep_; }
   int dp_rank() const { return world_.rank() / ep_; }
+  // Nodes: an id per node (its lowest world rank), the node of each EP-group member, and
+  // whether a group of EP ranks or the EDP group spans more than one node.
+  int nodes() const { return nodes_; }
+  int node_id() const { return node_id_; }
+  const std::vector<int>& node_of_ep_rank() const { return node_of_ep_rank_; }
+  bool ep_ranks_span_nodes(const std::vector<int>& ep_ranks) const;
+  bool edp_spans_nodes() const { return edp_spans_nodes_; }
 
  private:
   ProcessGroup& world_;
   int ep_;
   std::unique_ptr<ProcessGroup> ep_group_, edp_group_, node_group_;
+  int nodes_ = 1, node_id_ = 0;
+  std::vector<int> node_of_ep_rank_;
+  bool edp_spans_nodes_ = false;
 };
 
 }  // namespace moerun

@@ -140,6 +140,9 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("parallel.ep", &C::parallel, &ParallelConfig::ep, "expert-parallel group size; must divide the world size and model.experts"));
     k.push_back(float_key("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb,
                           "gradient all-reduce bucket size in MiB; buckets are reduced during backward as they complete"));
+    k.push_back(int_key("parallel.ranks_per_node", &C::parallel, &ParallelConfig::ranks_per_node,
+                        "ranks per node for the intra/inter-node accounting; 0 = detected (shared memory); n > 0 "
+                        "treats consecutive blocks of n ranks as nodes (to study multi-node layouts on one machine)"));
     k.push_back(string_key("balance.policy", &C::balance, &BalanceConfig::policy,
                            "adaptive expert placement: none (static), migrate (permute experts), replicate (extra "
                            "copies of hot experts), auto (the cost model chooses); needs parallel.ep > 1"));
@@ -259,6 +262,7 @@ void Config::validate(int world_size) const {
   at_least(eval.every, 0, "eval.every", "0 = only at the end");
   at_least(eval.examples, 0, "eval.examples", "0 skips exact-match evaluation");
   at_least(eval.heldout_batches, 0, "eval.heldout_batches", "0 skips held-out loss");
+  at_least(parallel.ranks_per_node, 0, "parallel.ranks_per_node", "0 (detect) or the ranks of one node");
   at_least(log.every, 1, "log.every", "a progress line every n steps");
   at_least(runtime.threads, 0, "runtime.threads", "0 = automatic");
   MOERUN_CHECK(log.progress == "auto" || log.progress == "redraw" || log.progress == "lines", ConfigError,

@@ -46,6 +46,7 @@ struct EvalConfig {
 struct ParallelConfig {
   std::int64_t ep = 1;         // expert-parallel group size; dp = world / ep
   double bucket_mb = 4.0;      // gradient all-reduce bucket size
+  std::int64_t ranks_per_node = 0;  // 0 = detect; n = consecutive blocks of n ranks count as nodes
 };
 
 struct BalanceConfig {

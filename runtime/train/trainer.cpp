@@ -51,7 +51,8 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   config_.validate(world.size());
   check_memory_limit(config_, world.size(), !device.host_accessible());  // before anything is allocated
   memory_estimate_ = estimate_memory(config_, world.size(), !device.host_accessible());
-  topology_ = std::make_unique<Topology>(world, static_cast<int>(config_.parallel.ep), static_cast<int>(config_.model.experts));
+  topology_ = std::make_unique<Topology>(world, static_cast<int>(config_.parallel.ep), static_cast<int>(config_.model.experts),
+                                         static_cast<int>(config_.parallel.ranks_per_node));
   params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config_.train.seed), config_.model.init_std);
   const int experts = static_cast<int>(config_.model.experts);
   std::vector<TokenDispatcher*> per_block;
@@ -60,7 +61,9 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
     per_block.assign(static_cast<std::size_t>(config_.model.n_layers), dispatchers_.front().get());
   } else {
     for (int l = 0; l < config_.model.n_layers; ++l) {  // each MoE layer gets its own placement
-      dispatchers_.push_back(std::make_unique<AllToAllDispatcher>(topology_->ep_group(), Placement::contiguous(experts, topology_->ep())));
+      auto dispatcher = std::make_unique<AllToAllDispatcher>(topology_->ep_group(), Placement::contiguous(experts, topology_->ep()));
+      dispatcher->set_nodes(topology_->node_of_ep_rank());
+      dispatchers_.push_back(std::move(dispatcher));
       per_block.push_back(dispatchers_.back().get());
     }
   }
@@ -152,11 +155,14 @@ void Trainer::rebuild_grad_sync() {
   ready_order.insert(ready_order.end(), params_outside_blocks_.begin(), params_outside_blocks_.end());
   // Replica groups first, in a fixed order, on every rank of the EP group.
   std::map<std::pair<int, int>, ProcessGroup*> replicas_of;  // (block, expert) -> group
+  std::map<const ProcessGroup*, bool> spans_nodes = {{&world_, topology_->nodes() > 1},
+                                                     {&topology_->edp_group(), topology_->edp_spans_nodes()}};
   for (std::size_t i = 0; i < placements_.size(); ++i) {
     for (int e = 0; e < placements_[i].experts(); ++e) {
       std::vector<int> ranks;
       for (const Replica& r : placements_[i].replicas(e)) ranks.push_back(r.rank);
       replicas_of[{moe_blocks_[i], e}] = replica_group(ranks);
+      spans_nodes[replicas_of[{moe_blocks_[i], e}]] = topology_->ep_ranks_span_nodes(ranks);
     }
   }
   // The new sync takes the gradients over from the old one's buckets before those are freed.
@@ -168,6 +174,8 @@ void Trainer::rebuild_grad_sync() {
         return {it == replicas_of.end() ? nullptr : it->second, &topology_->edp_group()};
       },
       static_cast<std::size_t>(config_.parallel.bucket_mb * 1024 * 1024));
+  allreduce_intra_ = allreduce_inter_ = 0;
+  for (const auto& [group, bytes] : grad_sync_->payload_per_group()) (spans_nodes[group] ? allreduce_inter_ : allreduce_intra_) += bytes;
 }
 
 double Trainer::measure_ep_bandwidth() {
@@ -364,9 +372,17 @@ StepResult Trainer::train_step(std::int64_t step) {
     const DispatchStats s = d->take_stats();
     a2a.seconds += s.seconds;
     a2a.bytes_sent += s.bytes_sent;
+    a2a.bytes_inter_node += s.bytes_inter_node;
+    a2a.messages_intra_node += s.messages_intra_node;
+    a2a.messages_inter_node += s.messages_inter_node;
   }
   r.a2a_ms = 1000.0 * a2a.seconds;
   r.a2a_bytes = a2a.bytes_sent;
+  r.a2a_bytes_inter_node = a2a.bytes_inter_node;
+  r.a2a_messages_intra_node = a2a.messages_intra_node;
+  r.a2a_messages_inter_node = a2a.messages_inter_node;
+  r.allreduce_bytes_intra_node = allreduce_intra_;
+  r.allreduce_bytes_inter_node = allreduce_inter_;
   r.compute_ms = r.step_ms - r.a2a_ms - r.allreduce_ms;
   r.tokens = config_.train.global_batch * t;
   return r;
@@ -553,6 +569,12 @@ TrainSummary Trainer::run() {
                          {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s},
                          {"step_ms", r.step_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
                          {"allreduce_ms", r.allreduce_ms}, {"a2a_bytes", r.a2a_bytes}, {"dropped_frac", r.dropped_frac},
+                         {"comm", {{"a2a_bytes_intra_node", r.a2a_bytes - r.a2a_bytes_inter_node},
+                                   {"a2a_bytes_inter_node", r.a2a_bytes_inter_node},
+                                   {"a2a_messages_intra_node", r.a2a_messages_intra_node},
+                                   {"a2a_messages_inter_node", r.a2a_messages_inter_node},
+                                   {"allreduce_bytes_intra_node", r.allreduce_bytes_intra_node},
+                                   {"allreduce_bytes_inter_node", r.allreduce_bytes_inter_node}}},
                          {"imbalance", imbalance}, {"imbalance_layers", r.imbalance},
                          {"expert_time_imbalance", r.expert_time_imbalance}, {"expert_counts", r.expert_counts},
                          {"expert_kept", r.expert_kept}});

@@ -38,6 +38,10 @@ struct StepResult {
   double allreduce_ms = 0.0;  // gradient all-reduce not hidden behind backward
   double compute_ms = 0.0;    // the rest of the step
   std::int64_t a2a_bytes = 0;  // sent by this rank's dispatchers
+  std::int64_t a2a_bytes_inter_node = 0;  // of which to ranks on other nodes
+  std::int64_t a2a_messages_intra_node = 0, a2a_messages_inter_node = 0;  // non-empty sends
+  std::int64_t allreduce_bytes_intra_node = 0;  // gradient payload reduced in groups within a node
+  std::int64_t allreduce_bytes_inter_node = 0;  // and in groups spanning nodes
   std::int64_t tokens = 0;  // input tokens in the global batch
   double dropped_frac = 0.0;
   std::vector<std::vector<std::int64_t>> expert_counts;  // [moe layer][expert] routed copies, global
@@ -110,6 +114,7 @@ class Trainer : private ExpertStateStore {
   std::vector<Placement> placements_;                          // per MoE layer (ep > 1)
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<GradSync> grad_sync_;
+  std::int64_t allreduce_intra_ = 0, allreduce_inter_ = 0;  // per step, from the buckets' groups
   std::map<std::vector<int>, std::unique_ptr<ProcessGroup>> replica_groups_;
   std::vector<std::vector<Parameter*>> params_of_block_;  // [block] parameters of layers.<block>.
   std::vector<Parameter*> params_outside_blocks_;         // embedding, final norm, LM head

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <numeric>
 #include <random>
 
 #include "parallel/all_to_all_dispatcher.h"
+#include "parallel/topology.h"
 #include "mpi_test_util.h"
 #include "runtime/cpu/cpu_device.h"
 
@@ -99,6 +101,47 @@ TEST(AllToAllDispatcher, ReplicatedExpertsWithUnevenShares) {
   if (p == 1) replicas.back().pop_back();
   for (int e = 2; e < 2 + 2 * p; ++e) replicas.push_back({{(e * 7) % p, 1}});
   check_round_trip(Placement(p, replicas));
+}
+
+// The intra/inter-node split of the exchange's bytes and messages follows the nodes that
+// Topology assigns (parallel.ranks_per_node), checked against the plan's per-rank rows.
+TEST(AllToAllDispatcher, NodeAccountingFollowsTheTopology) {
+  auto w = world();
+  CpuDevice dev;
+  const int p = w->size(), me = w->rank(), experts = 2 * p;
+  for (int ranks_per_node : {1, 2, p}) {
+    Topology topology(*w, p, experts, ranks_per_node);
+    EXPECT_EQ(topology.nodes(), (p + ranks_per_node - 1) / ranks_per_node);
+    AllToAllDispatcher dispatcher(topology.ep_group(), Placement::contiguous(experts, p));
+    dispatcher.set_nodes(topology.node_of_ep_rank());
+    std::vector<std::int64_t> per_expert;
+    for (int e = 0; e < experts; ++e) per_expert.push_back(count(me, e));
+    const std::int64_t n = std::accumulate(per_expert.begin(), per_expert.end(), std::int64_t{0});
+    Tensor input = Tensor::zeros(dev, {n, 4});
+    const DispatchPlan plan = dispatcher.plan(per_expert);
+    Tensor received = dispatcher.dispatch(plan, input);
+    Tensor back = dispatcher.combine(plan, received);
+    std::int64_t inter_rows = 0, inter_messages = 0, intra_messages = 0;
+    for (int r = 0; r < p; ++r) {
+      if (r == me) continue;
+      const bool other_node = r / ranks_per_node != me / ranks_per_node;
+      const auto i = static_cast<std::size_t>(r);
+      for (std::int64_t rows : {plan.send_per_rank[i], plan.recv_per_rank[i]}) {  // dispatch, then combine
+        if (other_node) inter_rows += rows;
+        if (rows > 0) ++(other_node ? inter_messages : intra_messages);
+      }
+    }
+    const DispatchStats stats = dispatcher.take_stats();
+    EXPECT_EQ(stats.bytes_inter_node, inter_rows * 4 * static_cast<std::int64_t>(sizeof(float))) << ranks_per_node;
+    EXPECT_EQ(stats.messages_inter_node, inter_messages) << ranks_per_node;
+    EXPECT_EQ(stats.messages_intra_node, intra_messages) << ranks_per_node;
+    if (ranks_per_node == 1) {
+      EXPECT_EQ(stats.bytes_inter_node, stats.bytes_sent);
+    }
+    if (ranks_per_node == p) {
+      EXPECT_EQ(stats.bytes_inter_node, 0);
+    }
+  }
 }
 
 }  // namespace moerun::test
