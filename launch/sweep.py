@@ -172,7 +172,7 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def summarize(run_dir: pathlib.Path, warmup: int) -> dict:
+def summarize(run_dir: pathlib.Path, warmup: int, ranks: int) -> dict:
     """The figures of one finished run from its metrics.jsonl, events.jsonl and config.json."""
     records = read_jsonl(run_dir / "metrics.jsonl")
     steps = [r for r in records if "step_ms" in r]
@@ -189,7 +189,7 @@ def summarize(run_dir: pathlib.Path, warmup: int) -> dict:
     mean = lambda key: statistics.fmean(r[key] for r in timed)  # noqa: E731
     half = steps[len(steps) // 2:]
     return {
-        "dp": None, "timed_steps": len(timed),
+        "dp": ranks // config["parallel"]["ep"], "timed_steps": len(timed),
         "tokens_per_s": tokens_per_step * len(timed) / (total_ms / 1000.0),
         "step_ms": mean("step_ms"), "step_ms_median": statistics.median(r["step_ms"] for r in timed),
         "compute_ms": mean("compute_ms"), "a2a_ms": mean("a2a_ms"), "allreduce_ms": mean("allreduce_ms"),
@@ -242,8 +242,7 @@ def run_point(point: dict, out: pathlib.Path, warmup: int, timeout: float, cores
                 result[column] = point["settings"][key]
     else:
         result.update(status="ok", message="oversubscribed: timing meaningless" if oversubscribed else "")
-        result.update(summarize(run_dir, warmup))
-        result["dp"] = point["ranks"] // result["ep"]
+        result.update(summarize(run_dir, warmup, point["ranks"]))
     (point_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -254,11 +253,10 @@ def collect_point(point: dict, out: pathlib.Path, warmup: int) -> dict:
               "run_dir": str(run_dir.relative_to(out)), "spec": spec_key(point), "status": "missing",
               "message": f"no finished run in {run_dir}"}
     try:
-        result.update(summarize(run_dir, warmup))
+        result.update(summarize(run_dir, warmup, point["ranks"]))
     except (OSError, RuntimeError):
         return result
     result.update(status="ok", message="collected")
-    result["dp"] = point["ranks"] // result["ep"]
     return result
 
 

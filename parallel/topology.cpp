@@ -17,12 +17,11 @@ Topology::Topology(ProcessGroup& world, int ep, int experts, int ranks_per_node)
   ep_group_ = world.split(rank / ep, rank % ep, "ep");
   edp_group_ = world.split(rank % ep, rank / ep, "edp");
   node_group_ = ranks_per_node > 0 ? world.split(rank / ranks_per_node, rank, "node") : world.split_node_local("node");
-  node_id_ = static_cast<int>(node_group_->all_reduce_value(std::int64_t{rank}, ReduceOp::Min));
+  const std::int64_t mine = node_group_->all_reduce_value(std::int64_t{rank}, ReduceOp::Min);  // this node's id
   nodes_ = static_cast<int>(world.all_reduce_value(std::int64_t{node_group_->rank() == 0 ? 1 : 0}));
-  std::vector<std::int64_t> nodes(static_cast<std::size_t>(ep));
-  const std::int64_t mine = node_id_;
-  ep_group_->all_gather(&mine, nodes.data(), 1, CommType::I64);
-  node_of_ep_rank_.assign(nodes.begin(), nodes.end());
+  std::vector<std::int64_t> ep_nodes(static_cast<std::size_t>(ep));
+  ep_group_->all_gather(&mine, ep_nodes.data(), 1, CommType::I64);
+  node_of_ep_rank_.assign(ep_nodes.begin(), ep_nodes.end());
   edp_spans_nodes_ = edp_group_->all_reduce_value(mine, ReduceOp::Min) != edp_group_->all_reduce_value(mine, ReduceOp::Max);
 }
 

@@ -30,10 +30,9 @@ class Topology {
   int dp() const { return world_.size() / ep_; }
   int ep_rank() const { return world_.rank() % ep_; }
   int dp_rank() const { return world_.rank() / ep_; }
-  // Nodes: an id per node (its lowest world rank), the node of each EP-group member, and
-  // whether a group of EP ranks or the EDP group spans more than one node.
+  // Nodes (each named by its lowest world rank): how many, the node of each EP-group member,
+  // and whether a group of EP ranks or the EDP group spans more than one node.
   int nodes() const { return nodes_; }
-  int node_id() const { return node_id_; }
   const std::vector<int>& node_of_ep_rank() const { return node_of_ep_rank_; }
   bool ep_ranks_span_nodes(const std::vector<int>& ep_ranks) const;
   bool edp_spans_nodes() const { return edp_spans_nodes_; }
@@ -42,7 +41,7 @@ class Topology {
   ProcessGroup& world_;
   int ep_;
   std::unique_ptr<ProcessGroup> ep_group_, edp_group_, node_group_;
-  int nodes_ = 1, node_id_ = 0;
+  int nodes_ = 1;
   std::vector<int> node_of_ep_rank_;
   bool edp_spans_nodes_ = false;
 };

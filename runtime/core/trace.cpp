@@ -82,7 +82,8 @@ std::int64_t write(const std::string& path) {
   MOERUN_CHECK(f != nullptr, RuntimeError, "[trace] cannot write '{}': check that the run directory is writable", path);
   fmt::print(f, "{{\"displayTimeUnit\": \"ms\", \"otherData\": {{\"rank\": {}, \"dropped_events\": {}}},\n\"traceEvents\": [\n",
              r.rank, r.dropped);
-  // Names for the rows Perfetto shows: one process per rank, main and all-reduce tracks.
+  // Names for the rows Perfetto shows: one process per rank, ordered by rank; async bucket
+  // spans get their own tracks under it.
   fmt::print(f, "{{\"ph\": \"M\", \"pid\": {0}, \"tid\": 0, \"name\": \"process_name\", \"args\": {{\"name\": \"rank {0}\"}}}},\n"
                 "{{\"ph\": \"M\", \"pid\": {0}, \"tid\": 0, \"name\": \"process_sort_index\", \"args\": {{\"sort_index\": {0}}}}},\n"
                 "{{\"ph\": \"M\", \"pid\": {0}, \"tid\": 0, \"name\": \"thread_name\", \"args\": {{\"name\": \"main\"}}}}",

@@ -112,13 +112,13 @@ int main(int argc, char** argv) {
       config.validate(planned);
       if (rank == 0) {
         const moerun::CpuDevice probe;
-        const auto est = moerun::estimate_memory(config, planned, !probe.host_accessible());
+        // Over runtime.memory_limit this throws; its message carries the same table.
+        const auto est = moerun::checked_memory_estimate(config, planned, !probe.host_accessible());
         std::printf("moerun --dry-run: %d rank(s) = dp %lld x ep %lld, %lld micro-batch(es) of %lld sequences per rank "
                     "per step; device memory per rank (every rank alike):\n%s",
                     planned, static_cast<long long>(config.dp(planned)), static_cast<long long>(config.parallel.ep),
                     static_cast<long long>(config.micro_batches_per_rank(planned)),
                     static_cast<long long>(config.train.micro_batch), est.table().c_str());
-        moerun::check_memory_limit(config, planned, !probe.host_accessible());
         if (moerun::parse_memory_limit(config.runtime.memory_limit) > 0)
           std::printf("fits runtime.memory_limit = %s\n", config.runtime.memory_limit.c_str());
       }

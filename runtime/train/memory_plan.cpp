@@ -171,11 +171,10 @@ std::int64_t parse_memory_limit(const std::string& text) {
   return static_cast<std::int64_t>(bytes);
 }
 
-void check_memory_limit(const Config& config, int world_size, bool staged_comm) {
-  const std::int64_t limit = parse_memory_limit(config.runtime.memory_limit);
-  if (limit == 0) return;
+MemoryEstimate checked_memory_estimate(const Config& config, int world_size, bool staged_comm) {
   const MemoryEstimate est = estimate_memory(config, world_size, staged_comm);
-  if (est.peak <= limit) return;
+  const std::int64_t limit = parse_memory_limit(config.runtime.memory_limit);
+  if (limit == 0 || est.peak <= limit) return est;
   // What would fit: more expert parallelism, or smaller micro-batches (more accumulation).
   std::string options;
   for (std::int64_t ep = config.parallel.ep * 2; ep <= world_size; ep *= 2) {

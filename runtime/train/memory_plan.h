@@ -44,8 +44,8 @@ MemoryEstimate estimate_memory(const Config& config, int world_size, bool staged
 // runtime.memory_limit as bytes: "0" = none, "24GiB", "512MiB", "80%" of this machine's RAM.
 std::int64_t parse_memory_limit(const std::string& text);
 
-// Throws ConfigError when the estimate exceeds runtime.memory_limit, listing the options that
-// would fit (larger parallel.ep, smaller train.micro_batch) with their estimates.
-void check_memory_limit(const Config& config, int world_size, bool staged_comm);
+// The estimate, checked: throws ConfigError when it exceeds runtime.memory_limit, listing the
+// options that would fit (larger parallel.ep, smaller train.micro_batch) with their estimates.
+MemoryEstimate checked_memory_estimate(const Config& config, int world_size, bool staged_comm);
 
 }  // namespace moerun

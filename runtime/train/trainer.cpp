@@ -49,8 +49,8 @@ double median(std::vector<double> v) {
 Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir)
     : config_(config), world_(world), device_(device), run_dir_(run_dir) {
   config_.validate(world.size());
-  check_memory_limit(config_, world.size(), !device.host_accessible());  // before anything is allocated
-  memory_estimate_ = estimate_memory(config_, world.size(), !device.host_accessible());
+  // Before anything is allocated: a layout over runtime.memory_limit stops here.
+  memory_estimate_ = checked_memory_estimate(config_, world.size(), !device.host_accessible());
   topology_ = std::make_unique<Topology>(world, static_cast<int>(config_.parallel.ep), static_cast<int>(config_.model.experts),
                                          static_cast<int>(config_.parallel.ranks_per_node));
   params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config_.train.seed), config_.model.init_std);
