@@ -44,4 +44,11 @@ Tensor AttentionLayer::backward(const Tensor& dy) {
   return dh;
 }
 
+void AttentionLayer::release() {
+  qkv_ = Tensor();
+  probs_ = Tensor();
+  heads_ = Tensor();
+  h_ = nullptr;
+}
+
 }  // namespace moerun

@@ -17,6 +17,7 @@ class AttentionLayer {
   // h [batch * seq_len, d], kept alive by the caller until backward.
   Tensor forward(const Tensor& h, std::int64_t batch);
   Tensor backward(const Tensor& dy);  // returns dh
+  void release();  // forgets what forward saved
 
  private:
   const ModelConfig& config_;

@@ -60,6 +60,25 @@ void FeedForwardSet::accumulate_weight_grad(const std::vector<Tensor>& a, const 
   kernels::grouped_matmul(args);
 }
 
+void FeedForwardSet::compute_hidden(const std::vector<Tensor>& xs) {
+  Device& dev = x_->device();
+  const std::int64_t rows = x_->dim(0), ff = config_.d_ff;
+  pre_ = Tensor(dev, {rows, ff});
+  auto pres = split(pre_);
+  apply_weights(xs, &Weights::w1, pres, false, false);
+  if (config_.expert_type == ExpertType::SwiGlu) {
+    up_ = Tensor(dev, {rows, ff});
+    auto ups = split(up_);
+    apply_weights(xs, &Weights::w3, ups, false, false);
+  }
+}
+
+void FeedForwardSet::release() {
+  pre_ = Tensor();
+  up_ = Tensor();
+  x_ = nullptr;
+}
+
 Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> counts) {
   MOERUN_CHECK(counts.size() == experts_.size(), RuntimeError, "[feed_forward] {} row counts for {} FFNs",
                counts.size(), experts_.size());
@@ -67,18 +86,16 @@ Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> co
   counts_.assign(counts.begin(), counts.end());
   x_ = &x;
   const std::int64_t rows = x.dim(0), ff = config_.d_ff;
-  const auto xs = split(x);
-  pre_ = Tensor(dev, {rows, ff});
-  auto pres = split(pre_);
-  apply_weights(xs, &Weights::w1, pres, false, false);
+  compute_hidden(split(x));
   Tensor act(dev, {rows, ff});
   if (config_.expert_type == ExpertType::SwiGlu) {
-    up_ = Tensor(dev, {rows, ff});
-    auto ups = split(up_);
-    apply_weights(xs, &Weights::w3, ups, false, false);
     kernels::swiglu_forward({.gate = &pre_, .up = &up_, .y = &act});
   } else {
     kernels::activation_forward({.activation = Activation::Gelu, .x = &pre_, .out = &act});
+  }
+  if (recompute_hidden_) {  // the activation is all the second matmul needs
+    pre_ = Tensor();
+    up_ = Tensor();
   }
   Tensor out(dev, {rows, config_.d_model});
   auto acts = split(act);
@@ -91,6 +108,8 @@ Tensor FeedForwardSet::backward(const Tensor& dy) {
   Device& dev = dy.device();
   const std::int64_t rows = dy.dim(0), ff = config_.d_ff;
   const bool swiglu = config_.expert_type == ExpertType::SwiGlu;
+  const auto xs = split(*x_);
+  if (!pre_.defined()) compute_hidden(xs);  // train.recompute = moe dropped them
   // Recompute the activation from the saved pre-activations (cheaper than keeping it).
   Tensor act(dev, {rows, ff});
   if (swiglu) {
@@ -98,7 +117,7 @@ Tensor FeedForwardSet::backward(const Tensor& dy) {
   } else {
     kernels::activation_forward({.activation = Activation::Gelu, .x = &pre_, .out = &act});
   }
-  const auto dys = split(dy), acts = split(act), xs = split(*x_);
+  const auto dys = split(dy), acts = split(act);
   Tensor dact(dev, {rows, ff});
   auto dacts = split(dact);
   apply_weights(dys, &Weights::w2, dacts, true, false);  // dact = dy W2^T

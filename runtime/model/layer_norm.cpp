@@ -29,4 +29,10 @@ Tensor LayerNorm::backward(const Tensor& dy) {
   return dx;
 }
 
+void LayerNorm::release() {
+  mean_ = Tensor();
+  variance_ = Tensor();
+  x_ = nullptr;
+}
+
 }  // namespace moerun

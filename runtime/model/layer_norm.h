@@ -11,6 +11,7 @@ class LayerNorm {
   // x [n, width] must stay alive until backward.
   Tensor forward(const Tensor& x);
   Tensor backward(const Tensor& dy);  // returns dx; accumulates the parameter gradients
+  void release();  // forgets what forward saved
 
  private:
   Parameter& gamma_;

@@ -9,6 +9,12 @@ namespace moerun {
 
 enum class ExpertType { Gelu, SwiGlu };
 
+// Activation recomputation (train.recompute): what forward drops and backward recomputes.
+// None keeps everything; Moe drops the expert FFNs' hidden activations (x W1, x W3) and
+// recomputes them from the expert inputs; Full keeps only each block's input and runs the
+// block's forward again (router, token exchange and experts included) before its backward.
+enum class Recompute { None, Moe, Full };
+
 struct ModelConfig {
   std::int64_t d_model = 128;
   std::int64_t n_layers = 3;
@@ -43,5 +49,8 @@ struct ModelConfig {
 };
 
 std::string expert_type_name(ExpertType t);
+// "none", "moe", "full"; parse_recompute throws ConfigError naming train.recompute otherwise.
+std::string recompute_name(Recompute r);
+Recompute parse_recompute(const std::string& text);
 
 }  // namespace moerun

@@ -35,6 +35,20 @@ MoeLayer::MoeLayer(ParameterStore& params, const ModelConfig& config, int layer,
 void MoeLayer::attach_local_experts(ParameterStore& params) {
   experts_ = std::make_unique<FeedForwardSet>(params, config_, expert_prefix(layer_), dispatcher_.local_experts(),
                                               ParamKind::Expert, layer_, /*create=*/false);
+  experts_->set_recompute_hidden(recompute_experts_);
+}
+
+void MoeLayer::set_recompute_experts(bool on) {
+  recompute_experts_ = on;
+  experts_->set_recompute_hidden(on);
+}
+
+void MoeLayer::release() {
+  experts_->release();
+  for (Tensor* t : {&probs_, &lse_, &index_, &gates_, &token_of_copy_, &slot_of_copy_, &copy_gates_, &routed_, &expert_in_,
+                    &expert_out_, &routed_out_})
+    *t = Tensor();
+  h_ = nullptr;
 }
 
 Tensor MoeLayer::forward(const Tensor& h) {

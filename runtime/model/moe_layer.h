@@ -32,6 +32,10 @@ class MoeLayer {
   // dy [tokens, d]; aux_scale weighs this micro-batch's aux and z losses in the total loss.
   Tensor backward(const Tensor& dy, double aux_scale);
   const MoeStats& stats() const { return stats_; }
+  // train.recompute = moe: the experts drop their hidden activations in forward.
+  void set_recompute_experts(bool on);
+  // Forgets what forward saved (train.recompute = full runs forward again before backward).
+  void release();
   void reset_expert_seconds() { stats_.expert_seconds = 0.0; }
   // Between steps, after the placement changed: rebuild the expert FFNs from the parameters
   // of the experts the dispatcher now routes here (they must already be in `params`).
@@ -46,6 +50,7 @@ class MoeLayer {
   TokenDispatcher& dispatcher_;
   Parameter& router_;  // [d, experts]
   std::unique_ptr<FeedForwardSet> experts_;
+  bool recompute_experts_ = false;
   Tensor router_bias_;  // [experts]: bench.router_zipf's fixed logit bias (empty when off)
   MoeStats stats_;
   // Saved by forward for backward.

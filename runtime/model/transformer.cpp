@@ -25,20 +25,18 @@ struct Transformer::Block {
   Tensor forward(Tensor input, std::int64_t batch) {
     const trace::Scope span("forward", "forward", layer);
     x = std::move(input);
-    h = ln1.forward(x);
-    Tensor a = attention.forward(h, batch);
-    x1 = Tensor(x.device(), x.shape());
-    kernels::binary({.op = BinaryOp::Add, .a = &x, .b = &a, .out = &x1});
-    h2 = ln2.forward(x1);
-    const std::int64_t rows[] = {h2.dim(0)};
-    Tensor f = moe ? moe->forward(h2) : dense->forward(h2, rows);
-    Tensor x2(x.device(), x.shape());
-    kernels::binary({.op = BinaryOp::Add, .a = &x1, .b = &f, .out = &x2});
+    batch_size = batch;
+    Tensor x2 = compute();
+    if (recompute == Recompute::Full) release_saved();  // backward runs compute() again from x
     return x2;
   }
 
   Tensor backward(const Tensor& dx2, double aux_scale) {
     const trace::Scope span("backward", "backward", layer);
+    if (recompute == Recompute::Full) {
+      const trace::Scope again("recompute", "recompute forward", layer);
+      compute();  // the same inputs and weights: the same activations, router choices and exchange
+    }
     Tensor dh2 = moe ? moe->backward(dx2, aux_scale) : dense->backward(dx2);
     Tensor dx1 = ln2.backward(dh2);
     kernels::axpy({.x = &dx2, .y = &dx1});  // the residual path
@@ -50,6 +48,39 @@ struct Transformer::Block {
     return dx;
   }
 
+  void set_recompute(Recompute r) {
+    recompute = r;
+    if (moe) moe->set_recompute_experts(r == Recompute::Moe);
+  }
+
+  // The block from its saved input x: saves what backward needs and returns the output.
+  Tensor compute() {
+    h = ln1.forward(x);
+    Tensor a = attention.forward(h, batch_size);
+    x1 = Tensor(x.device(), x.shape());
+    kernels::binary({.op = BinaryOp::Add, .a = &x, .b = &a, .out = &x1});
+    a = Tensor();
+    h2 = ln2.forward(x1);
+    const std::int64_t rows[] = {h2.dim(0)};
+    Tensor f = moe ? moe->forward(h2) : dense->forward(h2, rows);
+    Tensor x2(x.device(), x.shape());
+    kernels::binary({.op = BinaryOp::Add, .a = &x1, .b = &f, .out = &x2});
+    return x2;
+  }
+
+  // Everything but the input x.
+  void release_saved() {
+    ln1.release();
+    attention.release();
+    ln2.release();
+    if (moe) {
+      moe->release();
+    } else {
+      dense->release();
+    }
+    for (Tensor* t : {&h, &x1, &h2}) *t = Tensor();
+  }
+
   int layer;
   LayerNorm ln1;
   AttentionLayer attention;
@@ -57,6 +88,8 @@ struct Transformer::Block {
   std::unique_ptr<MoeLayer> moe;
   std::unique_ptr<FeedForwardSet> dense;
   Tensor x, h, x1, h2;  // saved activations, [n, d] each
+  std::int64_t batch_size = 0;
+  Recompute recompute = Recompute::None;
 };
 
 Transformer::Transformer(const ModelConfig& config, ParameterStore& params, TokenDispatcher& dispatcher)
@@ -72,6 +105,10 @@ Transformer::Transformer(const ModelConfig& config, ParameterStore& params, cons
 }
 
 Transformer::~Transformer() = default;
+
+void Transformer::set_recompute(Recompute r) {
+  for (auto& block : blocks_) block->set_recompute(r);
+}
 
 Tensor Transformer::forward(const Tensor& tokens, std::int64_t batch) {
   Tensor x = embedding_.forward(tokens, batch);

@@ -34,6 +34,9 @@ class Transformer {
   // with -1 after the embedding's, when every gradient is complete. Empty = no calls.
   void set_backward_hook(std::function<void(int)> hook) { backward_hook_ = std::move(hook); }
 
+  // train.recompute: which activations forward drops and backward recomputes (default none).
+  void set_recompute(Recompute r);
+
   // MoE statistics of the last forward, one entry per MoE layer (dense blocks are skipped).
   std::vector<const MoeStats*> moe_stats() const;
   // Index of each MoE layer among all blocks.

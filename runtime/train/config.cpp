@@ -117,6 +117,12 @@ const std::vector<Key>& keys() {
     k.push_back(float_key("train.epsilon", &C::train, &TrainConfig::epsilon, "AdamW epsilon"));
     k.push_back(float_key("train.grad_clip", &C::train, &TrainConfig::grad_clip, "global gradient-norm clip; 0 disables"));
     k.push_back(int_key("train.seed", &C::train, &TrainConfig::seed, "seed of initialization and data"));
+    k.push_back(string_key("train.recompute", &C::train, &TrainConfig::recompute,
+                           "activation recomputation: none, moe (expert FFN activations), full (each block's forward again "
+                           "in backward)"));
+    k.push_back(bool_key("train.shard_optimizer", &C::train, &TrainConfig::shard_optimizer,
+                         "ZeRO-1: partition AdamW moments and updates over the data-parallel copies of each parameter "
+                         "(reduce-scatter gradients, all-gather parameters)"));
     k.push_back(string_key("data.source", &C::data, &DataConfig::source, "\"synthetic\" or the path of a text / token file"));
     k.push_back(string_key("data.format", &C::data, &DataConfig::format, "token file format: auto, text, u16, u32"));
     k.push_back(float_key("data.skew", &C::data, &DataConfig::skew,
@@ -270,6 +276,7 @@ void Config::validate(int world_size) const {
   at_least(checkpoint.every, 0, "checkpoint.every", "0 = only at the end and on signals");
   at_least(checkpoint.keep, 1, "checkpoint.keep", "the newest checkpoint is always kept");
   parse_balance_policy(balance.policy);
+  parse_recompute(train.recompute);
   at_least(balance.interval, 1, "balance.interval", "steps between decisions");
   at_least(balance.window, 1, "balance.window", "steps of the moving average");
   MOERUN_CHECK(balance.min_gain >= 0.0 && balance.min_gain < 1.0, ConfigError,

@@ -27,6 +27,8 @@ struct TrainConfig {
   double epsilon = 1e-8;
   double grad_clip = 1.0;  // global gradient norm limit; 0 disables
   std::int64_t seed = 1234;
+  std::string recompute = "none";  // none, moe, full: activations dropped in forward, recomputed in backward
+  bool shard_optimizer = false;    // ZeRO-1: AdamW moments and updates partitioned over data-parallel copies
 };
 
 struct DataConfig {

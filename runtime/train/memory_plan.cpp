@@ -25,7 +25,7 @@ struct ActivationTerms {
   std::int64_t temporary = 0;  // the largest set of temporaries on top of `saved`
 };
 
-ActivationTerms activation_terms(const Config& c, double kept, double received, bool local_dispatch) {
+ActivationTerms activation_terms(const Config& c, double kept, double received, bool local_dispatch, Recompute recompute) {
   const ModelConfig& m = c.model;
   const double n = double(c.train.micro_batch * m.seq_len);  // tokens of one micro-batch
   const double d = double(m.d_model), ff = double(m.d_ff), e = double(m.experts), k = double(m.top_k);
@@ -39,15 +39,21 @@ ActivationTerms activation_terms(const Config& c, double kept, double received, 
   // copy its token, slot and gate; the copies' inputs [kept, d]; at the experts the received
   // inputs and outputs [received, d] and x W1 [received, ff]; the combined outputs [kept, d].
   // A one-process dispatcher hands out views, so inputs and outputs are not copied.
+  // recompute = moe drops x W1 (and x W3) at the experts; backward recomputes them.
+  const double expert_hidden = ffn_saved * received * ff;
+  const double moe_kept_hidden = recompute == Recompute::Moe ? 0.0 : expert_hidden;
   const double moe = n * e + n + 2 * n * k + 3 * kept + kept * d + (local_dispatch ? 0.0 : 2 * received * d) +
-                     received * d + ffn_saved * received * ff;
+                     received * d + moe_kept_hidden;
   const double dense_ffn = ffn_saved * n * ff;
   double saved = 2 * n;  // token ids and targets
   double moe_layers = 0;
+  double largest_block = 0;  // recompute = full: one block's activations, rebuilt in its backward
   for (std::int64_t l = 0; l < m.n_layers; ++l) {
     const bool is_moe = m.is_moe_layer(l);
     moe_layers += is_moe ? 1 : 0;
-    saved += block_common + (is_moe ? moe : dense_ffn);
+    const double block = block_common + (is_moe ? moe : dense_ffn);
+    largest_block = std::max(largest_block, block);
+    saved += recompute == Recompute::Full ? n * d : block;  // full keeps only each block's input
   }
   // The final norm's input and output [n, d] and its statistics.
   saved += 2 * n * d + 2 * n;
@@ -58,9 +64,11 @@ ActivationTerms activation_terms(const Config& c, double kept, double received, 
   // too), and the experts' input gradients [received, d].
   const double at_loss = 2 * n * v + 2 * n * d;
   const double ffn_backward = (m.expert_type == ExpertType::SwiGlu ? 4.0 : 2.0);
-  const double moe_backward = n * v + n * d + 2 * kept * d + kept + 2 * received * d + ffn_backward * received * ff;
+  const double moe_backward = n * v + n * d + 2 * kept * d + kept + 2 * received * d + ffn_backward * received * ff +
+                              (recompute == Recompute::Moe ? expert_hidden : 0.0);
   const double dense_backward = n * v + n * d + ffn_backward * n * ff + 2 * n * d;
-  const double in_backward = moe_layers > 0 ? moe_backward : dense_backward;
+  const double in_backward = (moe_layers > 0 ? moe_backward : dense_backward) +
+                             (recompute == Recompute::Full ? largest_block : 0.0);
   return {static_cast<std::int64_t>(kFloat * saved), static_cast<std::int64_t>(kFloat * std::max(at_loss, in_backward))};
 }
 
@@ -97,9 +105,15 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   // Balanced routing: a rank receives, from each of the ep ranks, the share of its experts.
   const double received = kept * double(est.experts_per_rank) / double(m.experts) * double(ep);
   const bool local = ep == 1;
-  const ActivationTerms mean = activation_terms(c, kept, received, local);
+  const Recompute recompute = parse_recompute(c.train.recompute);
+  const ActivationTerms mean = activation_terms(c, kept, received, local, recompute);
   est.activations = mean.saved;
   est.temporaries = mean.temporary;
+  est.recompute = recompute;
+  for (Recompute r : {Recompute::None, Recompute::Moe, Recompute::Full}) {
+    const ActivationTerms t = activation_terms(c, kept, received, local, r);
+    est.activations_with[static_cast<std::size_t>(r)] = t.saved + t.temporary;
+  }
   if (staged_comm) {
     // HostAccess copies of a gradient bucket, and of one exchange's send and receive rows.
     const auto bucket = static_cast<std::int64_t>(c.parallel.bucket_mb * 1024 * 1024);
@@ -111,7 +125,7 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   const double received_bound = m.capacity_factor > 0
                                     ? double(m.capacity(n)) * double(est.experts_per_rank) * double(ep)
                                     : kept * double(ep);
-  const ActivationTerms worst = activation_terms(c, kept, received_bound, local);
+  const ActivationTerms worst = activation_terms(c, kept, received_bound, local, recompute);
   est.peak_bound = est.persistent() + worst.saved + worst.temporary;
   return est;
 }
@@ -119,7 +133,10 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
 nlohmann::json MemoryEstimate::to_json() const {
   return {{"world_size", world_size}, {"experts_per_rank", experts_per_rank}, {"parameters", parameters},
           {"gradients", gradients}, {"optimizer", optimizer}, {"activations", activations},
-          {"temporaries", temporaries}, {"communication", communication}, {"peak", peak}, {"peak_bound", peak_bound}};
+          {"temporaries", temporaries}, {"communication", communication}, {"peak", peak}, {"peak_bound", peak_bound},
+          {"recompute", recompute_name(recompute)},
+          {"activations_and_temporaries_by_recompute",
+           {{"none", activations_with[0]}, {"moe", activations_with[1]}, {"full", activations_with[2]}}}};
 }
 
 std::string MemoryEstimate::table() const {
@@ -130,8 +147,13 @@ std::string MemoryEstimate::table() const {
   line("parameters", parameters, fmt::format("({} experts per MoE layer on each rank)", experts_per_rank).c_str());
   line("gradients", gradients, "");
   line("optimizer moments (AdamW m, v)", optimizer, "");
-  line("activations (one micro-batch)", activations, "saved by forward for backward");
+  line("activations (one micro-batch)", activations,
+       fmt::format("saved by forward for backward (train.recompute = {})", recompute_name(recompute)).c_str());
   line("temporaries", temporaries, "largest transient set: loss or last block's backward");
+  for (Recompute r : {Recompute::None, Recompute::Moe, Recompute::Full}) {
+    line(fmt::format("  activations + temporaries, {}", recompute_name(r)).c_str(), activations_with[static_cast<std::size_t>(r)],
+         r == recompute ? "(this run)" : fmt::format("(--set train.recompute={})", recompute_name(r)).c_str());
+  }
   line("communication staging", communication, communication == 0 ? "(MPI reads device memory directly)" : "");
   line("peak, estimated", peak, "balanced routing");
   line("peak, bound", peak_bound, "routing at the capacity limit (dropless: every copy to one rank)");
@@ -183,6 +205,13 @@ MemoryEstimate checked_memory_estimate(const Config& config, int world_size, boo
     other.parallel.ep = ep;
     const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
     options += fmt::format("\n  --set parallel.ep={}: {:.1f} MiB{}", ep, mib(peak), peak <= limit ? " (fits)" : "");
+  }
+  for (const char* mode : {"moe", "full"}) {
+    if (config.train.recompute == mode) continue;
+    Config other = config;
+    other.train.recompute = mode;
+    const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
+    options += fmt::format("\n  --set train.recompute={}: {:.1f} MiB{}", mode, mib(peak), peak <= limit ? " (fits)" : "");
   }
   for (std::int64_t mb = config.train.micro_batch / 2; mb >= 1; mb /= 2) {
     if (config.train.global_batch % (mb * world_size) != 0) continue;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -23,6 +24,9 @@ struct MemoryEstimate {
   std::int64_t optimizer = 0;          // AdamW m and v
   std::int64_t activations = 0;        // saved by one micro-batch's forward for its backward
   std::int64_t temporaries = 0;        // the largest transient set on top of them (loss or backward)
+  Recompute recompute = Recompute::None;  // train.recompute the two terms above assume
+  // activations + temporaries under each train.recompute (none, moe, full), for comparison.
+  std::array<std::int64_t, 3> activations_with{};
   std::int64_t communication = 0;      // host staging of gradient buckets and token exchanges
   std::int64_t peak = 0;               // the sum: the device high-water mark expected
   // Routing is data-dependent: the estimate assumes every expert gets its mean share of

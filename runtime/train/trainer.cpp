@@ -68,6 +68,7 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
     }
   }
   model_ = std::make_unique<Transformer>(config_.model, *params_, per_block);
+  model_->set_recompute(parse_recompute(config_.train.recompute));
   moe_blocks_ = model_->moe_layer_ids();
   if (topology_->ep() > 1)
     for (std::size_t i = 0; i < moe_blocks_.size(); ++i) placements_.push_back(Placement::contiguous(experts, topology_->ep()));

@@ -53,6 +53,21 @@ void expect_same_training(double capacity_factor) {
 }  // namespace
 
 TEST(ParallelTraining, SameAsOneProcessDropless) { expect_same_training(0.0); }
+
+// Recomputation under expert parallelism: full recompute runs each block's forward again in
+// backward, token exchange included; the math must still be the one-process math (without
+// recomputation).
+TEST(ParallelTraining, RecomputeSameAsOneProcessWithout) {
+  auto w = world();
+  LocalGroup alone;
+  const RunResult reference = train(tiny(1.0, 1), alone);
+  for (const char* mode : {"moe", "full"}) {
+    SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << w->size() << ", recompute " << mode);
+    Config c = tiny(1.0, w->size());
+    c.train.recompute = mode;
+    expect_same_training(train(c, *w), reference);
+  }
+}
 TEST(ParallelTraining, SameAsOneProcessWithCapacity) { expect_same_training(1.0); }
 
 }  // namespace moerun::test
