@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -83,25 +84,46 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
     MOERUN_CHECK(!ec, CheckpointError, "[checkpoint] cannot create '{}': {}", dir, ec.message());
   }
   world.barrier();
-  // Checksums: one slot per row (stacked) or per dense tensor, filled by its writer, summed.
+  // Checksums: one slot per row (stacked) or per dense tensor. Each piece's CRC is shared with
+  // every rank as (slot, first row, crc, bytes); a slot's CRC combines its pieces in row order.
   std::vector<std::size_t> first_slot(content.datasets.size());
   std::size_t slots = 0;
   for (std::size_t i = 0; i < content.datasets.size(); ++i) {
     first_slot[i] = slots;
     slots += content.datasets[i].stacked ? static_cast<std::size_t>(content.datasets[i].shape[0]) : 1;
   }
-  std::vector<std::int64_t> crc(slots, 0);
   std::vector<std::vector<float>> host(content.pieces.size());
+  std::vector<std::int64_t> records;
   for (std::size_t k = 0; k < content.pieces.size(); ++k) {
     const Piece& p = content.pieces[k];
+    const DatasetSpec& spec = content.datasets[p.dataset];
     host[k] = p.tensor->to_host();
-    MOERUN_CHECK(static_cast<std::int64_t>(host[k].size()) == row_elements(content.datasets[p.dataset]), CheckpointError,
-                 "[checkpoint] {} holds {} values but {} were expected", content.datasets[p.dataset].path, host[k].size(),
-                 row_elements(content.datasets[p.dataset]));
-    crc[first_slot[p.dataset] + static_cast<std::size_t>(std::max<std::int64_t>(0, p.row))] =
-        crc32_of(host[k].data(), host[k].size() * sizeof(float));
+    const std::int64_t rows_in_slot = spec.shape.at(spec.stacked ? 1 : 0);
+    const std::int64_t width = row_elements(spec) / std::max<std::int64_t>(1, rows_in_slot);
+    const std::int64_t rows = static_cast<std::int64_t>(host[k].size()) / std::max<std::int64_t>(1, width);
+    MOERUN_CHECK(rows * width == static_cast<std::int64_t>(host[k].size()) && p.first_row >= 0 &&
+                     p.first_row + rows <= rows_in_slot,
+                 CheckpointError, "[checkpoint] a piece of {} holds {} values from row {}, which is not whole rows of {}",
+                 spec.path, host[k].size(), p.first_row, shape_string(spec.shape));
+    records.insert(records.end(), {static_cast<std::int64_t>(first_slot[p.dataset]) + std::max<std::int64_t>(0, p.row),
+                                   p.first_row, crc32_of(host[k].data(), host[k].size() * sizeof(float)),
+                                   static_cast<std::int64_t>(host[k].size() * sizeof(float))});
   }
-  world.all_reduce(std::span<std::int64_t>(crc));
+  const std::int64_t most = world.all_reduce_value(static_cast<std::int64_t>(content.pieces.size()), ReduceOp::Max);
+  records.resize(static_cast<std::size_t>(4 * most), -1);  // padding records have slot -1
+  std::vector<std::int64_t> all(records.size() * static_cast<std::size_t>(world.size()));
+  world.all_gather(records.data(), all.data(), static_cast<std::int64_t>(records.size()), CommType::I64);
+  std::vector<std::vector<std::array<std::int64_t, 3>>> parts(slots);  // per slot: (first row, crc, bytes)
+  for (std::size_t i = 0; i + 3 < all.size(); i += 4)
+    if (all[i] >= 0) parts[static_cast<std::size_t>(all[i])].push_back({all[i + 1], all[i + 2], all[i + 3]});
+  std::vector<std::uint32_t> crc(slots, 0);
+  for (std::size_t s = 0; s < slots; ++s) {
+    std::sort(parts[s].begin(), parts[s].end());
+    for (std::size_t j = 0; j < parts[s].size(); ++j) {
+      const auto piece_crc = static_cast<std::uint32_t>(parts[s][j][1]);
+      crc[s] = j == 0 ? piece_crc : crc32_combine_parts(crc[s], piece_crc, static_cast<std::size_t>(parts[s][j][2]));
+    }
+  }
 
   h5::Handle fapl = h5::plist(H5Pcreate(H5P_FILE_ACCESS));
   if (comm != MPI_COMM_NULL) h5::check(H5Pset_fapl_mpio(fapl.id(), comm, MPI_INFO_NULL), "H5Pset_fapl_mpio", tmp_path);
@@ -123,13 +145,20 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
     hid_t ds = datasets[p.dataset].id();
     h5::Handle file_space = h5::dataspace(H5Dget_space(ds));
     std::vector<hsize_t> dims(spec.shape.begin(), spec.shape.end());
+    // The piece's rows: along dimension 0, or along dimension 1 inside its expert row.
+    std::vector<hsize_t> start(dims.size(), 0), count = dims;
+    const std::size_t row_dim = spec.stacked ? 1 : 0;
     if (spec.stacked) {
-      std::vector<hsize_t> start(dims.size(), 0), count = dims;
       start[0] = static_cast<hsize_t>(p.row);
       count[0] = 1;
-      H5Sselect_hyperslab(file_space.id(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
-      dims = count;
     }
+    if (row_dim < dims.size()) {
+      const hsize_t width = static_cast<hsize_t>(row_elements(spec)) / std::max<hsize_t>(1, dims[row_dim]);
+      start[row_dim] = static_cast<hsize_t>(p.first_row);
+      count[row_dim] = static_cast<hsize_t>(host[k].size()) / std::max<hsize_t>(1, width);
+    }
+    H5Sselect_hyperslab(file_space.id(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+    dims = count;
     h5::Handle mem_space = h5::dataspace(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
     h5::check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space.id(), file_space.id(), H5P_DEFAULT, host[k].data()), "H5Dwrite",
               spec.path);
@@ -143,7 +172,7 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
     std::vector<std::uint32_t> row_crc(rows);
     std::uint32_t whole = crc32_of(nullptr, 0);
     for (std::size_t r = 0; r < rows; ++r) {
-      row_crc[r] = static_cast<std::uint32_t>(crc[first_slot[i] + r]);
+      row_crc[r] = crc[first_slot[i] + r];
       whole = r == 0 ? row_crc[r] : crc32_combine_parts(whole, row_crc[r], row_bytes);
     }
     write_int_attribute(datasets[i].id(), "crc32", whole);

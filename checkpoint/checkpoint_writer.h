@@ -25,13 +25,16 @@ struct DatasetSpec {
 
 struct Piece {
   std::size_t dataset = 0;  // index into the specs
-  std::int64_t row = -1;    // stacked: the expert row; dense: -1 (the whole tensor)
+  std::int64_t row = -1;    // stacked: the expert row; dense: -1
   const Tensor* tensor = nullptr;
+  // The tensor holds rows [first_row, first_row + tensor->dim(0)) of the logical tensor (of
+  // the expert row when stacked); pieces of one tensor or row together cover all its rows.
+  std::int64_t first_row = 0;
 };
 
 struct CheckpointContent {
   std::vector<DatasetSpec> datasets;  // identical on every rank, same order
-  std::vector<Piece> pieces;          // this rank's writes; every row and dense tensor has one writer
+  std::vector<Piece> pieces;          // this rank's writes; every row of every tensor has one writer
   std::map<std::string, std::int64_t> int_attributes;
   std::map<std::string, std::string> string_attributes;
 };

@@ -1,6 +1,7 @@
 #include "parallel/mpi_group.h"
 
 #include <climits>
+#include <cstring>
 #include <cstdio>
 #include <vector>
 
@@ -57,6 +58,25 @@ class MpiRequest final : public CommRequest {
  private:
   const MpiGroup& group_;
   MPI_Request request_;
+};
+
+// MPI_Ireduce_scatter with MPI_IN_PLACE leaves rank r's block at the start of the buffer;
+// wait() moves it to the block's own offset, so that the buffer keeps its layout.
+class ReduceScatterRequest final : public CommRequest {
+ public:
+  ReduceScatterRequest(const MpiGroup& group, MPI_Request request, char* data, std::size_t offset_bytes,
+                       std::size_t block_bytes)
+      : inner_(group, request), data_(data), offset_bytes_(offset_bytes), block_bytes_(block_bytes) {}
+  void wait() override {
+    inner_.wait();
+    if (offset_bytes_ > 0 && block_bytes_ > 0) std::memmove(data_ + offset_bytes_, data_, block_bytes_);
+    block_bytes_ = 0;
+  }
+
+ private:
+  MpiRequest inner_;
+  char* data_;
+  std::size_t offset_bytes_, block_bytes_;
 };
 
 }  // namespace
@@ -153,6 +173,35 @@ void MpiGroup::all_gather(const void* send, void* recv, std::int64_t count, Comm
 
 void MpiGroup::broadcast(void* data, std::int64_t count, CommType type, int root) {
   check(MPI_Bcast(data, to_int(count, "MPI_Bcast", name_), mpi_type(type), root, comm_), "MPI_Bcast");
+}
+
+std::unique_ptr<CommRequest> MpiGroup::reduce_scatter_async(void* data, std::span<const std::int64_t> counts,
+                                                            CommType type, ReduceOp op) {
+  MOERUN_CHECK(counts.size() == static_cast<std::size_t>(size_), MpiError,
+               "[MPI_Ireduce_scatter on {}] {} block counts for {} ranks", name_, counts.size(), size_);
+  const auto c = to_ints(counts, "MPI_Ireduce_scatter", name_);
+  std::int64_t offset = 0;
+  for (int r = 0; r < rank_; ++r) offset += counts[static_cast<std::size_t>(r)];
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Ireduce_scatter(MPI_IN_PLACE, data, c.data(), mpi_type(type), mpi_op(op), comm_, &request),
+        "MPI_Ireduce_scatter");
+  const std::size_t es = comm_type_size(type);
+  return std::make_unique<ReduceScatterRequest>(*this, request, static_cast<char*>(data), static_cast<std::size_t>(offset) * es,
+                                                static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)]) * es);
+}
+
+void MpiGroup::all_gather_v(void* data, std::span<const std::int64_t> counts, CommType type) {
+  MOERUN_CHECK(counts.size() == static_cast<std::size_t>(size_), MpiError,
+               "[MPI_Allgatherv on {}] {} block counts for {} ranks", name_, counts.size(), size_);
+  const auto c = to_ints(counts, "MPI_Allgatherv", name_);
+  std::vector<int> displs(c.size(), 0);
+  std::int64_t offset = 0;
+  for (std::size_t r = 0; r < c.size(); ++r) {
+    displs[r] = to_int(offset, "MPI_Allgatherv", name_);
+    offset += counts[r];
+  }
+  check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, c.data(), displs.data(), mpi_type(type), comm_),
+        "MPI_Allgatherv");
 }
 
 void MpiGroup::all_to_all_v(const void* send, std::span<const std::int64_t> send_counts,

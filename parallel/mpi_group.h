@@ -46,6 +46,9 @@ class MpiGroup final : public ProcessGroup {
   std::unique_ptr<CommRequest> all_reduce_async(void* data, std::int64_t count, CommType type, ReduceOp op) override;
   void all_gather(const void* send, void* recv, std::int64_t count, CommType type) override;
   void broadcast(void* data, std::int64_t count, CommType type, int root) override;
+  std::unique_ptr<CommRequest> reduce_scatter_async(void* data, std::span<const std::int64_t> counts, CommType type,
+                                                    ReduceOp op) override;
+  void all_gather_v(void* data, std::span<const std::int64_t> counts, CommType type) override;
   void all_to_all_v(const void* send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
                     void* recv, std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
                     CommType type) override;

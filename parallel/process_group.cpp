@@ -42,6 +42,16 @@ void LocalGroup::broadcast(void*, std::int64_t, CommType, int root) {
   MOERUN_CHECK(root == 0, MpiError, "[broadcast on {}] root {} does not exist in a group of 1", name_, root);
 }
 
+std::unique_ptr<CommRequest> LocalGroup::reduce_scatter_async(void*, std::span<const std::int64_t> counts, CommType,
+                                                              ReduceOp) {
+  MOERUN_CHECK(counts.size() == 1, MpiError, "[reduce_scatter on {}] {} blocks for a group of 1", name_, counts.size());
+  return std::make_unique<CompletedRequest>();  // the one block is already the sum
+}
+
+void LocalGroup::all_gather_v(void*, std::span<const std::int64_t> counts, CommType) {
+  MOERUN_CHECK(counts.size() == 1, MpiError, "[all_gather_v on {}] {} blocks for a group of 1", name_, counts.size());
+}
+
 void LocalGroup::all_to_all_v(const void* send, std::span<const std::int64_t> send_counts,
                               std::span<const std::int64_t> send_displs, void* recv,
                               std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,

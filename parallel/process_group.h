@@ -49,6 +49,13 @@ class ProcessGroup {
   // recv holds size() blocks of `count` elements, block r from rank r.
   virtual void all_gather(const void* send, void* recv, std::int64_t count, CommType type) = 0;
   virtual void broadcast(void* data, std::int64_t count, CommType type, int root) = 0;
+  // ZeRO's pair, in place over size() consecutive blocks of counts[r] elements.
+  // reduce_scatter: block r of every rank is reduced into block r of rank r (the other blocks
+  // are left undefined). Non-blocking: the result is there after wait().
+  virtual std::unique_ptr<CommRequest> reduce_scatter_async(void* data, std::span<const std::int64_t> counts,
+                                                            CommType type, ReduceOp op) = 0;
+  // all_gather_v: every rank ends with block r of rank r, for every r.
+  virtual void all_gather_v(void* data, std::span<const std::int64_t> counts, CommType type) = 0;
   // Counts and displacements in elements, one per rank.
   virtual void all_to_all_v(const void* send, std::span<const std::int64_t> send_counts,
                             std::span<const std::int64_t> send_displs, void* recv,
@@ -84,6 +91,8 @@ class LocalGroup final : public ProcessGroup {
   void all_reduce(void*, std::int64_t, CommType, ReduceOp) override {}
   void all_gather(const void* send, void* recv, std::int64_t count, CommType type) override;
   void broadcast(void*, std::int64_t, CommType, int root) override;
+  std::unique_ptr<CommRequest> reduce_scatter_async(void*, std::span<const std::int64_t> counts, CommType, ReduceOp) override;
+  void all_gather_v(void*, std::span<const std::int64_t> counts, CommType) override;
   void all_to_all_v(const void* send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
                     void* recv, std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
                     CommType type) override;

@@ -98,6 +98,12 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   est.parameters = kFloat * (dense + experts);
   est.gradients = est.parameters;      // one gradient per parameter, in the sync buckets
   est.optimizer = 2 * est.parameters;  // AdamW m and v
+  if (c.train.shard_optimizer) {
+    // ZeRO-1: dense moments split over the world, an expert's over its expert-data-parallel
+    // copies (dp = world / ep); the split follows rows, so this is the mean share.
+    const std::int64_t dp = world_size / ep;
+    est.optimizer = 2 * kFloat * (dense / world_size + experts / dp);
+  }
   // Token-copies of one micro-batch: n * top_k, or at most the capacity of every expert.
   const std::int64_t n = c.train.micro_batch * m.seq_len;
   const double capacity_total = m.capacity_factor > 0 ? double(m.capacity(n)) * double(m.experts) : 1e300;
@@ -110,6 +116,7 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   est.activations = mean.saved;
   est.temporaries = mean.temporary;
   est.recompute = recompute;
+  est.shard_optimizer = c.train.shard_optimizer;
   for (Recompute r : {Recompute::None, Recompute::Moe, Recompute::Full}) {
     const ActivationTerms t = activation_terms(c, kept, received, local, r);
     est.activations_with[static_cast<std::size_t>(r)] = t.saved + t.temporary;
@@ -134,7 +141,7 @@ nlohmann::json MemoryEstimate::to_json() const {
   return {{"world_size", world_size}, {"experts_per_rank", experts_per_rank}, {"parameters", parameters},
           {"gradients", gradients}, {"optimizer", optimizer}, {"activations", activations},
           {"temporaries", temporaries}, {"communication", communication}, {"peak", peak}, {"peak_bound", peak_bound},
-          {"recompute", recompute_name(recompute)},
+          {"recompute", recompute_name(recompute)}, {"shard_optimizer", shard_optimizer},
           {"activations_and_temporaries_by_recompute",
            {{"none", activations_with[0]}, {"moe", activations_with[1]}, {"full", activations_with[2]}}}};
 }
@@ -146,7 +153,7 @@ std::string MemoryEstimate::table() const {
   };
   line("parameters", parameters, fmt::format("({} experts per MoE layer on each rank)", experts_per_rank).c_str());
   line("gradients", gradients, "");
-  line("optimizer moments (AdamW m, v)", optimizer, "");
+  line("optimizer moments (AdamW m, v)", optimizer, shard_optimizer ? "(ZeRO-1: this rank's share)" : "");
   line("activations (one micro-batch)", activations,
        fmt::format("saved by forward for backward (train.recompute = {})", recompute_name(recompute)).c_str());
   line("temporaries", temporaries, "largest transient set: loss or last block's backward");
@@ -212,6 +219,12 @@ MemoryEstimate checked_memory_estimate(const Config& config, int world_size, boo
     other.train.recompute = mode;
     const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
     options += fmt::format("\n  --set train.recompute={}: {:.1f} MiB{}", mode, mib(peak), peak <= limit ? " (fits)" : "");
+  }
+  if (!config.train.shard_optimizer && world_size > 1) {
+    Config other = config;
+    other.train.shard_optimizer = true;
+    const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
+    options += fmt::format("\n  --set train.shard_optimizer=true: {:.1f} MiB{}", mib(peak), peak <= limit ? " (fits)" : "");
   }
   for (std::int64_t mb = config.train.micro_batch / 2; mb >= 1; mb /= 2) {
     if (config.train.global_batch % (mb * world_size) != 0) continue;

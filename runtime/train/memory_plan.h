@@ -21,7 +21,8 @@ struct MemoryEstimate {
   std::int64_t experts_per_rank = 0;   // expert FFNs held by one rank, per MoE layer
   std::int64_t parameters = 0;         // bytes on one rank: dense parameters and its experts
   std::int64_t gradients = 0;
-  std::int64_t optimizer = 0;          // AdamW m and v
+  std::int64_t optimizer = 0;          // AdamW m and v (this rank's share under ZeRO-1)
+  bool shard_optimizer = false;
   std::int64_t activations = 0;        // saved by one micro-batch's forward for its backward
   std::int64_t temporaries = 0;        // the largest transient set on top of them (loss or backward)
   Recompute recompute = Recompute::None;  // train.recompute the two terms above assume

@@ -72,8 +72,8 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   moe_blocks_ = model_->moe_layer_ids();
   if (topology_->ep() > 1)
     for (std::size_t i = 0; i < moe_blocks_.size(); ++i) placements_.push_back(Placement::contiguous(experts, topology_->ep()));
-  optimizer_ = std::make_unique<AdamW>(config_.train, *params_);
-  rebuild_grad_sync();
+  rebuild_grad_sync();  // before the optimizer: under ZeRO-1 the buckets decide whose rows are whose
+  optimizer_ = std::make_unique<AdamW>(config_.train, *params_, [this](const Parameter& p) { return grad_sync_->owned_rows(p); });
   data_ = make_data();
   evaluator_ = std::make_unique<Evaluator>(config_, *model_, device, world);
   policy_ = parse_balance_policy(config_.balance.policy);
@@ -169,12 +169,24 @@ void Trainer::rebuild_grad_sync() {
   // The new sync takes the gradients over from the old one's buckets before those are freed.
   grad_sync_ = std::make_unique<GradSync>(
       ready_order,
-      [&](const Parameter& p) -> std::vector<ProcessGroup*> {
-        if (p.kind == ParamKind::Dense) return {&world_};
+      [&](const Parameter& p) -> GradSync::Groups {
+        // ZeRO-1 partitions each parameter over its data-parallel copies: the world for dense
+        // parameters, the expert-data-parallel group for experts (replicas update alike).
+        const bool shard = config_.train.shard_optimizer;
+        if (p.kind == ParamKind::Dense) return {{&world_}, shard ? &world_ : nullptr};
         auto it = replicas_of.find({p.layer, p.expert});
-        return {it == replicas_of.end() ? nullptr : it->second, &topology_->edp_group()};
+        return {{it == replicas_of.end() ? nullptr : it->second, &topology_->edp_group()},
+                shard ? &topology_->edp_group() : nullptr};
       },
       static_cast<std::size_t>(config_.parallel.bucket_mb * 1024 * 1024));
+  if (optimizer_) {  // after a migration: the moments must cover exactly the rows the buckets assign
+    for (const Parameter* p : params_->all()) {
+      MOERUN_CHECK(optimizer_->moments(p->name).rows == grad_sync_->owned_rows(*p), RuntimeError,
+                   "[zero-1] the optimizer holds rows [{}, {}) of '{}' but its bucket assigns [{}, {}) to this rank",
+                   optimizer_->moments(p->name).rows.begin, optimizer_->moments(p->name).rows.end, p->name,
+                   grad_sync_->owned_rows(*p).begin, grad_sync_->owned_rows(*p).end);
+    }
+  }
   allreduce_intra_ = allreduce_inter_ = 0;
   for (const auto& [group, bytes] : grad_sync_->payload_per_group()) (spans_nodes[group] ? allreduce_inter_ : allreduce_intra_) += bytes;
 }
@@ -210,10 +222,23 @@ std::vector<Tensor*> Trainer::expert_tensors(int layer, int expert) {
 std::vector<Tensor*> Trainer::create_expert(int layer, int expert) {
   std::vector<Tensor*> out;
   const std::int64_t d = config_.model.d_model, ff = config_.model.d_ff;
-  for (const std::string& name : FeedForwardSet::weight_names(config_.model, MoeLayer::expert_prefix(layer), expert)) {
-    const Shape shape = name.ends_with(".w2") ? Shape{ff, d} : Shape{d, ff};
-    Parameter& p = params_->add(name, shape, Init::Zeros, ParamKind::Expert, layer, expert);
-    AdamW::Moments& m = optimizer_->add_moments(name, shape);
+  const auto names = FeedForwardSet::weight_names(config_.model, MoeLayer::expert_prefix(layer), expert);
+  auto shape_of = [&](const std::string& name) { return name.ends_with(".w2") ? Shape{ff, d} : Shape{d, ff}; };
+  // Under ZeRO-1 the expert's moments are this rank's rows of its own bucket, the same rows
+  // its sender holds (same expert-data-parallel rank): the optimizer shard moves as it is.
+  std::map<std::string, RowRange> rows;
+  ProcessGroup& edp = topology_->edp_group();
+  std::vector<std::string> in_bucket_order = names;
+  std::sort(in_bucket_order.begin(), in_bucket_order.end());
+  std::vector<Shape> shapes;
+  for (const std::string& name : in_bucket_order) shapes.push_back(shape_of(name));
+  const bool sharded = config_.train.shard_optimizer && edp.size() > 1;
+  const auto shard = sharded ? GradSync::expert_shard(shapes, edp.size(), edp.rank()) : std::vector<RowRange>{};
+  for (std::size_t i = 0; i < in_bucket_order.size(); ++i)
+    rows[in_bucket_order[i]] = sharded ? shard[i] : RowRange{0, shapes[i][0]};
+  for (const std::string& name : names) {
+    Parameter& p = params_->add(name, shape_of(name), Init::Zeros, ParamKind::Expert, layer, expert);
+    AdamW::Moments& m = optimizer_->add_moments(name, shape_of(name), rows.at(name));
     out.insert(out.end(), {&p.value, &m.m, &m.v});
   }
   return out;
@@ -246,7 +271,10 @@ void Trainer::check_finite(std::int64_t step, double loss) const {
   const Parameter* first_bad = nullptr;
   std::int64_t bad = 0;
   for (const Parameter* p : params_->all()) {
-    const std::int64_t n = kernels::count_nonfinite(p->grad);
+    // Only the owned rows hold complete sums (all rows unless ZeRO-1 shards the parameter).
+    const RowRange rows = grad_sync_->owned_rows(*p);
+    if (rows.empty()) continue;
+    const std::int64_t n = kernels::count_nonfinite(p->grad.rows(rows.begin, rows.end));
     if (n > 0 && first_bad == nullptr) {
       first_bad = p;
       bad = n;
@@ -366,6 +394,11 @@ StepResult Trainer::train_step(std::int64_t step) {
   kernels::clip_by_norm(grads, r.grad_norm, config_.train.grad_clip);
   r.lr = learning_rate(config_.train, step);
   optimizer_->step(step, r.lr);
+  if (config_.train.shard_optimizer) {  // ZeRO-1: every rank gets the rows the others updated
+    const auto gather_start = Clock::now();
+    grad_sync_->gather_parameters();
+    r.allreduce_ms += std::chrono::duration<double, std::milli>(Clock::now() - gather_start).count();
+  }
   device_.synchronize();
   r.step_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   DispatchStats a2a;
@@ -390,16 +423,31 @@ StepResult Trainer::train_step(std::int64_t step) {
 }
 
 double Trainer::global_grad_norm() const {
+  // A replicated expert's (identical) gradient lives on several ranks: count it once.
+  auto copies_of = [&](const Parameter& p) {
+    if (p.kind == ParamKind::Dense || placements_.empty()) return 1.0;
+    const auto it = std::find(moe_blocks_.begin(), moe_blocks_.end(), p.layer);
+    return double(placements_[static_cast<std::size_t>(it - moe_blocks_.begin())].replicas(p.expert).size());
+  };
+  if (config_.train.shard_optimizer) {
+    // ZeRO-1: each rank holds the complete sum of its own rows only. Every row has one owner
+    // per copy (an expert's replicas own the same rows), so the world's sum of owned squares,
+    // each divided by its copies, counts every element once.
+    double sum = 0.0;
+    for (const Parameter* p : params_->all()) {
+      const RowRange rows = grad_sync_->owned_rows(*p);
+      if (rows.empty()) continue;
+      sum += kernels::sum_squares(p->grad.rows(rows.begin, rows.end)) / copies_of(*p);
+    }
+    return std::sqrt(world_.all_reduce_value(sum));
+  }
   double sums[2] = {0.0, 0.0};  // dense, expert
   for (const Parameter* p : params_->all()) {
     const double sq = kernels::sum_squares(p->grad);
     if (p->kind == ParamKind::Dense) {
       sums[0] += sq;
     } else {
-      // A replicated expert's (identical) gradient lives on several ranks: count it once.
-      const auto it = std::find(moe_blocks_.begin(), moe_blocks_.end(), p->layer);
-      const double copies = placements_.empty() ? 1.0 : double(placements_[static_cast<std::size_t>(it - moe_blocks_.begin())].replicas(p->expert).size());
-      sums[1] += sq / copies;
+      sums[1] += sq / copies_of(*p);
     }
   }
   // Each EP group holds every expert: sum the group's parts.
@@ -650,13 +698,22 @@ std::string Trainer::save_checkpoint(std::int64_t step) {
   for (const Parameter* p : params_->all())
     if (p->kind == ParamKind::Dense) dense.push_back(p);
   std::sort(dense.begin(), dense.end(), [](const Parameter* a, const Parameter* b) { return a->name < b->name; });
-  for (const char* root : {"/model", "/optimizer/m", "/optimizer/v"}) {
+  // Optimizer moments under ZeRO-1: each rank writes the rows it owns (its rows of the
+  // logical tensor), so the file holds the same logical tensors as without sharding.
+  auto moment_of = [&](const std::string& root, const std::string& name) -> const Tensor* {
+    AdamW::Moments& m = optimizer_->moments(name);
+    return root == "/optimizer/m" ? &m.m : &m.v;
+  };
+  for (const std::string root : {"/model", "/optimizer/m", "/optimizer/v"}) {
+    const bool moments = root != "/model";
     for (const Parameter* p : dense) {
       const std::size_t i = dataset(ckpt::dataset_for(root, p->name).path, p->value.shape(), false);
-      if (!dense_writer) continue;
-      const std::string r = root;
-      const Tensor* t = r == "/model" ? &p->value : r == "/optimizer/m" ? &optimizer_->moments(p->name).m : &optimizer_->moments(p->name).v;
-      content.pieces.push_back({i, -1, t});
+      if (moments && grad_sync_->sharded(*p)) {
+        const RowRange rows = grad_sync_->owned_rows(*p);
+        if (!rows.empty()) content.pieces.push_back({i, -1, moment_of(root, p->name), rows.begin});
+        continue;
+      }
+      if (dense_writer) content.pieces.push_back({i, -1, moments ? moment_of(root, p->name) : &p->value});
     }
     for (std::size_t li = 0; li < moe_blocks_.size(); ++li) {
       const int block = moe_blocks_[li];
@@ -667,16 +724,18 @@ std::string Trainer::save_checkpoint(std::int64_t step) {
         Shape stacked{config_.model.experts};
         stacked.insert(stacked.end(), one.begin(), one.end());
         const std::size_t i = dataset(ckpt::dataset_for(root, names0[w]).path, stacked, true);
-        if (!expert_writer_group) continue;
         const auto& local = dispatchers_[static_cast<std::size_t>(topology_->ep() == 1 ? 0 : block)]->local_experts();
         for (int e : local) {
           const bool first_holder = placements_.empty() || placements_[li].replicas(e).front().rank == topology_->ep_rank();
           if (!first_holder) continue;
           const std::string name = FeedForwardSet::weight_names(config_.model, MoeLayer::expert_prefix(block), e)[w];
-          const std::string r = root;
-          const Tensor* t = r == "/model" ? &params_->get(name).value
-                            : r == "/optimizer/m" ? &optimizer_->moments(name).m : &optimizer_->moments(name).v;
-          content.pieces.push_back({i, e, t});
+          const Parameter& p = params_->get(name);
+          if (moments && grad_sync_->sharded(p)) {  // every EP group writes its rows
+            const RowRange rows = grad_sync_->owned_rows(p);
+            if (!rows.empty()) content.pieces.push_back({i, e, moment_of(root, name), rows.begin});
+            continue;
+          }
+          if (expert_writer_group) content.pieces.push_back({i, e, moments ? moment_of(root, name) : &p.value});
         }
       }
     }
@@ -733,14 +792,19 @@ void Trainer::restore(const std::string& dir_or_file) {
                  "[resume] '{}' has no dataset '{}' for parameter '{}': it was written for a different model; resume "
                  "with the config stored in it (moerun-ckpt info {})",
                  path, ref.path, p.name, path);
-    Shape want = into.shape();
+    Shape want = p.value.shape();
     if (ref.expert_row) want.insert(want.begin(), config_.model.experts);
     const Shape have = file.shape(ref.path);
     MOERUN_CHECK(have == want, CheckpointError,
                  "[resume] model shape differs: '{}' is {} in '{}' but the config gives {}; resume with the config "
                  "stored in the checkpoint (moerun-ckpt info {}) or start a new run",
                  ref.path, shape_string(have), path, shape_string(want), path);
-    into.copy_from_host(ref.expert_row ? file.read_row(ref.path, *ref.expert_row) : file.read(ref.path));
+    const std::vector<float> all = ref.expert_row ? file.read_row(ref.path, *ref.expert_row) : file.read(ref.path);
+    // `into` may hold a range of the rows (ZeRO-1 moments): take that range.
+    const std::int64_t width = p.value.numel() / std::max<std::int64_t>(1, p.value.shape().empty() ? 1 : p.value.dim(0));
+    const std::int64_t first = &into == &p.value ? 0 : optimizer_->moments(p.name).rows.begin;
+    into.copy_from_host(std::span<const float>(all).subspan(static_cast<std::size_t>(first * width),
+                                                            static_cast<std::size_t>(into.numel())));
   };
   for (Parameter* p : params_->all()) {
     load("/model", *p, p->value);

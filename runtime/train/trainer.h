@@ -81,6 +81,7 @@ class Trainer : private ExpertStateStore {
   double apply_placements(const std::vector<Placement>& placements);
   const std::vector<Placement>& placements() const { return placements_; }
   ParameterStore& parameters() { return *params_; }
+  const AdamW& optimizer() const { return *optimizer_; }
   // Collective. Writes <run-dir>/checkpoints/step_<N>.h5 (atomically) and returns its path.
   std::string save_checkpoint(std::int64_t step);
   // Collective. Loads parameters, optimizer moments, placement and load history from a

@@ -132,6 +132,59 @@ TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
   }
 }
 
+// ZeRO-1 leaves the file format alone: sharded moments are written as the logical tensors
+// (each rank its rows), so a sharded checkpoint resumes sharded on the same world and unsharded
+// on one process, both with the one-process losses and parameters. ep = 2 at 4 ranks shards
+// the experts' moments too (over dp = 2).
+TEST(Checkpoint, ShardedOptimizerWritesTheLogicalTensors) {
+  auto w = world();
+  const std::string dir = shared_dir(*w, "zero1");
+  const std::int64_t ep = w->size() >= 4 ? 2 : 1;
+  LocalGroup alone;
+  std::vector<double> reference;
+  std::map<std::string, std::vector<float>> p_reference;
+  {
+    CpuDevice dev;
+    Trainer t(tiny(1, 8), alone, dev, "");
+    for (std::int64_t s = 1; s <= 8; ++s) reference.push_back(t.train_step(s).loss);
+    p_reference = values(t);
+  }
+  auto expect_reference = [&](const std::vector<double>& losses, Trainer& t) {
+    for (std::size_t s = 0; s < losses.size(); ++s)
+      EXPECT_NEAR(losses[s], reference[s + 4], 1e-5 * std::abs(reference[s + 4])) << "step " << s + 5;
+    for (const auto& [name, v] : values(t)) {
+      const auto& ref = p_reference.at(name);
+      for (std::size_t i = 0; i < v.size(); ++i)
+        ASSERT_NEAR(v[i], ref[i], 1e-5 * std::abs(ref[i]) + 1e-6) << name << "[" << i << "]";
+    }
+  };
+  Config sharded = tiny(ep, 8);
+  sharded.train.shard_optimizer = true;
+  {
+    CpuDevice dev;
+    Trainer t(sharded, *w, dev, dir);
+    for (std::int64_t s = 1; s <= 4; ++s) t.train_step(s);
+    t.save_checkpoint(4);
+  }
+  {  // sharded again, same world
+    CpuDevice dev;
+    Trainer t(sharded, *w, dev, "");
+    t.restore(dir + "/checkpoints");
+    std::vector<double> losses;
+    for (std::int64_t s = 5; s <= 8; ++s) losses.push_back(t.train_step(s).loss);
+    expect_reference(losses, t);
+  }
+  if (w->rank() == 0) {  // one process, unsharded
+    CpuDevice dev;
+    Trainer t(tiny(1, 8), alone, dev, "");
+    t.restore(dir + "/checkpoints");
+    std::vector<double> losses;
+    for (std::int64_t s = 5; s <= 8; ++s) losses.push_back(t.train_step(s).loss);
+    expect_reference(losses, t);
+  }
+  w->barrier();
+}
+
 TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
   auto w = world();
   if (w->size() != 1) GTEST_SKIP() << "file surgery runs on one rank";

@@ -75,39 +75,53 @@ const AdaptiveRun& reference() {
   return r;
 }
 
-}  // namespace
+// Placements that move every expert (step 2), replicate expert 0 on every rank with uneven
+// shares (4), return to static (6), and mix two replicas with a lone expert (8).
+PlacementHook forced_placements(int p) {
+  return [p](std::int64_t step, const Trainer& t) -> std::optional<std::vector<Placement>> {
+    std::vector<std::vector<Replica>> reps(kExperts);
+    if (step == 2) {  // rotate: every expert to the next rank
+      for (int e = 0; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {{(e / (kExperts / p) + 1) % p, 1}};
+    } else if (step == 4) {  // expert 0 on every rank, with uneven shares; the rest as before
+      for (int r = 0; r < p; ++r) reps[0].push_back({r, r + 1});
+      for (int e = 1; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {t.placements()[0].replicas(e)[0]};
+    } else if (step == 6) {  // back to static, dropping the replicas
+      return std::vector<Placement>(t.placements().size(), Placement::contiguous(kExperts, p));
+    } else if (step == 8) {  // two replicas of expert 3, expert 1 alone on the last rank
+      for (int e = 0; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {{e % p, 1}};
+      reps[3] = {{0, 1}, {p - 1, 2}};
+      reps[1] = {{p - 1, 1}};
+    } else {
+      return std::nullopt;
+    }
+    return std::vector<Placement>(t.placements().size(), Placement(p, reps));
+  };
+}
 
-TEST(AdaptiveTraining, ForcedPlacementsMoveEveryExpertAndReplicateOneEverywhere) {
+void expect_forced_placements_keep_the_math(bool shard_optimizer) {
   auto w = world();
   for (std::int64_t ep = 2; ep <= w->size(); ep *= 2) {
     if (w->size() % ep != 0 || kExperts % ep != 0) continue;
-    SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << ep);
-    const int p = static_cast<int>(ep);
-    const PlacementHook hook = [p](std::int64_t step, const Trainer& t) -> std::optional<std::vector<Placement>> {
-      std::vector<std::vector<Replica>> reps(kExperts);
-      if (step == 2) {  // rotate: every expert to the next rank
-        for (int e = 0; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {{(e / (kExperts / p) + 1) % p, 1}};
-      } else if (step == 4) {  // expert 0 on every rank, with uneven shares; the rest as before
-        for (int r = 0; r < p; ++r) reps[0].push_back({r, r + 1});
-        for (int e = 1; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {t.placements()[0].replicas(e)[0]};
-      } else if (step == 6) {  // back to static, dropping the replicas
-        return std::vector<Placement>(t.placements().size(), Placement::contiguous(kExperts, p));
-      } else if (step == 8) {  // two replicas of expert 3, expert 1 alone on the last rank
-        for (int e = 0; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {{e % p, 1}};
-        reps[3] = {{0, 1}, {p - 1, 2}};
-        reps[1] = {{p - 1, 1}};
-      } else {
-        return std::nullopt;
-      }
-      return std::vector<Placement>(t.placements().size(), Placement(p, reps));
-    };
-    const AdaptiveRun run = train(tiny(ep, "none"), *w, hook);
+    SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << ep << ", shard_optimizer " << shard_optimizer);
+    Config c = tiny(ep, "none");
+    c.train.shard_optimizer = shard_optimizer;
+    const AdaptiveRun run = train(c, *w, forced_placements(static_cast<int>(ep)));
     EXPECT_EQ(run.changes, 4);
     EXPECT_TRUE(run.moved_all);
     EXPECT_TRUE(run.replicated);
     expect_same_training(run, reference());
   }
 }
+
+}  // namespace
+
+TEST(AdaptiveTraining, ForcedPlacementsMoveEveryExpertAndReplicateOneEverywhere) {
+  expect_forced_placements_keep_the_math(false);
+}
+
+// ZeRO-1 with migration: at world 4 and ep 2 each expert's moments are split over its two
+// expert-data-parallel copies, and a moved expert's shard travels with it.
+TEST(AdaptiveTraining, ForcedPlacementsWithShardedOptimizer) { expect_forced_placements_keep_the_math(true); }
 
 TEST(AdaptiveTraining, PlannerDecisionsForEveryPolicyKeepTheMath) {
   auto w = world();

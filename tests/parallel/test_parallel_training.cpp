@@ -54,6 +54,29 @@ void expect_same_training(double capacity_factor) {
 
 TEST(ParallelTraining, SameAsOneProcessDropless) { expect_same_training(0.0); }
 
+// ZeRO-1: gradients reduce-scattered, each rank updates its rows of every parameter (dense
+// over the world, experts over their expert-data-parallel copies), parameters all-gathered.
+// The same math as one process without sharding, for every ep; moments are really split.
+TEST(ParallelTraining, ShardedOptimizerSameAsOneProcess) {
+  auto w = world();
+  LocalGroup alone;
+  const RunResult reference = train(tiny(1.0, 1), alone);
+  for (std::int64_t ep = 1; ep <= w->size(); ++ep) {
+    if (w->size() % ep != 0) continue;
+    SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << ep << ", shard_optimizer");
+    Config c = tiny(1.0, ep);
+    c.train.shard_optimizer = true;
+    expect_same_training(train(c, *w), reference);
+    // Every row's moments live on exactly one rank per copy of the model: the world holds
+    // 2 x the one-process parameter count, not (dp or world) times that.
+    CpuDevice dev;
+    Trainer sharded(c, *w, dev, "");
+    const std::int64_t world_state = w->all_reduce_value(sharded.optimizer().state_elements());
+    Trainer one(tiny(1.0, 1), alone, dev, "");
+    EXPECT_EQ(world_state, 2 * one.parameters().count_elements());
+  }
+}
+
 // Recomputation under expert parallelism: full recompute runs each block's forward again in
 // backward, token exchange included; the math must still be the one-process math (without
 // recomputation).

@@ -27,6 +27,32 @@ TEST(MpiGroup, AsyncAllReduceCompletesOnWait) {
   EXPECT_EQ(v[999], static_cast<float>(w->size()));
 }
 
+// ZeRO's pair: blocks of unequal size (block b has b + 2 elements); element i of rank r's
+// buffer is 1000 r + i. After reduce_scatter, this rank's block holds the sums over ranks at
+// its own offset; after all_gather_v, every block holds its owner's values.
+TEST(MpiGroup, ReduceScatterThenAllGatherV) {
+  auto w = world();
+  const int p = w->size(), r = w->rank();
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(p));
+  std::int64_t total = 0, offset = 0;
+  for (int b = 0; b < p; ++b) {
+    counts[static_cast<std::size_t>(b)] = b + 2;
+    if (b < r) offset += b + 2;
+    total += b + 2;
+  }
+  std::vector<float> buf(static_cast<std::size_t>(total));
+  for (std::int64_t i = 0; i < total; ++i) buf[static_cast<std::size_t>(i)] = static_cast<float>(1000 * r + i);
+  w->reduce_scatter_async(buf.data(), counts, CommType::F32, ReduceOp::Sum)->wait();
+  for (std::int64_t i = offset; i < offset + r + 2; ++i)
+    ASSERT_EQ(buf[static_cast<std::size_t>(i)], static_cast<float>(1000 * p * (p - 1) / 2 + p * i)) << "element " << i;
+  // Mark this rank's block, gather everyone's.
+  for (std::int64_t i = offset; i < offset + r + 2; ++i) buf[static_cast<std::size_t>(i)] = static_cast<float>(-r);
+  w->all_gather_v(buf.data(), counts, CommType::F32);
+  std::int64_t at = 0;
+  for (int b = 0; b < p; ++b)
+    for (std::int64_t i = 0; i < b + 2; ++i, ++at) ASSERT_EQ(buf[static_cast<std::size_t>(at)], static_cast<float>(-b)) << at;
+}
+
 TEST(MpiGroup, AllToAllVDeliversRankStampedPayloads) {
   auto w = world();
   const int p = w->size(), r = w->rank();
