@@ -25,6 +25,9 @@ struct DispatchPlan {
   std::vector<std::int64_t> recv_matrix;
   std::vector<std::int64_t> send_per_rank;  // [ep] rows to each rank (distributed only)
   std::vector<std::int64_t> recv_per_rank;  // [ep] rows from each rank (distributed only)
+  // [ep x ep] rows each source rank sends to each destination, source-major (the
+  // hierarchical exchange routes them through node leaders; empty otherwise).
+  std::vector<std::int64_t> rank_matrix;
   std::int64_t rows_sent_remote = 0;  // rows that crossed to another rank (for byte accounting)
   std::int64_t rows_received = 0;
 };

@@ -144,6 +144,10 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("eval.examples", &C::eval, &EvalConfig::examples, "greedy exact-match examples per task"));
     k.push_back(int_key("eval.heldout_batches", &C::eval, &EvalConfig::heldout_batches, "micro-batches of held-out loss"));
     k.push_back(int_key("parallel.ep", &C::parallel, &ParallelConfig::ep, "expert-parallel group size; must divide the world size and model.experts"));
+    k.push_back(string_key("parallel.all_to_all", &C::parallel, &ParallelConfig::all_to_all,
+                           "token exchange: flat (rank to rank), hierarchical (rows for other nodes through node leaders: "
+                           "one inter-node message per pair of nodes), auto (hierarchical when the EP group spans nodes "
+                           "with several ranks on one)"));
     k.push_back(float_key("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb,
                           "gradient all-reduce bucket size in MiB; buckets are reduced during backward as they complete"));
     k.push_back(int_key("parallel.ranks_per_node", &C::parallel, &ParallelConfig::ranks_per_node,
@@ -277,6 +281,8 @@ void Config::validate(int world_size) const {
   at_least(checkpoint.keep, 1, "checkpoint.keep", "the newest checkpoint is always kept");
   parse_balance_policy(balance.policy);
   parse_recompute(train.recompute);
+  MOERUN_CHECK(parallel.all_to_all == "auto" || parallel.all_to_all == "flat" || parallel.all_to_all == "hierarchical",
+               ConfigError, "parallel.all_to_all = '{}' is not one of: auto, flat, hierarchical", parallel.all_to_all);
   at_least(balance.interval, 1, "balance.interval", "steps between decisions");
   at_least(balance.window, 1, "balance.window", "steps of the moving average");
   MOERUN_CHECK(balance.min_gain >= 0.0 && balance.min_gain < 1.0, ConfigError,

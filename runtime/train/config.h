@@ -49,6 +49,7 @@ struct ParallelConfig {
   std::int64_t ep = 1;         // expert-parallel group size; dp = world / ep
   double bucket_mb = 4.0;      // gradient all-reduce bucket size
   std::int64_t ranks_per_node = 0;  // 0 = detect; n = consecutive blocks of n ranks count as nodes
+  std::string all_to_all = "auto";  // flat, hierarchical (through node leaders), auto (hierarchical when it saves messages)
 };
 
 struct BalanceConfig {

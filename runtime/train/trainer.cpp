@@ -60,9 +60,17 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
     dispatchers_.push_back(std::make_unique<LocalTokenDispatcher>(experts));
     per_block.assign(static_cast<std::size_t>(config_.model.n_layers), dispatchers_.front().get());
   } else {
+    // The hierarchical exchange pays off when the EP group spans nodes and some node holds
+    // several of its ranks (their rows for another node then travel as one message).
+    const std::vector<int> node_of = topology_->node_of_ep_rank();
+    std::map<int, int> ranks_on_node;
+    for (int n : node_of) ++ranks_on_node[n];
+    const bool worth_it = ranks_on_node.size() > 1 &&
+                          std::any_of(ranks_on_node.begin(), ranks_on_node.end(), [](const auto& kv) { return kv.second > 1; });
+    const bool hierarchical = config_.parallel.all_to_all == "hierarchical" || (config_.parallel.all_to_all == "auto" && worth_it);
     for (int l = 0; l < config_.model.n_layers; ++l) {  // each MoE layer gets its own placement
       auto dispatcher = std::make_unique<AllToAllDispatcher>(topology_->ep_group(), Placement::contiguous(experts, topology_->ep()));
-      dispatcher->set_nodes(topology_->node_of_ep_rank());
+      dispatcher->set_nodes(node_of, hierarchical);
       dispatchers_.push_back(std::move(dispatcher));
       per_block.push_back(dispatchers_.back().get());
     }
@@ -415,6 +423,11 @@ StepResult Trainer::train_step(std::int64_t step) {
   r.a2a_bytes_inter_node = a2a.bytes_inter_node;
   r.a2a_messages_intra_node = a2a.messages_intra_node;
   r.a2a_messages_inter_node = a2a.messages_inter_node;
+  std::int64_t world_totals[3] = {a2a.bytes_inter_node, a2a.messages_intra_node, a2a.messages_inter_node};
+  world_.all_reduce(std::span<std::int64_t>(world_totals));
+  r.world_a2a_bytes_inter_node = world_totals[0];
+  r.world_a2a_messages_intra_node = world_totals[1];
+  r.world_a2a_messages_inter_node = world_totals[2];
   r.allreduce_bytes_intra_node = allreduce_intra_;
   r.allreduce_bytes_inter_node = allreduce_inter_;
   r.compute_ms = r.step_ms - r.a2a_ms - r.allreduce_ms;
@@ -582,10 +595,16 @@ TrainSummary Trainer::run() {
   const auto* tasks = dynamic_cast<const SyntheticTasks*>(data_.get());
   if (world_.rank() == 0) {
     progress_->message(fmt::format("moerun: {} parameters on rank 0 ({} layers, {} experts, top-{}), data: {}, {} rank(s) "
-                                   "= dp {} x ep {}, {} gradient bucket(s), device {}",
+                                   "= dp {} x ep {}, {} gradient bucket(s){}, recompute {}, {} token exchange, device {}",
                                    params_->count_elements(), config_.model.n_layers, config_.model.experts,
                                    config_.model.top_k, data_->describe(), world_.size(), topology_->dp(),
-                                   topology_->ep(), grad_sync_->buckets(), device_.name()));
+                                   topology_->ep(), grad_sync_->buckets(),
+                                   config_.train.shard_optimizer ? " (ZeRO-1: optimizer state sharded)" : "",
+                                   config_.train.recompute,
+                                   dispatchers_.empty() || topology_->ep() == 1 ? "no"
+                                   : static_cast<const AllToAllDispatcher&>(*dispatchers_.front()).hierarchical() ? "hierarchical"
+                                                                                                                   : "flat",
+                                   device_.name()));
     progress_->message(fmt::format("memory per rank, estimated: peak {} = parameters {} + gradients {} + optimizer {} + "
                                    "activations {} + temporaries {} + communication {} (moerun --dry-run explains)",
                                    human_bytes(double(memory_estimate_.peak)), human_bytes(double(memory_estimate_.parameters)),
@@ -623,7 +642,10 @@ TrainSummary Trainer::run() {
                                    {"a2a_messages_intra_node", r.a2a_messages_intra_node},
                                    {"a2a_messages_inter_node", r.a2a_messages_inter_node},
                                    {"allreduce_bytes_intra_node", r.allreduce_bytes_intra_node},
-                                   {"allreduce_bytes_inter_node", r.allreduce_bytes_inter_node}}},
+                                   {"allreduce_bytes_inter_node", r.allreduce_bytes_inter_node},
+                                   {"world", {{"a2a_bytes_inter_node", r.world_a2a_bytes_inter_node},
+                                              {"a2a_messages_intra_node", r.world_a2a_messages_intra_node},
+                                              {"a2a_messages_inter_node", r.world_a2a_messages_inter_node}}}}},
                          {"imbalance", imbalance}, {"imbalance_layers", r.imbalance},
                          {"expert_time_imbalance", r.expert_time_imbalance}, {"expert_counts", r.expert_counts},
                          {"expert_kept", r.expert_kept}});
@@ -662,19 +684,22 @@ TrainSummary Trainer::run() {
   getrusage(RUSAGE_SELF, &usage);
   const std::int64_t peak_device = world_.all_reduce_value(static_cast<std::int64_t>(device_.memory_stats().peak_bytes), ReduceOp::Max);
   const std::int64_t peak_rss = world_.all_reduce_value(std::int64_t{usage.ru_maxrss} * 1024, ReduceOp::Max);
+  const std::int64_t optimizer_bytes = world_.all_reduce_value(
+      optimizer_->state_elements() * static_cast<std::int64_t>(sizeof(float)), ReduceOp::Max);
   if (world_.rank() == 0) {
     progress_->finish();
     progress_->message(fmt::format("done: {} steps, first loss {:.4f}, last loss {:.4f}, {:.0f} tokens/s, {} rebalance(s); "
-                                   "peak device memory {} (estimated {}, {:+.1f}%), peak RSS {} (the largest rank's)",
+                                   "peak device memory {} (estimated {}, {:+.1f}%), optimizer state {}, peak RSS {} (the "
+                                   "largest rank's)",
                                    config_.train.steps, summary.losses.empty() ? 0.0 : summary.losses.front(),
                                    summary.losses.empty() ? 0.0 : summary.losses.back(), summary.tokens_per_s,
                                    rebalances_, human_bytes(double(peak_device)), human_bytes(double(memory_estimate_.peak)),
                                    100.0 * (double(memory_estimate_.peak) - double(peak_device)) / double(std::max<std::int64_t>(1, peak_device)),
-                                   human_bytes(double(peak_rss))));
+                                   human_bytes(double(optimizer_bytes)), human_bytes(double(peak_rss))));
     if (metrics_) {
       metrics_->write({{"summary", true}, {"steps", config_.train.steps}, {"tokens_per_s", summary.tokens_per_s},
                        {"rebalances", rebalances_}, {"peak_device_bytes", peak_device},
-                       {"memory_estimate", memory_estimate_.to_json()},
+                       {"memory_estimate", memory_estimate_.to_json()}, {"optimizer_state_bytes", optimizer_bytes},
                        {"peak_rss_bytes", peak_rss}});
     }
   }

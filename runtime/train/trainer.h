@@ -40,6 +40,9 @@ struct StepResult {
   std::int64_t a2a_bytes = 0;  // sent by this rank's dispatchers
   std::int64_t a2a_bytes_inter_node = 0;  // of which to ranks on other nodes
   std::int64_t a2a_messages_intra_node = 0, a2a_messages_inter_node = 0;  // non-empty sends
+  // The same, summed over every rank of the world: the job's traffic (flat vs hierarchical).
+  std::int64_t world_a2a_bytes_inter_node = 0;
+  std::int64_t world_a2a_messages_intra_node = 0, world_a2a_messages_inter_node = 0;
   std::int64_t allreduce_bytes_intra_node = 0;  // gradient payload reduced in groups within a node
   std::int64_t allreduce_bytes_inter_node = 0;  // and in groups spanning nodes
   std::int64_t tokens = 0;  // input tokens in the global batch

@@ -19,10 +19,16 @@ namespace {
 // Each rank sends `count(rank, e)` rows to expert e; row j of (rank, e) is [rank, e, j, 7].
 std::int64_t count(int rank, int e) { return (rank * 3 + e * 5) % 7; }
 
-void check_round_trip(const Placement& placement) {
+// ranks_per_node > 0: the hierarchical exchange, with nodes of that many consecutive ranks.
+void check_one_round_trip(const Placement& placement, int ranks_per_node) {
   auto w = world();
   CpuDevice dev;
   AllToAllDispatcher dispatcher(*w, placement);
+  if (ranks_per_node > 0) {
+    std::vector<int> node_of_rank;
+    for (int r = 0; r < w->size(); ++r) node_of_rank.push_back(r / ranks_per_node);
+    dispatcher.set_nodes(node_of_rank, /*hierarchical=*/true);
+  }
   const int experts = placement.experts(), me = w->rank();
   std::vector<std::int64_t> per_expert;
   std::vector<float> rows;
@@ -65,9 +71,19 @@ void check_round_trip(const Placement& placement) {
     for (int s = 0; s < w->size(); ++s)
       if (s != me) returning += placement.split(e, s, count(s, e))[static_cast<std::size_t>(me)];
   const DispatchStats stats = dispatcher.take_stats();
+  EXPECT_EQ(plan.rows_sent_remote, crossing);
+  if (ranks_per_node > 0) return;  // relayed rows are sent more than once
   EXPECT_EQ(stats.rows_sent, crossing + returning);
   EXPECT_EQ(stats.bytes_sent, (crossing + returning) * 4 * static_cast<std::int64_t>(sizeof(float)));
-  EXPECT_EQ(plan.rows_sent_remote, crossing);
+}
+
+// Flat, then hierarchical with one rank per node (every rank is its node's leader) and with
+// two ranks per node (rows for other nodes relayed by the leaders).
+void check_round_trip(const Placement& placement) {
+  for (int ranks_per_node : {0, 1, 2}) {
+    SCOPED_TRACE(ranks_per_node == 0 ? std::string("flat") : "hierarchical, ranks per node " + std::to_string(ranks_per_node));
+    check_one_round_trip(placement, ranks_per_node);
+  }
 }
 
 }  // namespace
@@ -141,6 +157,39 @@ TEST(AllToAllDispatcher, NodeAccountingFollowsTheTopology) {
     if (ranks_per_node == p) {
       EXPECT_EQ(stats.bytes_inter_node, 0);
     }
+  }
+}
+
+// The hierarchical exchange moves the same inter-node bytes as the flat one, in one message
+// per pair of nodes instead of one per pair of ranks on different nodes (summed over ranks,
+// dispatch and combine, every rank sending to every expert).
+TEST(AllToAllDispatcher, HierarchicalExchangeSendsOneMessagePerPairOfNodes) {
+  auto w = world();
+  CpuDevice dev;
+  const int p = w->size(), me = w->rank(), experts = 2 * p;
+  for (int ranks_per_node : {1, 2}) {
+    if (p % ranks_per_node != 0) continue;
+    const std::int64_t nodes = p / ranks_per_node;
+    std::int64_t totals[2][2] = {};  // [flat, hierarchical][inter-node bytes, inter-node messages]
+    for (bool hierarchical : {false, true}) {
+      Topology topology(*w, p, experts, ranks_per_node);
+      AllToAllDispatcher dispatcher(topology.ep_group(), Placement::contiguous(experts, p));
+      dispatcher.set_nodes(topology.node_of_ep_rank(), hierarchical);
+      std::vector<std::int64_t> per_expert;
+      for (int e = 0; e < experts; ++e) per_expert.push_back(count(me, e) + 1);
+      const std::int64_t n = std::accumulate(per_expert.begin(), per_expert.end(), std::int64_t{0});
+      Tensor input = Tensor::zeros(dev, {n, 4});
+      const DispatchPlan plan = dispatcher.plan(per_expert);
+      Tensor received = dispatcher.dispatch(plan, input);
+      Tensor back = dispatcher.combine(plan, received);
+      const DispatchStats stats = dispatcher.take_stats();
+      totals[hierarchical][0] = w->all_reduce_value(stats.bytes_inter_node);
+      totals[hierarchical][1] = w->all_reduce_value(stats.messages_inter_node);
+    }
+    SCOPED_TRACE(::testing::Message() << p << " ranks, " << nodes << " node(s)");
+    EXPECT_EQ(totals[1][0], totals[0][0]);
+    EXPECT_EQ(totals[0][1], 2 * p * (p - ranks_per_node));
+    EXPECT_EQ(totals[1][1], 2 * nodes * (nodes - 1));
   }
 }
 

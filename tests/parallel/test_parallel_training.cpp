@@ -77,6 +77,19 @@ TEST(ParallelTraining, ShardedOptimizerSameAsOneProcess) {
   }
 }
 
+// The hierarchical token exchange (two "nodes" of two ranks at world 4, one rank per node at
+// world 2) routes rows through node leaders; the training math stays the one-process math.
+TEST(ParallelTraining, HierarchicalAllToAllSameAsOneProcess) {
+  auto w = world();
+  LocalGroup alone;
+  const RunResult reference = train(tiny(1.0, 1), alone);
+  Config c = tiny(1.0, w->size());
+  c.parallel.all_to_all = "hierarchical";
+  c.parallel.ranks_per_node = std::max(1, w->size() / 2);
+  SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << w->size() << ", hierarchical");
+  expect_same_training(train(c, *w), reference);
+}
+
 // Recomputation under expert parallelism: full recompute runs each block's forward again in
 // backward, token exchange included; the math must still be the one-process math (without
 // recomputation).
