@@ -31,6 +31,9 @@ const std::vector<Shape> kShapes = {
     {"swiglu_dropless_untied", {"model.expert_type=\"swiglu\"", "model.capacity_factor=0", "model.tie_embeddings=false"}},
     {"dense_every_2_top1", {"model.dense_every=2", "model.n_layers=4", "model.top_k=1"}},
     {"long_sequences_8_experts", {"model.seq_len=128", "model.experts=8", "train.micro_batch=4"}},
+    {"recompute_moe", {"train.recompute=\"moe\""}},
+    {"recompute_full", {"train.recompute=\"full\"", "model.n_layers=4"}},
+    {"swiglu_recompute_full", {"model.expert_type=\"swiglu\"", "train.recompute=\"full\""}},
 };
 
 }  // namespace
@@ -69,6 +72,26 @@ TEST(MemoryPlan, ActivationsGrowWithTheMicroBatchAndPersistentStateDoesNot) {
   EXPECT_NEAR(double(big.activations) / double(small.activations), 2.0, 0.01);
 }
 
+// Recomputation shrinks what forward keeps, in the order none > moe > full, and the planner
+// lists all three; ZeRO-1 divides the dense moments by the world and the experts' by dp.
+TEST(MemoryPlan, RecomputeAndShardingTerms) {
+  const MemoryEstimate none = estimate_memory(config_with({}), 4, false);
+  EXPECT_GT(none.activations_with[0], none.activations_with[1]);
+  EXPECT_GT(none.activations_with[1], none.activations_with[2]);
+  EXPECT_EQ(none.activations + none.temporaries, none.activations_with[0]);
+  const MemoryEstimate full = estimate_memory(config_with({"train.recompute=\"full\""}), 4, false);
+  EXPECT_EQ(full.activations + full.temporaries, full.activations_with[2]);
+  EXPECT_EQ(full.persistent(), none.persistent());
+  const MemoryEstimate sharded = estimate_memory(config_with({"parallel.ep=2", "train.shard_optimizer=true"}), 4, false);
+  const MemoryEstimate unsharded = estimate_memory(config_with({"parallel.ep=2"}), 4, false);
+  EXPECT_EQ(sharded.parameters, unsharded.parameters);
+  EXPECT_LT(sharded.optimizer, unsharded.optimizer);
+  EXPECT_GT(sharded.optimizer, unsharded.optimizer / 4);  // experts split over dp = 2 only
+  // ep = 1: every parameter has 4 data-parallel copies, so a quarter of the moments each.
+  const MemoryEstimate dp4 = estimate_memory(config_with({"train.shard_optimizer=true"}), 4, false);
+  EXPECT_NEAR(double(dp4.optimizer), double(none.optimizer) / 4.0, 16.0);
+}
+
 TEST(MemoryPlan, StagedCommunicationIsCounted) {
   const Config c = config_with({});
   EXPECT_EQ(estimate_memory(c, 1, false).communication, 0);
@@ -82,7 +105,8 @@ TEST(MemoryPlan, LimitRefusesTheLayoutBeforeAllocatingAndNamesOptions) {
   LocalGroup world;
   CpuDevice dev;
   expect_error<ConfigError>([&] { Trainer trainer(c, world, dev, ""); },
-                            {"exceeds runtime.memory_limit", "parameters", "Options:", "--set train.micro_batch="});
+                            {"exceeds runtime.memory_limit", "parameters", "Options:", "--set train.micro_batch=",
+                             "--set train.recompute=full"});
   EXPECT_EQ(dev.memory_stats().peak_bytes, 0u) << "something was allocated before the refusal";
   c.runtime.memory_limit = std::to_string(est.peak + 1);
   EXPECT_EQ(checked_memory_estimate(c, 1, false).peak, est.peak);
