@@ -6,6 +6,11 @@ Python standard library only.
 
   bench/balance_study.py [--np 2] [--steps 40] [--interval 10] [--zipf 0 0.8 1.2 1.6] [--capacity 0]
                          [--policies none migrate replicate auto] [--out runs/balance_study]
+
+Policy "ep1" is a reference, not a policy: parallel.ep = 1, every rank holds every expert and
+processes its own tokens' copies, so no rank waits for another's experts. Its tokens/s bound
+what any placement can gain at ep = --np (it pays an expert-gradient all-reduce instead of the
+token exchange).
 """
 import argparse
 import json
@@ -24,7 +29,9 @@ MEDIUM = ["model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_
 def run(args, zipf, policy):
     out = os.path.join(args.out, f"zipf{zipf}_{policy}")
     if not os.path.exists(os.path.join(out, "metrics.jsonl")):
-        sets = MEDIUM + [f"train.steps={args.steps}", f"parallel.ep={args.np}", f"balance.policy={policy}",
+        ep = 1 if policy == "ep1" else args.np
+        sets = MEDIUM + [f"train.steps={args.steps}", f"parallel.ep={ep}",
+                         f"balance.policy={'none' if policy == 'ep1' else policy}",
                          f"balance.interval={args.interval}", "balance.window=5", f"bench.router_zipf={zipf}",
                          f"model.capacity_factor={args.capacity}"]
         cmd = ["mpirun", "-np", str(args.np), "--bind-to", "core", args.moerun, "--run-dir", out]

@@ -259,6 +259,21 @@ Placement plan_replicate(const std::vector<double>& loads, const Placement& curr
   return to_placement(bins, experts);
 }
 
+namespace {
+
+// The step time a placement is judged by: predicted from each recent step's loads, the median
+// (or from the averaged loads when no history is given).
+double judged_step_seconds(const PlannerInput& in, const std::vector<Placement>& placements) {
+  if (in.recent_loads.empty()) return predict(in.loads, placements, in.cost).step_seconds;
+  std::vector<double> per_step;
+  for (const auto& loads : in.recent_loads) per_step.push_back(predict(loads, placements, in.cost).step_seconds);
+  std::sort(per_step.begin(), per_step.end());
+  const std::size_t n = per_step.size();
+  return n % 2 == 1 ? per_step[n / 2] : 0.5 * (per_step[n / 2 - 1] + per_step[n / 2]);
+}
+
+}  // namespace
+
 PlannerDecision plan_placement(const PlannerInput& in) {
   PlannerDecision d;
   d.placements = in.current;
@@ -283,21 +298,27 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   std::vector<BalancePolicy> tried;
   if (in.policy == BalancePolicy::Auto) tried = {BalancePolicy::Migrate, BalancePolicy::Replicate};
   else tried = {in.policy};
+  const double judged_before = judged_step_seconds(in, in.current);
+  double judged_after = judged_before;
   bool have = false;
   for (BalancePolicy policy : tried) {
     std::vector<Placement> plan = candidate(policy);
-    const Prediction pr = predict(in.loads, plan, in.cost);
+    const double judged = judged_step_seconds(in, plan);
     const double bytes = migration_bytes(in.current, plan, in.cost);
-    // Better predicted time wins; ties go to fewer bytes moved.
-    if (!have || pr.step_seconds < d.after.step_seconds - 1e-12 ||
-        (pr.step_seconds <= d.after.step_seconds + 1e-12 && bytes < d.migrate_bytes)) {
+    // Better judged time wins; ties go to fewer bytes moved.
+    if (!have || judged < judged_after - 1e-12 || (judged <= judged_after + 1e-12 && bytes < d.migrate_bytes)) {
       have = true;
       d.chosen = policy;
+      d.after = predict(in.loads, plan, in.cost);
       d.placements = std::move(plan);
-      d.after = pr;
       d.migrate_bytes = bytes;
+      judged_after = judged;
     }
   }
+  // Step times as judged (the median over recent steps when they are given), for the gates
+  // and the events: what is compared with the measured step time later.
+  d.before.step_seconds = judged_before;
+  d.after.step_seconds = judged_after;
   d.migrate_seconds = d.migrate_bytes / in.cost.migration_bandwidth;
   d.gain_seconds = (d.before.step_seconds - d.after.step_seconds) * in.interval;
   bool same = true;
@@ -305,8 +326,10 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   if (same) {
     d.reason = "the best placement is the current one";
   } else if (!in.force && d.before.step_seconds - d.after.step_seconds < in.min_gain * d.before.step_seconds) {
-    d.reason = fmt::format("predicted gain {:.1f}% of the step is below balance.min_gain {:.1f}%",
-                           100 * (d.before.step_seconds - d.after.step_seconds) / d.before.step_seconds, 100 * in.min_gain);
+    d.reason = fmt::format("predicted gain {:.1f}% of the step{} is below balance.min_gain {:.1f}%",
+                           100 * (d.before.step_seconds - d.after.step_seconds) / d.before.step_seconds,
+                           in.recent_loads.empty() ? "" : fmt::format(" (median over the last {} steps)", in.recent_loads.size()),
+                           100 * in.min_gain);
   } else if (!in.force && d.gain_seconds <= d.migrate_seconds) {
     d.reason = fmt::format("predicted gain {:.4f} s over {} steps does not pay for migrating {:.0f} bytes ({:.4f} s)",
                            d.gain_seconds, in.interval, d.migrate_bytes, d.migrate_seconds);

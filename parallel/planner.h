@@ -9,6 +9,11 @@
 // the one-off cost of moving expert state, (new replicas x expert_state_bytes) /
 // migration_bandwidth, and the predicted step time falls by at least `min_gain` (a fraction):
 // smaller gains are within the step-to-step noise of the measurements they come from.
+//
+// Loads move from step to step, most while the router is still learning. A placement fitted to
+// the moving average can help no single step: when the recent per-step loads are given, a
+// candidate is judged by its median gain over those steps (evaluated on each step's own loads),
+// so only imbalance that persists is acted on.
 #pragma once
 
 #include <string>
@@ -41,6 +46,8 @@ struct Prediction {
 struct PlannerInput {
   std::vector<std::vector<double>> loads;  // [layer][expert] token-copies per step in one EP group
   std::vector<Placement> current;          // [layer]
+  // [step][layer][expert]: the loads of the last steps, one by one (empty: judge on `loads`).
+  std::vector<std::vector<std::vector<double>>> recent_loads;
   CostModel cost;
   BalancePolicy policy = BalancePolicy::Auto;
   int max_experts_per_rank = 0;  // expert slots per rank (replicas included)

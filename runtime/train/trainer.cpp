@@ -504,6 +504,10 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
   const auto rebalance_start = Clock::now();
   PlannerInput in;
   in.loads = monitor_->average();
+  // The last `window` steps one by one: a placement must help them, not only their average.
+  const auto& history = monitor_->history();
+  const auto recent = static_cast<std::ptrdiff_t>(std::min<std::size_t>(history.size(), static_cast<std::size_t>(config_.balance.window)));
+  in.recent_loads.assign(history.end() - recent, history.end());
   in.current = placements_;
   in.policy = policy_;
   in.threshold = config_.balance.threshold;
@@ -533,11 +537,16 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
   // Identical inputs everywhere: rank 0's numbers decide (broadcast), so every rank plans alike.
   std::vector<double> wire;
   for (const auto& layer : in.loads) wire.insert(wire.end(), layer.begin(), layer.end());
+  for (const auto& step_loads : in.recent_loads)
+    for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
   wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth});
   world_.broadcast(wire.data(), static_cast<std::int64_t>(wire.size()), CommType::F64, 0);
   std::size_t at = 0;
   for (auto& layer : in.loads)
     for (double& x : layer) x = wire[at++];
+  for (auto& step_loads : in.recent_loads)
+    for (auto& layer : step_loads)
+      for (double& x : layer) x = wire[at++];
   in.cost.seconds_per_copy = wire[at++];
   in.cost.fixed_seconds = wire[at++];
   in.cost.bandwidth = wire[at++];
