@@ -820,7 +820,9 @@ void Trainer::restore(const std::string& dir_or_file) {
       apply_placements(restored);
     }
   }
-  auto load = [&](const std::string& root, const Parameter& p, Tensor& into) {
+  // `into` holds rows [first_row, ...) of the logical tensor: all of it, or this rank's rows of
+  // a ZeRO-1 moment.
+  auto load = [&](const std::string& root, const Parameter& p, Tensor& into, std::int64_t first_row) {
     const ckpt::DatasetRef ref = ckpt::dataset_for(root, p.name);
     MOERUN_CHECK(file.has(ref.path), CheckpointError,
                  "[resume] '{}' has no dataset '{}' for parameter '{}': it was written for a different model; resume "
@@ -834,16 +836,15 @@ void Trainer::restore(const std::string& dir_or_file) {
                  "stored in the checkpoint (moerun-ckpt info {}) or start a new run",
                  ref.path, shape_string(have), path, shape_string(want), path);
     const std::vector<float> all = ref.expert_row ? file.read_row(ref.path, *ref.expert_row) : file.read(ref.path);
-    // `into` may hold a range of the rows (ZeRO-1 moments): take that range.
     const std::int64_t width = p.value.numel() / std::max<std::int64_t>(1, p.value.shape().empty() ? 1 : p.value.dim(0));
-    const std::int64_t first = &into == &p.value ? 0 : optimizer_->moments(p.name).rows.begin;
-    into.copy_from_host(std::span<const float>(all).subspan(static_cast<std::size_t>(first * width),
+    into.copy_from_host(std::span<const float>(all).subspan(static_cast<std::size_t>(first_row * width),
                                                             static_cast<std::size_t>(into.numel())));
   };
   for (Parameter* p : params_->all()) {
-    load("/model", *p, p->value);
-    load("/optimizer/m", *p, optimizer_->moments(p->name).m);
-    load("/optimizer/v", *p, optimizer_->moments(p->name).v);
+    AdamW::Moments& moments = optimizer_->moments(p->name);
+    load("/model", *p, p->value, 0);
+    load("/optimizer/m", *p, moments.m, moments.rows.begin);
+    load("/optimizer/v", *p, moments.v, moments.rows.begin);
   }
   const auto average = nlohmann::json::parse(file.string_attribute("load_average"));
   const auto history = nlohmann::json::parse(file.string_attribute("load_history"));

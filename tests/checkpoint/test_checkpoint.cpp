@@ -47,6 +47,21 @@ std::map<std::string, std::vector<float>> values(Trainer& t) {
   return out;
 }
 
+// The one-process run of `steps` steps that resumed runs are compared with.
+struct Reference {
+  std::vector<double> losses;
+  std::map<std::string, std::vector<float>> params;
+};
+Reference one_process_reference(std::int64_t steps) {
+  LocalGroup alone;
+  CpuDevice dev;
+  Trainer t(tiny(1, steps), alone, dev, "");
+  Reference r;
+  for (std::int64_t s = 1; s <= steps; ++s) r.losses.push_back(t.train_step(s).loss);
+  r.params = values(t);
+  return r;
+}
+
 }  // namespace
 
 TEST(Checkpoint, ResumeIsBitIdenticalOnTheSameLayout) {
@@ -85,14 +100,7 @@ TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
   if (w->size() != 4) GTEST_SKIP() << "needs 4 ranks (W=4 -> W=2 -> W=1)";
   const std::string dir_a = shared_dir(*w, "reshape_a"), dir_b = dir_a + "_b";
   LocalGroup alone;
-  std::vector<double> reference;
-  std::map<std::string, std::vector<float>> p_reference;
-  {
-    CpuDevice dev;
-    Trainer t(tiny(1, 12), alone, dev, "");
-    for (std::int64_t s = 1; s <= 12; ++s) reference.push_back(t.train_step(s).loss);
-    p_reference = values(t);
-  }
+  const auto [reference, p_reference] = one_process_reference(12);
   std::vector<double> losses;
   {  // W = 4, ep = 4, with an adaptive placement (expert 0 replicated) in the checkpoint
     CpuDevice dev;
@@ -141,14 +149,7 @@ TEST(Checkpoint, ShardedOptimizerWritesTheLogicalTensors) {
   const std::string dir = shared_dir(*w, "zero1");
   const std::int64_t ep = w->size() >= 4 ? 2 : 1;
   LocalGroup alone;
-  std::vector<double> reference;
-  std::map<std::string, std::vector<float>> p_reference;
-  {
-    CpuDevice dev;
-    Trainer t(tiny(1, 8), alone, dev, "");
-    for (std::int64_t s = 1; s <= 8; ++s) reference.push_back(t.train_step(s).loss);
-    p_reference = values(t);
-  }
+  const auto [reference, p_reference] = one_process_reference(8);
   auto expect_reference = [&](const std::vector<double>& losses, Trainer& t) {
     for (std::size_t s = 0; s < losses.size(); ++s)
       EXPECT_NEAR(losses[s], reference[s + 4], 1e-5 * std::abs(reference[s + 4])) << "step " << s + 5;
