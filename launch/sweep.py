@@ -233,6 +233,8 @@ def run_point(point: dict, out: pathlib.Path, warmup: int, timeout: float, cores
               "run_dir": str(run_dir.relative_to(out)), "spec": spec_key(point)}
     if code != 0:
         lines = [l for l in log_path.read_text().splitlines() if "error" in l.lower()]
+        # moerun's own message first: Open MPI's abort banner ("with errorcode 1.") may come before it.
+        lines = [l for l in lines if "moerun" in l] + [l for l in lines if "moerun" not in l]
         why = "timed out after %.0f s" % timeout if code is None else (lines[0] if lines else f"exit code {code}")
         # moerun refuses a layout that does not fit before it starts: not a failure of the sweep.
         invalid = code is not None and any("moerun config error" in l for l in lines)
