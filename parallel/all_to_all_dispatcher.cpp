@@ -271,11 +271,13 @@ void AllToAllDispatcher::exchange_via_leaders(const float* send, std::span<const
   {
     auto sc = zeros(q), rc = zeros(q);
     if (leader) {
-      std::vector<std::int64_t> node_at(nodes_.size(), 0);  // offset of each source node's block in `arrived`
+      // Where member j's rows from each source node start in `arrived`: the members come in
+      // order inside each node's block, so one cursor per source node walks it.
+      std::vector<std::int64_t> cursor(nodes_.size(), 0);
       std::int64_t offset = 0;
       for (std::size_t a = 0; a < nodes_.size(); ++a) {
         if (a == my_node) continue;
-        node_at[a] = offset;
+        cursor[a] = offset;
         for (int r : node_ranks_)
           for (int s : nodes_[a]) offset += rows_between(s, r) * d;
       }
@@ -283,12 +285,9 @@ void AllToAllDispatcher::exchange_via_leaders(const float* send, std::span<const
         const std::size_t before = scattered.size();
         for (std::size_t a = 0; a < nodes_.size(); ++a) {
           if (a == my_node) continue;
-          std::int64_t at = node_at[a];  // skip the members before j
-          for (std::size_t i = 0; i < j; ++i)
-            for (int s : nodes_[a]) at += rows_between(s, node_ranks_[i]) * d;
           for (int s : nodes_[a]) {
-            append(scattered, arrived.data() + at, rows_between(s, node_ranks_[j]));
-            at += rows_between(s, node_ranks_[j]) * d;
+            append(scattered, arrived.data() + cursor[a], rows_between(s, node_ranks_[j]));
+            cursor[a] += rows_between(s, node_ranks_[j]) * d;
           }
         }
         sc[j] = static_cast<std::int64_t>(scattered.size() - before);

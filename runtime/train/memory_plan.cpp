@@ -112,15 +112,15 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   const double received = kept * double(est.experts_per_rank) / double(m.experts) * double(ep);
   const bool local = ep == 1;
   const Recompute recompute = parse_recompute(c.train.recompute);
-  const ActivationTerms mean = activation_terms(c, kept, received, local, recompute);
-  est.activations = mean.saved;
-  est.temporaries = mean.temporary;
-  est.recompute = recompute;
-  est.shard_optimizer = c.train.shard_optimizer;
   for (Recompute r : {Recompute::None, Recompute::Moe, Recompute::Full}) {
     const ActivationTerms t = activation_terms(c, kept, received, local, r);
     est.activations_with[static_cast<std::size_t>(r)] = t.saved + t.temporary;
+    if (r != recompute) continue;
+    est.activations = t.saved;
+    est.temporaries = t.temporary;
   }
+  est.recompute = recompute;
+  est.shard_optimizer = c.train.shard_optimizer;
   if (staged_comm) {
     // HostAccess copies of a gradient bucket, and of one exchange's send and receive rows.
     const auto bucket = static_cast<std::int64_t>(c.parallel.bucket_mb * 1024 * 1024);
@@ -204,35 +204,29 @@ MemoryEstimate checked_memory_estimate(const Config& config, int world_size, boo
   const MemoryEstimate est = estimate_memory(config, world_size, staged_comm);
   const std::int64_t limit = parse_memory_limit(config.runtime.memory_limit);
   if (limit == 0 || est.peak <= limit) return est;
-  // What would fit: more expert parallelism, or smaller micro-batches (more accumulation).
+  // What would fit: more expert parallelism, recomputation, optimizer sharding, or smaller
+  // micro-batches (more accumulation). Each option is the config with one key changed.
   std::string options;
+  auto offer = [&](const std::string& set, const auto& change) {
+    Config other = config;
+    change(other);
+    const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
+    options += fmt::format("\n  --set {}: {:.1f} MiB{}", set, mib(peak), peak <= limit ? " (fits)" : "");
+    return peak <= limit;
+  };
   for (std::int64_t ep = config.parallel.ep * 2; ep <= world_size; ep *= 2) {
     if (world_size % ep != 0 || config.model.experts % ep != 0) continue;
-    Config other = config;
-    other.parallel.ep = ep;
-    const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
-    options += fmt::format("\n  --set parallel.ep={}: {:.1f} MiB{}", ep, mib(peak), peak <= limit ? " (fits)" : "");
+    offer(fmt::format("parallel.ep={}", ep), [&](Config& o) { o.parallel.ep = ep; });
   }
   for (const char* mode : {"moe", "full"}) {
-    if (config.train.recompute == mode) continue;
-    Config other = config;
-    other.train.recompute = mode;
-    const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
-    options += fmt::format("\n  --set train.recompute={}: {:.1f} MiB{}", mode, mib(peak), peak <= limit ? " (fits)" : "");
+    if (config.train.recompute != mode)
+      offer(fmt::format("train.recompute={}", mode), [&](Config& o) { o.train.recompute = mode; });
   }
-  if (!config.train.shard_optimizer && world_size > 1) {
-    Config other = config;
-    other.train.shard_optimizer = true;
-    const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
-    options += fmt::format("\n  --set train.shard_optimizer=true: {:.1f} MiB{}", mib(peak), peak <= limit ? " (fits)" : "");
-  }
+  if (!config.train.shard_optimizer && world_size > 1)
+    offer("train.shard_optimizer=true", [](Config& o) { o.train.shard_optimizer = true; });
   for (std::int64_t mb = config.train.micro_batch / 2; mb >= 1; mb /= 2) {
     if (config.train.global_batch % (mb * world_size) != 0) continue;
-    Config other = config;
-    other.train.micro_batch = mb;
-    const std::int64_t peak = estimate_memory(other, world_size, staged_comm).peak;
-    options += fmt::format("\n  --set train.micro_batch={}: {:.1f} MiB{}", mb, mib(peak), peak <= limit ? " (fits)" : "");
-    if (peak <= limit) break;
+    if (offer(fmt::format("train.micro_batch={}", mb), [&](Config& o) { o.train.micro_batch = mb; })) break;
   }
   MOERUN_THROW(ConfigError,
                "[memory] the estimated peak of {:.1f} MiB per rank exceeds runtime.memory_limit = {} ({:.1f} MiB); "
