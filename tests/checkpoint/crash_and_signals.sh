@@ -12,6 +12,10 @@ moerun=$1 ckpt=$2 mpiexec=$3 work=$4
 rm -rf "$work"
 mkdir -p "$work"
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# Waits (up to 30 s) until a run has logged 3 steps, so that a signal lands mid-training.
+wait_for_steps() {
+  for _ in $(seq 1 300); do [ "$(wc -l < "$1/metrics.jsonl" 2>/dev/null || echo 0)" -ge 3 ] && return; sleep 0.1; done
+}
 common=(--set model.d_model=32 --set model.n_heads=2 --set model.d_ff=48 --set model.seq_len=32 --set model.n_layers=2
         --set train.global_batch=8 --set train.micro_batch=2 --set eval.every=0 --set eval.examples=0
         --set eval.heldout_batches=1 --set log.progress=lines)
@@ -32,7 +36,7 @@ grep -q "resumed from .*step_00000003.h5 (step 3" "$work/resume.log" || fail "di
 echo "== 2a. SIGUSR1 through mpirun"
 "$mpiexec" -np 2 --oversubscribe "$moerun" "${common[@]}" --set train.steps=100000 --run-dir "$work/usr1" > "$work/usr1.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 300); do [ "$(wc -l < "$work/usr1/metrics.jsonl" 2>/dev/null || echo 0)" -ge 3 ] && break; sleep 0.1; done
+wait_for_steps "$work/usr1"
 kill -USR1 "$pid"
 wait "$pid"
 code=$?
@@ -43,7 +47,7 @@ grep -q "signal received: checkpoint written" "$work/usr1.log" || fail "SIGUSR1:
 echo "== 2b. SIGTERM to one process"
 "$moerun" "${common[@]}" --set train.steps=100000 --run-dir "$work/term" > "$work/term.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 300); do [ "$(wc -l < "$work/term/metrics.jsonl" 2>/dev/null || echo 0)" -ge 3 ] && break; sleep 0.1; done
+wait_for_steps "$work/term"
 kill -TERM "$pid"
 wait "$pid"
 code=$?
