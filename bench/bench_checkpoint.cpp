@@ -10,7 +10,7 @@
 
 #include "parallel/mpi_group.h"
 #include "runtime/cpu/cpu_device.h"
-#include "runtime/train/trainer.h"
+#include "train/trainer.h"
 
 using namespace moerun;
 using Clock = std::chrono::steady_clock;

@@ -22,9 +22,9 @@
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/grad_sync.h"
 #include "parallel/mpi_group.h"
-#include "runtime/core/kernel_profile.h"
+#include "runtime/kernel_profile.h"
 #include "runtime/cpu/cpu_device.h"
-#include "runtime/model/moe_layer.h"
+#include "model/moe_layer.h"
 
 using namespace moerun;
 using Clock = std::chrono::steady_clock;

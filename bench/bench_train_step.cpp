@@ -13,10 +13,10 @@
 
 #include "kernels/matmul.h"
 #include "parallel/process_group.h"
-#include "runtime/core/kernel_profile.h"
-#include "runtime/core/vocab.h"
+#include "runtime/kernel_profile.h"
+#include "runtime/vocab.h"
 #include "runtime/cpu/cpu_device.h"
-#include "runtime/train/trainer.h"
+#include "train/trainer.h"
 
 using namespace moerun;
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "checkpoint/hdf5_handles.h"
-#include "runtime/core/tensor.h"
+#include "runtime/tensor.h"
 
 namespace moerun::ckpt {
 

@@ -13,7 +13,7 @@
 #include <mpi.h>
 
 #include "parallel/process_group.h"
-#include "runtime/core/tensor.h"
+#include "runtime/tensor.h"
 
 namespace moerun::ckpt {
 

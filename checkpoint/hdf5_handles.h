@@ -9,7 +9,7 @@
 #include <string>
 #include <utility>
 
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun::h5 {
 

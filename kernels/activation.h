@@ -1,7 +1,7 @@
 // Point-wise activations (GELU, SiLU) and SwiGLU gating, forward and backward.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

@@ -2,7 +2,7 @@
 // packed qkv tensor, forward and backward. Projections are matmuls done by the caller.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

@@ -1,6 +1,6 @@
 #include "kernels/check.h"
 
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun::kernels::detail {
 

@@ -5,8 +5,8 @@
 #include <initializer_list>
 #include <string_view>
 
-#include "kernels/kernel_table.h"
-#include "runtime/core/kernel_profile.h"
+#include "runtime/kernel_table.h"
+#include "runtime/kernel_profile.h"
 
 namespace moerun::kernels::detail {
 

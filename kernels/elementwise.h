@@ -2,7 +2,7 @@
 // axpy, scale, sum over rows, sum of squares, non-finite count.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

@@ -3,7 +3,7 @@
 // gradient of a per-row scale.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

@@ -1,7 +1,7 @@
 // Cross-entropy with logits (fused softmax), forward and backward.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

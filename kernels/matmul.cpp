@@ -2,7 +2,7 @@
 
 #include "kernels/check.h"
 #include "kernels/elementwise.h"
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun::kernels {
 using detail::check_dtype;

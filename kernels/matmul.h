@@ -3,7 +3,7 @@
 // The backward of c = a b + bias is three matmul calls; matmul_backward does them.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

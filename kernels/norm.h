@@ -1,7 +1,7 @@
 // Layer norm and RMS norm over the last dimension of [n, d], forward and backward.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

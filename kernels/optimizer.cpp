@@ -4,7 +4,7 @@
 
 #include "kernels/check.h"
 #include "kernels/elementwise.h"
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun::kernels {
 

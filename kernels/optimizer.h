@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

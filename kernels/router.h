@@ -3,7 +3,7 @@
 // it is one small kernel over [tokens, experts], not ten.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

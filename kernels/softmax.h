@@ -1,7 +1,7 @@
 // Row-wise softmax over the last dimension, forward and backward.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

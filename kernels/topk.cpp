@@ -1,7 +1,7 @@
 #include "kernels/topk.h"
 
 #include "kernels/check.h"
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun::kernels {
 

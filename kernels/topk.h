@@ -1,7 +1,7 @@
 // Top-k over rows with indices (the router's expert choice).
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::kernels {
 

@@ -8,8 +8,8 @@
 
 #include "kernels/index.h"
 #include "parallel/host_access.h"
-#include "runtime/core/error.h"
-#include "runtime/core/trace.h"
+#include "runtime/error.h"
+#include "runtime/trace.h"
 
 namespace moerun {
 

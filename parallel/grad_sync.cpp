@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
-#include "runtime/core/error.h"
-#include "runtime/core/trace.h"
+#include "runtime/error.h"
+#include "runtime/trace.h"
 
 namespace moerun {
 

@@ -26,7 +26,7 @@
 #include "parallel/host_access.h"
 #include "parallel/process_group.h"
 #include "parallel/shard.h"
-#include "runtime/core/parameters.h"
+#include "runtime/parameters.h"
 
 namespace moerun {
 

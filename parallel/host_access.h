@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "runtime/core/tensor.h"
+#include "runtime/tensor.h"
 
 namespace moerun {
 

@@ -3,7 +3,7 @@
 #include <chrono>
 
 #include "parallel/host_access.h"
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun {
 

@@ -15,7 +15,7 @@
 
 #include "parallel/placement.h"
 #include "parallel/process_group.h"
-#include "runtime/core/tensor.h"
+#include "runtime/tensor.h"
 
 namespace moerun {
 

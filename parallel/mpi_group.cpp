@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun {
 namespace {

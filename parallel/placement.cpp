@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun {
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun {
 namespace {

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/core/tensor.h"
+#include "runtime/tensor.h"
 
 namespace moerun {
 

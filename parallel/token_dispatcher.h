@@ -13,7 +13,7 @@
 #include <span>
 #include <vector>
 
-#include "runtime/core/tensor.h"
+#include "runtime/tensor.h"
 
 namespace moerun {
 

@@ -1,6 +1,6 @@
 #include "parallel/topology.h"
 
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun {
 

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "kernels/reference/reference.h"
-#include "runtime/core/tensor.h"
-#include "runtime/cpu/cpu_device.h"
+#include "runtime/tensor.h"
+#include "test_device.h"
 
 namespace moerun::test {
 
@@ -107,12 +107,6 @@ inline Vector numeric_gradient(const std::function<double(const Vector&)>& f, co
   Matrix m = Eigen::Map<const Matrix>(x.data(), x.size(), 1);
   const Matrix g = numeric_gradient([&](const Matrix& mm) { return f(Eigen::Map<const Vector>(mm.data(), mm.size())); }, m, h);
   return Eigen::Map<const Vector>(g.data(), g.size());
-}
-
-// One CPU device shared by the tests of a binary.
-inline CpuDevice& device() {
-  static CpuDevice dev;
-  return dev;
 }
 
 // Tolerances for comparing an fp32 kernel with a double reference.

@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun {
 

@@ -14,8 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kernels/kernel_table.h"
-#include "runtime/core/device.h"
+#include "runtime/kernel_table.h"
+#include "runtime/device.h"
 #include "runtime/cpu/primitive_cache.h"
 
 namespace moerun {

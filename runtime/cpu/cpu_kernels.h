@@ -1,7 +1,7 @@
 // Declarations of the oneDNN CPU backend's kernels; cpu_kernels.cpp puts them in the table.
 #pragma once
 
-#include "kernels/kernel_table.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun::cpu {
 

@@ -2,7 +2,6 @@
 // per exact shape (model shapes are static); grouped matmul is explained above its definition.
 #include <fmt/format.h>
 
-#include "kernels/elementwise.h"
 #include "runtime/cpu/cpu_kernels.h"
 #include "runtime/cpu/onednn_util.h"
 
@@ -36,7 +35,7 @@ dnnl::primitive make_matmul(CpuDevice& dev, const dnnl::memory::desc& a, const d
 // A product with an empty inner dimension is zero: c = bias (+ c).
 void degenerate_inner(const MatmulArgs& p) {
   if (!p.accumulate) p.c->zero();
-  if (p.bias != nullptr) kernels::binary({.op = BinaryOp::Add, .a = p.c, .b = p.bias, .out = p.c});
+  if (p.bias != nullptr) cpu::binary({.op = BinaryOp::Add, .a = p.c, .b = p.bias, .out = p.c});
 }
 
 void run_matmul(const MatmulArgs& p) {

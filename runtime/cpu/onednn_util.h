@@ -11,8 +11,8 @@
 #include <unordered_map>
 #include <utility>
 
-#include "runtime/core/error.h"
-#include "runtime/core/tensor.h"
+#include "runtime/error.h"
+#include "runtime/tensor.h"
 #include "runtime/cpu/cpu_device.h"
 
 namespace moerun::cpu {

@@ -10,9 +10,9 @@
 
 #include "checkpoint/checkpoint_reader.h"
 #include "mpi_test_util.h"
-#include "runtime/core/error.h"
-#include "runtime/cpu/cpu_device.h"
-#include "runtime/train/trainer.h"
+#include "runtime/error.h"
+#include "test_device.h"
+#include "train/trainer.h"
 #include "expect_error.h"
 
 namespace moerun::test {
@@ -54,7 +54,7 @@ struct Reference {
 };
 Reference one_process_reference(std::int64_t steps) {
   LocalGroup alone;
-  CpuDevice dev;
+  TestDevice dev;
   Trainer t(tiny(1, steps), alone, dev, "");
   Reference r;
   for (std::int64_t s = 1; s <= steps; ++s) r.losses.push_back(t.train_step(s).loss);
@@ -72,7 +72,7 @@ TEST(Checkpoint, ResumeIsBitIdenticalOnTheSameLayout) {
   std::vector<double> straight, resumed;
   std::map<std::string, std::vector<float>> p_straight, p_resumed;
   {
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(c, *w, dev, dir);
     for (std::int64_t s = 1; s <= 4; ++s) t.train_step(s);
     t.save_checkpoint(4);
@@ -80,7 +80,7 @@ TEST(Checkpoint, ResumeIsBitIdenticalOnTheSameLayout) {
     p_straight = values(t);
   }
   {
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(c, *w, dev, dir + "_resumed");
     t.restore(dir);
     EXPECT_EQ(t.start_step(), 4);
@@ -103,7 +103,7 @@ TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
   const auto [reference, p_reference] = one_process_reference(12);
   std::vector<double> losses;
   {  // W = 4, ep = 4, with an adaptive placement (expert 0 replicated) in the checkpoint
-    CpuDevice dev;
+    TestDevice dev;
     Config c = tiny(4, 12);
     Trainer t(c, *w, dev, dir_a);
     for (std::int64_t s = 1; s <= 4; ++s) {
@@ -117,7 +117,7 @@ TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
   }
   auto pair = w->split(w->rank() < 2 ? 0 : -1, w->rank(), "pair");
   if (pair) {  // W = 2, ep = 2
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(tiny(2, 12), *pair, dev, dir_b);
     t.restore(dir_a);
     for (std::int64_t s = 5; s <= 8; ++s) losses.push_back(t.train_step(s).loss);
@@ -125,7 +125,7 @@ TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
   }
   w->barrier();
   if (w->rank() == 0) {  // W = 1
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(tiny(1, 12), alone, dev, "");
     t.restore(dir_b + "/checkpoints");
     for (std::int64_t s = 9; s <= 12; ++s) losses.push_back(t.train_step(s).loss);
@@ -162,13 +162,13 @@ TEST(Checkpoint, ShardedOptimizerWritesTheLogicalTensors) {
   Config sharded = tiny(ep, 8);
   sharded.train.shard_optimizer = true;
   {
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(sharded, *w, dev, dir);
     for (std::int64_t s = 1; s <= 4; ++s) t.train_step(s);
     t.save_checkpoint(4);
   }
   {  // sharded again, same world
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(sharded, *w, dev, "");
     t.restore(dir + "/checkpoints");
     std::vector<double> losses;
@@ -176,7 +176,7 @@ TEST(Checkpoint, ShardedOptimizerWritesTheLogicalTensors) {
     expect_reference(losses, t);
   }
   if (w->rank() == 0) {  // one process, unsharded
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(tiny(1, 8), alone, dev, "");
     t.restore(dir + "/checkpoints");
     std::vector<double> losses;
@@ -192,7 +192,7 @@ TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
   const std::string dir = shared_dir(*w, "bad");
   std::string good;
   {
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(tiny(1, 2), *w, dev, dir);
     t.train_step(1);
     good = t.save_checkpoint(1);
@@ -203,7 +203,7 @@ TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
     return p;
   };
   auto resume = [&](const std::string& path, const Config& c) {
-    CpuDevice dev;
+    TestDevice dev;
     Trainer t(c, *w, dev, "");
     t.restore(path);
   };

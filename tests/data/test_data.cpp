@@ -5,10 +5,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "runtime/core/error.h"
-#include "runtime/core/vocab.h"
-#include "runtime/data/synthetic_tasks.h"
-#include "runtime/data/token_file.h"
+#include "runtime/error.h"
+#include "runtime/vocab.h"
+#include "data/synthetic_tasks.h"
+#include "data/token_file.h"
 #include "expect_error.h"
 
 namespace moerun::test {

@@ -4,8 +4,9 @@
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
 #include "kernels/softmax.h"
-#include "runtime/core/error.h"
-#include "runtime/core/kernel_profile.h"
+#include "runtime/error.h"
+#include "runtime/kernel_profile.h"
+#include "runtime/cpu/cpu_device.h"
 #include "test_util.h"
 #include "expect_error.h"
 

@@ -2,7 +2,7 @@
 #include "kernels/index.h"
 #include "kernels/loss.h"
 #include "kernels/topk.h"
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 #include "test_util.h"
 
 namespace moerun::test {

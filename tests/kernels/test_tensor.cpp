@@ -1,26 +1,26 @@
 // Tensor and Device contract: allocation tracking, views, moves, copies.
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 #include "test_util.h"
 
 namespace moerun::test {
 
 TEST(Tensor, TracksCurrentAndPeakBytes) {
-  CpuDevice dev;
-  const auto base = dev.memory_stats();
+  TestDevice dev;
+  const auto base = dev->memory_stats();
   {
     Tensor a(dev, {10, 10});
     Tensor b(dev, {5});
-    EXPECT_EQ(dev.memory_stats().current_bytes, base.current_bytes + 420);
-    EXPECT_EQ(dev.memory_stats().allocations, base.allocations + 2);
+    EXPECT_EQ(dev->memory_stats().current_bytes, base.current_bytes + 420);
+    EXPECT_EQ(dev->memory_stats().allocations, base.allocations + 2);
   }
-  EXPECT_EQ(dev.memory_stats().current_bytes, base.current_bytes);
-  EXPECT_GE(dev.memory_stats().peak_bytes, base.current_bytes + 420);
-  dev.reset_peak();
-  EXPECT_EQ(dev.memory_stats().peak_bytes, dev.memory_stats().current_bytes);
+  EXPECT_EQ(dev->memory_stats().current_bytes, base.current_bytes);
+  EXPECT_GE(dev->memory_stats().peak_bytes, base.current_bytes + 420);
+  dev->reset_peak();
+  EXPECT_EQ(dev->memory_stats().peak_bytes, dev->memory_stats().current_bytes);
 }
 
 TEST(Tensor, AllocationsAreAligned) {
-  CpuDevice dev;
+  TestDevice dev;
   for (std::int64_t n : {1, 3, 17, 1000}) {
     Tensor t(dev, {n});
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(t.data()) % Device::kAlignment, 0u);
@@ -28,11 +28,11 @@ TEST(Tensor, AllocationsAreAligned) {
 }
 
 TEST(Tensor, RowViewsShareStorageAndDoNotOwn) {
-  CpuDevice dev;
+  TestDevice dev;
   std::vector<float> v(12);
   for (int i = 0; i < 12; ++i) v[static_cast<std::size_t>(i)] = static_cast<float>(i);
   Tensor t = Tensor::from_host(dev, {4, 3}, v);
-  const auto before = dev.memory_stats().allocations;
+  const auto before = dev->memory_stats().allocations;
   Tensor mid = t.rows(1, 3);
   EXPECT_TRUE(mid.is_view());
   EXPECT_EQ(mid.shape(), (Shape{2, 3}));
@@ -40,7 +40,7 @@ TEST(Tensor, RowViewsShareStorageAndDoNotOwn) {
   mid.fill(-1.0f);
   EXPECT_EQ(t.to_host()[3], -1.0f);
   EXPECT_EQ(t.to_host()[9], 9.0f);
-  EXPECT_EQ(dev.memory_stats().allocations, before);
+  EXPECT_EQ(dev->memory_stats().allocations, before);
   Tensor empty = t.rows(4, 4);
   EXPECT_EQ(empty.numel(), 0);
   EXPECT_THROW(t.rows(2, 5), DeviceError);
@@ -50,7 +50,7 @@ TEST(Tensor, RowViewsShareStorageAndDoNotOwn) {
 }
 
 TEST(Tensor, MoveTransfersOwnership) {
-  CpuDevice dev;
+  TestDevice dev;
   Tensor a = Tensor::zeros(dev, {3});
   const void* p = a.data();
   Tensor b = std::move(a);
@@ -64,7 +64,7 @@ TEST(Tensor, MoveTransfersOwnership) {
 }
 
 TEST(Tensor, CopiesAndIndexTensors) {
-  CpuDevice dev;
+  TestDevice dev;
   Tensor a = Tensor::from_host(dev, {2, 2}, std::vector<float>{1, 2, 3, 4});
   Tensor b(dev, {2, 2});
   b.copy_from(a);

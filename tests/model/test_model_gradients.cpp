@@ -5,10 +5,10 @@
 #include <random>
 
 #include "kernels/elementwise.h"
-#include "runtime/model/lm_loss.h"
-#include "runtime/model/routing.h"
-#include "runtime/core/vocab.h"
-#include "runtime/core/error.h"
+#include "model/lm_loss.h"
+#include "model/routing.h"
+#include "runtime/vocab.h"
+#include "runtime/error.h"
 #include "test_util.h"
 
 namespace moerun::test {
@@ -47,7 +47,7 @@ Fixture make_fixture(ExpertType type, std::int64_t top_k, double capacity_factor
 double total_loss(const MicroBatchLoss& l) { return l.ce_sum / double(l.targets) + l.aux + l.z; }
 
 void check_gradients(const Fixture& f) {
-  CpuDevice dev;
+  TestDevice dev;
   ParameterStore params(dev, 42, f.config.init_std);
   LocalTokenDispatcher dispatcher(static_cast<int>(f.config.experts));
   Transformer model(f.config, params, dispatcher);
@@ -100,7 +100,7 @@ TEST(ModelGradients, SwiGluTopOne) { check_gradients(make_fixture(ExpertType::Sw
 // every parameter (every gradient write in backward must add, not overwrite).
 TEST(ModelGradients, AccumulateAcrossMicroBatches) {
   const Fixture f = make_fixture(ExpertType::Gelu, 2, 1.0);
-  CpuDevice dev;
+  TestDevice dev;
   ParameterStore params(dev, 42, f.config.init_std);
   LocalTokenDispatcher dispatcher(static_cast<int>(f.config.experts));
   Transformer model(f.config, params, dispatcher);
@@ -135,21 +135,21 @@ void check_recompute(const Fixture& f) {
     std::size_t peak_bytes = 0;   // the high-water mark of forward and backward
   };
   auto run = [&](Recompute mode) {
-    CpuDevice dev;
+    TestDevice dev;
     ParameterStore params(dev, 42, f.config.init_std);
     LocalTokenDispatcher dispatcher(static_cast<int>(f.config.experts));
     Transformer model(f.config, params, dispatcher);
     model.set_recompute(mode);
     Tensor tokens = Tensor::from_host(dev, {static_cast<std::int64_t>(f.tokens.size())}, f.tokens);
     Tensor targets = Tensor::from_host(dev, {static_cast<std::int64_t>(f.targets.size())}, f.targets);
-    const std::size_t before = dev.memory_stats().current_bytes;
-    dev.reset_peak();
+    const std::size_t before = dev->memory_stats().current_bytes;
+    dev->reset_peak();
     Tensor logits = model.forward(tokens, f.batch);
     Outcome out;
-    out.saved_bytes = dev.memory_stats().current_bytes - before - logits.bytes();
+    out.saved_bytes = dev->memory_stats().current_bytes - before - logits.bytes();
     logits = Tensor();
     forward_backward(model, tokens, targets, f.batch, {.ce_scale = 0.05, .aux_scale = 1.0});
-    out.peak_bytes = dev.memory_stats().peak_bytes - before;
+    out.peak_bytes = dev->memory_stats().peak_bytes - before;
     for (Parameter* p : params.all()) out.grads.push_back(p->grad.to_host());
     return out;
   };

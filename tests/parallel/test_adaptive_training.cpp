@@ -10,8 +10,8 @@
 #include <map>
 
 #include "mpi_test_util.h"
-#include "runtime/cpu/cpu_device.h"
-#include "runtime/train/trainer.h"
+#include "test_device.h"
+#include "train/trainer.h"
 
 namespace moerun::test {
 namespace {
@@ -39,7 +39,7 @@ struct AdaptiveRun : RunResult {
 using PlacementHook = std::function<std::optional<std::vector<Placement>>(std::int64_t step, const Trainer&)>;
 
 AdaptiveRun train(const Config& c, ProcessGroup& group, const PlacementHook& forced = nullptr) {
-  CpuDevice dev;
+  TestDevice dev;
   Trainer trainer(c, group, dev, "");
   AdaptiveRun r;
   const auto initial = trainer.placements();

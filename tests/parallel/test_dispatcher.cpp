@@ -11,7 +11,7 @@
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/topology.h"
 #include "mpi_test_util.h"
-#include "runtime/cpu/cpu_device.h"
+#include "test_device.h"
 
 namespace moerun::test {
 namespace {
@@ -22,7 +22,7 @@ std::int64_t count(int rank, int e) { return (rank * 3 + e * 5) % 7; }
 // ranks_per_node > 0: the hierarchical exchange, with nodes of that many consecutive ranks.
 void check_one_round_trip(const Placement& placement, int ranks_per_node) {
   auto w = world();
-  CpuDevice dev;
+  TestDevice dev;
   AllToAllDispatcher dispatcher(*w, placement);
   if (ranks_per_node > 0) {
     std::vector<int> node_of_rank;
@@ -123,7 +123,7 @@ TEST(AllToAllDispatcher, ReplicatedExpertsWithUnevenShares) {
 // Topology assigns (parallel.ranks_per_node), checked against the plan's per-rank rows.
 TEST(AllToAllDispatcher, NodeAccountingFollowsTheTopology) {
   auto w = world();
-  CpuDevice dev;
+  TestDevice dev;
   const int p = w->size(), me = w->rank(), experts = 2 * p;
   for (int ranks_per_node : {1, 2, p}) {
     Topology topology(*w, p, experts, ranks_per_node);
@@ -165,7 +165,7 @@ TEST(AllToAllDispatcher, NodeAccountingFollowsTheTopology) {
 // dispatch and combine, every rank sending to every expert).
 TEST(AllToAllDispatcher, HierarchicalExchangeSendsOneMessagePerPairOfNodes) {
   auto w = world();
-  CpuDevice dev;
+  TestDevice dev;
   const int p = w->size(), me = w->rank(), experts = 2 * p;
   for (int ranks_per_node : {1, 2}) {
     if (p % ranks_per_node != 0) continue;

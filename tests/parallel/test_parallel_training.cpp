@@ -9,8 +9,8 @@
 #include <map>
 
 #include "mpi_test_util.h"
-#include "runtime/cpu/cpu_device.h"
-#include "runtime/train/trainer.h"
+#include "test_device.h"
+#include "train/trainer.h"
 
 namespace moerun::test {
 namespace {
@@ -26,7 +26,7 @@ Config tiny(double capacity_factor, std::int64_t ep) {
 }
 
 RunResult train(const Config& c, ProcessGroup& group) {
-  CpuDevice dev;
+  TestDevice dev;
   Trainer trainer(c, group, dev, "");
   RunResult r;
   for (std::int64_t step = 1; step <= c.train.steps; ++step) r.losses.push_back(trainer.train_step(step).loss);
@@ -69,7 +69,7 @@ TEST(ParallelTraining, ShardedOptimizerSameAsOneProcess) {
     expect_same_training(train(c, *w), reference);
     // Every row's moments live on exactly one rank per copy of the model: the world holds
     // 2 x the one-process parameter count, not (dp or world) times that.
-    CpuDevice dev;
+    TestDevice dev;
     Trainer sharded(c, *w, dev, "");
     const std::int64_t world_state = w->all_reduce_value(sharded.optimizer().state_elements());
     Trainer one(tiny(1.0, 1), alone, dev, "");

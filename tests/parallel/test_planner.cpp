@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "parallel/planner.h"
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun::test {
 namespace {

@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "mpi_test_util.h"
-#include "runtime/core/error.h"
+#include "runtime/error.h"
 
 namespace moerun::test {
 

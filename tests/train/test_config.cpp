@@ -4,8 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "runtime/core/error.h"
-#include "runtime/train/config.h"
+#include "runtime/error.h"
+#include "train/config.h"
 #include "expect_error.h"
 
 namespace moerun::test {

@@ -5,10 +5,10 @@
 
 #include "expect_error.h"
 #include "parallel/process_group.h"
-#include "runtime/core/error.h"
-#include "runtime/cpu/cpu_device.h"
-#include "runtime/train/memory_plan.h"
-#include "runtime/train/trainer.h"
+#include "runtime/error.h"
+#include "test_device.h"
+#include "train/memory_plan.h"
+#include "train/trainer.h"
 
 namespace moerun::test {
 namespace {
@@ -42,7 +42,7 @@ TEST(MemoryPlan, ParameterBytesAreExact) {
   for (const Shape& s : kShapes) {
     const Config c = config_with(s.overrides);
     LocalGroup world;
-    CpuDevice dev;
+    TestDevice dev;
     Trainer trainer(c, world, dev, "");
     const MemoryEstimate est = estimate_memory(c, 1, false);
     EXPECT_EQ(est.parameters, trainer.parameters().count_elements() * 4) << s.name;
@@ -54,12 +54,12 @@ TEST(MemoryPlan, PeakOfTrainingStepsIsWithinTenPercent) {
   for (const Shape& s : kShapes) {
     const Config c = config_with(s.overrides);
     LocalGroup world;
-    CpuDevice dev;
+    TestDevice dev;
     {
       Trainer trainer(c, world, dev, "");
       for (std::int64_t step = 1; step <= 3; ++step) trainer.train_step(step);
     }
-    const double measured = double(dev.memory_stats().peak_bytes);
+    const double measured = double(dev->memory_stats().peak_bytes);
     const double estimated = double(estimate_memory(c, 1, false).peak);
     EXPECT_NEAR(estimated / measured, 1.0, 0.10) << s.name << ": estimated " << estimated << " measured " << measured;
   }
@@ -103,11 +103,11 @@ TEST(MemoryPlan, LimitRefusesTheLayoutBeforeAllocatingAndNamesOptions) {
   const MemoryEstimate est = estimate_memory(c, 1, false);
   c.runtime.memory_limit = std::to_string(est.peak / 2);
   LocalGroup world;
-  CpuDevice dev;
+  TestDevice dev;
   expect_error<ConfigError>([&] { Trainer trainer(c, world, dev, ""); },
                             {"exceeds runtime.memory_limit", "parameters", "Options:", "--set train.micro_batch=",
                              "--set train.recompute=full"});
-  EXPECT_EQ(dev.memory_stats().peak_bytes, 0u) << "something was allocated before the refusal";
+  EXPECT_EQ(dev->memory_stats().peak_bytes, 0u) << "something was allocated before the refusal";
   c.runtime.memory_limit = std::to_string(est.peak + 1);
   EXPECT_EQ(checked_memory_estimate(c, 1, false).peak, est.peak);
 }

@@ -6,9 +6,9 @@
 #include <cstring>
 
 #include "parallel/process_group.h"
-#include "runtime/core/error.h"
-#include "runtime/cpu/cpu_device.h"
-#include "runtime/train/trainer.h"
+#include "runtime/error.h"
+#include "test_device.h"
+#include "train/trainer.h"
 
 namespace moerun::test {
 namespace {
@@ -35,7 +35,7 @@ std::vector<float> all_values(ParameterStore& params) {
 TEST(Trainer, LossFallsOnSyntheticTasks) {
   const Config c = tiny_config(80);
   LocalGroup world;
-  CpuDevice dev;
+  TestDevice dev;
   Trainer trainer(c, world, dev, "");
   const TrainSummary s = trainer.run();
   ASSERT_EQ(s.losses.size(), 80u);
@@ -50,7 +50,7 @@ TEST(Trainer, TwoRunsAreBitIdentical) {
   std::vector<double> losses[2];
   std::vector<float> values[2];
   for (int run = 0; run < 2; ++run) {
-    CpuDevice dev;
+    TestDevice dev;
     Trainer trainer(c, world, dev, "");
     for (std::int64_t step = 1; step <= c.train.steps; ++step) losses[run].push_back(trainer.train_step(step).loss);
     values[run] = all_values(trainer.parameters());
@@ -69,7 +69,7 @@ TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatchInDroplessMode) {
   a.model.z_loss_coef = b.model.z_loss_coef = 0.0;
   b.train.micro_batch = 8;
   LocalGroup world;
-  CpuDevice dev_a, dev_b;
+  TestDevice dev_a, dev_b;
   Trainer ta(a, world, dev_a, ""), tb(b, world, dev_b, "");
   for (std::int64_t step = 1; step <= 3; ++step) {
     const double la = ta.train_step(step).loss, lb = tb.train_step(step).loss;
@@ -82,7 +82,7 @@ TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatchInDroplessMode) {
 TEST(Trainer, NanStopsTheRunNamingStepAndParameter) {
   const Config c = tiny_config(3);
   LocalGroup world;
-  CpuDevice dev;
+  TestDevice dev;
   Trainer trainer(c, world, dev, "");
   trainer.train_step(1);
   trainer.parameters().get("layers.1.moe.router").value.fill(NAN);

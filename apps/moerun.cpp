@@ -1,0 +1,155 @@
+// moerun: trains the MoE transformer. Run alone or under mpirun:
+//   moerun [--config FILE.toml] [--set section.key=value ...] [--run-dir DIR] [--resume DIR_OR_FILE]
+// Any error on any rank prints "[rank r] ..." and ends the whole job with a non-zero exit.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <thread>
+
+#include "parallel/mpi_group.h"
+#include "runtime/error.h"
+#include "runtime/device_registry.h"
+#include "train/config.h"
+#include "train/memory_plan.h"
+#include "train/signals.h"
+#include "train/trainer.h"
+
+namespace {
+
+// Compute threads per rank: the user's OMP_NUM_THREADS or runtime.threads, else the node's
+// cores shared evenly by the ranks on it (several ranks each starting all-core thread pools
+// would fight over the cores).
+int choose_threads(const moerun::Config& config, moerun::ProcessGroup& world, std::string& why) {
+  auto node = world.split_node_local("node");
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) {
+    why = "from OMP_NUM_THREADS";
+    return omp_get_max_threads();
+  }
+  if (config.runtime.threads > 0) {
+    why = "from runtime.threads";
+    return static_cast<int>(config.runtime.threads);
+  }
+  why = fmt::format("{} cores / {} ranks on this node", cores, node->size());
+  return std::max(1, cores / node->size());
+}
+
+std::string default_run_dir(moerun::ProcessGroup& world) {
+  char name[64] = {0};
+  if (world.rank() == 0) {
+    const std::time_t now = std::time(nullptr);
+    std::strftime(name, sizeof(name), "runs/%Y%m%d-%H%M%S", std::localtime(&now));
+  }
+  world.broadcast(name, sizeof(name), moerun::CommType::U8, 0);  // every rank agrees on the name
+  return name;
+}
+
+// The run directory a checkpoint belongs to: <run-dir>/checkpoints/step_N.h5 -> <run-dir>.
+std::string resume_run_dir(const std::string& resume) {
+  std::filesystem::path p = std::filesystem::absolute(resume);
+  if (std::filesystem::is_regular_file(p)) p = p.parent_path();
+  if (p.filename() == "checkpoints") p = p.parent_path();
+  return p.string();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::unique_ptr<moerun::MpiEnvironment> mpi;
+  std::unique_ptr<moerun::ProcessGroup> world;
+  int rank = 0, size = 1;
+  try {
+    mpi = std::make_unique<moerun::MpiEnvironment>(&argc, &argv);
+    world = mpi->world();
+    rank = world->rank();
+    size = world->size();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moerun: %s\n", e.what());
+    return 1;
+  }
+
+  CLI::App app{"moerun: distributed training of sparse Mixture-of-Experts models"};
+  std::optional<std::string> config_file;
+  std::vector<std::string> overrides;
+  std::string run_dir;
+  std::string resume;
+  bool reference = false;
+  bool dry_run = false;
+  int dry_world = 0;
+  app.add_option("--config", config_file, "TOML config file (every key has a default)")->check(CLI::ExistingFile);
+  app.add_option("--set", overrides, "override a key: --set section.key=value (repeatable)");
+  app.add_option("--run-dir", run_dir, "directory for config.json and metrics.jsonl (default runs/<date-time>)");
+  app.add_option("--resume", resume,
+                 "continue from a checkpoint: a step_<N>.h5 file, a checkpoints directory or a run directory "
+                 "(its latest checkpoint); any world size and parallel.ep");
+  app.add_flag("--config-reference", reference, "print every config key as a Markdown table and exit");
+  app.add_flag("--dry-run", dry_run,
+               "check the layout and print the memory estimate per rank (parameters, gradients, optimizer, "
+               "activations, peak), then exit; no mpirun needed");
+  app.add_option("--world-size", dry_world, "with --dry-run: plan for this many ranks (default: the ranks started)")
+      ->check(CLI::PositiveNumber);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = rank == 0 ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 2);
+    return code;
+  }
+  if (reference) {
+    if (rank == 0) std::fputs(moerun::Config::reference_markdown().c_str(), stdout);
+    return 0;
+  }
+
+  try {
+    const moerun::Config config = moerun::Config::load(config_file, overrides);
+    if (dry_run) {
+      const int planned = dry_world > 0 ? dry_world : size;
+      config.validate(planned);
+      if (rank == 0) {
+        const auto probe = moerun::make_device(config.runtime.device);
+        // Over runtime.memory_limit this throws; its message carries the same table.
+        const auto est = moerun::checked_memory_estimate(config, planned, !probe->host_accessible());
+        std::printf("moerun --dry-run: %d rank(s) = dp %lld x ep %lld, %lld micro-batch(es) of %lld sequences per rank "
+                    "per step; device memory per rank (every rank alike):\n%s",
+                    planned, static_cast<long long>(config.dp(planned)), static_cast<long long>(config.parallel.ep),
+                    static_cast<long long>(config.micro_batches_per_rank(planned)),
+                    static_cast<long long>(config.train.micro_batch), est.table().c_str());
+        if (moerun::parse_memory_limit(config.runtime.memory_limit) > 0)
+          std::printf("fits runtime.memory_limit = %s\n", config.runtime.memory_limit.c_str());
+      }
+      return 0;
+    }
+    config.validate(size);
+    std::string threads_why;
+    const int threads = choose_threads(config, *world, threads_why);
+    omp_set_num_threads(threads);
+    if (run_dir.empty() && !resume.empty()) run_dir = resume_run_dir(resume);
+    if (run_dir.empty()) run_dir = default_run_dir(*world);
+    moerun::install_checkpoint_signal_handlers();
+    if (rank == 0) std::printf("moerun: %d rank(s), %d compute thread(s) per rank (%s), run directory %s\n", size, threads,
+                               threads_why.c_str(), run_dir.c_str());
+    const auto device = moerun::make_device(config.runtime.device);
+    moerun::Trainer trainer(config, *world, *device, run_dir);
+    if (!resume.empty()) trainer.restore(resume);
+    trainer.run();
+  } catch (const moerun::Error& e) {
+    // Configuration and data errors are seen identically by every rank: say it once.
+    const bool everywhere = e.subsystem() == moerun::Subsystem::Config || e.subsystem() == moerun::Subsystem::Data;
+    if (!everywhere || rank == 0) {
+      std::fprintf(stderr, "[rank %d] moerun %s error: %s\n", rank, std::string(moerun::subsystem_name(e.subsystem())).c_str(),
+                   e.what());
+    }
+    if (size > 1) moerun::MpiEnvironment::abort(1);
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[rank %d] moerun error: %s\n", rank, e.what());
+    if (size > 1) moerun::MpiEnvironment::abort(1);
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,124 @@
+#include "data/token_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "runtime/error.h"
+#include "runtime/seed.h"
+
+namespace moerun {
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+std::size_t token_bytes(TokenFileFormat f) { return f == TokenFileFormat::Text ? 1 : f == TokenFileFormat::U16 ? 2 : 4; }
+const char* format_name(TokenFileFormat f) { return f == TokenFileFormat::Text ? "text" : f == TokenFileFormat::U16 ? "u16" : "u32"; }
+}  // namespace
+
+TokenFileFormat parse_token_file_format(const std::string& format, const std::string& path) {
+  if (format == "text") return TokenFileFormat::Text;
+  if (format == "u16") return TokenFileFormat::U16;
+  if (format == "u32") return TokenFileFormat::U32;
+  MOERUN_CHECK(format == "auto", ConfigError, "data.format = '{}' is not one of: auto, text, u16, u32", format);
+  if (ends_with(path, ".u16") || ends_with(path, ".bin16")) return TokenFileFormat::U16;
+  if (ends_with(path, ".u32") || ends_with(path, ".bin32")) return TokenFileFormat::U32;
+  return TokenFileFormat::Text;
+}
+
+TokenFile::TokenFile(const std::string& path, TokenFileFormat format, std::int64_t seq_len, std::uint64_t seed,
+                     std::int32_t vocab_size)
+    : path_(path), format_(format), seq_len_(seq_len), seed_(seed) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  MOERUN_CHECK(fd >= 0, DataError, "[data] cannot open data.source '{}': {}; give an existing text or token file, or "
+               "data.source = \"synthetic\"", path, std::strerror(errno));
+  struct stat st {};
+  ::fstat(fd, &st);
+  bytes_ = static_cast<std::size_t>(st.st_size);
+  if (bytes_ == 0) {
+    ::close(fd);
+    MOERUN_THROW(DataError, "[data] data.source '{}' is empty", path);
+  }
+  void* map = ::mmap(nullptr, bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  MOERUN_CHECK(map != MAP_FAILED, DataError, "[data] cannot map '{}': {}", path, std::strerror(errno));
+  data_ = static_cast<const unsigned char*>(map);
+  const std::size_t tb = token_bytes(format_);
+  MOERUN_CHECK(bytes_ % tb == 0, DataError,
+               "[data] '{}' has {} bytes, not a multiple of {} as a {} token file needs; is data.format right?", path,
+               bytes_, tb, format_name(format_));
+  tokens_ = static_cast<std::int64_t>(bytes_ / tb);
+  // Need a training window and a held-out window of seq_len + 1 tokens each.
+  const std::int64_t heldout = std::max<std::int64_t>(seq_len + 1, tokens_ / 20);
+  train_end_ = tokens_ - heldout;
+  MOERUN_CHECK(train_end_ >= seq_len + 1, DataError,
+               "[data] '{}' holds {} tokens, too few for model.seq_len = {} (need at least {}: one training and one "
+               "held-out sequence); use a longer file or a smaller model.seq_len",
+               path, tokens_, seq_len, 2 * (seq_len + 1));
+  if (format_ != TokenFileFormat::Text) {
+    for (std::int64_t i = 0; i < tokens_; ++i) {
+      const std::int32_t t = token_at(i);
+      MOERUN_CHECK(t >= 0 && t < vocab_size, DataError,
+                   "[data] '{}': token {} at position {} is outside the vocabulary [0, {})", path, t, i, vocab_size);
+    }
+  }
+}
+
+TokenFile::~TokenFile() {
+  if (data_ != nullptr) ::munmap(const_cast<unsigned char*>(data_), bytes_);
+}
+
+std::string TokenFile::describe() const {
+  return fmt::format("{} ({} file, {} tokens)", path_, format_name(format_), tokens_);
+}
+
+std::int32_t TokenFile::token_at(std::int64_t i) const {
+  switch (format_) {
+    case TokenFileFormat::Text: return data_[i];
+    case TokenFileFormat::U16: {
+      std::uint16_t v;
+      std::memcpy(&v, data_ + 2 * i, 2);
+      return v;
+    }
+    case TokenFileFormat::U32: {
+      std::uint32_t v;
+      std::memcpy(&v, data_ + 4 * i, 4);
+      return static_cast<std::int32_t>(v);
+    }
+  }
+  return 0;
+}
+
+void TokenFile::window(std::int64_t start, std::int32_t* inputs, std::int32_t* targets) const {
+  for (std::int64_t i = 0; i < seq_len_; ++i) {
+    inputs[i] = token_at(start + i);
+    targets[i] = token_at(start + i + 1);
+  }
+}
+
+void TokenFile::training_batch(std::int64_t step, std::int64_t first, std::int64_t count, TokenBatch& out) const {
+  out.resize(count, seq_len_);
+  const std::int64_t starts = train_end_ - seq_len_;  // windows must end inside the training part
+  for (std::int64_t i = 0; i < count; ++i) {
+    std::mt19937_64 rng(mix_seed(seed_, static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(first + i)));
+    const std::int64_t start = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(starts));
+    window(start, out.inputs.data() + i * seq_len_, out.targets.data() + i * seq_len_);
+  }
+}
+
+void TokenFile::heldout_batch(std::int64_t first, std::int64_t count, TokenBatch& out) const {
+  out.resize(count, seq_len_);
+  const std::int64_t span = tokens_ - train_end_ - seq_len_;  // >= 1 by construction
+  for (std::int64_t i = 0; i < count; ++i) {
+    const std::int64_t start = train_end_ + ((first + i) * 7919) % std::max<std::int64_t>(1, span);
+    window(start, out.inputs.data() + i * seq_len_, out.targets.data() + i * seq_len_);
+  }
+}
+
+}  // namespace moerun

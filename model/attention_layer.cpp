@@ -1,0 +1,54 @@
+#include "model/attention_layer.h"
+
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+
+namespace moerun {
+
+AttentionLayer::AttentionLayer(ParameterStore& params, const ModelConfig& config, const std::string& name)
+    : config_(config),
+      w_qkv_(params.add(name + ".w_qkv", {config.d_model, 3 * config.d_model}, Init::Normal)),
+      w_out_(params.add(name + ".w_out", {config.d_model, config.d_model}, Init::Normal)),
+      b_out_(params.add(name + ".b_out", {config.d_model}, Init::Zeros)) {}
+
+Tensor AttentionLayer::forward(const Tensor& h, std::int64_t batch) {
+  Device& dev = h.device();
+  const std::int64_t n = h.dim(0), d = config_.d_model, t = config_.seq_len, heads = config_.n_heads;
+  h_ = &h;
+  batch_ = batch;
+  qkv_ = Tensor(dev, {n, 3 * d});
+  kernels::matmul({.a = &h, .b = &w_qkv_.value, .c = &qkv_});
+  probs_ = Tensor(dev, {batch, heads, t, t});
+  heads_ = Tensor(dev, {n, d});
+  kernels::attention_forward({.batch = batch, .seq = t, .heads = heads, .qkv = &qkv_, .probs = &probs_, .out = &heads_});
+  Tensor y(dev, {n, d});
+  kernels::matmul({.a = &heads_, .b = &w_out_.value, .bias = &b_out_.value, .c = &y});
+  return y;
+}
+
+Tensor AttentionLayer::backward(const Tensor& dy) {
+  Device& dev = dy.device();
+  const std::int64_t n = dy.dim(0), d = config_.d_model;
+  Tensor dheads(dev, {n, d});
+  kernels::linear_backward(heads_, w_out_.value, dy,
+                           {.da = &dheads, .dw = &w_out_.grad, .dbias = &b_out_.grad, .accumulate = true});
+  heads_ = Tensor();
+  Tensor dqkv(dev, {n, 3 * d});
+  kernels::attention_backward({.batch = batch_, .seq = config_.seq_len, .heads = config_.n_heads, .qkv = &qkv_,
+                               .probs = &probs_, .dout = &dheads, .dqkv = &dqkv});
+  probs_ = Tensor();
+  qkv_ = Tensor();
+  Tensor dh(dev, {n, d});
+  kernels::linear_backward(*h_, w_qkv_.value, dqkv, {.da = &dh, .dw = &w_qkv_.grad, .accumulate = true});
+  h_ = nullptr;
+  return dh;
+}
+
+void AttentionLayer::release() {
+  qkv_ = Tensor();
+  probs_ = Tensor();
+  heads_ = Tensor();
+  h_ = nullptr;
+}
+
+}  // namespace moerun

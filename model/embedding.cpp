@@ -1,0 +1,35 @@
+#include "model/embedding.h"
+
+#include "kernels/elementwise.h"
+#include "kernels/index.h"
+#include "runtime/vocab.h"
+
+namespace moerun {
+
+Embedding::Embedding(ParameterStore& params, const ModelConfig& config)
+    : config_(config),
+      tokens_table_(params.add("embedding.tokens", {vocab::kSize, config.d_model}, Init::Normal)),
+      positions_table_(params.add("embedding.positions", {config.seq_len, config.d_model}, Init::Normal)) {}
+
+Tensor Embedding::forward(const Tensor& tokens, std::int64_t batch) {
+  tokens_ = &tokens;
+  batch_ = batch;
+  const std::int64_t t = config_.seq_len, d = config_.d_model;
+  Tensor x(tokens.device(), {batch * t, d});
+  kernels::gather_rows({.src = &tokens_table_.value, .index = &tokens, .dst = &x});
+  Tensor per_sequence = x.reshaped({batch, t * d});  // [batch, seq_len * d]
+  Tensor positions = positions_table_.value.reshaped({t * d});
+  kernels::binary({.op = BinaryOp::Add, .a = &per_sequence, .b = &positions, .out = &per_sequence});
+  return x;
+}
+
+void Embedding::backward(const Tensor& dx) {
+  const std::int64_t t = config_.seq_len, d = config_.d_model;
+  kernels::scatter_add_rows({.src = &dx, .index = tokens_, .dst = &tokens_table_.grad});
+  const Tensor per_sequence = dx.reshaped({batch_, t * d});
+  Tensor dpos = positions_table_.grad.reshaped({t * d});
+  kernels::sum_rows({.x = &per_sequence, .out = &dpos, .accumulate = true});
+  tokens_ = nullptr;
+}
+
+}  // namespace moerun

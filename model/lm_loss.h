@@ -1,0 +1,29 @@
+// One micro-batch through the model and the language-model loss: forward, cross-entropy on
+// the targets (vocab::kIgnore excluded), the MoE auxiliary losses, and (optionally) backward.
+// Used by the trainer, the evaluator and the gradient tests, so all three compute one loss.
+#pragma once
+
+#include "model/transformer.h"
+
+namespace moerun {
+
+struct MicroBatchLoss {
+  double ce_sum = 0.0;       // cross-entropy summed over counted targets
+  std::int64_t targets = 0;  // counted targets
+  double aux = 0.0;          // MoE load-balancing loss, summed over layers (coefficient included)
+  double z = 0.0;            // router z-loss, summed over layers (coefficient included)
+};
+
+// The loss of the whole step is sum(ce_sum) / global targets + mean over micro-batches of
+// (aux + z). backward scales: ce_scale = 1 / global targets, aux_scale = 1 / global micro-batches.
+struct LossScales {
+  double ce_scale = 1.0;
+  double aux_scale = 1.0;
+};
+
+// tokens, targets: i32 [batch * seq_len] on the model's device.
+MicroBatchLoss forward_backward(Transformer& model, const Tensor& tokens, const Tensor& targets, std::int64_t batch,
+                                const LossScales& scales);
+MicroBatchLoss forward_loss(Transformer& model, const Tensor& tokens, const Tensor& targets, std::int64_t batch);
+
+}  // namespace moerun

@@ -1,0 +1,53 @@
+#include "model/model_config.h"
+
+#include <cmath>
+
+#include "runtime/error.h"
+
+namespace moerun {
+
+std::string expert_type_name(ExpertType t) { return t == ExpertType::Gelu ? "gelu" : "swiglu"; }
+
+std::string recompute_name(Recompute r) { return r == Recompute::None ? "none" : r == Recompute::Moe ? "moe" : "full"; }
+
+Recompute parse_recompute(const std::string& text) {
+  for (Recompute r : {Recompute::None, Recompute::Moe, Recompute::Full})
+    if (text == recompute_name(r)) return r;
+  MOERUN_THROW(ConfigError, "train.recompute = '{}' is not one of: none (keep every activation), moe (recompute the "
+               "expert FFN activations), full (recompute each block in backward)", text);
+}
+
+std::int64_t ModelConfig::capacity(std::int64_t tokens) const {
+  if (capacity_factor <= 0.0) return 0;
+  return static_cast<std::int64_t>(
+      std::ceil(capacity_factor * static_cast<double>(tokens * top_k) / static_cast<double>(experts)));
+}
+
+void ModelConfig::validate() const {
+  auto positive = [](std::int64_t v, const char* key, const char* why) {
+    MOERUN_CHECK(v >= 1, ConfigError, "model.{} = {} must be >= 1 ({})", key, v, why);
+  };
+  positive(d_model, "d_model", "the width of every layer");
+  positive(n_layers, "n_layers", "at least one transformer block");
+  positive(n_heads, "n_heads", "attention needs a head");
+  positive(seq_len, "seq_len", "tokens per sequence");
+  positive(experts, "experts", "an MoE layer needs experts");
+  positive(top_k, "top_k", "each token goes to at least one expert");
+  positive(d_ff, "d_ff", "the expert FFN's hidden width");
+  MOERUN_CHECK(d_model % n_heads == 0, ConfigError,
+               "model.d_model = {} is not divisible by model.n_heads = {}: every head gets d_model / n_heads "
+               "channels; choose n_heads among the divisors of d_model",
+               d_model, n_heads);
+  MOERUN_CHECK(top_k <= experts, ConfigError,
+               "model.top_k = {} exceeds model.experts = {}: a token cannot pick more distinct experts than exist; "
+               "use top_k in [1, {}]",
+               top_k, experts, experts);
+  MOERUN_CHECK(capacity_factor >= 0.0 && std::isfinite(capacity_factor), ConfigError,
+               "model.capacity_factor = {} must be >= 0 (0 = dropless; 1.0-2.0 is usual)", capacity_factor);
+  MOERUN_CHECK(dense_every >= 0, ConfigError, "model.dense_every = {} must be >= 0 (0 = every block MoE)", dense_every);
+  MOERUN_CHECK(aux_loss_coef >= 0.0 && z_loss_coef >= 0.0, ConfigError,
+               "model.aux_loss_coef = {} and model.z_loss_coef = {} must be >= 0", aux_loss_coef, z_loss_coef);
+  MOERUN_CHECK(init_std > 0.0, ConfigError, "model.init_std = {} must be > 0", init_std);
+}
+
+}  // namespace moerun

@@ -1,0 +1,69 @@
+// One MoE feed-forward layer: router, top-k gating with capacity, dispatch of token-copies
+// to the experts (through a TokenDispatcher, so the same code runs on one process or many),
+// the experts' FFNs, combine, and the gate-weighted sum. Adds the load-balancing (aux) and
+// router z-losses. Dropped token-copies contribute nothing here and pass via the residual.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "parallel/token_dispatcher.h"
+#include "model/feed_forward.h"
+#include "model/routing.h"
+
+namespace moerun {
+
+// What one forward of the layer saw, for the loss, the metrics and the load monitor.
+struct MoeStats {
+  std::vector<std::int64_t> assigned_per_expert;  // token-copies routed to each expert (before capacity)
+  std::vector<std::int64_t> kept_per_expert;      // token-copies each expert processes (after capacity)
+  std::int64_t copies = 0;                        // tokens x top_k
+  std::int64_t dropped = 0;
+  double aux_loss = 0.0;  // coefficient included
+  double z_loss = 0.0;    // coefficient included
+  double expert_seconds = 0.0;  // this rank's expert FFN time, forward + backward, since reset
+};
+
+class MoeLayer {
+ public:
+  MoeLayer(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher);
+  // h [tokens, d], kept alive by the caller until backward. Returns the layer output [tokens, d].
+  Tensor forward(const Tensor& h);
+  // dy [tokens, d]; aux_scale weighs this micro-batch's aux and z losses in the total loss.
+  Tensor backward(const Tensor& dy, double aux_scale);
+  const MoeStats& stats() const { return stats_; }
+  // train.recompute = moe: the experts drop their hidden activations in forward.
+  void set_recompute_experts(bool on);
+  // Forgets what forward saved (train.recompute = full runs forward again before backward).
+  void release();
+  void reset_expert_seconds() { stats_.expert_seconds = 0.0; }
+  // Between steps, after the placement changed: rebuild the expert FFNs from the parameters
+  // of the experts the dispatcher now routes here (they must already be in `params`).
+  void attach_local_experts(ParameterStore& params);
+  static std::string expert_prefix(int layer) { return "layers." + std::to_string(layer) + ".moe.experts"; }
+  // The dispatch plan of the last forward (which rows crossed ranks).
+  const DispatchPlan& last_plan() const { return dispatch_; }
+
+ private:
+  const ModelConfig& config_;
+  int layer_;
+  TokenDispatcher& dispatcher_;
+  Parameter& router_;  // [d, experts]
+  std::unique_ptr<FeedForwardSet> experts_;
+  bool recompute_experts_ = false;
+  Tensor router_bias_;  // [experts]: bench.router_zipf's fixed logit bias (empty when off)
+  MoeStats stats_;
+  // Saved by forward for backward.
+  const Tensor* h_ = nullptr;
+  Tensor probs_, lse_, index_, gates_;  // router outputs
+  RoutingPlan routing_;
+  DispatchPlan dispatch_;
+  Tensor token_of_copy_, slot_of_copy_;  // i32 [kept]
+  Tensor copy_gates_;                    // [kept, 1]
+  Tensor routed_;                        // [kept, d] inputs sorted by expert
+  Tensor expert_in_;                     // [received, d] (may view routed_)
+  Tensor expert_out_;                    // [received, d]
+  Tensor routed_out_;                    // [kept, d] (may view expert_out_)
+};
+
+}  // namespace moerun

@@ -1,0 +1,157 @@
+#include "model/transformer.h"
+
+#include "kernels/elementwise.h"
+#include "kernels/matmul.h"
+#include "runtime/trace.h"
+#include "runtime/vocab.h"
+
+namespace moerun {
+
+// One pre-norm block: x1 = x + attn(ln1(x)); x2 = x1 + ffn(ln2(x1)), ffn MoE or dense.
+struct Transformer::Block {
+  Block(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher)
+      : layer(layer),
+        ln1(params, "layers." + std::to_string(layer) + ".ln1", config.d_model),
+        attention(params, config, "layers." + std::to_string(layer) + ".attention"),
+        ln2(params, "layers." + std::to_string(layer) + ".ln2", config.d_model) {
+    if (config.is_moe_layer(layer)) {
+      moe = std::make_unique<MoeLayer>(params, config, layer, dispatcher);
+    } else {
+      dense = std::make_unique<FeedForwardSet>(params, config, "layers." + std::to_string(layer) + ".ffn",
+                                               std::vector<int>{0}, ParamKind::Dense, layer);
+    }
+  }
+
+  Tensor forward(Tensor input, std::int64_t batch) {
+    const trace::Scope span("forward", "forward", layer);
+    x = std::move(input);
+    batch_size = batch;
+    Tensor x2 = compute();
+    if (recompute == Recompute::Full) release_saved();  // backward runs compute() again from x
+    return x2;
+  }
+
+  Tensor backward(const Tensor& dx2, double aux_scale) {
+    const trace::Scope span("backward", "backward", layer);
+    if (recompute == Recompute::Full) {
+      const trace::Scope again("recompute", "recompute forward", layer);
+      compute();  // the same inputs and weights: the same activations, router choices and exchange
+    }
+    Tensor dh2 = moe ? moe->backward(dx2, aux_scale) : dense->backward(dx2);
+    Tensor dx1 = ln2.backward(dh2);
+    kernels::axpy({.x = &dx2, .y = &dx1});  // the residual path
+    dh2 = Tensor();
+    Tensor dh = attention.backward(dx1);
+    Tensor dx = ln1.backward(dh);
+    kernels::axpy({.x = &dx1, .y = &dx});
+    for (Tensor* t : {&x, &h, &x1, &h2}) *t = Tensor();
+    return dx;
+  }
+
+  void set_recompute(Recompute r) {
+    recompute = r;
+    if (moe) moe->set_recompute_experts(r == Recompute::Moe);
+  }
+
+  // The block from its saved input x: saves what backward needs and returns the output.
+  Tensor compute() {
+    h = ln1.forward(x);
+    Tensor a = attention.forward(h, batch_size);
+    x1 = Tensor(x.device(), x.shape());
+    kernels::binary({.op = BinaryOp::Add, .a = &x, .b = &a, .out = &x1});
+    a = Tensor();
+    h2 = ln2.forward(x1);
+    const std::int64_t rows[] = {h2.dim(0)};
+    Tensor f = moe ? moe->forward(h2) : dense->forward(h2, rows);
+    Tensor x2(x.device(), x.shape());
+    kernels::binary({.op = BinaryOp::Add, .a = &x1, .b = &f, .out = &x2});
+    return x2;
+  }
+
+  // Everything but the input x.
+  void release_saved() {
+    ln1.release();
+    attention.release();
+    ln2.release();
+    if (moe) {
+      moe->release();
+    } else {
+      dense->release();
+    }
+    for (Tensor* t : {&h, &x1, &h2}) *t = Tensor();
+  }
+
+  int layer;
+  LayerNorm ln1;
+  AttentionLayer attention;
+  LayerNorm ln2;
+  std::unique_ptr<MoeLayer> moe;
+  std::unique_ptr<FeedForwardSet> dense;
+  Tensor x, h, x1, h2;  // saved activations, [n, d] each
+  std::int64_t batch_size = 0;
+  Recompute recompute = Recompute::None;
+};
+
+Transformer::Transformer(const ModelConfig& config, ParameterStore& params, TokenDispatcher& dispatcher)
+    : Transformer(config, params, std::vector<TokenDispatcher*>(static_cast<std::size_t>(config.n_layers), &dispatcher)) {}
+
+Transformer::Transformer(const ModelConfig& config, ParameterStore& params, const std::vector<TokenDispatcher*>& dispatchers)
+    : config_(config), embedding_(params, config) {
+  for (int l = 0; l < config.n_layers; ++l)
+    blocks_.push_back(std::make_unique<Block>(params, config, l, *dispatchers.at(static_cast<std::size_t>(l))));
+  final_norm_ = std::make_unique<LayerNorm>(params, "final_norm", config.d_model);
+  lm_head_ = config.tie_embeddings ? &embedding_.token_table()
+                                   : &params.add("lm_head", {vocab::kSize, config.d_model}, Init::Normal);
+}
+
+Transformer::~Transformer() = default;
+
+void Transformer::set_recompute(Recompute r) {
+  for (auto& block : blocks_) block->set_recompute(r);
+}
+
+Tensor Transformer::forward(const Tensor& tokens, std::int64_t batch) {
+  Tensor x = embedding_.forward(tokens, batch);
+  for (auto& block : blocks_) x = block->forward(std::move(x), batch);
+  final_in_ = std::move(x);
+  const trace::Scope span("forward", "lm head");
+  final_out_ = final_norm_->forward(final_in_);
+  Tensor logits(tokens.device(), {final_out_.dim(0), vocab::kSize});
+  kernels::matmul({.a = &final_out_, .b = &lm_head_->value, .c = &logits, .transpose_b = true});
+  return logits;
+}
+
+void Transformer::backward(const Tensor& dlogits, double aux_scale) {
+  std::optional<trace::Scope> head_span(std::in_place, "backward", "lm head");
+  Tensor dfinal(dlogits.device(), final_out_.shape());
+  kernels::matmul({.a = &dlogits, .b = &lm_head_->value, .c = &dfinal});  // [n, V] x [V, d]
+  kernels::matmul({.a = &dlogits, .b = &final_out_, .c = &lm_head_->grad, .transpose_a = true, .accumulate = true});
+  Tensor dx = final_norm_->backward(dfinal);
+  final_out_ = Tensor();
+  final_in_ = Tensor();
+  head_span.reset();
+  for (int l = static_cast<int>(blocks_.size()) - 1; l >= 0; --l) {
+    dx = blocks_[static_cast<std::size_t>(l)]->backward(dx, aux_scale);
+    if (backward_hook_) backward_hook_(l);
+  }
+  embedding_.backward(dx);
+  if (backward_hook_) backward_hook_(-1);
+}
+
+std::vector<const MoeStats*> Transformer::moe_stats() const {
+  std::vector<const MoeStats*> out;
+  for (const auto& b : blocks_)
+    if (b->moe) out.push_back(&b->moe->stats());
+  return out;
+}
+
+MoeLayer& Transformer::moe_layer(int block) { return *blocks_.at(static_cast<std::size_t>(block))->moe; }
+
+std::vector<int> Transformer::moe_layer_ids() const {
+  std::vector<int> out;
+  for (int l = 0; l < static_cast<int>(blocks_.size()); ++l)
+    if (blocks_[static_cast<std::size_t>(l)]->moe) out.push_back(l);
+  return out;
+}
+
+}  // namespace moerun

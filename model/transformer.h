@@ -1,0 +1,59 @@
+// The byte-level MoE transformer: embedding, N pre-norm blocks (causal self-attention, then
+// an MoE or dense FFN, each with a residual), final layer norm, LM head (tied to the token
+// embedding by default). Explicit forward and backward, no autograd tape: each layer keeps
+// what its backward needs and frees it there.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "model/attention_layer.h"
+#include "model/embedding.h"
+#include "model/layer_norm.h"
+#include "model/moe_layer.h"
+
+namespace moerun {
+
+class Transformer {
+ public:
+  // Registers every parameter in `params`; expert FFNs only for dispatcher.local_experts().
+  Transformer(const ModelConfig& config, ParameterStore& params, TokenDispatcher& dispatcher);
+  // One dispatcher per block (each MoE layer can have its own placement); dense blocks ignore theirs.
+  Transformer(const ModelConfig& config, ParameterStore& params, const std::vector<TokenDispatcher*>& dispatchers);
+  ~Transformer();
+
+  // tokens: i32 [batch * seq_len], kept alive by the caller until backward().
+  // Returns logits [batch * seq_len, vocab]; keeps the activations for backward.
+  Tensor forward(const Tensor& tokens, std::int64_t batch);
+  // dlogits: gradient of the loss with respect to the logits. aux_scale: the weight of this
+  // micro-batch's MoE auxiliary losses in the total loss. Accumulates parameter gradients.
+  void backward(const Tensor& dlogits, double aux_scale);
+  // Called during backward after block l's gradients are complete (l = n_layers-1 .. 0), and
+  // with -1 after the embedding's, when every gradient is complete. Empty = no calls.
+  void set_backward_hook(std::function<void(int)> hook) { backward_hook_ = std::move(hook); }
+
+  // train.recompute: which activations forward drops and backward recomputes (default none).
+  void set_recompute(Recompute r);
+
+  // MoE statistics of the last forward, one entry per MoE layer (dense blocks are skipped).
+  std::vector<const MoeStats*> moe_stats() const;
+  // Index of each MoE layer among all blocks.
+  std::vector<int> moe_layer_ids() const;
+  MoeLayer& moe_layer(int block);
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  struct Block;
+  const ModelConfig& config_;
+  Embedding embedding_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  std::unique_ptr<LayerNorm> final_norm_;
+  Parameter* lm_head_;  // [vocab, d]: the token table when tied
+  Tensor final_in_;     // residual stream entering the final norm
+  Tensor final_out_;    // [n, d] normalized, input of the LM head
+  std::function<void(int)> backward_hook_;
+};
+
+}  // namespace moerun

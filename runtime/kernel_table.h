@@ -1,0 +1,245 @@
+// The contract between the kernel functions in kernels/ and a backend. Each kernel family
+// has an arguments struct; a backend fills one KernelTable with a function per entry and
+// its Device returns it. The public functions (kernels/*.h) validate shapes, dtypes and
+// devices before dispatching, so a backend may assume well-formed arguments.
+// All tensors are fp32 unless marked i32; shapes are given as [rows, cols].
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace moerun {
+
+// c[m, n] = op(a)[m, k] * op(b)[k, n] (+ bias[n]) (+ c if accumulate).
+// op(x) = x, or x^T when the transpose flag is set (x then stored as [k, m] / [n, k]).
+struct MatmulArgs {
+  const Tensor* a = nullptr;
+  const Tensor* b = nullptr;
+  const Tensor* bias = nullptr;  // optional [n]
+  Tensor* c = nullptr;
+  bool transpose_a = false;
+  bool transpose_b = false;
+  bool accumulate = false;
+};
+
+// Independent matmuls that differ only in their token count: the rows of a, and also of b
+// when a is transposed (weight gradients of experts). Flags are shared; a and b are not both
+// transposed. Backends use one primitive for all token counts.
+struct GroupedMatmulArgs {
+  std::vector<MatmulArgs> groups;
+};
+
+enum class Activation { Gelu, Silu };
+
+// forward: y = f(x); backward: dx = dy * f'(x) (dx may alias dy).
+struct ActivationArgs {
+  Activation activation = Activation::Gelu;
+  const Tensor* x = nullptr;
+  const Tensor* dy = nullptr;  // backward only
+  Tensor* out = nullptr;       // y (forward) or dx (backward)
+};
+
+// SwiGLU: y = silu(gate) * up, all [n, f]. backward: dgate, dup from dy.
+struct SwiGluArgs {
+  const Tensor* gate = nullptr;
+  const Tensor* up = nullptr;
+  const Tensor* dy = nullptr;  // backward only
+  Tensor* y = nullptr;         // forward only
+  Tensor* dgate = nullptr;     // backward only
+  Tensor* dup = nullptr;       // backward only
+};
+
+// Row-wise softmax over the last dimension. forward: y = softmax(x).
+// backward: dx = y * (dy - sum(dy * y)).
+struct SoftmaxArgs {
+  const Tensor* x = nullptr;  // forward input
+  const Tensor* y = nullptr;  // backward: the forward output
+  const Tensor* dy = nullptr;
+  Tensor* out = nullptr;      // y (forward) or dx (backward)
+};
+
+// Layer norm over the last dimension of x [n, d]: y = (x - mean) / sqrt(var + eps) * gamma + beta.
+// Forward saves mean [n] and variance [n] for backward. Backward writes dx and the
+// parameter gradients (added to them when accumulate_param_grads).
+struct LayerNormArgs {
+  const Tensor* x = nullptr;
+  const Tensor* gamma = nullptr;
+  const Tensor* beta = nullptr;
+  Tensor* mean = nullptr;
+  Tensor* variance = nullptr;
+  float epsilon = 1e-5f;
+  Tensor* y = nullptr;            // forward
+  const Tensor* dy = nullptr;     // backward
+  Tensor* dx = nullptr;           // backward
+  Tensor* dgamma = nullptr;       // backward
+  Tensor* dbeta = nullptr;        // backward
+  bool accumulate_param_grads = false;
+};
+
+// RMS norm over the last dimension: y = x * rstd * gamma, rstd = 1 / sqrt(mean(x^2) + eps).
+struct RmsNormArgs {
+  const Tensor* x = nullptr;
+  const Tensor* gamma = nullptr;
+  Tensor* rstd = nullptr;  // [n], saved by forward
+  float epsilon = 1e-6f;
+  Tensor* y = nullptr;
+  const Tensor* dy = nullptr;
+  Tensor* dx = nullptr;
+  Tensor* dgamma = nullptr;
+  bool accumulate_param_grads = false;
+};
+
+// Cross-entropy of logits [n, v] against labels (i32 [n]); rows whose label equals
+// ignore_label contribute nothing. Forward writes probs = softmax(logits) and returns the
+// loss summed over counted rows and their count. Backward: dlogits = (probs - onehot) * scale
+// on counted rows, 0 on ignored rows (scale is 1 / count for a mean).
+struct CrossEntropyArgs {
+  const Tensor* logits = nullptr;
+  const Tensor* labels = nullptr;
+  std::int32_t ignore_label = -1;
+  Tensor* probs = nullptr;
+  float scale = 1.0f;              // backward
+  Tensor* dlogits = nullptr;       // backward
+};
+struct CrossEntropyResult {
+  double loss_sum = 0.0;
+  std::int64_t count = 0;
+};
+
+// The k largest entries of each row of x [n, m], in descending order; ties go to the
+// lower column index. values [n, k], indices i32 [n, k].
+struct TopKArgs {
+  const Tensor* x = nullptr;
+  Tensor* values = nullptr;
+  Tensor* indices = nullptr;
+};
+
+// gather:      dst[i, :] = src[index[i], :] (* scale[i])            dst [n, d], src [m, d]
+// scatter_add: dst[index[i], :] += src[i, :] (* scale[i])           src [n, d], dst [m, d]
+// index is i32 [n]; scale is optional [n].
+struct IndexRowsArgs {
+  const Tensor* src = nullptr;
+  const Tensor* index = nullptr;
+  const Tensor* scale = nullptr;
+  Tensor* dst = nullptr;
+};
+
+// out[i] = sum_j a[i, j] * b[i, j]   (a, b [n, d], out [n]); the gradient of row scaling.
+struct RowDotArgs {
+  const Tensor* a = nullptr;
+  const Tensor* b = nullptr;
+  Tensor* out = nullptr;
+};
+
+// Element-wise arithmetic. add/mul: out = a op b, where b has a's shape or is one row
+// [m] broadcast over a's rows [n, m]. axpy: y += alpha * x. scale: x *= alpha.
+enum class BinaryOp { Add, Mul };
+struct BinaryArgs {
+  BinaryOp op = BinaryOp::Add;
+  const Tensor* a = nullptr;
+  const Tensor* b = nullptr;
+  Tensor* out = nullptr;  // may alias a
+};
+struct AxpyArgs {
+  float alpha = 1.0f;
+  const Tensor* x = nullptr;
+  Tensor* y = nullptr;
+};
+
+// out[m] (+)= sum over rows of x [n, m].
+struct SumRowsArgs {
+  const Tensor* x = nullptr;
+  Tensor* out = nullptr;
+  bool accumulate = false;
+};
+
+// Decoupled-weight-decay Adam, bias-corrected with `step` (1-based):
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+//   p -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + weight_decay * p)
+struct AdamWArgs {
+  Tensor* param = nullptr;
+  const Tensor* grad = nullptr;
+  Tensor* m = nullptr;
+  Tensor* v = nullptr;
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float epsilon = 1e-8f;
+  float weight_decay = 0.0f;
+  std::int64_t step = 1;
+};
+
+// Causal multi-head self-attention core over qkv [b*t, 3*d] (q, k, v side by side, each
+// [b*t, h*hd] with head-major columns). Forward: probs [b, h, t, t] = softmax(q k^T / sqrt(hd)
+// with future positions masked), out [b*t, d] = probs v. Backward: dqkv from dout.
+struct AttentionArgs {
+  std::int64_t batch = 0;
+  std::int64_t seq = 0;
+  std::int64_t heads = 0;
+  const Tensor* qkv = nullptr;
+  Tensor* probs = nullptr;       // written by forward, read by backward
+  Tensor* out = nullptr;         // forward
+  const Tensor* dout = nullptr;  // backward
+  Tensor* dqkv = nullptr;        // backward
+};
+
+// MoE router (top-k softmax gating) over logits [n, e].
+// forward:  probs = softmax(logits); lse[i] = logsumexp(logits[i]); index (i32 [n, k]) and
+//           vals = the k largest probs (descending, ties to the lower expert); gates = vals,
+//           divided by their row sum when renormalize.
+// backward: dvals from dgates (through the renormalization), then
+//           dprobs[i, e] = aux_weight[e] + sum_j [index[i, j] == e] dvals[i, j]
+//           dlogits = probs * (dprobs - <dprobs, probs>) + z_scale * lse[i] * probs[i, e]
+// aux_weight [e] carries the load-balancing loss gradient, z_scale the router z-loss's
+// (for z = c * mean(lse^2): z_scale = 2c / n).
+struct RouterArgs {
+  const Tensor* logits = nullptr;
+  Tensor* probs = nullptr;
+  Tensor* lse = nullptr;
+  Tensor* index = nullptr;
+  Tensor* gates = nullptr;
+  bool renormalize = true;
+  const Tensor* dgates = nullptr;      // backward
+  const Tensor* aux_weight = nullptr;  // backward
+  float z_scale = 0.0f;                // backward
+  Tensor* dlogits = nullptr;           // backward
+};
+
+struct KernelTable {
+  void (*matmul)(const MatmulArgs&) = nullptr;
+  void (*grouped_matmul)(const GroupedMatmulArgs&) = nullptr;
+  void (*activation_forward)(const ActivationArgs&) = nullptr;
+  void (*activation_backward)(const ActivationArgs&) = nullptr;
+  void (*swiglu_forward)(const SwiGluArgs&) = nullptr;
+  void (*swiglu_backward)(const SwiGluArgs&) = nullptr;
+  void (*softmax_forward)(const SoftmaxArgs&) = nullptr;
+  void (*softmax_backward)(const SoftmaxArgs&) = nullptr;
+  void (*layer_norm_forward)(const LayerNormArgs&) = nullptr;
+  void (*layer_norm_backward)(const LayerNormArgs&) = nullptr;
+  void (*rms_norm_forward)(const RmsNormArgs&) = nullptr;
+  void (*rms_norm_backward)(const RmsNormArgs&) = nullptr;
+  CrossEntropyResult (*cross_entropy_forward)(const CrossEntropyArgs&) = nullptr;
+  void (*cross_entropy_backward)(const CrossEntropyArgs&) = nullptr;
+  void (*top_k)(const TopKArgs&) = nullptr;
+  void (*gather_rows)(const IndexRowsArgs&) = nullptr;
+  void (*scatter_add_rows)(const IndexRowsArgs&) = nullptr;
+  void (*row_dot)(const RowDotArgs&) = nullptr;
+  void (*binary)(const BinaryArgs&) = nullptr;
+  void (*axpy)(const AxpyArgs&) = nullptr;
+  void (*scale)(Tensor& x, float alpha) = nullptr;
+  void (*sum_rows)(const SumRowsArgs&) = nullptr;
+  double (*sum_squares)(const Tensor& x) = nullptr;
+  // Number of non-finite (NaN or Inf) values in x.
+  std::int64_t (*count_nonfinite)(const Tensor& x) = nullptr;
+  void (*adamw)(const AdamWArgs&) = nullptr;
+  void (*router_forward)(const RouterArgs&) = nullptr;
+  void (*router_backward)(const RouterArgs&) = nullptr;
+  void (*attention_forward)(const AttentionArgs&) = nullptr;
+  void (*attention_backward)(const AttentionArgs&) = nullptr;
+  // Primitives (or compiled kernels) created so far; flat in steady state.
+  std::int64_t (*primitives_created)(const Device& device) = nullptr;
+};
+
+}  // namespace moerun

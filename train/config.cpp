@@ -1,0 +1,340 @@
+#include "train/config.h"
+#include "train/memory_plan.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <functional>
+#include <map>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "parallel/planner.h"
+#include "runtime/error.h"
+
+namespace moerun {
+namespace {
+
+using Json = nlohmann::json;
+
+// One config key: how to set it from a TOML value, how to read it back as JSON.
+struct Key {
+  std::string name;  // "section.key"
+  std::string type;  // for messages and the reference
+  std::string help;
+  std::function<void(Config&, const toml::node&)> set;
+  std::function<Json(const Config&)> get;
+};
+
+[[noreturn]] void wrong_type(const std::string& key, const std::string& type, const toml::node& v) {
+  std::ostringstream text;
+  v.visit([&](const auto& value) { text << value; });
+  text << " (a " << v.type() << ")";
+  MOERUN_THROW(ConfigError, "{} must be {}, got {}", key, type, text.str());
+}
+
+template <class S>
+Key int_key(std::string name, S Config::*section, std::int64_t S::*member, std::string help) {
+  return {name, "integer", std::move(help),
+          [=](Config& c, const toml::node& v) {
+            auto x = v.value_exact<std::int64_t>();
+            if (!x) wrong_type(name, "an integer", v);
+            (c.*section).*member = *x;
+          },
+          [=](const Config& c) { return Json((c.*section).*member); }};
+}
+
+template <class S>
+Key float_key(std::string name, S Config::*section, double S::*member, std::string help) {
+  return {name, "number", std::move(help),
+          [=](Config& c, const toml::node& v) {
+            auto x = v.value<double>();  // integers are accepted as numbers
+            if (!x || v.is_boolean() || v.is_string()) wrong_type(name, "a number", v);
+            (c.*section).*member = *x;
+          },
+          [=](const Config& c) { return Json((c.*section).*member); }};
+}
+
+template <class S>
+Key bool_key(std::string name, S Config::*section, bool S::*member, std::string help) {
+  return {name, "boolean", std::move(help),
+          [=](Config& c, const toml::node& v) {
+            auto x = v.value_exact<bool>();
+            if (!x) wrong_type(name, "true or false", v);
+            (c.*section).*member = *x;
+          },
+          [=](const Config& c) { return Json((c.*section).*member); }};
+}
+
+template <class S>
+Key string_key(std::string name, S Config::*section, std::string S::*member, std::string help) {
+  return {name, "string", std::move(help),
+          [=](Config& c, const toml::node& v) {
+            auto x = v.value_exact<std::string>();
+            if (!x) wrong_type(name, "a string", v);
+            (c.*section).*member = *x;
+          },
+          [=](const Config& c) { return Json((c.*section).*member); }};
+}
+
+const std::vector<Key>& keys() {
+  static const std::vector<Key> table = [] {
+    std::vector<Key> k;
+    using C = Config;
+    k.push_back(int_key("model.d_model", &C::model, &ModelConfig::d_model, "width of the residual stream"));
+    k.push_back(int_key("model.n_layers", &C::model, &ModelConfig::n_layers, "transformer blocks"));
+    k.push_back(int_key("model.n_heads", &C::model, &ModelConfig::n_heads, "attention heads; must divide d_model"));
+    k.push_back(int_key("model.seq_len", &C::model, &ModelConfig::seq_len, "tokens per sequence (context length)"));
+    k.push_back(int_key("model.experts", &C::model, &ModelConfig::experts, "experts per MoE layer"));
+    k.push_back(int_key("model.top_k", &C::model, &ModelConfig::top_k, "experts each token is routed to (1..experts)"));
+    k.push_back(int_key("model.d_ff", &C::model, &ModelConfig::d_ff, "hidden width of each expert FFN"));
+    k.push_back(float_key("model.capacity_factor", &C::model, &ModelConfig::capacity_factor,
+                          "expert capacity = ceil(factor * tokens * top_k / experts) per micro-batch; 0 = dropless"));
+    k.push_back({"model.expert_type", "string", "expert FFN: \"gelu\" or \"swiglu\"",
+                 [](Config& c, const toml::node& v) {
+                   auto x = v.value_exact<std::string>();
+                   if (!x || (*x != "gelu" && *x != "swiglu")) wrong_type("model.expert_type", "\"gelu\" or \"swiglu\"", v);
+                   c.model.expert_type = *x == "gelu" ? ExpertType::Gelu : ExpertType::SwiGlu;
+                 },
+                 [](const Config& c) { return Json(expert_type_name(c.model.expert_type)); }});
+    k.push_back(int_key("model.dense_every", &C::model, &ModelConfig::dense_every,
+                        "every n-th block has a dense FFN instead of MoE; 0 = all MoE"));
+    k.push_back(float_key("model.aux_loss_coef", &C::model, &ModelConfig::aux_loss_coef, "load-balancing loss weight"));
+    k.push_back(float_key("model.z_loss_coef", &C::model, &ModelConfig::z_loss_coef, "router z-loss weight"));
+    k.push_back(bool_key("model.tie_embeddings", &C::model, &ModelConfig::tie_embeddings, "LM head shares the token embedding"));
+    k.push_back(float_key("model.init_std", &C::model, &ModelConfig::init_std, "std of the normal weight initialization"));
+    k.push_back(int_key("train.steps", &C::train, &TrainConfig::steps, "optimizer steps"));
+    k.push_back(int_key("train.global_batch", &C::train, &TrainConfig::global_batch,
+                        "sequences per optimizer step, the same whatever the world size"));
+    k.push_back(int_key("train.micro_batch", &C::train, &TrainConfig::micro_batch,
+                        "sequences per rank per forward pass; accumulation steps = global_batch / (micro_batch * ranks)"));
+    k.push_back(float_key("train.lr", &C::train, &TrainConfig::lr, "peak learning rate"));
+    k.push_back(float_key("train.min_lr_ratio", &C::train, &TrainConfig::min_lr_ratio, "final lr = lr * min_lr_ratio (cosine)"));
+    k.push_back(int_key("train.warmup_steps", &C::train, &TrainConfig::warmup_steps, "linear warm-up steps"));
+    k.push_back(float_key("train.weight_decay", &C::train, &TrainConfig::weight_decay, "AdamW decoupled weight decay (matrices only)"));
+    k.push_back(float_key("train.beta1", &C::train, &TrainConfig::beta1, "AdamW beta1"));
+    k.push_back(float_key("train.beta2", &C::train, &TrainConfig::beta2, "AdamW beta2"));
+    k.push_back(float_key("train.epsilon", &C::train, &TrainConfig::epsilon, "AdamW epsilon"));
+    k.push_back(float_key("train.grad_clip", &C::train, &TrainConfig::grad_clip, "global gradient-norm clip; 0 disables"));
+    k.push_back(int_key("train.seed", &C::train, &TrainConfig::seed, "seed of initialization and data"));
+    k.push_back(string_key("train.recompute", &C::train, &TrainConfig::recompute,
+                           "activation recomputation: none, moe (expert FFN activations), full (each block's forward again "
+                           "in backward)"));
+    k.push_back(bool_key("train.shard_optimizer", &C::train, &TrainConfig::shard_optimizer,
+                         "ZeRO-1: partition AdamW moments and updates over the data-parallel copies of each parameter "
+                         "(reduce-scatter gradients, all-gather parameters)"));
+    k.push_back(string_key("data.source", &C::data, &DataConfig::source, "\"synthetic\" or the path of a text / token file"));
+    k.push_back(string_key("data.format", &C::data, &DataConfig::format, "token file format: auto, text, u16, u32"));
+    k.push_back(float_key("data.skew", &C::data, &DataConfig::skew,
+                          "synthetic domain skew: P(task i) ~ 1 / (i + 1)^skew; 0 = uniform"));
+    k.push_back({"data.tasks", "array of strings", "synthetic tasks: add, reverse, sort, brackets",
+                 [](Config& c, const toml::node& v) {
+                   const toml::array* arr = v.as_array();
+                   if (arr == nullptr) wrong_type("data.tasks", "an array of strings", v);
+                   c.data.tasks.clear();
+                   for (const auto& e : *arr) {
+                     auto s = e.value_exact<std::string>();
+                     if (!s) wrong_type("data.tasks", "an array of strings", v);
+                     c.data.tasks.push_back(*s);
+                   }
+                 },
+                 [](const Config& c) { return Json(c.data.tasks); }});
+    k.push_back(int_key("data.digits", &C::data, &DataConfig::digits, "maximum digits of addition operands"));
+    k.push_back(int_key("eval.every", &C::eval, &EvalConfig::every, "steps between evaluations; 0 = only at the end"));
+    k.push_back(int_key("eval.examples", &C::eval, &EvalConfig::examples, "greedy exact-match examples per task"));
+    k.push_back(int_key("eval.heldout_batches", &C::eval, &EvalConfig::heldout_batches, "micro-batches of held-out loss"));
+    k.push_back(int_key("parallel.ep", &C::parallel, &ParallelConfig::ep, "expert-parallel group size; must divide the world size and model.experts"));
+    k.push_back(string_key("parallel.all_to_all", &C::parallel, &ParallelConfig::all_to_all,
+                           "token exchange: flat (rank to rank), hierarchical (rows for other nodes through node leaders: "
+                           "one inter-node message per pair of nodes), auto (hierarchical when the EP group spans nodes "
+                           "with several ranks on one)"));
+    k.push_back(float_key("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb,
+                          "gradient all-reduce bucket size in MiB; buckets are reduced during backward as they complete"));
+    k.push_back(int_key("parallel.ranks_per_node", &C::parallel, &ParallelConfig::ranks_per_node,
+                        "ranks per node for the intra/inter-node accounting; 0 = detected (shared memory); n > 0 "
+                        "treats consecutive blocks of n ranks as nodes (to study multi-node layouts on one machine)"));
+    k.push_back(string_key("balance.policy", &C::balance, &BalanceConfig::policy,
+                           "adaptive expert placement: none (static), migrate (permute experts), replicate (extra "
+                           "copies of hot experts), auto (the cost model chooses); needs parallel.ep > 1"));
+    k.push_back(int_key("balance.interval", &C::balance, &BalanceConfig::interval, "steps between placement decisions"));
+    k.push_back(float_key("balance.threshold", &C::balance, &BalanceConfig::threshold,
+                          "act only when the load imbalance (max rank load / mean) exceeds this"));
+    k.push_back(float_key("balance.min_gain", &C::balance, &BalanceConfig::min_gain,
+                          "act only when the predicted step time falls by at least this fraction (measurement noise)"));
+    k.push_back(int_key("balance.max_experts_per_rank", &C::balance, &BalanceConfig::max_experts_per_rank,
+                        "expert slots per rank, replicas included (memory budget); 0 = experts / ep + 1"));
+    k.push_back(int_key("balance.window", &C::balance, &BalanceConfig::window, "moving-average window of expert loads (steps)"));
+    k.push_back(bool_key("balance.force", &C::balance, &BalanceConfig::force,
+                         "apply every different placement the planner proposes, whatever its predicted gain"));
+    k.push_back(float_key("bench.router_zipf", &C::model, &ModelConfig::router_zipf,
+                          "BENCHMARK ONLY, changes the math: fixed router logit bias making expert popularity "
+                          "follow Zipf(s); 0 = off"));
+    k.push_back(int_key("checkpoint.every", &C::checkpoint, &CheckpointConfig::every,
+                        "steps between checkpoints in <run-dir>/checkpoints; 0 = only at the end and on SIGTERM/SIGUSR1"));
+    k.push_back(int_key("checkpoint.keep", &C::checkpoint, &CheckpointConfig::keep, "newest checkpoints kept"));
+    k.push_back(int_key("log.every", &C::log, &LogConfig::every, "steps between progress lines when not redrawing in place"));
+    k.push_back(string_key("log.progress", &C::log, &LogConfig::progress,
+                           "auto (redraw in place on a terminal, plain lines otherwise and under mpirun, whose "
+                           "output is a pseudo-terminal even when redirected), redraw, lines"));
+    k.push_back(bool_key("log.trace", &C::log, &LogConfig::trace,
+                         "write a per-rank timeline (Chrome trace-event JSON) to <run-dir>/trace/rank_<r>.json; "
+                         "launch/merge_traces.py <run-dir> joins the ranks for Perfetto"));
+    k.push_back(string_key("runtime.device", &C::runtime, &RuntimeConfig::device,
+                           "compute backend by name: cpu (oneDNN); the registry lists what a build has"));
+    k.push_back(int_key("runtime.threads", &C::runtime, &RuntimeConfig::threads,
+                        "compute threads per rank; 0 = cores / ranks on this node (OMP_NUM_THREADS wins when set)"));
+    k.push_back(string_key("runtime.memory_limit", &C::runtime, &RuntimeConfig::memory_limit,
+                           "device bytes per rank a layout may need (estimate of moerun --dry-run): \"24GiB\", "
+                           "\"512MiB\", \"80%\" of RAM; a layout over it is refused before training; \"0\" = no limit"));
+    return k;
+  }();
+  return table;
+}
+
+const Key* find_key(const std::string& name) {
+  for (const Key& k : keys())
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+[[noreturn]] void unknown_key(const std::string& name, const std::string& where) {
+  const std::string section = name.substr(0, name.find('.'));
+  std::vector<std::string> same;
+  for (const Key& k : keys())
+    if (k.name.rfind(section + ".", 0) == 0) same.push_back(k.name);
+  if (same.empty()) {
+    std::vector<std::string> sections;
+    for (const Key& k : keys()) {
+      std::string s = k.name.substr(0, k.name.find('.'));
+      if (std::find(sections.begin(), sections.end(), s) == sections.end()) sections.push_back(s);
+    }
+    MOERUN_THROW(ConfigError, "unknown config key '{}' ({}); sections are: {}", name, where, fmt::join(sections, ", "));
+  }
+  MOERUN_THROW(ConfigError, "unknown config key '{}' ({}); keys of [{}]: {}", name, where, section, fmt::join(same, ", "));
+}
+
+void apply_table(Config& c, const toml::table& table, const std::string& prefix, const std::string& where) {
+  for (const auto& [k, v] : table) {
+    const std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    const Key* key = find_key(name);
+    if (key == nullptr && v.is_table()) {
+      apply_table(c, *v.as_table(), name, where);
+      continue;
+    }
+    if (key == nullptr) unknown_key(name, where);
+    key->set(c, v);
+  }
+}
+
+}  // namespace
+
+Config Config::load(const std::optional<std::string>& file, const std::vector<std::string>& overrides) {
+  Config c;
+  if (file) {
+    toml::table table;
+    try {
+      table = toml::parse_file(*file);
+    } catch (const toml::parse_error& e) {
+      const auto& at = e.source().begin;
+      MOERUN_THROW(ConfigError, "cannot parse config file '{}' at line {}, column {}: {}", *file, at.line, at.column,
+                   e.description());
+    }
+    apply_table(c, table, "", "in " + *file);
+  }
+  for (const std::string& o : overrides) {
+    const auto eq = o.find('=');
+    MOERUN_CHECK(eq != std::string::npos && eq > 0, ConfigError,
+                 "--set '{}' must look like section.key=value (e.g. --set model.d_model=256)", o);
+    const std::string name = o.substr(0, eq), text = o.substr(eq + 1);
+    const Key* key = find_key(name);
+    if (key == nullptr) unknown_key(name, "from --set");
+    // The value is TOML (numbers, booleans, "strings", [arrays]); a bare word is a string.
+    toml::table parsed;
+    try {
+      parsed = toml::parse("v = " + text);
+    } catch (const toml::parse_error&) {
+      parsed = toml::table{{"v", text}};
+    }
+    key->set(c, *parsed.get("v"));
+  }
+  c.model.validate();
+  return c;
+}
+
+void Config::validate(int world_size) const {
+  model.validate();
+  parse_memory_limit(runtime.memory_limit);  // a malformed size fails here, before any work
+  auto at_least = [](std::int64_t v, std::int64_t lo, const char* key, const char* why) {
+    MOERUN_CHECK(v >= lo, ConfigError, "{} = {} must be >= {} ({})", key, v, lo, why);
+  };
+  at_least(train.steps, 1, "train.steps", "at least one optimizer step");
+  at_least(train.global_batch, 1, "train.global_batch", "sequences per step");
+  at_least(train.micro_batch, 1, "train.micro_batch", "sequences per forward pass");
+  at_least(train.warmup_steps, 0, "train.warmup_steps", "0 disables warm-up");
+  at_least(eval.every, 0, "eval.every", "0 = only at the end");
+  at_least(eval.examples, 0, "eval.examples", "0 skips exact-match evaluation");
+  at_least(eval.heldout_batches, 0, "eval.heldout_batches", "0 skips held-out loss");
+  at_least(parallel.ranks_per_node, 0, "parallel.ranks_per_node", "0 (detect) or the ranks of one node");
+  at_least(log.every, 1, "log.every", "a progress line every n steps");
+  at_least(runtime.threads, 0, "runtime.threads", "0 = automatic");
+  MOERUN_CHECK(log.progress == "auto" || log.progress == "redraw" || log.progress == "lines", ConfigError,
+               "log.progress = '{}' is not one of: auto, redraw, lines", log.progress);
+  at_least(checkpoint.every, 0, "checkpoint.every", "0 = only at the end and on signals");
+  at_least(checkpoint.keep, 1, "checkpoint.keep", "the newest checkpoint is always kept");
+  parse_balance_policy(balance.policy);
+  parse_recompute(train.recompute);
+  MOERUN_CHECK(parallel.all_to_all == "auto" || parallel.all_to_all == "flat" || parallel.all_to_all == "hierarchical",
+               ConfigError, "parallel.all_to_all = '{}' is not one of: auto, flat, hierarchical", parallel.all_to_all);
+  at_least(balance.interval, 1, "balance.interval", "steps between decisions");
+  at_least(balance.window, 1, "balance.window", "steps of the moving average");
+  MOERUN_CHECK(balance.min_gain >= 0.0 && balance.min_gain < 1.0, ConfigError,
+               "balance.min_gain = {} must be in [0, 1)", balance.min_gain);
+  at_least(balance.max_experts_per_rank, 0, "balance.max_experts_per_rank", "0 = experts / ep + 1");
+  if (balance.max_experts_per_rank > 0 && balance.policy != "none" && parallel.ep > 1) {
+    MOERUN_CHECK(balance.max_experts_per_rank * parallel.ep >= model.experts, ConfigError,
+                 "balance.max_experts_per_rank = {} x parallel.ep = {} leaves no room for the {} experts; allow at "
+                 "least {} per rank",
+                 balance.max_experts_per_rank, parallel.ep, model.experts, (model.experts + parallel.ep - 1) / parallel.ep);
+  }
+  MOERUN_CHECK(model.router_zipf >= 0.0, ConfigError, "bench.router_zipf = {} must be >= 0", model.router_zipf);
+  MOERUN_CHECK(parallel.bucket_mb > 0.0, ConfigError, "parallel.bucket_mb = {} must be > 0", parallel.bucket_mb);
+  MOERUN_CHECK(train.lr > 0.0, ConfigError, "train.lr = {} must be > 0", train.lr);
+  MOERUN_CHECK(train.min_lr_ratio >= 0.0 && train.min_lr_ratio <= 1.0, ConfigError,
+               "train.min_lr_ratio = {} must be in [0, 1]", train.min_lr_ratio);
+  MOERUN_CHECK(train.beta1 >= 0.0 && train.beta1 < 1.0 && train.beta2 >= 0.0 && train.beta2 < 1.0, ConfigError,
+               "train.beta1 = {} and train.beta2 = {} must be in [0, 1)", train.beta1, train.beta2);
+  MOERUN_CHECK(train.weight_decay >= 0.0 && train.grad_clip >= 0.0 && train.epsilon > 0.0, ConfigError,
+               "train.weight_decay ({}) and train.grad_clip ({}) must be >= 0 and train.epsilon ({}) > 0",
+               train.weight_decay, train.grad_clip, train.epsilon);
+  // Parallel layout: the world splits into dp x ep; experts are sharded over ep.
+  MOERUN_CHECK(parallel.ep >= 1 && world_size % parallel.ep == 0, ConfigError,
+               "parallel.ep = {} does not divide the world size {} (ranks = dp x ep); run with a multiple of {} ranks "
+               "or choose ep among the divisors of {}",
+               parallel.ep, world_size, parallel.ep, world_size);
+  MOERUN_CHECK(model.experts % parallel.ep == 0, ConfigError,
+               "model.experts = {} is not divisible by parallel.ep = {} (each rank of an expert-parallel group holds "
+               "experts / ep experts); choose ep among the divisors of {}",
+               model.experts, parallel.ep, model.experts);
+  MOERUN_CHECK(train.global_batch % (train.micro_batch * world_size) == 0, ConfigError,
+               "train.global_batch = {} is not a multiple of train.micro_batch ({}) x ranks ({}): every rank reads "
+               "its own share and must run the same number of micro-batches; use a global_batch multiple of {}",
+               train.global_batch, train.micro_batch, world_size, train.micro_batch * world_size);
+}
+
+Json Config::to_json() const {
+  Json j = Json::object();
+  for (const Key& k : keys()) {
+    const auto dot = k.name.find('.');
+    j[k.name.substr(0, dot)][k.name.substr(dot + 1)] = k.get(*this);
+  }
+  return j;
+}
+
+std::string Config::reference_markdown() {
+  const Config defaults;
+  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const Key& k : keys()) out += fmt::format("| `{}` | {} | `{}` | {} |\n", k.name, k.type, k.get(defaults).dump(), k.help);
+  return out;
+}
+
+}  // namespace moerun

@@ -1,0 +1,108 @@
+// The resolved configuration of a run: every key with its default, loaded from a TOML file,
+// overridden by --set section.key=value, and validated with messages that name the key and
+// the allowed values. One table of keys (config.cpp) drives parsing, overrides, the JSON
+// written to the run directory and the reference printed by `moerun --config-reference`.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/model_config.h"
+
+namespace moerun {
+
+struct TrainConfig {
+  std::int64_t steps = 1500;
+  std::int64_t global_batch = 32;  // sequences per optimizer step, whatever the world size
+  std::int64_t micro_batch = 16;   // sequences per rank per forward pass
+  double lr = 3e-3;
+  double min_lr_ratio = 0.1;  // cosine decay ends at lr * min_lr_ratio
+  std::int64_t warmup_steps = 20;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double epsilon = 1e-8;
+  double grad_clip = 1.0;  // global gradient norm limit; 0 disables
+  std::int64_t seed = 1234;
+  std::string recompute = "none";  // none, moe, full: activations dropped in forward, recomputed in backward
+  bool shard_optimizer = false;    // ZeRO-1: AdamW moments and updates partitioned over data-parallel copies
+};
+
+struct DataConfig {
+  std::string source = "synthetic";  // "synthetic" or a file path
+  std::string format = "auto";       // token files: auto, text, u16, u32
+  double skew = 0.0;                 // synthetic domain skew (0 = uniform)
+  std::vector<std::string> tasks = {"add", "reverse", "sort", "brackets"};
+  std::int64_t digits = 2;  // addition operands have at most this many digits
+};
+
+struct EvalConfig {
+  std::int64_t every = 500;     // steps between evaluations (0 = only at the end)
+  std::int64_t examples = 64;   // exact-match examples per task
+  std::int64_t heldout_batches = 4;  // micro-batches of held-out loss
+};
+
+struct ParallelConfig {
+  std::int64_t ep = 1;         // expert-parallel group size; dp = world / ep
+  double bucket_mb = 4.0;      // gradient all-reduce bucket size
+  std::int64_t ranks_per_node = 0;  // 0 = detect; n = consecutive blocks of n ranks count as nodes
+  std::string all_to_all = "auto";  // flat, hierarchical (through node leaders), auto (hierarchical when it saves messages)
+};
+
+struct BalanceConfig {
+  std::string policy = "none";   // none, migrate, replicate, auto
+  std::int64_t interval = 50;    // steps between decisions
+  double threshold = 1.1;        // act only when the load imbalance exceeds this
+  double min_gain = 0.05;        // act only for a predicted step-time gain of at least this fraction
+  std::int64_t max_experts_per_rank = 0;  // expert slots per rank, replicas included; 0 = experts / ep + 1
+  std::int64_t window = 10;      // moving-average window of the load monitor (steps)
+  bool force = false;            // apply every different placement, whatever the predicted gain (tests, studies)
+};
+
+struct CheckpointConfig {
+  std::int64_t every = 0;  // steps between checkpoints; 0 = only at the end and on SIGTERM/SIGUSR1
+  std::int64_t keep = 3;   // newest checkpoints kept
+};
+
+struct LogConfig {
+  std::int64_t every = 10;         // steps between progress lines when not redrawing
+  std::string progress = "auto";   // auto, redraw, lines
+  bool trace = false;              // per-rank Chrome trace in <run-dir>/trace/
+};
+
+struct RuntimeConfig {
+  std::string device = "cpu";  // backend by name (runtime/device_registry.h)
+  std::int64_t threads = 0;  // compute threads per rank; 0 = cores / ranks on the node
+  std::string memory_limit = "0";  // per-rank device bytes a layout may use: "24GiB", "80%"; "0" = no limit
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  DataConfig data;
+  EvalConfig eval;
+  ParallelConfig parallel;
+  BalanceConfig balance;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  RuntimeConfig runtime;
+
+  // Defaults, then the TOML file (if any), then each "section.key=value" override in order.
+  static Config load(const std::optional<std::string>& file, const std::vector<std::string>& overrides);
+  // Rules that need the world size: batch divisibility, expert-parallel shape.
+  void validate(int world_size) const;
+  nlohmann::json to_json() const;
+  // Markdown table of every key: name, type, default, meaning.
+  static std::string reference_markdown();
+
+  // Expert-data-parallel degree: copies of each expert (dense parameters have world_size copies).
+  std::int64_t dp(int world_size) const { return world_size / parallel.ep; }
+  // Every rank reads its own share of the global batch, so the batch splits over all ranks.
+  std::int64_t micro_batches_per_step() const { return train.global_batch / train.micro_batch; }
+  std::int64_t micro_batches_per_rank(int world_size) const { return micro_batches_per_step() / world_size; }
+};
+
+}  // namespace moerun
