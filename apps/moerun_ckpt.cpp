@@ -83,7 +83,7 @@ int cmd_info(const CheckpointReader& f, bool json) {
   std::int64_t params = 0, bytes = 0;
   std::size_t tensors = 0;
   for (const auto& d : f.datasets()) {
-    if (d.path.rfind("/model/", 0) == 0) params += numel(d.shape);
+    if (d.path.rfind(std::string(root_path(Root::Model)) + "/", 0) == 0) params += numel(d.shape);
     bytes += numel(d.shape) * 4;
     ++tensors;
   }
@@ -120,7 +120,7 @@ int cmd_ls(const CheckpointReader& f, bool json) {
 
 std::string resolve_tensor(const CheckpointReader& f, const std::string& name) {
   if (f.has(name)) return name;
-  for (const char* root : {"/model", "/optimizer/m", "/optimizer/v"}) {  // also accept parameter names
+  for (const Root root : kRoots) {  // also accept parameter names
     const DatasetRef ref = dataset_for(root, name);
     if (f.has(ref.path)) return ref.path;
   }
@@ -147,7 +147,7 @@ int cmd_stats(const CheckpointReader& f, bool json) {
   Json j{{"tensors", Json::object()}, {"experts", Json::object()}, {"routers", Json::object()}};
   std::string text;
   for (const auto& d : f.datasets()) {
-    if (d.path.rfind("/model/", 0) != 0) continue;
+    if (d.path.rfind(std::string(root_path(Root::Model)) + "/", 0) != 0) continue;
     const auto v = f.read(d.path);
     const Stats s = stats_of(v.data(), v.size());
     j["tensors"][d.path] = {{"l2", s.l2}, {"std", s.std}};
@@ -248,12 +248,15 @@ int cmd_verify(const CheckpointReader& f, bool json) {
     ++checked;
     const std::string problem = f.verify(d.path);
     if (!problem.empty()) j["problems"].push_back(problem);
-    if (d.path.rfind("/model/", 0) == 0) model[d.path.substr(6)] = true;
+    if (d.path.rfind(std::string(root_path(Root::Model)) + "/", 0) == 0) model[d.path.substr(6)] = true;
   }
   for (const auto& d : f.datasets()) {  // every model tensor has both AdamW moments
-    if (d.path.rfind("/model/", 0) != 0) continue;
-    for (const char* root : {"/optimizer/m", "/optimizer/v"})
-      if (!f.has(root + d.path.substr(6))) j["problems"].push_back(fmt::format("'{}' has no {} moment", d.path, root));
+    const std::string model_root = root_path(Root::Model);
+    if (d.path.rfind(model_root + "/", 0) != 0) continue;
+    for (const Root root : {Root::MomentM, Root::MomentV}) {
+      const std::string moment = root_path(root) + d.path.substr(model_root.size());
+      if (!f.has(moment)) j["problems"].push_back(fmt::format("'{}' has no {} moment", d.path, root_path(root)));
+    }
   }
   j["datasets_checked"] = checked;
   j["ok"] = j["problems"].empty();

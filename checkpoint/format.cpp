@@ -7,7 +7,16 @@
 
 namespace moerun::ckpt {
 
-DatasetRef dataset_for(const std::string& root, const std::string& param_name) {
+const char* root_path(Root root) {
+  switch (root) {
+    case Root::Model: return "/model";
+    case Root::MomentM: return "/optimizer/m";
+    case Root::MomentV: return "/optimizer/v";
+  }
+  return "?";
+}
+
+DatasetRef dataset_for(Root root, const std::string& param_name) {
   static const std::regex expert(R"(^(layers\.\d+\.moe\.experts)\.(\d+)\.(\w+)$)");
   std::smatch m;
   std::string name = param_name;
@@ -18,7 +27,7 @@ DatasetRef dataset_for(const std::string& root, const std::string& param_name) {
   }
   for (char& c : name)
     if (c == '.') c = '/';
-  ref.path = root + "/" + name;
+  ref.path = std::string(root_path(root)) + "/" + name;
   return ref;
 }
 

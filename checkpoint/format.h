@@ -12,13 +12,19 @@ namespace moerun::ckpt {
 inline constexpr const char* kFormatName = "moerun-checkpoint";
 inline constexpr std::int64_t kFormatVersion = 1;
 
+// The three trees of a checkpoint: parameter values and the two AdamW moments, which mirror
+// the model tree. Their paths are written here and nowhere else.
+enum class Root { Model, MomentM, MomentV };
+inline constexpr Root kRoots[] = {Root::Model, Root::MomentM, Root::MomentV};
+const char* root_path(Root root);  // "/model", "/optimizer/m", "/optimizer/v"
+
 // "layers.1.attention.w_qkv" -> "/model/layers/1/attention/w_qkv";
 // "layers.1.moe.experts.3.w1" -> "/model/layers/1/moe/experts/w1", row 3 of the stacked dataset.
 struct DatasetRef {
   std::string path;
   std::optional<std::int64_t> expert_row;  // set for expert tensors
 };
-DatasetRef dataset_for(const std::string& root, const std::string& param_name);
+DatasetRef dataset_for(Root root, const std::string& param_name);
 
 // "<dir>/step_00000020.h5"
 std::string file_name(std::int64_t step);

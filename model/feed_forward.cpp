@@ -12,6 +12,10 @@ std::vector<std::string> FeedForwardSet::weight_names(const ModelConfig& config,
   return {base + ".w1", base + ".w2"};
 }
 
+Shape FeedForwardSet::weight_shape(const ModelConfig& config, const std::string& name) {
+  return name.ends_with(".w2") ? Shape{config.d_ff, config.d_model} : Shape{config.d_model, config.d_ff};
+}
+
 FeedForwardSet::FeedForwardSet(ParameterStore& params, const ModelConfig& config, const std::string& prefix,
                                const std::vector<int>& expert_ids, ParamKind kind, int layer, bool create)
     : config_(config) {
@@ -23,9 +27,9 @@ FeedForwardSet::FeedForwardSet(ParameterStore& params, const ModelConfig& config
       return create ? &params.add(name, std::move(shape), Init::Normal, kind, layer, expert) : &params.get(name);
     };
     Weights w{};
-    w.w1 = param(names[0], {config.d_model, config.d_ff});
-    if (swiglu) w.w3 = param(names[1], {config.d_model, config.d_ff});
-    w.w2 = param(names.back(), {config.d_ff, config.d_model});
+    w.w1 = param(names[0], weight_shape(config, names[0]));
+    if (swiglu) w.w3 = param(names[1], weight_shape(config, names[1]));
+    w.w2 = param(names.back(), weight_shape(config, names.back()));
     experts_.push_back(w);
   }
 }

@@ -23,6 +23,8 @@ class FeedForwardSet {
                  const std::vector<int>& expert_ids, ParamKind kind, int layer, bool create = true);
   // The names of one FFN's weights ("<prefix>.<id>.w1", ...), in a fixed order.
   static std::vector<std::string> weight_names(const ModelConfig& config, const std::string& prefix, int id);
+  // The shape of one of those weights: w2 is [d_ff, d_model], w1 and w3 [d_model, d_ff].
+  static Shape weight_shape(const ModelConfig& config, const std::string& name);
   // x [rows, d] grouped by expert, counts[i] rows for the i-th FFN; x stays alive until backward.
   Tensor forward(const Tensor& x, std::span<const std::int64_t> counts);
   Tensor backward(const Tensor& dy);  // returns dx [rows, d]; accumulates weight gradients

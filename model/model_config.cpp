@@ -10,13 +10,6 @@ std::string expert_type_name(ExpertType t) { return t == ExpertType::Gelu ? "gel
 
 std::string recompute_name(Recompute r) { return r == Recompute::None ? "none" : r == Recompute::Moe ? "moe" : "full"; }
 
-Recompute parse_recompute(const std::string& text) {
-  for (Recompute r : {Recompute::None, Recompute::Moe, Recompute::Full})
-    if (text == recompute_name(r)) return r;
-  MOERUN_THROW(ConfigError, "train.recompute = '{}' is not one of: none (keep every activation), moe (recompute the "
-               "expert FFN activations), full (recompute each block in backward)", text);
-}
-
 std::int64_t ModelConfig::capacity(std::int64_t tokens) const {
   if (capacity_factor <= 0.0) return 0;
   return static_cast<std::int64_t>(

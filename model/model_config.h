@@ -49,8 +49,6 @@ struct ModelConfig {
 };
 
 std::string expert_type_name(ExpertType t);
-// "none", "moe", "full"; parse_recompute throws ConfigError naming train.recompute otherwise.
-std::string recompute_name(Recompute r);
-Recompute parse_recompute(const std::string& text);
+std::string recompute_name(Recompute r);  // "none", "moe", "full"
 
 }  // namespace moerun

@@ -1,5 +1,7 @@
 #include "model/moe_layer.h"
 
+#include "model/param_names.h"
+
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -17,7 +19,7 @@ MoeLayer::MoeLayer(ParameterStore& params, const ModelConfig& config, int layer,
     : config_(config),
       layer_(layer),
       dispatcher_(dispatcher),
-      router_(params.add("layers." + std::to_string(layer) + ".moe.router", {config.d_model, config.experts}, Init::Normal)),
+      router_(params.add(block_prefix(layer) + ".moe.router", {config.d_model, config.experts}, Init::Normal)),
       experts_(std::make_unique<FeedForwardSet>(params, config, expert_prefix(layer), dispatcher.local_experts(),
                                                 ParamKind::Expert, layer)) {
   MOERUN_CHECK(dispatcher.num_experts() == config.experts, RuntimeError,

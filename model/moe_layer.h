@@ -9,6 +9,7 @@
 
 #include "parallel/token_dispatcher.h"
 #include "model/feed_forward.h"
+#include "model/param_names.h"
 #include "model/routing.h"
 
 namespace moerun {
@@ -40,7 +41,7 @@ class MoeLayer {
   // Between steps, after the placement changed: rebuild the expert FFNs from the parameters
   // of the experts the dispatcher now routes here (they must already be in `params`).
   void attach_local_experts(ParameterStore& params);
-  static std::string expert_prefix(int layer) { return "layers." + std::to_string(layer) + ".moe.experts"; }
+  static std::string expert_prefix(int layer) { return block_prefix(layer) + ".moe.experts"; }
   // The dispatch plan of the last forward (which rows crossed ranks).
   const DispatchPlan& last_plan() const { return dispatch_; }
 

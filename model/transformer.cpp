@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include "model/param_names.h"
+
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "runtime/trace.h"
@@ -11,13 +13,13 @@ namespace moerun {
 struct Transformer::Block {
   Block(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher)
       : layer(layer),
-        ln1(params, "layers." + std::to_string(layer) + ".ln1", config.d_model),
-        attention(params, config, "layers." + std::to_string(layer) + ".attention"),
-        ln2(params, "layers." + std::to_string(layer) + ".ln2", config.d_model) {
+        ln1(params, block_prefix(layer) + ".ln1", config.d_model),
+        attention(params, config, block_prefix(layer) + ".attention"),
+        ln2(params, block_prefix(layer) + ".ln2", config.d_model) {
     if (config.is_moe_layer(layer)) {
       moe = std::make_unique<MoeLayer>(params, config, layer, dispatcher);
     } else {
-      dense = std::make_unique<FeedForwardSet>(params, config, "layers." + std::to_string(layer) + ".ffn",
+      dense = std::make_unique<FeedForwardSet>(params, config, block_prefix(layer) + ".ffn",
                                                std::vector<int>{0}, ParamKind::Dense, layer);
     }
   }

@@ -27,15 +27,14 @@ namespace moerun {
 class AllToAllDispatcher final : public TokenDispatcher {
  public:
   AllToAllDispatcher(ProcessGroup& ep_group, Placement placement);
-  std::int64_t num_experts() const override { return placement_.experts(); }
   const std::vector<int>& local_experts() const override { return local_; }
   DispatchPlan plan(std::span<const std::int64_t> rows_per_expert) override;
   Tensor dispatch(const DispatchPlan& plan, const Tensor& rows) override;
   Tensor combine(const DispatchPlan& plan, const Tensor& rows) override;
   DispatchStats take_stats() override;
-  const Placement& placement() const { return placement_; }
-  // Between iterations only: the experts this rank holds change with it.
-  void set_placement(Placement placement);
+  const Placement& placement() const override { return placement_; }
+  void set_placement(Placement placement) override;
+  std::string exchange_name() const override { return hierarchical() ? "hierarchical" : "flat"; }
   // The node of each EP rank (Topology::node_of_ep_rank), for the intra/inter-node accounting
   // and, with `hierarchical`, the route through node leaders. Collective over the EP group
   // (it creates the node and leader groups); every rank passes the same arguments.

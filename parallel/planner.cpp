@@ -9,14 +9,6 @@
 
 namespace moerun {
 
-BalancePolicy parse_balance_policy(const std::string& name) {
-  if (name == "none") return BalancePolicy::None;
-  if (name == "migrate") return BalancePolicy::Migrate;
-  if (name == "replicate") return BalancePolicy::Replicate;
-  if (name == "auto") return BalancePolicy::Auto;
-  MOERUN_THROW(ConfigError, "balance.policy = '{}' is not one of: none, migrate, replicate, auto", name);
-}
-
 std::string balance_policy_name(BalancePolicy p) {
   switch (p) {
     case BalancePolicy::None: return "none";

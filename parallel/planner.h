@@ -24,8 +24,7 @@
 namespace moerun {
 
 enum class BalancePolicy { None, Migrate, Replicate, Auto };
-BalancePolicy parse_balance_policy(const std::string& name);  // none, migrate, replicate, auto
-std::string balance_policy_name(BalancePolicy p);
+std::string balance_policy_name(BalancePolicy p);  // none, migrate, replicate, auto
 
 struct CostModel {
   double seconds_per_copy = 1e-6;    // expert FFN forward + backward of one token-copy

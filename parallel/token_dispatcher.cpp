@@ -1,13 +1,20 @@
 #include "parallel/token_dispatcher.h"
 
 #include <numeric>
+#include <utility>
 
 #include "runtime/error.h"
 
 namespace moerun {
 
-LocalTokenDispatcher::LocalTokenDispatcher(int experts) : experts_(static_cast<std::size_t>(experts)) {
-  std::iota(experts_.begin(), experts_.end(), 0);
+LocalTokenDispatcher::LocalTokenDispatcher(int experts)
+    : placement_(Placement::contiguous(experts, 1)), experts_(placement_.local_experts(0)) {}
+
+void LocalTokenDispatcher::set_placement(Placement placement) {
+  MOERUN_CHECK(placement.ep_size() == 1 && placement.experts() == placement_.experts(), RuntimeError,
+               "[dispatcher] a one-process dispatcher takes only a placement of its {} experts on one rank, not {} "
+               "experts on {} ranks", placement_.experts(), placement.experts(), placement.ep_size());
+  placement_ = std::move(placement);
 }
 
 DispatchPlan LocalTokenDispatcher::plan(std::span<const std::int64_t> rows_per_expert) {

@@ -4,6 +4,9 @@
 // the experts hosted on this rank. The same plan serves the forward and the backward pass
 // (gradients travel along the same routes).
 //
+// The dispatcher holds the placement it routes by: the one copy of it (the trainer reads it
+// here and changes it through set_placement between iterations).
+//
 // LocalTokenDispatcher hosts every expert (one process): dispatch and combine are views.
 // Collective contract for distributed implementations: every rank of the expert-parallel
 // group calls plan, dispatch and combine in the same order.
@@ -11,8 +14,10 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "parallel/placement.h"
 #include "runtime/tensor.h"
 
 namespace moerun {
@@ -46,9 +51,15 @@ struct DispatchStats {
 class TokenDispatcher {
  public:
   virtual ~TokenDispatcher() = default;
-  virtual std::int64_t num_experts() const = 0;
+  std::int64_t num_experts() const { return placement().experts(); }
   // Global ids of the experts hosted here, ascending.
   virtual const std::vector<int>& local_experts() const = 0;
+  virtual const Placement& placement() const = 0;
+  // Between iterations only: route by a new placement of the same experts over the same
+  // group (the experts hosted here change with it).
+  virtual void set_placement(Placement placement) = 0;
+  // How payloads travel between ranks, for the start-up line: "none", "flat", "hierarchical".
+  virtual std::string exchange_name() const = 0;
   // Exchanges counts; rows_per_expert has one entry per global expert.
   virtual DispatchPlan plan(std::span<const std::int64_t> rows_per_expert) = 0;
   // [sum(send_per_expert), d] sorted by expert -> [rows_received, d] grouped by local expert.
@@ -63,13 +74,16 @@ class TokenDispatcher {
 class LocalTokenDispatcher final : public TokenDispatcher {
  public:
   explicit LocalTokenDispatcher(int experts);
-  std::int64_t num_experts() const override { return static_cast<std::int64_t>(experts_.size()); }
   const std::vector<int>& local_experts() const override { return experts_; }
+  const Placement& placement() const override { return placement_; }
+  void set_placement(Placement placement) override;
+  std::string exchange_name() const override { return "none"; }
   DispatchPlan plan(std::span<const std::int64_t> rows_per_expert) override;
   Tensor dispatch(const DispatchPlan&, const Tensor& rows) override { return rows.view(); }
   Tensor combine(const DispatchPlan&, const Tensor& rows) override { return rows.view(); }
 
  private:
+  Placement placement_;  // every expert on the one rank
   std::vector<int> experts_;
 };
 

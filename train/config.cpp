@@ -77,6 +77,31 @@ Key string_key(std::string name, S Config::*section, std::string S::*member, std
           [=](const Config& c) { return Json((c.*section).*member); }};
 }
 
+// A key whose string values name the members of an enum: parsed once, here.
+template <class S, class E>
+Key enum_key(std::string name, S Config::*section, E S::*member, std::vector<std::pair<std::string, E>> values,
+             std::string help) {
+  return {name, "string", std::move(help),
+          [=](Config& c, const toml::node& v) {
+            auto x = v.value_exact<std::string>();
+            if (!x) wrong_type(name, "a string", v);
+            std::vector<std::string> names;
+            for (const auto& [text, value] : values) {
+              if (text == *x) {
+                (c.*section).*member = value;
+                return;
+              }
+              names.push_back(text);
+            }
+            MOERUN_THROW(ConfigError, "{} = '{}' is not one of: {}", name, *x, fmt::join(names, ", "));
+          },
+          [=](const Config& c) {
+            for (const auto& [text, value] : values)
+              if (value == (c.*section).*member) return Json(text);
+            return Json(nullptr);
+          }};
+}
+
 const std::vector<Key>& keys() {
   static const std::vector<Key> table = [] {
     std::vector<Key> k;
@@ -117,7 +142,8 @@ const std::vector<Key>& keys() {
     k.push_back(float_key("train.epsilon", &C::train, &TrainConfig::epsilon, "AdamW epsilon"));
     k.push_back(float_key("train.grad_clip", &C::train, &TrainConfig::grad_clip, "global gradient-norm clip; 0 disables"));
     k.push_back(int_key("train.seed", &C::train, &TrainConfig::seed, "seed of initialization and data"));
-    k.push_back(string_key("train.recompute", &C::train, &TrainConfig::recompute,
+    k.push_back(enum_key("train.recompute", &C::train, &TrainConfig::recompute,
+                         {{"none", Recompute::None}, {"moe", Recompute::Moe}, {"full", Recompute::Full}},
                            "activation recomputation: none, moe (expert FFN activations), full (each block's forward again "
                            "in backward)"));
     k.push_back(bool_key("train.shard_optimizer", &C::train, &TrainConfig::shard_optimizer,
@@ -144,7 +170,9 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("eval.examples", &C::eval, &EvalConfig::examples, "greedy exact-match examples per task"));
     k.push_back(int_key("eval.heldout_batches", &C::eval, &EvalConfig::heldout_batches, "micro-batches of held-out loss"));
     k.push_back(int_key("parallel.ep", &C::parallel, &ParallelConfig::ep, "expert-parallel group size; must divide the world size and model.experts"));
-    k.push_back(string_key("parallel.all_to_all", &C::parallel, &ParallelConfig::all_to_all,
+    k.push_back(enum_key("parallel.all_to_all", &C::parallel, &ParallelConfig::all_to_all,
+                         {{"auto", ExchangeRoute::Auto}, {"flat", ExchangeRoute::Flat},
+                          {"hierarchical", ExchangeRoute::Hierarchical}},
                            "token exchange: flat (rank to rank), hierarchical (rows for other nodes through node leaders: "
                            "one inter-node message per pair of nodes), auto (hierarchical when the EP group spans nodes "
                            "with several ranks on one)"));
@@ -153,7 +181,9 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("parallel.ranks_per_node", &C::parallel, &ParallelConfig::ranks_per_node,
                         "ranks per node for the intra/inter-node accounting; 0 = detected (shared memory); n > 0 "
                         "treats consecutive blocks of n ranks as nodes (to study multi-node layouts on one machine)"));
-    k.push_back(string_key("balance.policy", &C::balance, &BalanceConfig::policy,
+    k.push_back(enum_key("balance.policy", &C::balance, &BalanceConfig::policy,
+                         {{"none", BalancePolicy::None}, {"migrate", BalancePolicy::Migrate},
+                          {"replicate", BalancePolicy::Replicate}, {"auto", BalancePolicy::Auto}},
                            "adaptive expert placement: none (static), migrate (permute experts), replicate (extra "
                            "copies of hot experts), auto (the cost model chooses); needs parallel.ep > 1"));
     k.push_back(int_key("balance.interval", &C::balance, &BalanceConfig::interval, "steps between placement decisions"));
@@ -281,16 +311,12 @@ void Config::validate(int world_size) const {
                "log.progress = '{}' is not one of: auto, redraw, lines", log.progress);
   at_least(checkpoint.every, 0, "checkpoint.every", "0 = only at the end and on signals");
   at_least(checkpoint.keep, 1, "checkpoint.keep", "the newest checkpoint is always kept");
-  parse_balance_policy(balance.policy);
-  parse_recompute(train.recompute);
-  MOERUN_CHECK(parallel.all_to_all == "auto" || parallel.all_to_all == "flat" || parallel.all_to_all == "hierarchical",
-               ConfigError, "parallel.all_to_all = '{}' is not one of: auto, flat, hierarchical", parallel.all_to_all);
   at_least(balance.interval, 1, "balance.interval", "steps between decisions");
   at_least(balance.window, 1, "balance.window", "steps of the moving average");
   MOERUN_CHECK(balance.min_gain >= 0.0 && balance.min_gain < 1.0, ConfigError,
                "balance.min_gain = {} must be in [0, 1)", balance.min_gain);
   at_least(balance.max_experts_per_rank, 0, "balance.max_experts_per_rank", "0 = experts / ep + 1");
-  if (balance.max_experts_per_rank > 0 && balance.policy != "none" && parallel.ep > 1) {
+  if (balance.max_experts_per_rank > 0 && balance.policy != BalancePolicy::None && parallel.ep > 1) {
     MOERUN_CHECK(balance.max_experts_per_rank * parallel.ep >= model.experts, ConfigError,
                  "balance.max_experts_per_rank = {} x parallel.ep = {} leaves no room for the {} experts; allow at "
                  "least {} per rank",

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/model_config.h"
+#include "parallel/planner.h"
 
 namespace moerun {
 
@@ -27,7 +28,7 @@ struct TrainConfig {
   double epsilon = 1e-8;
   double grad_clip = 1.0;  // global gradient norm limit; 0 disables
   std::int64_t seed = 1234;
-  std::string recompute = "none";  // none, moe, full: activations dropped in forward, recomputed in backward
+  Recompute recompute = Recompute::None;  // none, moe, full: activations dropped in forward, recomputed in backward
   bool shard_optimizer = false;    // ZeRO-1: AdamW moments and updates partitioned over data-parallel copies
 };
 
@@ -45,15 +46,18 @@ struct EvalConfig {
   std::int64_t heldout_batches = 4;  // micro-batches of held-out loss
 };
 
+// parallel.all_to_all: how token-copies travel between the ranks of an EP group.
+enum class ExchangeRoute { Auto, Flat, Hierarchical };
+
 struct ParallelConfig {
   std::int64_t ep = 1;         // expert-parallel group size; dp = world / ep
   double bucket_mb = 4.0;      // gradient all-reduce bucket size
   std::int64_t ranks_per_node = 0;  // 0 = detect; n = consecutive blocks of n ranks count as nodes
-  std::string all_to_all = "auto";  // flat, hierarchical (through node leaders), auto (hierarchical when it saves messages)
+  ExchangeRoute all_to_all = ExchangeRoute::Auto;  // flat, hierarchical (through node leaders), auto (hierarchical when it saves messages)
 };
 
 struct BalanceConfig {
-  std::string policy = "none";   // none, migrate, replicate, auto
+  BalancePolicy policy = BalancePolicy::None;  // none, migrate, replicate, auto
   std::int64_t interval = 50;    // steps between decisions
   double threshold = 1.1;        // act only when the load imbalance exceeds this
   double min_gain = 0.05;        // act only for a predicted step-time gain of at least this fraction

@@ -111,7 +111,7 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   // Balanced routing: a rank receives, from each of the ep ranks, the share of its experts.
   const double received = kept * double(est.experts_per_rank) / double(m.experts) * double(ep);
   const bool local = ep == 1;
-  const Recompute recompute = parse_recompute(c.train.recompute);
+  const Recompute recompute = c.train.recompute;
   for (Recompute r : {Recompute::None, Recompute::Moe, Recompute::Full}) {
     const ActivationTerms t = activation_terms(c, kept, received, local, r);
     est.activations_with[static_cast<std::size_t>(r)] = t.saved + t.temporary;
@@ -218,9 +218,9 @@ MemoryEstimate checked_memory_estimate(const Config& config, int world_size, boo
     if (world_size % ep != 0 || config.model.experts % ep != 0) continue;
     offer(fmt::format("parallel.ep={}", ep), [&](Config& o) { o.parallel.ep = ep; });
   }
-  for (const char* mode : {"moe", "full"}) {
+  for (const Recompute mode : {Recompute::Moe, Recompute::Full}) {
     if (config.train.recompute != mode)
-      offer(fmt::format("train.recompute={}", mode), [&](Config& o) { o.train.recompute = mode; });
+      offer(fmt::format("train.recompute={}", recompute_name(mode)), [&](Config& o) { o.train.recompute = mode; });
   }
   if (!config.train.shard_optimizer && world_size > 1)
     offer("train.shard_optimizer=true", [](Config& o) { o.train.shard_optimizer = true; });

@@ -1,63 +1,35 @@
 // The training loop: for each optimizer step, every rank runs its share of the global batch
 // as micro-batches (forward, loss, backward, gradients accumulated), then gradients are summed
 // over the copies of each parameter, checked for NaN/Inf, clipped by global norm, and AdamW
-// updates the parameters. Every balance.interval steps the planner may re-place experts
-// (adaptive expert parallelism) from the load monitor's numbers. Writes metrics.jsonl and
-// events.jsonl and the progress line on rank 0, and evaluates periodically and at the end.
+// updates the parameters. Every balance.interval steps the rebalancer may re-place experts
+// (adaptive expert parallelism); checkpoints, evaluation and the run log happen between steps.
+//
+// The trainer owns the components and the loop; each concern is a unit of its own: wiring.h
+// (dispatchers, data), grad_groups.h (who sums which gradient), step_stats.h (the step's one
+// packed all-reduce), expert_store.h (expert state for migrations), checkpoint_state.h (what
+// a checkpoint holds), run_log.h (metrics and events), rebalancer.h (the placement decisions).
 #pragma once
 
-#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
-#include "parallel/grad_sync.h"
+#include "data/data_source.h"
+#include "model/transformer.h"
 #include "parallel/load_monitor.h"
-#include "parallel/migrator.h"
-#include "parallel/planner.h"
-#include "parallel/process_group.h"
 #include "parallel/token_dispatcher.h"
 #include "parallel/topology.h"
-#include "data/data_source.h"
-#include "data/synthetic_tasks.h"
-#include "model/transformer.h"
 #include "train/config.h"
 #include "train/evaluator.h"
+#include "train/expert_store.h"
+#include "train/grad_groups.h"
 #include "train/memory_plan.h"
-#include "train/metrics.h"
 #include "train/optimizer.h"
+#include "train/rebalancer.h"
+#include "train/run_log.h"
+#include "train/step_stats.h"
 
 namespace moerun {
-
-struct StepResult {
-  double loss = 0.0;      // mean cross-entropy over the step's counted targets
-  double aux_loss = 0.0;  // mean over micro-batches, summed over MoE layers
-  double z_loss = 0.0;
-  double grad_norm = 0.0;  // before clipping
-  double lr = 0.0;
-  double step_ms = 0.0;
-  double a2a_ms = 0.0;        // inside token exchanges (all-to-all, counts included)
-  double allreduce_ms = 0.0;  // gradient all-reduce not hidden behind backward
-  double compute_ms = 0.0;    // the rest of the step
-  std::int64_t a2a_bytes = 0;  // sent by this rank's dispatchers
-  std::int64_t a2a_bytes_inter_node = 0;  // of which to ranks on other nodes
-  std::int64_t a2a_messages_intra_node = 0, a2a_messages_inter_node = 0;  // non-empty sends
-  // The same, summed over every rank of the world: the job's traffic (flat vs hierarchical).
-  std::int64_t world_a2a_bytes_inter_node = 0;
-  std::int64_t world_a2a_messages_intra_node = 0, world_a2a_messages_inter_node = 0;
-  std::int64_t allreduce_bytes_intra_node = 0;  // gradient payload reduced in groups within a node
-  std::int64_t allreduce_bytes_inter_node = 0;  // and in groups spanning nodes
-  std::int64_t tokens = 0;  // input tokens in the global batch
-  double dropped_frac = 0.0;
-  std::vector<std::vector<std::int64_t>> expert_counts;  // [moe layer][expert] routed copies, global
-  std::vector<std::vector<std::int64_t>> expert_kept;    // [moe layer][expert] processed copies, global
-  std::vector<double> imbalance;  // [moe layer] max / mean rank load (processed copies), current placement
-  double expert_time_imbalance = 1.0;  // max / mean of the EP group's expert compute time
-  double expert_seconds_total = 0.0;   // expert compute summed over the EP group's ranks
-  double kept_copies = 0.0;            // token-copies the experts processed in one EP group
-  // Per rank of this EP group: expert compute seconds measured, and the copies its experts
-  // processed as the placement routes them (for the marginal cost of a copy).
-  std::vector<double> rank_expert_seconds;
-  std::vector<double> rank_copies;
-};
 
 struct TrainSummary {
   std::vector<double> losses;  // per step
@@ -67,22 +39,23 @@ struct TrainSummary {
   bool stopped_by_signal = false;
 };
 
-class Trainer : private ExpertStateStore {
+class Trainer {
  public:
   // run_dir empty: no files (tests). Every rank constructs one; rank 0 writes. The trainer
   // keeps its own copy of the config (its components refer to it).
   Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir);
-  ~Trainer() override;
+  ~Trainer();
   TrainSummary run();
   StepResult train_step(std::int64_t step);
-  // The balance decision that run() makes every balance.interval steps (a no-op unless
-  // ep > 1 and balance.policy != none). Returns true when the placement changed.
+  // The balance decision that run() makes after every step (a no-op unless ep > 1 and
+  // balance.policy != none). Returns true when the placement changed.
   bool maybe_rebalance(std::int64_t step, const StepResult& last);
   // Moves experts (weights and optimizer moments) to a new placement per MoE layer; every
   // rank calls it with the same placements. Public for tests of the invariance. Returns the
   // wall time of the whole change on this rank (migration and rebuilt gradient groups).
   double apply_placements(const std::vector<Placement>& placements);
-  const std::vector<Placement>& placements() const { return placements_; }
+  // Per MoE layer, as the dispatchers hold them; empty without expert parallelism.
+  std::vector<Placement> placements() const;
   ParameterStore& parameters() { return *params_; }
   const AdamW& optimizer() const { return *optimizer_; }
   // Collective. Writes <run-dir>/checkpoints/step_<N>.h5 (atomically) and returns its path.
@@ -94,58 +67,34 @@ class Trainer : private ExpertStateStore {
   std::int64_t start_step() const { return start_step_; }
 
  private:
-  std::unique_ptr<DataSource> make_data() const;
-  void check_finite(std::int64_t step, double loss) const;
-  void log_eval(std::int64_t step, const EvalResult& r);
+  void log_start();
+  void log_summary(TrainSummary& summary, double timed_ms, std::int64_t timed_tokens);
+  // This rank's part of the squared global gradient norm: each element counted once over the world.
+  double local_grad_squares() const;
+  std::int64_t first_nonfinite_grad(const Parameter** first) const;
+  void check_finite(std::int64_t step, double loss, const GlobalStepNumbers& g) const;
   void write_trace();  // log.trace: <run-dir>/trace/rank_<r>.json
-  // Gradient norm before clipping: each parameter counted once, whatever its copies.
-  double global_grad_norm() const;
-  void rebuild_grad_sync();
-  ProcessGroup* replica_group(const std::vector<int>& ranks);
-  double measure_ep_bandwidth();
-  // ExpertStateStore: weights and AdamW moments of one expert here.
-  std::vector<Tensor*> expert_tensors(int layer, int expert) override;
-  std::vector<Tensor*> create_expert(int layer, int expert) override;
-  void drop_expert(int layer, int expert) override;
+  struct TrainingState state();
+  std::vector<std::vector<int>> local_experts() const;  // per MoE layer
 
   const Config config_;
   ProcessGroup& world_;
   Device& device_;
+  std::string run_dir_;
+  MemoryEstimate memory_estimate_;  // per rank, for this layout
   std::unique_ptr<Topology> topology_;
   std::unique_ptr<ParameterStore> params_;
-  std::vector<std::unique_ptr<TokenDispatcher>> dispatchers_;  // per block (one shared when ep = 1)
-  std::vector<int> moe_blocks_;                                // block index of each MoE layer
-  std::vector<Placement> placements_;                          // per MoE layer (ep > 1)
+  std::vector<std::unique_ptr<TokenDispatcher>> dispatchers_;  // per block; each holds its placement
   std::unique_ptr<Transformer> model_;
-  std::unique_ptr<GradSync> grad_sync_;
-  std::int64_t allreduce_intra_ = 0, allreduce_inter_ = 0;  // per step, from the buckets' groups
-  std::map<std::vector<int>, std::unique_ptr<ProcessGroup>> replica_groups_;
-  std::vector<std::vector<Parameter*>> params_of_block_;  // [block] parameters of layers.<block>.
-  std::vector<Parameter*> params_outside_blocks_;         // embedding, final norm, LM head
+  std::vector<int> moe_blocks_;  // block index of each MoE layer
+  std::unique_ptr<GradientGroups> grad_groups_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<ExpertStore> expert_store_;
   std::unique_ptr<DataSource> data_;
   std::unique_ptr<Evaluator> evaluator_;
-  std::unique_ptr<MetricsWriter> metrics_;  // rank 0 with a run directory
-  std::unique_ptr<ProgressLine> progress_;  // rank 0
-  // Adaptive expert parallelism.
-  BalancePolicy policy_ = BalancePolicy::None;
+  std::unique_ptr<RunLog> log_;
   std::unique_ptr<LoadMonitor> monitor_;
-  double ep_bandwidth_ = 0.0;       // bytes/s of the EP exchange, measured at start
-  double seconds_per_copy_ = 0.0;   // moving average of expert compute per token-copy
-  double cov_copies_seconds_ = 0.0;  // moving averages of the across-rank covariance of copies and
-  double var_copies_ = 0.0;          // expert seconds, and of the variance of copies: their ratio is
-                                     // the marginal cost of one more copy on a rank
-  double step_seconds_avg_ = 0.0;   // moving average of the step time
-  double migration_bandwidth_ = 0.0;  // bytes/s that past migrations achieved (0: none yet)
-  struct PendingCheck {             // a decision whose effect is measured a few steps later
-    std::int64_t decision_step = 0;
-    double predicted_seconds = 0.0;
-    std::vector<double> measured;
-  };
-  std::optional<PendingCheck> pending_;
-  MemoryEstimate memory_estimate_;  // per rank, for this layout
-  int rebalances_ = 0;
-  std::string run_dir_;
+  std::unique_ptr<Rebalancer> rebalancer_;
   std::int64_t start_step_ = 0;  // the last step already done (restore)
 };
 

@@ -23,10 +23,10 @@ Config tiny(std::int64_t ep, const std::string& policy) {
   std::vector<std::string> sets = tiny_training_overrides();
   sets.insert(sets.end(), {"model.experts=8", "bench.router_zipf=1.2", "model.capacity_factor=1.0", "balance.interval=2",
                            "balance.threshold=0", "balance.force=true", "balance.max_experts_per_rank=6"});
+  sets.push_back("balance.policy=\"" + policy + "\"");
   Config c = Config::load(std::nullopt, sets);
   c.train.steps = kSteps;
   c.parallel.ep = ep;
-  c.balance.policy = policy;
   return c;
 }
 

@@ -84,7 +84,7 @@ TEST(ParallelTraining, HierarchicalAllToAllSameAsOneProcess) {
   LocalGroup alone;
   const RunResult reference = train(tiny(1.0, 1), alone);
   Config c = tiny(1.0, w->size());
-  c.parallel.all_to_all = "hierarchical";
+  c.parallel.all_to_all = ExchangeRoute::Hierarchical;
   c.parallel.ranks_per_node = std::max(1, w->size() / 2);
   SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << w->size() << ", hierarchical");
   expect_same_training(train(c, *w), reference);
@@ -97,8 +97,9 @@ TEST(ParallelTraining, RecomputeSameAsOneProcessWithout) {
   auto w = world();
   LocalGroup alone;
   const RunResult reference = train(tiny(1.0, 1), alone);
-  for (const char* mode : {"moe", "full"}) {
-    SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << w->size() << ", recompute " << mode);
+  for (const Recompute mode : {Recompute::Moe, Recompute::Full}) {
+    SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << w->size() << ", recompute "
+                                      << recompute_name(mode));
     Config c = tiny(1.0, w->size());
     c.train.recompute = mode;
     expect_same_training(train(c, *w), reference);

@@ -137,8 +137,6 @@ TEST(Planner, GainBelowTheMinimumFractionGivesNoChange) {
   EXPECT_NE(d.reason.find("min_gain"), std::string::npos) << d.reason;
 }
 
-TEST(Planner, UnknownPolicyIsAConfigError) { EXPECT_THROW(parse_balance_policy("greedy"), ConfigError); }
-
 }  // namespace moerun::test
 
 namespace moerun::test {

@@ -58,6 +58,12 @@ TEST(Config, UnknownKeysAndWrongTypesNameTheKey) {
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.d_model=1.5"}); }, {"model.d_model", "integer"});
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.expert_type=relu"}); }, {"model.expert_type", "swiglu"});
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"no-equals-sign"}); }, {"section.key=value"});
+  // Options with named values are parsed into enums once, here; an unknown name lists the known ones.
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"balance.policy=\"greedy\""}); },
+                            {"balance.policy", "greedy", "none, migrate, replicate, auto"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"train.recompute=\"some\""}); }, {"train.recompute", "none, moe, full"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"parallel.all_to_all=\"ring\""}); },
+                            {"parallel.all_to_all", "auto, flat, hierarchical"});
   const std::string path = write_temp("moerun_bad_key.toml", "[train]\nstepz = 3\n");
   expect_error<ConfigError>([&] { Config::load(path, {}); }, {"train.stepz", "moerun_bad_key.toml", "train.steps"});
 }

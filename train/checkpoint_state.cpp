@@ -1,0 +1,110 @@
+#include "train/checkpoint_state.h"
+
+#include <algorithm>
+
+#include "checkpoint/state_content.h"
+#include "model/feed_forward.h"
+#include "model/moe_layer.h"
+
+namespace moerun {
+
+namespace {
+const Tensor* moment(AdamW& optimizer, ckpt::Root root, const std::string& name) {
+  AdamW::Moments& m = optimizer.moments(name);
+  return root == ckpt::Root::MomentM ? &m.m : &m.v;
+}
+}  // namespace
+
+ckpt::CheckpointContent checkpoint_content(const TrainingState& s, std::int64_t step, int rebalances) {
+  const Config& config = s.config;
+  ckpt::ContentBuilder b;
+  const bool dense_writer = s.topology.world().rank() == 0;
+  const bool expert_writer_group = s.topology.dp_rank() == 0;  // one EP group writes the experts
+  std::vector<const Parameter*> dense;
+  for (const Parameter* p : s.params.all())
+    if (p->kind == ParamKind::Dense) dense.push_back(p);
+  std::sort(dense.begin(), dense.end(), [](const Parameter* a, const Parameter* b) { return a->name < b->name; });
+  // This rank's piece of one tensor. Moments under ZeRO-1: every rank writes the rows it
+  // owns, so the file holds the same logical tensors as without sharding.
+  auto write = [&](ckpt::Root root, const Parameter& p, bool writer) {
+    const bool moments = root != ckpt::Root::Model;
+    if (moments && s.grad_sync.sharded(p)) {
+      const RowRange rows = s.grad_sync.owned_rows(p);
+      if (!rows.empty()) b.write(root, p.name, moment(s.optimizer, root, p.name), rows.begin);
+    } else if (writer) {
+      b.write(root, p.name, moments ? moment(s.optimizer, root, p.name) : &p.value);
+    }
+  };
+  for (const ckpt::Root root : ckpt::kRoots) {
+    for (const Parameter* p : dense) {
+      b.declare(root, p->name, p->value.shape());
+      write(root, *p, dense_writer);
+    }
+    for (std::size_t li = 0; li < s.moe_blocks.size(); ++li) {
+      const std::string prefix = MoeLayer::expert_prefix(s.moe_blocks[li]);
+      const auto names0 = FeedForwardSet::weight_names(config.model, prefix, 0);
+      for (std::size_t w = 0; w < names0.size(); ++w) {
+        b.declare(root, names0[w], FeedForwardSet::weight_shape(config.model, names0[w]), config.model.experts);
+        for (int e : s.local_experts[li]) {
+          const bool first_holder = s.placements.empty() || s.placements[li].replicas(e).front().rank == s.topology.ep_rank();
+          if (!first_holder) continue;
+          write(root, s.params.get(FeedForwardSet::weight_names(config.model, prefix, e)[w]), expert_writer_group);
+        }
+      }
+    }
+  }
+  ckpt::CheckpointContent& content = b.content();
+  content.int_attributes["step"] = step;
+  content.int_attributes["tokens_seen"] = step * config.train.global_batch * config.model.seq_len;
+  content.int_attributes["data_step"] = step;  // the data of step s is a function of (seed, s): nothing else to save
+  content.int_attributes["seed"] = config.train.seed;
+  content.int_attributes["world_size"] = s.topology.world().size();
+  content.int_attributes["dp"] = s.topology.dp();
+  content.int_attributes["ep"] = s.topology.ep();
+  content.int_attributes["rebalances"] = rebalances;
+  content.string_attributes["config"] = config.to_json().dump();
+  nlohmann::json placement = nlohmann::json::array();
+  for (const Placement& p : s.placements) placement.push_back(p.to_json());
+  content.string_attributes["placement"] = placement.dump();
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& h : s.monitor.history()) history.push_back(h);
+  content.string_attributes["load_average"] = nlohmann::json(s.monitor.average()).dump();
+  content.string_attributes["load_history"] = history.dump();
+  return std::move(content);
+}
+
+std::optional<std::vector<Placement>> saved_placements(const ckpt::CheckpointReader& file, int ep, std::size_t layers) {
+  if (layers == 0 || file.int_attribute("ep") != ep) return std::nullopt;
+  const auto saved = nlohmann::json::parse(file.string_attribute("placement"));
+  if (saved.size() != layers) return std::nullopt;
+  std::vector<Placement> restored;
+  for (const auto& layer : saved) {
+    std::vector<std::vector<Replica>> reps;
+    for (const auto& expert : layer) {
+      reps.emplace_back();
+      for (const auto& r : expert) reps.back().push_back({r.at("rank").get<int>(), r.at("share").get<std::int64_t>()});
+    }
+    restored.emplace_back(ep, std::move(reps));
+  }
+  return restored;
+}
+
+void restore_state(const ckpt::CheckpointReader& file, const TrainingState& s) {
+  const std::int64_t experts = s.config.model.experts;
+  for (Parameter* p : s.params.all()) {
+    AdamW::Moments& m = s.optimizer.moments(p->name);
+    ckpt::read_rows(file, ckpt::Root::Model, p->name, p->value.shape(), experts, p->value);
+    ckpt::read_rows(file, ckpt::Root::MomentM, p->name, p->value.shape(), experts, m.m, m.rows.begin);
+    ckpt::read_rows(file, ckpt::Root::MomentV, p->name, p->value.shape(), experts, m.v, m.rows.begin);
+  }
+  const auto average = nlohmann::json::parse(file.string_attribute("load_average"));
+  const auto history = nlohmann::json::parse(file.string_attribute("load_history"));
+  if (average.size() == s.monitor.average().size()) {
+    s.monitor = LoadMonitor(static_cast<int>(s.moe_blocks.size()), static_cast<int>(experts),
+                            static_cast<int>(s.config.balance.window));
+    for (const auto& h : history) s.monitor.record(h.get<std::vector<std::vector<double>>>());
+    s.monitor.set_average(average.get<std::vector<std::vector<double>>>());
+  }
+}
+
+}  // namespace moerun

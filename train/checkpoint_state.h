@@ -1,0 +1,44 @@
+// What a training checkpoint holds and how it comes back: parameter values and AdamW moments
+// (described tensor by tensor for checkpoint/state_content.h, each rank handing over the
+// pieces it writes), the placement, the load monitor's history, and the step and counters.
+// The file format itself is checkpoint/'s (docs/checkpoint-format.md).
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/checkpoint_writer.h"
+#include "parallel/grad_sync.h"
+#include "parallel/load_monitor.h"
+#include "parallel/placement.h"
+#include "parallel/topology.h"
+#include "train/config.h"
+#include "train/optimizer.h"
+
+namespace moerun {
+
+// The trainer's state, as the checkpoint sees it.
+struct TrainingState {
+  const Config& config;
+  ParameterStore& params;
+  AdamW& optimizer;
+  const GradSync& grad_sync;
+  const Topology& topology;
+  const std::vector<int>& moe_blocks;                // block of each MoE layer
+  std::vector<Placement> placements;          // per MoE layer; empty without expert parallelism
+  std::vector<std::vector<int>> local_experts;  // per MoE layer: experts hosted here
+  LoadMonitor& monitor;
+};
+
+// The same datasets on every rank (from the model's shape, not from what a rank holds); the
+// pieces this rank writes: dense tensors from rank 0, each expert from its first holder in
+// the first EP group, and under ZeRO-1 each rank's rows of the moments.
+ckpt::CheckpointContent checkpoint_content(const TrainingState& state, std::int64_t step, int rebalances);
+
+// The saved placement when the file was written with this expert-parallel size and layers.
+std::optional<std::vector<Placement>> saved_placements(const ckpt::CheckpointReader& file, int ep, std::size_t layers);
+// Parameters, moments (this rank's rows) and the load monitor, from the file.
+void restore_state(const ckpt::CheckpointReader& file, const TrainingState& state);
+
+}  // namespace moerun

@@ -1,0 +1,181 @@
+#include "train/rebalancer.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "runtime/trace.h"
+
+namespace moerun {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+nlohmann::json placements_json(const std::vector<Placement>& placements) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& p : placements) out.push_back(p.to_json());
+  return out;
+}
+}  // namespace
+
+Rebalancer::Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log)
+    : config_(config), topology_(topology), monitor_(monitor), log_(log), policy_(config.balance.policy) {
+  if (topology_.ep() > 1) ep_bandwidth_ = measure_ep_bandwidth();
+}
+
+double Rebalancer::measure_ep_bandwidth() {
+  // Bytes/s of one all-to-all in the EP group at about an MoE layer's message size.
+  ProcessGroup& ep = topology_.ep_group();
+  const std::int64_t per_peer = 1 << 18;  // floats: 1 MiB to each peer
+  const auto p = static_cast<std::size_t>(ep.size());
+  std::vector<float> send(p * per_peer, 1.0f), recv(send.size());
+  std::vector<std::int64_t> counts(p, per_peer), displs(p);
+  for (std::size_t r = 0; r < p; ++r) displs[r] = static_cast<std::int64_t>(r) * per_peer;
+  std::vector<double> times;
+  for (int i = 0; i < 5; ++i) {
+    ep.barrier();
+    const auto t = Clock::now();
+    ep.all_to_all_v(send.data(), counts, displs, recv.data(), counts, displs, CommType::F32);
+    times.push_back(std::chrono::duration<double>(Clock::now() - t).count());
+  }
+  const double bw = double(per_peer * 4) * double(p - 1) / std::max(1e-9, median(times));
+  return topology_.world().all_reduce_value(bw, ReduceOp::Min);  // every rank plans with the same number
+}
+
+void Rebalancer::observe(const StepResult& last) {
+  const double alpha = 2.0 / (double(config_.balance.window) + 1.0);
+  const double spc = last.kept_copies > 0 ? last.expert_seconds_total / last.kept_copies : 0.0;
+  seconds_per_copy_ = seconds_per_copy_ == 0.0 ? spc : (1 - alpha) * seconds_per_copy_ + alpha * spc;
+  if (!last.rank_copies.empty()) {  // across-rank regression of expert seconds on copies
+    const double n = double(last.rank_copies.size());
+    double mx = 0, my = 0;
+    for (std::size_t q = 0; q < last.rank_copies.size(); ++q) mx += last.rank_copies[q] / n, my += last.rank_expert_seconds[q] / n;
+    double sxy = 0, sxx = 0;
+    for (std::size_t q = 0; q < last.rank_copies.size(); ++q) {
+      sxy += (last.rank_copies[q] - mx) * (last.rank_expert_seconds[q] - my);
+      sxx += (last.rank_copies[q] - mx) * (last.rank_copies[q] - mx);
+    }
+    cov_copies_seconds_ = (1 - alpha) * cov_copies_seconds_ + alpha * sxy;
+    var_copies_ = (1 - alpha) * var_copies_ + alpha * sxx;
+  }
+  step_seconds_avg_ = step_seconds_avg_ == 0.0 ? last.step_ms / 1000 : (1 - alpha) * step_seconds_avg_ + alpha * last.step_ms / 1000;
+}
+
+void Rebalancer::report_measured(std::int64_t step, const StepResult& last) {
+  if (!pending_) return;
+  pending_->measured.push_back(last.step_ms / 1000);
+  if (static_cast<std::int64_t>(pending_->measured.size()) < std::min<std::int64_t>(5, config_.balance.interval)) return;
+  const double measured = median(pending_->measured);
+  log_.event({{"event", "rebalance_measured"}, {"step", step}, {"decision_step", pending_->decision_step},
+              {"predicted_step_ms", 1000 * pending_->predicted_seconds}, {"measured_step_ms", 1000 * measured},
+              {"prediction_error", measured > 0 ? (pending_->predicted_seconds - measured) / measured : 0.0}});
+  pending_.reset();
+}
+
+PlannerInput Rebalancer::planner_input(const std::vector<Placement>& current) const {
+  PlannerInput in;
+  in.loads = monitor_.average();
+  // The last `window` steps one by one: a placement must help them, not only their average.
+  const auto& history = monitor_.history();
+  const auto recent = static_cast<std::ptrdiff_t>(std::min<std::size_t>(history.size(), static_cast<std::size_t>(config_.balance.window)));
+  in.recent_loads.assign(history.end() - recent, history.end());
+  in.current = current;
+  in.policy = policy_;
+  in.threshold = config_.balance.threshold;
+  in.interval = static_cast<int>(config_.balance.interval);
+  in.force = config_.balance.force;
+  in.min_gain = config_.balance.min_gain;
+  in.max_experts_per_rank = static_cast<int>(config_.balance.max_experts_per_rank > 0
+                                                  ? config_.balance.max_experts_per_rank
+                                                  : config_.model.experts / config_.parallel.ep + 1);
+  const double d = double(config_.model.d_model), ff = double(config_.model.d_ff);
+  const double matrices = config_.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0;
+  // What moving copies between ranks changes is the marginal cost of a copy, not the average:
+  // part of each rank's expert time does not shrink with fewer copies (smaller groups run at a
+  // lower GFLOP/s). Use the regression slope when the loads were uneven enough to measure it.
+  in.cost.seconds_per_copy = var_copies_ > 0 ? std::clamp(cov_copies_seconds_ / var_copies_, 0.0, seconds_per_copy_)
+                                             : seconds_per_copy_;
+  in.cost.bytes_per_copy = 4.0 * d * sizeof(float);  // dispatch and combine, forward and backward
+  in.cost.bandwidth = ep_bandwidth_;
+  // Migrations cost more than their bytes (allocation, new communicators): use what the
+  // previous ones achieved once there is one.
+  in.cost.migration_bandwidth = migration_bandwidth_ > 0 ? migration_bandwidth_ : ep_bandwidth_;
+  in.cost.expert_state_bytes = 3.0 * matrices * d * ff * sizeof(float);  // weights and two moments
+  // Calibrate: the rest of the step is whatever the model does not explain now.
+  CostModel probe = in.cost;
+  probe.fixed_seconds = 0.0;
+  in.cost.fixed_seconds = std::max(0.0, step_seconds_avg_ - predict(in.loads, current, probe).step_seconds);
+  return in;
+}
+
+namespace {
+// Identical inputs everywhere: rank 0's measured numbers decide, so every rank plans alike.
+void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
+  std::vector<double> wire;
+  for (const auto& layer : in.loads) wire.insert(wire.end(), layer.begin(), layer.end());
+  for (const auto& step_loads : in.recent_loads)
+    for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
+  wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth});
+  world.broadcast(wire.data(), static_cast<std::int64_t>(wire.size()), CommType::F64, 0);
+  std::size_t at = 0;
+  for (auto& layer : in.loads)
+    for (double& x : layer) x = wire[at++];
+  for (auto& step_loads : in.recent_loads)
+    for (auto& layer : step_loads)
+      for (double& x : layer) x = wire[at++];
+  in.cost.seconds_per_copy = wire[at++];
+  in.cost.fixed_seconds = wire[at++];
+  in.cost.bandwidth = wire[at++];
+  in.cost.migration_bandwidth = wire[at++];
+}
+}  // namespace
+
+bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std::vector<Placement>& current,
+                            const Apply& apply) {
+  if (current.empty() || policy_ == BalancePolicy::None) return false;
+  observe(last);
+  report_measured(step, last);
+  if (step % config_.balance.interval != 0 || step == config_.train.steps) return false;
+  const trace::Scope span("rebalance", "rebalance decision");
+  const auto rebalance_start = Clock::now();
+  PlannerInput in = planner_input(current);
+  broadcast_measurements(topology_.world(), in);
+  const PlannerDecision decision = plan_placement(in);
+  double migrate_seconds = 0.0;
+  if (decision.apply) {
+    migrate_seconds = apply(decision.placements);
+    if (decision.migrate_bytes > 0) {  // the slowest rank's time, identical everywhere
+      const double slowest = topology_.world().all_reduce_value(migrate_seconds, ReduceOp::Max);
+      const double achieved = decision.migrate_bytes / std::max(1e-6, slowest);
+      migration_bandwidth_ = migration_bandwidth_ == 0.0 ? achieved : 0.5 * (migration_bandwidth_ + achieved);
+    }
+    ++rebalances_;
+    pending_ = PendingCheck{step, decision.after.step_seconds, {}};
+  }
+  log_.event({{"event", "rebalance"}, {"step", step}, {"policy", balance_policy_name(policy_)},
+              {"chosen", balance_policy_name(decision.chosen)}, {"applied", decision.apply},
+              {"reason", decision.reason}, {"old_placement", placements_json(in.current)},
+              {"new_placement", placements_json(decision.placements)},
+              {"predicted_step_ms_before", 1000 * decision.before.step_seconds},
+              {"predicted_step_ms_after", 1000 * decision.after.step_seconds},
+              {"imbalance_before", decision.before.imbalance}, {"imbalance_after", decision.after.imbalance},
+              {"bytes_moved", decision.migrate_bytes}, {"predicted_migrate_ms", 1000 * decision.migrate_seconds},
+              {"migrate_ms", 1000 * migrate_seconds},
+              {"rebalance_ms", 1000 * std::chrono::duration<double>(Clock::now() - rebalance_start).count()}});
+  if (decision.apply) {
+    log_.message(fmt::format("rebalance at step {} ({}): imbalance {:.2f} -> {:.2f} predicted, step {:.1f} -> {:.1f} ms "
+                             "predicted, {} moved",
+                             step, balance_policy_name(decision.chosen), decision.before.imbalance,
+                             decision.after.imbalance, 1000 * decision.before.step_seconds,
+                             1000 * decision.after.step_seconds, human_bytes(decision.migrate_bytes)));
+  }
+  return decision.apply;
+}
+
+}  // namespace moerun

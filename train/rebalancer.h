@@ -1,0 +1,65 @@
+// The rebalancer: adaptive expert parallelism between steps. It keeps the cost model's
+// measured inputs current every step (expert seconds per token-copy as the marginal cost from
+// an across-rank regression, the step time, the EP exchange's bandwidth measured at start,
+// the bandwidth past migrations achieved), and every balance.interval steps packs the
+// planner's inputs (loads from the load monitor, the current placements), broadcasts rank 0's
+// numbers so every rank plans alike, asks the planner (parallel/planner.h), and applies its
+// decision through the caller's `apply`. Each decision is logged with its prediction, and the
+// measured step time a few steps later beside it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "parallel/load_monitor.h"
+#include "parallel/planner.h"
+#include "parallel/topology.h"
+#include "train/config.h"
+#include "train/run_log.h"
+#include "train/step_stats.h"
+
+namespace moerun {
+
+class Rebalancer {
+ public:
+  // Moves experts to new placements (one per MoE layer) on every rank; returns its seconds.
+  using Apply = std::function<double(const std::vector<Placement>&)>;
+  // Collective over the world when expert-parallel (measures the EP exchange's bandwidth).
+  Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log);
+  // Every step, on every rank, with the same arguments. A no-op unless ep > 1 and
+  // balance.policy != none. Returns true when the placement changed.
+  bool after_step(std::int64_t step, const StepResult& last, const std::vector<Placement>& current, const Apply& apply);
+  BalancePolicy policy() const { return policy_; }
+  int rebalances() const { return rebalances_; }
+  void set_rebalances(int n) { rebalances_ = n; }  // from a checkpoint
+
+ private:
+  void observe(const StepResult& last);  // the cost model's measured inputs
+  void report_measured(std::int64_t step, const StepResult& last);
+  PlannerInput planner_input(const std::vector<Placement>& current) const;
+  double measure_ep_bandwidth();
+
+  const Config& config_;
+  Topology& topology_;
+  const LoadMonitor& monitor_;
+  RunLog& log_;
+  BalancePolicy policy_ = BalancePolicy::None;
+  int rebalances_ = 0;
+  double ep_bandwidth_ = 0.0;         // bytes/s of the EP exchange, measured at start
+  double seconds_per_copy_ = 0.0;     // moving average of expert compute per token-copy
+  double cov_copies_seconds_ = 0.0;   // moving averages of the across-rank covariance of copies and
+  double var_copies_ = 0.0;           // expert seconds, and of the variance of copies: their ratio is
+                                      // the marginal cost of one more copy on a rank
+  double step_seconds_avg_ = 0.0;     // moving average of the step time
+  double migration_bandwidth_ = 0.0;  // bytes/s that past migrations achieved (0: none yet)
+  struct PendingCheck {               // a decision whose effect is measured a few steps later
+    std::int64_t decision_step = 0;
+    double predicted_seconds = 0.0;
+    std::vector<double> measured;
+  };
+  std::optional<PendingCheck> pending_;
+};
+
+}  // namespace moerun

@@ -1,0 +1,91 @@
+#include "train/run_log.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace moerun {
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024.0 && u < 4) {
+    b /= 1024.0;
+    ++u;
+  }
+  return fmt::format("{:.1f} {}", b, units[u]);
+}
+
+RunLog::RunLog(const Config& config, int rank, const std::string& run_dir) {
+  if (rank != 0) return;
+  progress_ = std::make_unique<ProgressLine>(config.train.steps, config.log.every, config.log.progress);
+  if (!run_dir.empty()) {
+    metrics_ = std::make_unique<MetricsWriter>(run_dir);
+    metrics_->write_file("config.json", config.to_json().dump(2) + "\n");
+  }
+}
+
+void RunLog::message(const std::string& text) {
+  if (progress_) progress_->message(text);
+}
+
+void RunLog::event(const nlohmann::json& record) {
+  if (metrics_) metrics_->write_event(record);
+}
+
+void RunLog::step(std::int64_t step, const StepResult& r) {
+  if (!progress_) return;
+  const double tokens_per_s = double(r.tokens) / (r.step_ms / 1000.0);
+  const double imbalance = r.imbalance.empty() ? 1.0 : *std::max_element(r.imbalance.begin(), r.imbalance.end());
+  progress_->update(step, fmt::format("loss {:.4f} | aux {:.4f} | {:.0f} tok/s | drop {:.1f}% | imb {:.2f}", r.loss,
+                                      r.aux_loss, tokens_per_s, 100.0 * r.dropped_frac, imbalance));
+  if (!metrics_) return;
+  metrics_->write({{"step", step}, {"loss", r.loss}, {"aux_loss", r.aux_loss}, {"z_loss", r.z_loss},
+                   {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s},
+                   {"step_ms", r.step_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
+                   {"allreduce_ms", r.allreduce_ms}, {"a2a_bytes", r.a2a_bytes}, {"dropped_frac", r.dropped_frac},
+                   {"comm", {{"a2a_bytes_intra_node", r.a2a_bytes - r.a2a_bytes_inter_node},
+                             {"a2a_bytes_inter_node", r.a2a_bytes_inter_node},
+                             {"a2a_messages_intra_node", r.a2a_messages_intra_node},
+                             {"a2a_messages_inter_node", r.a2a_messages_inter_node},
+                             {"allreduce_bytes_intra_node", r.allreduce_bytes_intra_node},
+                             {"allreduce_bytes_inter_node", r.allreduce_bytes_inter_node},
+                             {"world", {{"a2a_bytes_inter_node", r.world_a2a_bytes_inter_node},
+                                        {"a2a_messages_intra_node", r.world_a2a_messages_intra_node},
+                                        {"a2a_messages_inter_node", r.world_a2a_messages_inter_node}}}}},
+                   {"imbalance", imbalance}, {"imbalance_layers", r.imbalance},
+                   {"expert_time_imbalance", r.expert_time_imbalance}, {"expert_counts", r.expert_counts},
+                   {"expert_kept", r.expert_kept}});
+}
+
+void RunLog::eval(std::int64_t step, const EvalResult& r) {
+  if (!progress_) return;
+  std::string text = fmt::format("eval step {}: held-out loss {:.4f}", step, r.heldout_loss);
+  nlohmann::json j{{"step", step}, {"eval", true}, {"heldout_loss", r.heldout_loss}};
+  for (std::size_t i = 0; i < r.tasks.size(); ++i) {
+    text += fmt::format(" | {} {:.1f}%", r.tasks[i], 100.0 * r.accuracy[i]);
+    j["accuracy"][r.tasks[i]] = r.accuracy[i];
+  }
+  progress_->message(text);
+  if (metrics_) metrics_->write(j);
+}
+
+void RunLog::summary(const Summary& s) {
+  if (!progress_) return;
+  progress_->finish();
+  const double peak = double(s.peak_device_bytes), estimate = double(s.estimate.peak);
+  progress_->message(fmt::format("done: {} steps, first loss {:.4f}, last loss {:.4f}, {:.0f} tokens/s, {} rebalance(s); "
+                                 "peak device memory {} (estimated {}, {:+.1f}%), optimizer state {}, peak RSS {} (the "
+                                 "largest rank's)",
+                                 s.steps, s.first_loss, s.last_loss, s.tokens_per_s, s.rebalances, human_bytes(peak),
+                                 human_bytes(estimate), 100.0 * (estimate - peak) / std::max(1.0, peak),
+                                 human_bytes(double(s.optimizer_state_bytes)), human_bytes(double(s.peak_rss_bytes))));
+  if (metrics_) {
+    metrics_->write({{"summary", true}, {"steps", s.steps}, {"tokens_per_s", s.tokens_per_s},
+                     {"rebalances", s.rebalances}, {"peak_device_bytes", s.peak_device_bytes},
+                     {"memory_estimate", s.estimate.to_json()}, {"optimizer_state_bytes", s.optimizer_state_bytes},
+                     {"peak_rss_bytes", s.peak_rss_bytes}});
+  }
+}
+
+}  // namespace moerun

@@ -1,0 +1,46 @@
+// The run log: what a run tells its user, in one place. Rank 0 prints the progress line and
+// messages, and, with a run directory, writes config.json, metrics.jsonl (one line per step,
+// evaluation lines with "eval": true, a closing "summary" line) and events.jsonl (rebalances,
+// checkpoints). The schema of those files is defined here and nowhere else (docs/training.md
+// describes it). Other ranks hold a RunLog too; its calls do nothing there.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+
+#include "train/config.h"
+#include "train/evaluator.h"
+#include "train/memory_plan.h"
+#include "train/metrics.h"
+#include "train/step_stats.h"
+
+namespace moerun {
+
+std::string human_bytes(double bytes);  // "12.3 MiB"
+
+class RunLog {
+ public:
+  // run_dir empty: no files (tests).
+  RunLog(const Config& config, int rank, const std::string& run_dir);
+  bool active() const { return progress_ != nullptr; }  // rank 0
+  void message(const std::string& text);  // its own line
+  void step(std::int64_t step, const StepResult& r);
+  void eval(std::int64_t step, const EvalResult& r);
+  void event(const nlohmann::json& record);  // one line of events.jsonl
+  struct Summary {
+    std::int64_t steps = 0;
+    double first_loss = 0.0, last_loss = 0.0, tokens_per_s = 0.0;
+    int rebalances = 0;
+    std::int64_t peak_device_bytes = 0, optimizer_state_bytes = 0, peak_rss_bytes = 0;
+    MemoryEstimate estimate;
+  };
+  void summary(const Summary& s);
+
+ private:
+  std::unique_ptr<MetricsWriter> metrics_;  // rank 0 with a run directory
+  std::unique_ptr<ProgressLine> progress_;  // rank 0
+};
+
+}  // namespace moerun

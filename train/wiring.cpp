@@ -1,0 +1,56 @@
+#include "train/wiring.h"
+
+#include <algorithm>
+#include <map>
+
+#include "data/synthetic_tasks.h"
+#include "data/token_file.h"
+#include "parallel/all_to_all_dispatcher.h"
+#include "runtime/vocab.h"
+
+namespace moerun {
+
+namespace {
+// The hierarchical exchange pays off when the EP group spans nodes and some node holds
+// several of its ranks (their rows for another node then travel as one message).
+bool use_hierarchical(ExchangeRoute route, const std::vector<int>& node_of_ep_rank) {
+  if (route != ExchangeRoute::Auto) return route == ExchangeRoute::Hierarchical;
+  std::map<int, int> ranks_on_node;
+  for (int n : node_of_ep_rank) ++ranks_on_node[n];
+  return ranks_on_node.size() > 1 &&
+         std::any_of(ranks_on_node.begin(), ranks_on_node.end(), [](const auto& kv) { return kv.second > 1; });
+}
+}  // namespace
+
+std::vector<std::unique_ptr<TokenDispatcher>> make_dispatchers(const Config& config, const Topology& topology) {
+  const int experts = static_cast<int>(config.model.experts);
+  std::vector<std::unique_ptr<TokenDispatcher>> out;
+  const bool hierarchical = use_hierarchical(config.parallel.all_to_all, topology.node_of_ep_rank());
+  for (int block = 0; block < config.model.n_layers; ++block) {  // each MoE layer gets its own placement
+    if (topology.ep() == 1) {
+      out.push_back(std::make_unique<LocalTokenDispatcher>(experts));
+      continue;
+    }
+    auto dispatcher = std::make_unique<AllToAllDispatcher>(topology.ep_group(), Placement::contiguous(experts, topology.ep()));
+    dispatcher->set_nodes(topology.node_of_ep_rank(), hierarchical);
+    out.push_back(std::move(dispatcher));
+  }
+  return out;
+}
+
+std::unique_ptr<DataSource> make_data(const Config& config) {
+  const auto seed = static_cast<std::uint64_t>(config.train.seed);
+  if (config.data.source == "synthetic") {
+    SyntheticTaskOptions o;
+    o.tasks = config.data.tasks;
+    o.skew = config.data.skew;
+    o.digits = static_cast<int>(config.data.digits);
+    o.seed = seed;
+    o.seq_len = config.model.seq_len;
+    return std::make_unique<SyntheticTasks>(o);
+  }
+  return std::make_unique<TokenFile>(config.data.source, parse_token_file_format(config.data.format, config.data.source),
+                                     config.model.seq_len, seed, vocab::kSize);
+}
+
+}  // namespace moerun

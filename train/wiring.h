@@ -1,0 +1,22 @@
+// Wiring: the components a Trainer is built from that the config chooses by name or value —
+// the token dispatcher of each block (one process: local; expert-parallel: all-to-all, with
+// the flat or node-leader exchange) and the data source (synthetic tasks or a token file).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "data/data_source.h"
+#include "parallel/token_dispatcher.h"
+#include "parallel/topology.h"
+#include "train/config.h"
+
+namespace moerun {
+
+// One dispatcher per block, each with the static placement. Collective over the EP group
+// (the node-leader exchange splits groups).
+std::vector<std::unique_ptr<TokenDispatcher>> make_dispatchers(const Config& config, const Topology& topology);
+
+std::unique_ptr<DataSource> make_data(const Config& config);
+
+}  // namespace moerun
