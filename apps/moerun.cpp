@@ -46,7 +46,7 @@ std::string default_run_dir(moerun::ProcessGroup& world) {
     const std::time_t now = std::time(nullptr);
     std::strftime(name, sizeof(name), "runs/%Y%m%d-%H%M%S", std::localtime(&now));
   }
-  world.broadcast(name, sizeof(name), moerun::CommType::U8, 0);  // every rank agrees on the name
+  world.broadcast(std::span<char>(name), 0);  // every rank agrees on the name
   return name;
 }
 

@@ -112,7 +112,7 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
   const std::int64_t most = world.all_reduce_value(static_cast<std::int64_t>(content.pieces.size()), ReduceOp::Max);
   records.resize(static_cast<std::size_t>(4 * most), -1);  // padding records have slot -1
   std::vector<std::int64_t> all(records.size() * static_cast<std::size_t>(world.size()));
-  world.all_gather(records.data(), all.data(), static_cast<std::int64_t>(records.size()), CommType::I64);
+  world.all_gather(records, all);
   std::vector<std::vector<std::array<std::int64_t, 3>>> parts(slots);  // per slot: (first row, crc, bytes)
   for (std::size_t i = 0; i + 3 < all.size(); i += 4)
     if (all[i] >= 0) parts[static_cast<std::size_t>(all[i])].push_back({all[i + 1], all[i + 2], all[i + 3]});

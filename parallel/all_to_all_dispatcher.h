@@ -7,19 +7,15 @@
 // contiguous for the grouped matmul. Replicated experts: each source splits its copies over
 // the replicas by Placement::split (a source holding a replica keeps its copies local).
 //
-// Hierarchical exchange (set_nodes with hierarchical = true), for EP groups that span nodes:
-// rows between ranks of one node go directly; rows for other nodes are gathered by the node's
-// leader (its lowest rank), the leaders exchange one message per pair of nodes, and each
-// leader scatters what arrived to its node's ranks. Inter-node messages fall from one per pair
-// of ranks, O(P^2), to one per pair of nodes, O(nodes^2); every row still arrives in the same
-// place as with the flat exchange.
+// The payload travels by a RowExchange (row_exchange.h): flat, or through node leaders for EP
+// groups that span nodes (set_nodes with hierarchical = true; node_leader_exchange.h).
 #pragma once
 
-#include <functional>
 #include <memory>
 
 #include "parallel/placement.h"
 #include "parallel/process_group.h"
+#include "parallel/row_exchange.h"
 #include "parallel/token_dispatcher.h"
 
 namespace moerun {
@@ -34,38 +30,27 @@ class AllToAllDispatcher final : public TokenDispatcher {
   DispatchStats take_stats() override;
   const Placement& placement() const override { return placement_; }
   void set_placement(Placement placement) override;
-  std::string exchange_name() const override { return hierarchical() ? "hierarchical" : "flat"; }
+  std::string exchange_name() const override { return exchange_->name(); }
   // The node of each EP rank (Topology::node_of_ep_rank), for the intra/inter-node accounting
   // and, with `hierarchical`, the route through node leaders. Collective over the EP group
   // (it creates the node and leader groups); every rank passes the same arguments.
   void set_nodes(std::vector<int> node_of_rank, bool hierarchical = false);
-  bool hierarchical() const { return node_group_ != nullptr; }
 
  private:
   // Rows in [source rank][local expert] order <-> rows in [local expert][source rank] order.
   std::vector<std::int32_t> by_expert_order(const DispatchPlan& plan) const;
   // Rows sorted by expert id -> rows sorted by (destination rank, expert id).
   std::vector<std::int32_t> by_rank_order(const DispatchPlan& plan) const;
-  // The payload exchange: `send` blocks per rank (send_rows[r] rows), into `recv`.
-  // rows_between(s, r): rows source rank s sends to rank r in this exchange (hierarchical only).
+  // The payload exchange: `send` blocks per rank (send_rows[r] rows), into `recv`; the own
+  // block is copied on the device.
   void exchange(const Tensor& send, std::span<const std::int64_t> send_rows, Tensor& recv,
-                std::span<const std::int64_t> recv_rows, const std::function<std::int64_t(int, int)>& rows_between);
-  // The exchange through node leaders, on host buffers; the own block is left to the caller.
-  void exchange_via_leaders(const float* send, std::span<const std::int64_t> send_rows, float* recv,
-                            std::span<const std::int64_t> recv_rows, std::int64_t d,
-                            const std::function<std::int64_t(int, int)>& rows_between);
-  void count_message(std::int64_t rows, std::int64_t d, bool inter_node);
+                std::span<const std::int64_t> recv_rows, const RowsBetween& rows_between);
 
   ProcessGroup& group_;
   Placement placement_;
   std::vector<int> local_;
   DispatchStats stats_;
-  std::vector<int> node_of_rank_;  // empty: every rank on one node
-  // Hierarchical exchange: this node's ranks (EP ranks, ascending), every node's ranks in
-  // leader-group order, and the groups of this node and of the leaders (null on non-leaders).
-  std::vector<int> node_ranks_;
-  std::vector<std::vector<int>> nodes_;
-  std::unique_ptr<ProcessGroup> node_group_, leader_group_;
+  std::unique_ptr<RowExchange> exchange_;
 };
 
 }  // namespace moerun

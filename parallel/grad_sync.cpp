@@ -100,8 +100,8 @@ void GradSync::launch(Bucket& b) {
   trace::async_begin("all-reduce", "bucket", static_cast<std::int64_t>(&b - buckets_.data()), b.flat.bytes());
   b.host = std::make_unique<HostAccess>(b.flat, HostAccess::ReadWrite);
   ProcessGroup* first = b.groups.front();
-  b.request = first == b.shard_group ? first->reduce_scatter_async(b.host->data(), b.shard_counts, CommType::F32, ReduceOp::Sum)
-                                     : first->all_reduce_async(b.host->data(), b.flat.numel(), CommType::F32, ReduceOp::Sum);
+  b.request = first == b.shard_group ? first->reduce_scatter_async(b.host->span(), b.shard_counts, ReduceOp::Sum)
+                                     : first->all_reduce_async(b.host->span(), ReduceOp::Sum);
 }
 
 void GradSync::mark_ready(const Parameter& param) {
@@ -141,9 +141,9 @@ double GradSync::finish() {
     b.request.reset();
     for (std::size_t g = 1; g < b.groups.size(); ++g) {  // the rest of the chain, in turn
       if (b.groups[g] == b.shard_group) {
-        b.groups[g]->reduce_scatter_async(b.host->data(), b.shard_counts, CommType::F32, ReduceOp::Sum)->wait();
+        b.groups[g]->reduce_scatter_async(b.host->span(), b.shard_counts, ReduceOp::Sum)->wait();
       } else {
-        b.groups[g]->all_reduce(b.host->data(), b.flat.numel(), CommType::F32, ReduceOp::Sum);
+        b.groups[g]->all_reduce(b.host->span(), ReduceOp::Sum);
       }
     }
     b.host.reset();  // copies staged sums back to the device
@@ -168,7 +168,7 @@ void GradSync::gather_parameters() {
     }
     {
       HostAccess host(b.flat, HostAccess::ReadWrite);
-      b.shard_group->all_gather_v(host.data(), b.shard_counts, CommType::F32);
+      b.shard_group->all_gather_v(host.span(), b.shard_counts);
     }
     for (std::size_t i = 0; i < b.members.size(); ++i) {
       Parameter* p = b.members[i];

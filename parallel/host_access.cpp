@@ -1,5 +1,7 @@
 #include "parallel/host_access.h"
 
+#include "runtime/error.h"
+
 namespace moerun {
 
 HostAccess::HostAccess(const Tensor& tensor, Mode mode) : tensor_(tensor), mode_(mode) {
@@ -17,6 +19,13 @@ HostAccess::~HostAccess() {
   if (!staging_.empty() && (mode_ & Write)) {
     tensor_.device().copy_host_to_device(const_cast<void*>(tensor_.data()), staging_.data(), tensor_.bytes());
   }
+}
+
+CommSpan HostAccess::span() const {
+  const CommType type = tensor_.dtype() == DType::I32 ? CommType::I32 : CommType::F32;
+  MOERUN_CHECK(tensor_.dtype() == DType::I32 || tensor_.dtype() == DType::F32, RuntimeError,
+               "[host access] no collective element type for {} tensors yet", dtype_name(tensor_.dtype()));
+  return {data_, tensor_.numel(), type};
 }
 
 }  // namespace moerun

@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "parallel/process_group.h"
 #include "runtime/tensor.h"
 
 namespace moerun {
@@ -17,6 +18,8 @@ class HostAccess {
   HostAccess(const HostAccess&) = delete;
   HostAccess& operator=(const HostAccess&) = delete;
   void* data() { return data_; }
+  // The tensor's elements, host-reachable, typed for a collective.
+  CommSpan span() const;
 
  private:
   const Tensor& tensor_;

@@ -23,13 +23,13 @@ MigrationStats migrate_experts(ProcessGroup& ep_group, const std::vector<int>& l
         if (me == source) {
           for (Tensor* t : store.expert_tensors(layers[i], e)) {
             HostAccess host(*t, HostAccess::Read);
-            ep_group.send(host.data(), t->numel(), CommType::F32, r.rank, tag);
+            ep_group.send(host.span(), r.rank, tag);
             stats.bytes_sent += static_cast<std::int64_t>(t->bytes());
           }
         } else if (me == r.rank) {
           for (Tensor* t : store.create_expert(layers[i], e)) {
             HostAccess host(*t, HostAccess::Write);
-            ep_group.recv(host.data(), t->numel(), CommType::F32, source, tag);
+            ep_group.recv(host.span(), source, tag);
             stats.bytes_received += static_cast<std::int64_t>(t->bytes());
           }
         }

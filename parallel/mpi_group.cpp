@@ -115,11 +115,24 @@ void MpiEnvironment::abort(int code) {
   std::_Exit(code);
 }
 
-MpiGroup::MpiGroup(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
-  check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-  check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
-  check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+namespace {
+// The communicator's rank or size; sets MPI_ERRORS_RETURN first so that failures come back as codes.
+int query(MPI_Comm comm, bool rank) {
+  int value = 0;
+  const int code = MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN) == MPI_SUCCESS
+                       ? (rank ? MPI_Comm_rank(comm, &value) : MPI_Comm_size(comm, &value))
+                       : MPI_ERR_COMM;
+  MOERUN_CHECK(code == MPI_SUCCESS, MpiError, "[MPI_Comm_{}] failed with code {}", rank ? "rank" : "size", code);
+  return value;
 }
+
+void check_type(const char* call, const std::string& group, CommType a, CommType b) {
+  MOERUN_CHECK(a == b, MpiError, "[{} on {}] the send and receive buffers hold different element types", call, group);
+}
+}  // namespace
+
+MpiGroup::MpiGroup(MPI_Comm comm, const std::string& name)
+    : ProcessGroup(name, query(comm, true), query(comm, false)), comm_(comm) {}
 
 MpiGroup::~MpiGroup() {
   int finalized = 0;
@@ -134,7 +147,7 @@ void MpiGroup::check(int code, const char* call) const {
   MPI_Error_string(code, text, &len);
   int world_rank = -1;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
-  MOERUN_THROW(MpiError, "[{} on {}, rank {} (world rank {})] {}", call, name_, rank_, world_rank, std::string(text, len));
+  MOERUN_THROW(MpiError, "[{} on {}, rank {} (world rank {})] {}", call, name(), rank(), world_rank, std::string(text, len));
 }
 
 std::unique_ptr<ProcessGroup> MpiGroup::split(int color, int key, const std::string& name) const {
@@ -146,84 +159,73 @@ std::unique_ptr<ProcessGroup> MpiGroup::split(int color, int key, const std::str
 
 std::unique_ptr<ProcessGroup> MpiGroup::split_node_local(const std::string& name) const {
   MPI_Comm out;
-  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &out), "MPI_Comm_split_type");
+  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank(), MPI_INFO_NULL, &out), "MPI_Comm_split_type");
   return std::make_unique<MpiGroup>(out, name);
 }
 
 void MpiGroup::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
 
-void MpiGroup::all_reduce(void* data, std::int64_t count, CommType type, ReduceOp op) {
-  if (size_ == 1) return;
-  check(MPI_Allreduce(MPI_IN_PLACE, data, to_int(count, "MPI_Allreduce", name_), mpi_type(type), mpi_op(op), comm_),
+void MpiGroup::all_reduce(CommSpan data, ReduceOp op) {
+  if (size() == 1) return;
+  check(MPI_Allreduce(MPI_IN_PLACE, data.data, to_int(data.count, "MPI_Allreduce", name()), mpi_type(data.type), mpi_op(op),
+                      comm_),
         "MPI_Allreduce");
 }
 
-std::unique_ptr<CommRequest> MpiGroup::all_reduce_async(void* data, std::int64_t count, CommType type, ReduceOp op) {
+std::unique_ptr<CommRequest> MpiGroup::all_reduce_async(CommSpan data, ReduceOp op) {
   MPI_Request request = MPI_REQUEST_NULL;
-  check(MPI_Iallreduce(MPI_IN_PLACE, data, to_int(count, "MPI_Iallreduce", name_), mpi_type(type), mpi_op(op), comm_,
-                       &request),
+  check(MPI_Iallreduce(MPI_IN_PLACE, data.data, to_int(data.count, "MPI_Iallreduce", name()), mpi_type(data.type),
+                       mpi_op(op), comm_, &request),
         "MPI_Iallreduce");
   return std::make_unique<MpiRequest>(*this, request);
 }
 
-void MpiGroup::all_gather(const void* send, void* recv, std::int64_t count, CommType type) {
-  const int n = to_int(count, "MPI_Allgather", name_);
-  check(MPI_Allgather(send, n, mpi_type(type), recv, n, mpi_type(type), comm_), "MPI_Allgather");
+void MpiGroup::broadcast(CommSpan data, int root) {
+  check(MPI_Bcast(data.data, to_int(data.count, "MPI_Bcast", name()), mpi_type(data.type), root, comm_), "MPI_Bcast");
 }
 
-void MpiGroup::broadcast(void* data, std::int64_t count, CommType type, int root) {
-  check(MPI_Bcast(data, to_int(count, "MPI_Bcast", name_), mpi_type(type), root, comm_), "MPI_Bcast");
-}
-
-std::unique_ptr<CommRequest> MpiGroup::reduce_scatter_async(void* data, std::span<const std::int64_t> counts,
-                                                            CommType type, ReduceOp op) {
-  MOERUN_CHECK(counts.size() == static_cast<std::size_t>(size_), MpiError,
-               "[MPI_Ireduce_scatter on {}] {} block counts for {} ranks", name_, counts.size(), size_);
-  const auto c = to_ints(counts, "MPI_Ireduce_scatter", name_);
-  std::int64_t offset = 0;
-  for (int r = 0; r < rank_; ++r) offset += counts[static_cast<std::size_t>(r)];
+std::unique_ptr<CommRequest> MpiGroup::reduce_scatter_async(CommSpan data, std::span<const std::int64_t> counts,
+                                                            ReduceOp op) {
+  check_blocks("MPI_Ireduce_scatter", counts, {}, data.count);
+  const auto c = to_ints(counts, "MPI_Ireduce_scatter", name());
+  const std::int64_t offset = consecutive(counts)[static_cast<std::size_t>(rank())];
   MPI_Request request = MPI_REQUEST_NULL;
-  check(MPI_Ireduce_scatter(MPI_IN_PLACE, data, c.data(), mpi_type(type), mpi_op(op), comm_, &request),
+  check(MPI_Ireduce_scatter(MPI_IN_PLACE, data.data, c.data(), mpi_type(data.type), mpi_op(op), comm_, &request),
         "MPI_Ireduce_scatter");
-  const std::size_t es = comm_type_size(type);
-  return std::make_unique<ReduceScatterRequest>(*this, request, static_cast<char*>(data), static_cast<std::size_t>(offset) * es,
-                                                static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)]) * es);
+  const std::size_t es = comm_type_size(data.type);
+  return std::make_unique<ReduceScatterRequest>(*this, request, static_cast<char*>(data.data),
+                                                static_cast<std::size_t>(offset) * es,
+                                                static_cast<std::size_t>(counts[static_cast<std::size_t>(rank())]) * es);
 }
 
-void MpiGroup::all_gather_v(void* data, std::span<const std::int64_t> counts, CommType type) {
-  MOERUN_CHECK(counts.size() == static_cast<std::size_t>(size_), MpiError,
-               "[MPI_Allgatherv on {}] {} block counts for {} ranks", name_, counts.size(), size_);
-  const auto c = to_ints(counts, "MPI_Allgatherv", name_);
-  std::vector<int> displs(c.size(), 0);
-  std::int64_t offset = 0;
-  for (std::size_t r = 0; r < c.size(); ++r) {
-    displs[r] = to_int(offset, "MPI_Allgatherv", name_);
-    offset += counts[r];
-  }
-  check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, c.data(), displs.data(), mpi_type(type), comm_),
+void MpiGroup::all_gather_v(CommSpan data, std::span<const std::int64_t> counts) {
+  check_blocks("MPI_Allgatherv", counts, {}, data.count);
+  const auto c = to_ints(counts, "MPI_Allgatherv", name());
+  const auto displs = to_ints(consecutive(counts), "MPI_Allgatherv", name());
+  check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data, c.data(), displs.data(), mpi_type(data.type), comm_),
         "MPI_Allgatherv");
 }
 
-void MpiGroup::all_to_all_v(const void* send, std::span<const std::int64_t> send_counts,
-                            std::span<const std::int64_t> send_displs, void* recv,
-                            std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
-                            CommType type) {
-  const auto n = static_cast<std::size_t>(size_);
-  MOERUN_CHECK(send_counts.size() == n && send_displs.size() == n && recv_counts.size() == n && recv_displs.size() == n,
-               MpiError, "[MPI_Alltoallv on {}] expects {} counts and displacements per side, got {}/{}/{}/{}", name_, n,
-               send_counts.size(), send_displs.size(), recv_counts.size(), recv_displs.size());
-  const auto sc = to_ints(send_counts, "MPI_Alltoallv", name_), sd = to_ints(send_displs, "MPI_Alltoallv", name_);
-  const auto rc = to_ints(recv_counts, "MPI_Alltoallv", name_), rd = to_ints(recv_displs, "MPI_Alltoallv", name_);
-  check(MPI_Alltoallv(send, sc.data(), sd.data(), mpi_type(type), recv, rc.data(), rd.data(), mpi_type(type), comm_),
+void MpiGroup::all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> send_counts,
+                            std::span<const std::int64_t> send_displs, CommSpan recv,
+                            std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs) {
+  check_type("MPI_Alltoallv", name(), send.type, recv.type);
+  check_blocks("MPI_Alltoallv send", send_counts, send_displs, send.count);
+  check_blocks("MPI_Alltoallv recv", recv_counts, recv_displs, recv.count);
+  const auto sc = to_ints(send_counts, "MPI_Alltoallv", name()), sd = to_ints(send_displs, "MPI_Alltoallv", name());
+  const auto rc = to_ints(recv_counts, "MPI_Alltoallv", name()), rd = to_ints(recv_displs, "MPI_Alltoallv", name());
+  check(MPI_Alltoallv(send.data, sc.data(), sd.data(), mpi_type(send.type), recv.data, rc.data(), rd.data(),
+                      mpi_type(recv.type), comm_),
         "MPI_Alltoallv");
 }
 
-void MpiGroup::send(const void* data, std::int64_t count, CommType type, int dest, int tag) {
-  check(MPI_Send(data, to_int(count, "MPI_Send", name_), mpi_type(type), dest, tag, comm_), "MPI_Send");
+void MpiGroup::send(ConstCommSpan data, int dest, int tag) {
+  check(MPI_Send(data.data, to_int(data.count, "MPI_Send", name()), mpi_type(data.type), dest, tag, comm_), "MPI_Send");
 }
 
-void MpiGroup::recv(void* data, std::int64_t count, CommType type, int source, int tag) {
-  check(MPI_Recv(data, to_int(count, "MPI_Recv", name_), mpi_type(type), source, tag, comm_, MPI_STATUS_IGNORE),
+void MpiGroup::recv(CommSpan data, int source, int tag) {
+  check(MPI_Recv(data.data, to_int(data.count, "MPI_Recv", name()), mpi_type(data.type), source, tag, comm_,
+                 MPI_STATUS_IGNORE),
         "MPI_Recv");
 }
 

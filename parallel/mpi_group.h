@@ -31,30 +31,25 @@ class MpiEnvironment {
 class MpiGroup final : public ProcessGroup {
  public:
   // Takes ownership of `comm` (an MPI_Comm_dup or split result).
-  MpiGroup(MPI_Comm comm, std::string name);
+  MpiGroup(MPI_Comm comm, const std::string& name);
   ~MpiGroup() override;
   MpiGroup(const MpiGroup&) = delete;
   MpiGroup& operator=(const MpiGroup&) = delete;
 
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  std::string name() const override { return name_; }
   std::unique_ptr<ProcessGroup> split(int color, int key, const std::string& name) const override;
   std::unique_ptr<ProcessGroup> split_node_local(const std::string& name) const override;
   void barrier() override;
-  void all_reduce(void* data, std::int64_t count, CommType type, ReduceOp op) override;
-  std::unique_ptr<CommRequest> all_reduce_async(void* data, std::int64_t count, CommType type, ReduceOp op) override;
-  void all_gather(const void* send, void* recv, std::int64_t count, CommType type) override;
-  void broadcast(void* data, std::int64_t count, CommType type, int root) override;
-  std::unique_ptr<CommRequest> reduce_scatter_async(void* data, std::span<const std::int64_t> counts, CommType type,
+  void all_reduce(CommSpan data, ReduceOp op = ReduceOp::Sum) override;
+  std::unique_ptr<CommRequest> all_reduce_async(CommSpan data, ReduceOp op) override;
+  std::unique_ptr<CommRequest> reduce_scatter_async(CommSpan data, std::span<const std::int64_t> counts,
                                                     ReduceOp op) override;
-  void all_gather_v(void* data, std::span<const std::int64_t> counts, CommType type) override;
-  void all_to_all_v(const void* send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
-                    void* recv, std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
-                    CommType type) override;
-  void send(const void* data, std::int64_t count, CommType type, int dest, int tag) override;
-  void recv(void* data, std::int64_t count, CommType type, int source, int tag) override;
-  using ProcessGroup::all_reduce;
+  void all_gather_v(CommSpan data, std::span<const std::int64_t> counts) override;
+  void broadcast(CommSpan data, int root) override;
+  void all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
+                    CommSpan recv, std::span<const std::int64_t> recv_counts,
+                    std::span<const std::int64_t> recv_displs) override;
+  void send(ConstCommSpan data, int dest, int tag) override;
+  void recv(CommSpan data, int source, int tag) override;
 
   MPI_Comm comm() const { return comm_; }
   // Throws MpiError "[call on group, rank r] <MPI's text>" unless code == MPI_SUCCESS.
@@ -62,9 +57,6 @@ class MpiGroup final : public ProcessGroup {
 
  private:
   MPI_Comm comm_;
-  std::string name_;
-  int rank_ = 0;
-  int size_ = 1;
 };
 
 }  // namespace moerun

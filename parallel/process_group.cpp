@@ -24,9 +24,40 @@ class CompletedRequest final : public CommRequest {
 };
 }  // namespace
 
-std::unique_ptr<CommRequest> ProcessGroup::all_reduce_async(void* data, std::int64_t count, CommType type, ReduceOp op) {
-  all_reduce(data, count, type, op);
+std::unique_ptr<CommRequest> ProcessGroup::all_reduce_async(CommSpan data, ReduceOp op) {
+  all_reduce(data, op);
   return std::make_unique<CompletedRequest>();
+}
+
+std::vector<std::int64_t> ProcessGroup::consecutive(std::span<const std::int64_t> counts) {
+  std::vector<std::int64_t> displs(counts.size(), 0);
+  for (std::size_t r = 1; r < counts.size(); ++r) displs[r] = displs[r - 1] + counts[r - 1];
+  return displs;
+}
+
+void ProcessGroup::check_blocks(const char* call, std::span<const std::int64_t> counts,
+                                std::span<const std::int64_t> displs, std::int64_t available) const {
+  MOERUN_CHECK(counts.size() == static_cast<std::size_t>(size_) && (displs.empty() || displs.size() == counts.size()),
+               MpiError, "[{} on {}] {} counts and {} displacements for a group of {}", call, name_, counts.size(),
+               displs.size(), size_);
+  std::int64_t next = 0;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    const std::int64_t at = displs.empty() ? next : displs[r];
+    MOERUN_CHECK(counts[r] >= 0 && at >= 0 && at + counts[r] <= available, MpiError,
+                 "[{} on {}] block {} is elements [{}, {}) but the buffer holds {}", call, name_, r, at, at + counts[r],
+                 available);
+    next = at + counts[r];
+  }
+}
+
+void ProcessGroup::all_gather(ConstCommSpan send, CommSpan recv) {
+  MOERUN_CHECK(send.type == recv.type && recv.count == send.count * size_, MpiError,
+               "[all_gather on {}] {} elements from each of {} ranks need {} to receive, got {}", name_, send.count,
+               size_, send.count * size_, recv.count);
+  const std::size_t bytes = static_cast<std::size_t>(send.count) * comm_type_size(send.type);
+  std::memmove(static_cast<char*>(recv.data) + static_cast<std::size_t>(rank_) * bytes, send.data, bytes);
+  const std::vector<std::int64_t> counts(static_cast<std::size_t>(size_), send.count);
+  all_gather_v(recv, counts);
 }
 
 std::unique_ptr<ProcessGroup> LocalGroup::split(int color, int, const std::string& name) const {
@@ -34,41 +65,38 @@ std::unique_ptr<ProcessGroup> LocalGroup::split(int color, int, const std::strin
   return std::make_unique<LocalGroup>(name);
 }
 
-void LocalGroup::all_gather(const void* send, void* recv, std::int64_t count, CommType type) {
-  if (send != recv) std::memmove(recv, send, static_cast<std::size_t>(count) * comm_type_size(type));
+void LocalGroup::broadcast(CommSpan, int root) {
+  MOERUN_CHECK(root == 0, MpiError, "[broadcast on {}] root {} does not exist in a group of 1", name(), root);
 }
 
-void LocalGroup::broadcast(void*, std::int64_t, CommType, int root) {
-  MOERUN_CHECK(root == 0, MpiError, "[broadcast on {}] root {} does not exist in a group of 1", name_, root);
-}
-
-std::unique_ptr<CommRequest> LocalGroup::reduce_scatter_async(void*, std::span<const std::int64_t> counts, CommType,
-                                                              ReduceOp) {
-  MOERUN_CHECK(counts.size() == 1, MpiError, "[reduce_scatter on {}] {} blocks for a group of 1", name_, counts.size());
+std::unique_ptr<CommRequest> LocalGroup::reduce_scatter_async(CommSpan data, std::span<const std::int64_t> counts, ReduceOp) {
+  check_blocks("reduce_scatter", counts, {}, data.count);
   return std::make_unique<CompletedRequest>();  // the one block is already the sum
 }
 
-void LocalGroup::all_gather_v(void*, std::span<const std::int64_t> counts, CommType) {
-  MOERUN_CHECK(counts.size() == 1, MpiError, "[all_gather_v on {}] {} blocks for a group of 1", name_, counts.size());
+void LocalGroup::all_gather_v(CommSpan data, std::span<const std::int64_t> counts) {
+  check_blocks("all_gather_v", counts, {}, data.count);
 }
 
-void LocalGroup::all_to_all_v(const void* send, std::span<const std::int64_t> send_counts,
-                              std::span<const std::int64_t> send_displs, void* recv,
-                              std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
-                              CommType type) {
-  MOERUN_CHECK(send_counts.size() == 1 && recv_counts.size() == 1 && send_counts[0] == recv_counts[0], MpiError,
-               "[all_to_all_v on {}] a group of 1 must send to itself what it receives", name_);
-  const std::size_t es = comm_type_size(type);
-  std::memmove(static_cast<char*>(recv) + recv_displs[0] * es, static_cast<const char*>(send) + send_displs[0] * es,
+void LocalGroup::all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> send_counts,
+                              std::span<const std::int64_t> send_displs, CommSpan recv,
+                              std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs) {
+  check_blocks("all_to_all_v send", send_counts, send_displs, send.count);
+  check_blocks("all_to_all_v recv", recv_counts, recv_displs, recv.count);
+  MOERUN_CHECK(send_counts[0] == recv_counts[0] && send.type == recv.type, MpiError,
+               "[all_to_all_v on {}] a group of 1 must send to itself what it receives", name());
+  const std::size_t es = comm_type_size(send.type);
+  const std::int64_t from = send_displs.empty() ? 0 : send_displs[0], to = recv_displs.empty() ? 0 : recv_displs[0];
+  std::memmove(static_cast<char*>(recv.data) + to * es, static_cast<const char*>(send.data) + from * es,
                static_cast<std::size_t>(send_counts[0]) * es);
 }
 
-void LocalGroup::send(const void*, std::int64_t, CommType, int dest, int tag) {
-  MOERUN_THROW(MpiError, "[send on {}] to rank {} (tag {}): a group of 1 has no peer", name_, dest, tag);
+void LocalGroup::send(ConstCommSpan, int dest, int tag) {
+  MOERUN_THROW(MpiError, "[send on {}] to rank {} (tag {}): a group of 1 has no peer", name(), dest, tag);
 }
 
-void LocalGroup::recv(void*, std::int64_t, CommType, int source, int tag) {
-  MOERUN_THROW(MpiError, "[recv on {}] from rank {} (tag {}): a group of 1 has no peer", name_, source, tag);
+void LocalGroup::recv(CommSpan, int source, int tag) {
+  MOERUN_THROW(MpiError, "[recv on {}] from rank {} (tag {}): a group of 1 has no peer", name(), source, tag);
 }
 
 }  // namespace moerun

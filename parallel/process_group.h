@@ -2,15 +2,20 @@
 // MPI implementation (mpi_group.h) and a size-1 LocalGroup so that the model and trainer run
 // and are unit-tested without mpirun.
 //
+// Typed: every buffer is a CommSpan (or ConstCommSpan) made from a typed span or vector, so
+// the element type travels with the data and the length is known. Every call checks that
+// its counts and displacements stay inside the buffers it was given, and that 64-bit counts
+// fit the transport (MPI's int), and throws instead of writing out of bounds or narrowing.
+//
 // Collective contract: every rank of a group makes the same collective calls in the same
-// order, with matching counts. Counts and displacements are 64-bit here; implementations
-// check that they fit the transport (MPI's int) and throw instead of narrowing.
+// order, with matching counts.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace moerun {
@@ -19,6 +24,49 @@ enum class CommType { F32, F64, I32, I64, U8 };
 enum class ReduceOp { Sum, Max, Min };
 
 std::size_t comm_type_size(CommType t);
+
+template <class T>
+constexpr CommType comm_type_of() {
+  using U = std::remove_cv_t<T>;
+  if constexpr (std::is_same_v<U, float>) return CommType::F32;
+  else if constexpr (std::is_same_v<U, double>) return CommType::F64;
+  else if constexpr (std::is_same_v<U, std::int32_t>) return CommType::I32;
+  else if constexpr (std::is_same_v<U, std::int64_t>) return CommType::I64;
+  else {
+    static_assert(std::is_same_v<U, std::uint8_t> || std::is_same_v<U, char>, "no CommType for this element type");
+    return CommType::U8;
+  }
+}
+
+// `count` elements of `type` at `data`, written by the collective.
+struct CommSpan {
+  void* data = nullptr;
+  std::int64_t count = 0;
+  CommType type = CommType::U8;
+
+  CommSpan() = default;
+  CommSpan(void* d, std::int64_t n, CommType t) : data(d), count(n), type(t) {}
+  template <class T>
+    requires(!std::is_const_v<T>)
+  CommSpan(std::span<T> s) : data(s.data()), count(std::ssize(s)), type(comm_type_of<T>()) {}
+  template <class T>
+  CommSpan(std::vector<T>& v) : CommSpan(std::span<T>(v)) {}
+};
+
+// The same, only read by the collective.
+struct ConstCommSpan {
+  const void* data = nullptr;
+  std::int64_t count = 0;
+  CommType type = CommType::U8;
+
+  ConstCommSpan() = default;
+  ConstCommSpan(const void* d, std::int64_t n, CommType t) : data(d), count(n), type(t) {}
+  ConstCommSpan(CommSpan s) : data(s.data), count(s.count), type(s.type) {}
+  template <class T>
+  ConstCommSpan(std::span<T> s) : data(s.data()), count(std::ssize(s)), type(comm_type_of<T>()) {}
+  template <class T>
+  ConstCommSpan(const std::vector<T>& v) : ConstCommSpan(std::span<const T>(v)) {}
+};
 
 // A pending non-blocking operation. wait() completes it; destroying one that was never
 // waited for is a bug, reported loudly.
@@ -30,11 +78,14 @@ class CommRequest {
 
 class ProcessGroup {
  public:
+  ProcessGroup(std::string name, int rank, int size) : name_(std::move(name)), rank_(rank), size_(size) {}
   virtual ~ProcessGroup() = default;
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
 
-  virtual int rank() const = 0;
-  virtual int size() const = 0;
-  virtual std::string name() const = 0;  // for error messages: "world", "ep", ...
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }  // for error messages: "world", "ep", ...
 
   // Ranks with equal color form a new group, ordered by key (then by old rank). A negative
   // color means "not a member": that rank gets nullptr.
@@ -42,32 +93,28 @@ class ProcessGroup {
   // The ranks of this group that share this node's memory.
   virtual std::unique_ptr<ProcessGroup> split_node_local(const std::string& name) const = 0;
   virtual void barrier() = 0;
-  // In place over `count` elements.
-  virtual void all_reduce(void* data, std::int64_t count, CommType type, ReduceOp op) = 0;
+  // In place over every element of `data`.
+  virtual void all_reduce(CommSpan data, ReduceOp op = ReduceOp::Sum) = 0;
   // (optional) non-blocking all-reduce; defaults to the blocking one, already complete.
-  virtual std::unique_ptr<CommRequest> all_reduce_async(void* data, std::int64_t count, CommType type, ReduceOp op);
-  // recv holds size() blocks of `count` elements, block r from rank r.
-  virtual void all_gather(const void* send, void* recv, std::int64_t count, CommType type) = 0;
-  virtual void broadcast(void* data, std::int64_t count, CommType type, int root) = 0;
-  // ZeRO's pair, in place over size() consecutive blocks of counts[r] elements.
+  virtual std::unique_ptr<CommRequest> all_reduce_async(CommSpan data, ReduceOp op);
+  // ZeRO's pair, in place over size() consecutive blocks of counts[r] elements of `data`.
   // reduce_scatter: block r of every rank is reduced into block r of rank r (the other blocks
   // are left undefined). Non-blocking: the result is there after wait().
-  virtual std::unique_ptr<CommRequest> reduce_scatter_async(void* data, std::span<const std::int64_t> counts,
-                                                            CommType type, ReduceOp op) = 0;
+  virtual std::unique_ptr<CommRequest> reduce_scatter_async(CommSpan data, std::span<const std::int64_t> counts,
+                                                            ReduceOp op) = 0;
   // all_gather_v: every rank ends with block r of rank r, for every r.
-  virtual void all_gather_v(void* data, std::span<const std::int64_t> counts, CommType type) = 0;
-  // Counts and displacements in elements, one per rank.
-  virtual void all_to_all_v(const void* send, std::span<const std::int64_t> send_counts,
-                            std::span<const std::int64_t> send_displs, void* recv,
-                            std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
-                            CommType type) = 0;
-  virtual void send(const void* data, std::int64_t count, CommType type, int dest, int tag) = 0;
-  virtual void recv(void* data, std::int64_t count, CommType type, int source, int tag) = 0;
+  virtual void all_gather_v(CommSpan data, std::span<const std::int64_t> counts) = 0;
+  // Every element of `data` from `root`.
+  virtual void broadcast(CommSpan data, int root) = 0;
+  // Counts and displacements in elements, one per rank, inside `send` and `recv`.
+  virtual void all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> send_counts,
+                            std::span<const std::int64_t> send_displs, CommSpan recv,
+                            std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs) = 0;
+  virtual void send(ConstCommSpan data, int dest, int tag) = 0;
+  virtual void recv(CommSpan data, int source, int tag) = 0;
 
-  // Typed conveniences over the calls above.
-  void all_reduce(std::span<float> v, ReduceOp op = ReduceOp::Sum) { all_reduce(v.data(), std::ssize(v), CommType::F32, op); }
-  void all_reduce(std::span<double> v, ReduceOp op = ReduceOp::Sum) { all_reduce(v.data(), std::ssize(v), CommType::F64, op); }
-  void all_reduce(std::span<std::int64_t> v, ReduceOp op = ReduceOp::Sum) { all_reduce(v.data(), std::ssize(v), CommType::I64, op); }
+  // recv holds size() blocks of send.count elements, block r from rank r.
+  void all_gather(ConstCommSpan send, CommSpan recv);
   double all_reduce_value(double v, ReduceOp op = ReduceOp::Sum) {
     all_reduce(std::span<double>(&v, 1), op);
     return v;
@@ -76,32 +123,36 @@ class ProcessGroup {
     all_reduce(std::span<std::int64_t>(&v, 1), op);
     return v;
   }
+
+ protected:
+  // Throws MpiError naming the call unless every block [displs[r], displs[r] + counts[r]) lies
+  // inside a buffer of `available` elements (displs empty: the blocks follow each other).
+  void check_blocks(const char* call, std::span<const std::int64_t> counts, std::span<const std::int64_t> displs,
+                    std::int64_t available) const;
+  static std::vector<std::int64_t> consecutive(std::span<const std::int64_t> counts);  // their displacements
+
+ private:
+  std::string name_;
+  int rank_;
+  int size_;
 };
 
 // The world of one process: every collective is a copy or a no-op.
 class LocalGroup final : public ProcessGroup {
  public:
-  explicit LocalGroup(std::string name = "local") : name_(std::move(name)) {}
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  std::string name() const override { return name_; }
+  explicit LocalGroup(std::string name = "local") : ProcessGroup(std::move(name), 0, 1) {}
   std::unique_ptr<ProcessGroup> split(int color, int key, const std::string& name) const override;
   std::unique_ptr<ProcessGroup> split_node_local(const std::string& name) const override { return split(0, 0, name); }
   void barrier() override {}
-  void all_reduce(void*, std::int64_t, CommType, ReduceOp) override {}
-  void all_gather(const void* send, void* recv, std::int64_t count, CommType type) override;
-  void broadcast(void*, std::int64_t, CommType, int root) override;
-  std::unique_ptr<CommRequest> reduce_scatter_async(void*, std::span<const std::int64_t> counts, CommType, ReduceOp) override;
-  void all_gather_v(void*, std::span<const std::int64_t> counts, CommType) override;
-  void all_to_all_v(const void* send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
-                    void* recv, std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs,
-                    CommType type) override;
-  void send(const void*, std::int64_t, CommType, int dest, int tag) override;
-  void recv(void*, std::int64_t, CommType, int source, int tag) override;
-  using ProcessGroup::all_reduce;
-
- private:
-  std::string name_;
+  void all_reduce(CommSpan, ReduceOp = ReduceOp::Sum) override {}
+  std::unique_ptr<CommRequest> reduce_scatter_async(CommSpan data, std::span<const std::int64_t> counts, ReduceOp) override;
+  void all_gather_v(CommSpan data, std::span<const std::int64_t> counts) override;
+  void broadcast(CommSpan data, int root) override;
+  void all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
+                    CommSpan recv, std::span<const std::int64_t> recv_counts,
+                    std::span<const std::int64_t> recv_displs) override;
+  void send(ConstCommSpan data, int dest, int tag) override;
+  void recv(CommSpan data, int source, int tag) override;
 };
 
 }  // namespace moerun

@@ -20,7 +20,7 @@ Topology::Topology(ProcessGroup& world, int ep, int experts, int ranks_per_node)
   const std::int64_t mine = node_group_->all_reduce_value(std::int64_t{rank}, ReduceOp::Min);  // this node's id
   nodes_ = static_cast<int>(world.all_reduce_value(std::int64_t{node_group_->rank() == 0 ? 1 : 0}));
   std::vector<std::int64_t> ep_nodes(static_cast<std::size_t>(ep));
-  ep_group_->all_gather(&mine, ep_nodes.data(), 1, CommType::I64);
+  ep_group_->all_gather(std::span<const std::int64_t>(&mine, 1), ep_nodes);
   node_of_ep_rank_.assign(ep_nodes.begin(), ep_nodes.end());
   edp_spans_nodes_ = edp_group_->all_reduce_value(mine, ReduceOp::Min) != edp_group_->all_reduce_value(mine, ReduceOp::Max);
 }

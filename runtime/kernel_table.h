@@ -207,39 +207,50 @@ struct RouterArgs {
   Tensor* dlogits = nullptr;           // backward
 };
 
+// The kernel list, declared once: X(return type, name, parameters). The KernelTable's entries,
+// each backend's declarations and its registration are generated from it, so adding a kernel
+// is its arguments struct above, one line here, its front end (kernels/), the backend
+// function, the reference and the test.
+#define MOERUN_KERNELS(X)                                                      \
+  X(void, matmul, (const MatmulArgs&))                                         \
+  X(void, grouped_matmul, (const GroupedMatmulArgs&))                          \
+  X(void, activation_forward, (const ActivationArgs&))                         \
+  X(void, activation_backward, (const ActivationArgs&))                        \
+  X(void, swiglu_forward, (const SwiGluArgs&))                                 \
+  X(void, swiglu_backward, (const SwiGluArgs&))                                \
+  X(void, softmax_forward, (const SoftmaxArgs&))                               \
+  X(void, softmax_backward, (const SoftmaxArgs&))                              \
+  X(void, layer_norm_forward, (const LayerNormArgs&))                          \
+  X(void, layer_norm_backward, (const LayerNormArgs&))                         \
+  X(void, rms_norm_forward, (const RmsNormArgs&))                              \
+  X(void, rms_norm_backward, (const RmsNormArgs&))                             \
+  X(CrossEntropyResult, cross_entropy_forward, (const CrossEntropyArgs&))      \
+  X(void, cross_entropy_backward, (const CrossEntropyArgs&))                   \
+  X(void, top_k, (const TopKArgs&))                                            \
+  X(void, gather_rows, (const IndexRowsArgs&))                                 \
+  X(void, scatter_add_rows, (const IndexRowsArgs&))                            \
+  X(void, row_dot, (const RowDotArgs&))                                        \
+  X(void, binary, (const BinaryArgs&))                                         \
+  X(void, axpy, (const AxpyArgs&))                                             \
+  X(void, scale, (Tensor & x, float alpha))                                    \
+  X(void, sum_rows, (const SumRowsArgs&))                                      \
+  X(double, sum_squares, (const Tensor& x))                                    \
+  /* number of non-finite (NaN or Inf) values in x */                          \
+  X(std::int64_t, count_nonfinite, (const Tensor& x))                          \
+  X(void, adamw, (const AdamWArgs&))                                           \
+  X(void, router_forward, (const RouterArgs&))                                 \
+  X(void, router_backward, (const RouterArgs&))                                \
+  X(void, attention_forward, (const AttentionArgs&))                           \
+  X(void, attention_backward, (const AttentionArgs&))                          \
+  /* primitives (or compiled kernels) created so far; flat in steady state */  \
+  X(std::int64_t, primitives_created, (const Device& device))
+
+// One function pointer per kernel; a backend fills every entry.
 struct KernelTable {
-  void (*matmul)(const MatmulArgs&) = nullptr;
-  void (*grouped_matmul)(const GroupedMatmulArgs&) = nullptr;
-  void (*activation_forward)(const ActivationArgs&) = nullptr;
-  void (*activation_backward)(const ActivationArgs&) = nullptr;
-  void (*swiglu_forward)(const SwiGluArgs&) = nullptr;
-  void (*swiglu_backward)(const SwiGluArgs&) = nullptr;
-  void (*softmax_forward)(const SoftmaxArgs&) = nullptr;
-  void (*softmax_backward)(const SoftmaxArgs&) = nullptr;
-  void (*layer_norm_forward)(const LayerNormArgs&) = nullptr;
-  void (*layer_norm_backward)(const LayerNormArgs&) = nullptr;
-  void (*rms_norm_forward)(const RmsNormArgs&) = nullptr;
-  void (*rms_norm_backward)(const RmsNormArgs&) = nullptr;
-  CrossEntropyResult (*cross_entropy_forward)(const CrossEntropyArgs&) = nullptr;
-  void (*cross_entropy_backward)(const CrossEntropyArgs&) = nullptr;
-  void (*top_k)(const TopKArgs&) = nullptr;
-  void (*gather_rows)(const IndexRowsArgs&) = nullptr;
-  void (*scatter_add_rows)(const IndexRowsArgs&) = nullptr;
-  void (*row_dot)(const RowDotArgs&) = nullptr;
-  void (*binary)(const BinaryArgs&) = nullptr;
-  void (*axpy)(const AxpyArgs&) = nullptr;
-  void (*scale)(Tensor& x, float alpha) = nullptr;
-  void (*sum_rows)(const SumRowsArgs&) = nullptr;
-  double (*sum_squares)(const Tensor& x) = nullptr;
-  // Number of non-finite (NaN or Inf) values in x.
-  std::int64_t (*count_nonfinite)(const Tensor& x) = nullptr;
-  void (*adamw)(const AdamWArgs&) = nullptr;
-  void (*router_forward)(const RouterArgs&) = nullptr;
-  void (*router_backward)(const RouterArgs&) = nullptr;
-  void (*attention_forward)(const AttentionArgs&) = nullptr;
-  void (*attention_backward)(const AttentionArgs&) = nullptr;
-  // Primitives (or compiled kernels) created so far; flat in steady state.
-  std::int64_t (*primitives_created)(const Device& device) = nullptr;
+#define MOERUN_KERNEL_ENTRY(ret, name, params) ret(*name) params = nullptr;
+  MOERUN_KERNELS(MOERUN_KERNEL_ENTRY)
+#undef MOERUN_KERNEL_ENTRY
 };
+
 
 }  // namespace moerun

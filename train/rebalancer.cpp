@@ -41,7 +41,7 @@ double Rebalancer::measure_ep_bandwidth() {
   for (int i = 0; i < 5; ++i) {
     ep.barrier();
     const auto t = Clock::now();
-    ep.all_to_all_v(send.data(), counts, displs, recv.data(), counts, displs, CommType::F32);
+    ep.all_to_all_v(send, counts, displs, recv, counts, displs);
     times.push_back(std::chrono::duration<double>(Clock::now() - t).count());
   }
   const double bw = double(per_peer * 4) * double(p - 1) / std::max(1e-9, median(times));
@@ -122,7 +122,7 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
   for (const auto& step_loads : in.recent_loads)
     for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
   wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth});
-  world.broadcast(wire.data(), static_cast<std::int64_t>(wire.size()), CommType::F64, 0);
+  world.broadcast(wire, 0);
   std::size_t at = 0;
   for (auto& layer : in.loads)
     for (double& x : layer) x = wire[at++];

@@ -28,7 +28,7 @@ std::string shared_dir(ProcessGroup& w, const std::string& tag) {
     fs::remove_all(dir);
     std::snprintf(name, sizeof(name), "%s", dir.c_str());
   }
-  w.broadcast(name, sizeof(name), CommType::U8, 0);
+  w.broadcast(std::span<char>(name), 0);
   return name;
 }
 

@@ -22,7 +22,7 @@ TEST(MpiGroup, AllReduceSumsRanks) {
 TEST(MpiGroup, AsyncAllReduceCompletesOnWait) {
   auto w = world();
   std::vector<float> v(1000, 1.0f);
-  auto req = w->all_reduce_async(v.data(), 1000, CommType::F32, ReduceOp::Sum);
+  auto req = w->all_reduce_async(v, ReduceOp::Sum);
   req->wait();
   EXPECT_EQ(v[999], static_cast<float>(w->size()));
 }
@@ -42,12 +42,12 @@ TEST(MpiGroup, ReduceScatterThenAllGatherV) {
   }
   std::vector<float> buf(static_cast<std::size_t>(total));
   for (std::int64_t i = 0; i < total; ++i) buf[static_cast<std::size_t>(i)] = static_cast<float>(1000 * r + i);
-  w->reduce_scatter_async(buf.data(), counts, CommType::F32, ReduceOp::Sum)->wait();
+  w->reduce_scatter_async(buf, counts, ReduceOp::Sum)->wait();
   for (std::int64_t i = offset; i < offset + r + 2; ++i)
     ASSERT_EQ(buf[static_cast<std::size_t>(i)], static_cast<float>(1000 * p * (p - 1) / 2 + p * i)) << "element " << i;
   // Mark this rank's block, gather everyone's.
   for (std::int64_t i = offset; i < offset + r + 2; ++i) buf[static_cast<std::size_t>(i)] = static_cast<float>(-r);
-  w->all_gather_v(buf.data(), counts, CommType::F32);
+  w->all_gather_v(buf, counts);
   std::int64_t at = 0;
   for (int b = 0; b < p; ++b)
     for (std::int64_t i = 0; i < b + 2; ++i, ++at) ASSERT_EQ(buf[static_cast<std::size_t>(at)], static_cast<float>(-b)) << at;
@@ -67,7 +67,7 @@ TEST(MpiGroup, AllToAllVDeliversRankStampedPayloads) {
   for (int j = 0; j < p; ++j)
     for (int i = 0; i <= r; ++i) send[static_cast<std::size_t>(j * (r + 1) + i)] = static_cast<float>(100 * r + j);
   std::vector<float> recv(static_cast<std::size_t>(rd[p - 1] + rc[p - 1]));
-  w->all_to_all_v(send.data(), sc, sd, recv.data(), rc, rd, CommType::F32);
+  w->all_to_all_v(send, sc, sd, recv, rc, rd);
   for (int j = 0; j < p; ++j)
     for (int i = 0; i <= j; ++i) EXPECT_EQ(recv[static_cast<std::size_t>(rd[j] + i)], static_cast<float>(100 * j + r));
 }
@@ -84,13 +84,35 @@ TEST(MpiGroup, SplitAndNodeLocalGroups) {
 TEST(MpiGroup, ErrorsNameCallGroupAndRank) {
   auto w = world();
   try {
-    w->send(nullptr, 1, CommType::F32, w->size() + 5, 0);  // no such rank
+    const float one = 1.0f;
+    w->send(std::span<const float>(&one, 1), w->size() + 5, 0);  // no such rank
     FAIL() << "expected MpiError";
   } catch (const MpiError& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("MPI_Send on world"), std::string::npos) << msg;
     EXPECT_NE(msg.find("rank"), std::string::npos) << msg;
   }
+}
+
+// Typed buffers carry their length: a block outside the buffer is refused before MPI sees it
+// (MPI would read or write past the end), with the call, the group and the numbers.
+TEST(MpiGroup, BlocksOutsideTheBufferAreRefused) {
+  auto w = world();
+  const int p = w->size();
+  std::vector<float> send(static_cast<std::size_t>(p)), recv(static_cast<std::size_t>(p) - 1);
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(p), 1), displs(static_cast<std::size_t>(p));
+  for (int j = 0; j < p; ++j) displs[static_cast<std::size_t>(j)] = j;
+  try {
+    w->all_to_all_v(send, counts, displs, recv, counts, displs);
+    FAIL() << "expected MpiError";
+  } catch (const MpiError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("MPI_Alltoallv recv on world"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("the buffer holds " + std::to_string(p - 1)), std::string::npos) << msg;
+  }
+  std::vector<float> small(static_cast<std::size_t>(p));
+  std::vector<std::int64_t> big(static_cast<std::size_t>(p), 2);
+  EXPECT_THROW(w->all_gather_v(small, big), MpiError);
 }
 
 TEST(LocalGroup, BehavesAsAWorldOfOne) {
@@ -100,9 +122,9 @@ TEST(LocalGroup, BehavesAsAWorldOfOne) {
   EXPECT_EQ(v[0], 3.0);
   std::vector<float> send = {1, 2, 3}, recv(3);
   const std::int64_t c[] = {3}, d[] = {0};
-  g.all_to_all_v(send.data(), c, d, recv.data(), c, d, CommType::F32);
+  g.all_to_all_v(send, c, d, recv, c, d);
   EXPECT_EQ(recv, send);
-  EXPECT_THROW(g.send(send.data(), 1, CommType::F32, 1, 0), MpiError);
+  EXPECT_THROW(g.send(send, 1, 0), MpiError);
 }
 
 }  // namespace moerun::test
