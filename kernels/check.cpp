@@ -46,4 +46,8 @@ void check_f32(std::string_view kernel, std::string_view name, const Tensor* t, 
   check_shape(kernel, name, *t, shape);
 }
 
+void check_f32(std::string_view kernel, const Shape& shape, std::initializer_list<Named> tensors) {
+  for (const Named& t : tensors) check_f32(kernel, t.name, t.tensor, shape);
+}
+
 }  // namespace moerun::kernels::detail

@@ -25,5 +25,11 @@ void check_rank(std::string_view kernel, std::string_view name, const Tensor& t,
 void check_shape(std::string_view kernel, std::string_view name, const Tensor& t, const Shape& shape);
 // Required, f32 and of the given shape.
 void check_f32(std::string_view kernel, std::string_view name, const Tensor* t, const Shape& shape);
+// Each named tensor required, f32 and of `shape` (element-wise kernels' operands).
+struct Named {
+  std::string_view name;
+  const Tensor* tensor;
+};
+void check_f32(std::string_view kernel, const Shape& shape, std::initializer_list<Named> tensors);
 
 }  // namespace moerun::kernels::detail

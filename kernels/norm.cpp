@@ -21,13 +21,10 @@ void layer_norm_forward(const LayerNormArgs& p) {
   constexpr std::string_view k = "layer_norm_forward";
   const auto [table, device] = detail::table_for(k, {p.x, p.gamma, p.beta, p.mean, p.variance, p.y});
   auto [n, d] = rows_cols(k, p.x);
-  check_f32(k, "x", p.x, {n, d});
-  check_f32(k, "gamma", p.gamma, {d});
-  check_f32(k, "beta", p.beta, {d});
-  check_f32(k, "mean", p.mean, {n});
-  check_f32(k, "variance", p.variance, {n});
-  check_f32(k, "y", p.y, {n, d});
-  const ScopedKernelTimer timer(device, "layer_norm_forward");
+  check_f32(k, {n, d}, {{"x", p.x}, {"y", p.y}});
+  check_f32(k, {d}, {{"gamma", p.gamma}, {"beta", p.beta}});
+  check_f32(k, {n}, {{"mean", p.mean}, {"variance", p.variance}});
+  const ScopedKernelTimer timer(device, k);
   table.layer_norm_forward(p);
 }
 
@@ -35,15 +32,10 @@ void layer_norm_backward(const LayerNormArgs& p) {
   constexpr std::string_view k = "layer_norm_backward";
   const auto [table, device] = detail::table_for(k, {p.x, p.gamma, p.beta, p.mean, p.variance, p.dy, p.dx, p.dgamma, p.dbeta});
   auto [n, d] = rows_cols(k, p.x);
-  check_f32(k, "x", p.x, {n, d});
-  check_f32(k, "gamma", p.gamma, {d});
-  check_f32(k, "mean", p.mean, {n});
-  check_f32(k, "variance", p.variance, {n});
-  check_f32(k, "dy", p.dy, {n, d});
-  check_f32(k, "dx", p.dx, {n, d});
-  check_f32(k, "dgamma", p.dgamma, {d});
-  check_f32(k, "dbeta", p.dbeta, {d});
-  const ScopedKernelTimer timer(device, "layer_norm_backward");
+  check_f32(k, {n, d}, {{"x", p.x}, {"dy", p.dy}, {"dx", p.dx}});
+  check_f32(k, {d}, {{"gamma", p.gamma}, {"dgamma", p.dgamma}, {"dbeta", p.dbeta}});
+  check_f32(k, {n}, {{"mean", p.mean}, {"variance", p.variance}});
+  const ScopedKernelTimer timer(device, k);
   table.layer_norm_backward(p);
 }
 
@@ -51,11 +43,10 @@ void rms_norm_forward(const RmsNormArgs& p) {
   constexpr std::string_view k = "rms_norm_forward";
   const auto [table, device] = detail::table_for(k, {p.x, p.gamma, p.rstd, p.y});
   auto [n, d] = rows_cols(k, p.x);
-  check_f32(k, "x", p.x, {n, d});
+  check_f32(k, {n, d}, {{"x", p.x}, {"y", p.y}});
   check_f32(k, "gamma", p.gamma, {d});
   check_f32(k, "rstd", p.rstd, {n});
-  check_f32(k, "y", p.y, {n, d});
-  const ScopedKernelTimer timer(device, "rms_norm_forward");
+  const ScopedKernelTimer timer(device, k);
   table.rms_norm_forward(p);
 }
 
@@ -63,13 +54,10 @@ void rms_norm_backward(const RmsNormArgs& p) {
   constexpr std::string_view k = "rms_norm_backward";
   const auto [table, device] = detail::table_for(k, {p.x, p.gamma, p.rstd, p.dy, p.dx, p.dgamma});
   auto [n, d] = rows_cols(k, p.x);
-  check_f32(k, "x", p.x, {n, d});
-  check_f32(k, "gamma", p.gamma, {d});
+  check_f32(k, {n, d}, {{"x", p.x}, {"dy", p.dy}, {"dx", p.dx}});
+  check_f32(k, {d}, {{"gamma", p.gamma}, {"dgamma", p.dgamma}});
   check_f32(k, "rstd", p.rstd, {n});
-  check_f32(k, "dy", p.dy, {n, d});
-  check_f32(k, "dx", p.dx, {n, d});
-  check_f32(k, "dgamma", p.dgamma, {d});
-  const ScopedKernelTimer timer(device, "rms_norm_backward");
+  const ScopedKernelTimer timer(device, k);
   table.rms_norm_backward(p);
 }
 

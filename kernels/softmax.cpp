@@ -7,23 +7,22 @@ using detail::check_f32;
 using detail::check_present;
 
 void softmax_forward(const SoftmaxArgs& p) {
-  const auto [table, device] = detail::table_for("softmax_forward", {p.x, p.out});
-  check_present("softmax_forward", "x", p.x);
-  detail::check_rank("softmax_forward", "x", *p.x, 2);
-  check_f32("softmax_forward", "x", p.x, p.x->shape());
-  check_f32("softmax_forward", "out", p.out, p.x->shape());
-  const ScopedKernelTimer timer(device, "softmax_forward");
+  constexpr std::string_view k = "softmax_forward";
+  const auto [table, device] = detail::table_for(k, {p.x, p.out});
+  check_present(k, "x", p.x);
+  detail::check_rank(k, "x", *p.x, 2);
+  check_f32(k, p.x->shape(), {{"x", p.x}, {"out", p.out}});
+  const ScopedKernelTimer timer(device, k);
   table.softmax_forward(p);
 }
 
 void softmax_backward(const SoftmaxArgs& p) {
-  const auto [table, device] = detail::table_for("softmax_backward", {p.y, p.dy, p.out});
-  check_present("softmax_backward", "y", p.y);
-  detail::check_rank("softmax_backward", "y", *p.y, 2);
-  check_f32("softmax_backward", "y", p.y, p.y->shape());
-  check_f32("softmax_backward", "dy", p.dy, p.y->shape());
-  check_f32("softmax_backward", "out", p.out, p.y->shape());
-  const ScopedKernelTimer timer(device, "softmax_backward");
+  constexpr std::string_view k = "softmax_backward";
+  const auto [table, device] = detail::table_for(k, {p.y, p.dy, p.out});
+  check_present(k, "y", p.y);
+  detail::check_rank(k, "y", *p.y, 2);
+  check_f32(k, p.y->shape(), {{"y", p.y}, {"dy", p.dy}, {"out", p.out}});
+  const ScopedKernelTimer timer(device, k);
   table.softmax_backward(p);
 }
 

@@ -1,7 +1,11 @@
 #include "model/model_config.h"
 
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <cmath>
 
+#include "model/router.h"
 #include "runtime/error.h"
 
 namespace moerun {
@@ -17,6 +21,9 @@ std::int64_t ModelConfig::capacity(std::int64_t tokens) const {
 }
 
 void ModelConfig::validate() const {
+  const std::vector<std::string> routers = router_names();
+  MOERUN_CHECK(std::find(routers.begin(), routers.end(), router) != routers.end(), ConfigError,
+               "model.router = '{}' is not one of this build's choices: {}", router, fmt::join(routers, ", "));
   auto positive = [](std::int64_t v, const char* key, const char* why) {
     MOERUN_CHECK(v >= 1, ConfigError, "model.{} = {} must be >= 1 ({})", key, v, why);
   };

@@ -26,6 +26,7 @@ struct ModelConfig {
   // Expert capacity = ceil(capacity_factor * tokens * top_k / experts) per source micro-batch;
   // token-copies past it are dropped (they pass through the residual). 0 = dropless.
   double capacity_factor = 1.25;
+  std::string router = "softmax_topk";  // routing policy by name (model/router.h)
   ExpertType expert_type = ExpertType::Gelu;
   // Every dense_every-th block (1-based: blocks dense_every, 2*dense_every, ...) has a dense
   // FFN instead of an MoE layer; 0 = every block is MoE.

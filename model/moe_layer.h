@@ -1,7 +1,8 @@
-// One MoE feed-forward layer: router, top-k gating with capacity, dispatch of token-copies
-// to the experts (through a TokenDispatcher, so the same code runs on one process or many),
-// the experts' FFNs, combine, and the gate-weighted sum. Adds the load-balancing (aux) and
-// router z-losses. Dropped token-copies contribute nothing here and pass via the residual.
+// One MoE feed-forward layer: the router (router.h: a policy chosen by model.router, which
+// also owns capacity and the balancing losses), dispatch of token-copies to the experts
+// (through a TokenDispatcher, so the same code runs on one process or many), the experts'
+// FFNs, combine, and the gate-weighted sum. Dropped token-copies contribute nothing here and
+// pass via the residual.
 #pragma once
 
 #include <memory>
@@ -10,7 +11,7 @@
 #include "parallel/token_dispatcher.h"
 #include "model/feed_forward.h"
 #include "model/param_names.h"
-#include "model/routing.h"
+#include "model/router.h"
 
 namespace moerun {
 
@@ -49,18 +50,14 @@ class MoeLayer {
   const ModelConfig& config_;
   int layer_;
   TokenDispatcher& dispatcher_;
-  Parameter& router_;  // [d, experts]
+  std::unique_ptr<Router> router_;
   std::unique_ptr<FeedForwardSet> experts_;
   bool recompute_experts_ = false;
-  Tensor router_bias_;  // [experts]: bench.router_zipf's fixed logit bias (empty when off)
   MoeStats stats_;
-  // Saved by forward for backward.
-  const Tensor* h_ = nullptr;
-  Tensor probs_, lse_, index_, gates_;  // router outputs
-  RoutingPlan routing_;
+  // Saved by forward for backward (the router keeps its own).
+  const RouterOutput* routed_by_ = nullptr;  // the router's last forward
   DispatchPlan dispatch_;
-  Tensor token_of_copy_, slot_of_copy_;  // i32 [kept]
-  Tensor copy_gates_;                    // [kept, 1]
+  Tensor token_of_copy_;                 // i32 [kept]
   Tensor routed_;                        // [kept, d] inputs sorted by expert
   Tensor expert_in_;                     // [received, d] (may view routed_)
   Tensor expert_out_;                    // [received, d]

@@ -115,6 +115,9 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("model.d_ff", &C::model, &ModelConfig::d_ff, "hidden width of each expert FFN"));
     k.push_back(float_key("model.capacity_factor", &C::model, &ModelConfig::capacity_factor,
                           "expert capacity = ceil(factor * tokens * top_k / experts) per micro-batch; 0 = dropless"));
+    k.push_back(string_key("model.router", &C::model, &ModelConfig::router,
+                           "routing policy: softmax_topk (softmax probabilities, top-k gates, capacity, Switch aux "
+                           "loss and z-loss)"));
     k.push_back({"model.expert_type", "string", "expert FFN: \"gelu\" or \"swiglu\"",
                  [](Config& c, const toml::node& v) {
                    auto x = v.value_exact<std::string>();

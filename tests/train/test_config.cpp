@@ -64,6 +64,9 @@ TEST(Config, UnknownKeysAndWrongTypesNameTheKey) {
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"train.recompute=\"some\""}); }, {"train.recompute", "none, moe, full"});
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"parallel.all_to_all=\"ring\""}); },
                             {"parallel.all_to_all", "auto, flat, hierarchical"});
+  // Routing policies are registered by name (model/router.h).
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.router=\"hash\""}).validate(1); },
+                            {"model.router", "hash", "softmax_topk"});
   const std::string path = write_temp("moerun_bad_key.toml", "[train]\nstepz = 3\n");
   expect_error<ConfigError>([&] { Config::load(path, {}); }, {"train.stepz", "moerun_bad_key.toml", "train.steps"});
 }

@@ -1,0 +1,48 @@
+// Router: the routing policy of one MoE layer, as one unit. Forward: scores from the router
+// weights, each token's top-k experts and gate values, the capacity plan (which token-copies
+// each expert keeps, sorted by expert: routing.h) and the balancing losses. Backward: the
+// gradient of the kept gates and of the balancing losses into the router weights and the
+// layer input. The MoE layer does the rest (gather, dispatch, experts, combine).
+//
+// Policies are chosen by name (model.router). To add one: a file model/<name>_router.cpp
+// with a Router subclass and its factory, one line in router.cpp's table, and the file in
+// model/CMakeLists.txt.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/model_config.h"
+#include "model/routing.h"
+#include "runtime/parameters.h"
+
+namespace moerun {
+
+struct RouterOutput {
+  RoutingPlan routing;  // kept copies sorted by expert, counts per expert, drops
+  Tensor copy_gates;    // [kept, 1]: the gate of each kept copy, in routing order
+  double aux_loss = 0.0;  // coefficient included
+  double z_loss = 0.0;    // coefficient included
+};
+
+class Router {
+ public:
+  virtual ~Router() = default;
+  // h [tokens, d], kept alive by the caller until backward.
+  virtual const RouterOutput& forward(const Tensor& h) = 0;
+  // dcopy_gates [kept]: the loss gradient of each kept copy's gate. Adds the router weights'
+  // gradient, and the gradient with respect to h into dh [tokens, d]. aux_scale weighs this
+  // micro-batch's balancing losses in the total loss.
+  virtual void backward(const Tensor& dcopy_gates, double aux_scale, Tensor& dh) = 0;
+  // Forgets what forward saved.
+  virtual void release() = 0;
+};
+
+// The registered policies, the default first.
+std::vector<std::string> router_names();
+// Registers the router's parameters ("layers.<layer>.moe.router...") in `params`. An unknown
+// name is a ConfigError listing the known ones.
+std::unique_ptr<Router> make_router(const std::string& name, ParameterStore& params, const ModelConfig& config, int layer);
+
+}  // namespace moerun
