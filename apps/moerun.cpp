@@ -61,6 +61,8 @@ std::string resume_run_dir(const std::string& resume) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First, before MPI and oneDNN start threads: they inherit the blocked checkpoint signals.
+  moerun::block_checkpoint_signals();
   std::unique_ptr<moerun::MpiEnvironment> mpi;
   std::unique_ptr<moerun::ProcessGroup> world;
   int rank = 0, size = 1;
@@ -130,7 +132,6 @@ int main(int argc, char** argv) {
     omp_set_num_threads(threads);
     if (run_dir.empty() && !resume.empty()) run_dir = resume_run_dir(resume);
     if (run_dir.empty()) run_dir = default_run_dir(*world);
-    moerun::install_checkpoint_signal_handlers();
     if (rank == 0) std::printf("moerun: %d rank(s), %d compute thread(s) per rank (%s), run directory %s\n", size, threads,
                                threads_why.c_str(), run_dir.c_str());
     const auto device = moerun::make_device(config.runtime.device);
