@@ -18,6 +18,7 @@
 #include "train/config.h"
 #include "train/memory_plan.h"
 #include "train/signals.h"
+#include "train/run_directory.h"
 #include "train/trainer.h"
 
 namespace {
@@ -38,16 +39,6 @@ int choose_threads(const moerun::Config& config, moerun::ProcessGroup& world, st
   }
   why = fmt::format("{} cores / {} ranks on this node", cores, node->size());
   return std::max(1, cores / node->size());
-}
-
-std::string default_run_dir(moerun::ProcessGroup& world) {
-  char name[64] = {0};
-  if (world.rank() == 0) {
-    const std::time_t now = std::time(nullptr);
-    std::strftime(name, sizeof(name), "runs/%Y%m%d-%H%M%S", std::localtime(&now));
-  }
-  world.broadcast(std::span<char>(name), 0);  // every rank agrees on the name
-  return name;
 }
 
 // The run directory a checkpoint belongs to: <run-dir>/checkpoints/step_N.h5 -> <run-dir>.
@@ -82,14 +73,18 @@ int main(int argc, char** argv) {
   std::string run_dir;
   std::string resume;
   bool reference = false;
+  bool overwrite = false;
   bool dry_run = false;
   int dry_world = 0;
   app.add_option("--config", config_file, "TOML config file (every key has a default)")->check(CLI::ExistingFile);
   app.add_option("--set", overrides, "override a key: --set section.key=value (repeatable)");
-  app.add_option("--run-dir", run_dir, "directory for config.json and metrics.jsonl (default runs/<date-time>)");
+  app.add_option("--run-dir", run_dir, "directory for config.json and metrics.jsonl (default runs/<date>-<time>-<pid>; one live job per directory)");
   app.add_option("--resume", resume,
                  "continue from a checkpoint: a step_<N>.h5 file, a checkpoints directory or a run directory "
                  "(its latest checkpoint); any world size and parallel.ep");
+  app.add_flag("--overwrite", overwrite,
+               "start a fresh run in a --run-dir that already holds one (its contents are moved aside to "
+               "<dir>.replaced-<time>, not deleted)");
   app.add_flag("--config-reference", reference, "print every config key as a Markdown table and exit");
   app.add_flag("--dry-run", dry_run,
                "check the layout and print the memory estimate per rank (parameters, gradients, optimizer, "
@@ -131,12 +126,18 @@ int main(int argc, char** argv) {
     const int threads = choose_threads(config, *world, threads_why);
     omp_set_num_threads(threads);
     if (run_dir.empty() && !resume.empty()) run_dir = resume_run_dir(resume);
-    if (run_dir.empty()) run_dir = default_run_dir(*world);
+    if (run_dir.empty()) run_dir = moerun::default_run_dir(*world);
+    // Before anything is written: a live job in this directory, or a fresh run over checkpoints, stops here.
+    moerun::RunDirectory directory(*world, run_dir,
+                                   !resume.empty() ? moerun::RunDirectory::Start::Resume
+                                   : overwrite     ? moerun::RunDirectory::Start::Overwrite
+                                                   : moerun::RunDirectory::Start::Fresh);
     if (rank == 0) std::printf("moerun: %d rank(s), %d compute thread(s) per rank (%s), run directory %s\n", size, threads,
                                threads_why.c_str(), run_dir.c_str());
     const auto device = moerun::make_device(config.runtime.device);
     moerun::Trainer trainer(config, *world, *device, run_dir);
     if (!resume.empty()) trainer.restore(resume);
+    trainer.set_step_callback([&directory] { directory.refresh(); });
     trainer.run();
   } catch (const moerun::Error& e) {
     // Configuration and data errors are seen identically by every rank: say it once.

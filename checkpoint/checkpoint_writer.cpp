@@ -200,8 +200,10 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
     for (const auto& entry : fs::directory_iterator(dir))
       if (auto s = step_of_file(entry.path().filename().string())) steps.push_back(*s);
     std::sort(steps.rbegin(), steps.rend());
+    // The newest `keep` by step number, and never the file just written (the one `latest`
+    // names), even when older runs left higher step numbers in the directory.
     for (std::size_t i = static_cast<std::size_t>(std::max(1, keep)); i < steps.size(); ++i)
-      fs::remove(fs::path(dir) / file_name(steps[i]));
+      if (steps[i] != step) fs::remove(fs::path(dir) / file_name(steps[i]));
   }
   world.barrier();
   return final_path;

@@ -321,6 +321,7 @@ TrainSummary Trainer::run() {
       timed_tokens += r.tokens;
     }
     log_->step(step, r);
+    if (step_callback_) step_callback_();
     maybe_rebalance(step, r);
     if (!run_dir_.empty() && config_.checkpoint.every > 0 && step % config_.checkpoint.every == 0) {
       save_checkpoint(step);

@@ -10,6 +10,7 @@
 // a checkpoint holds), run_log.h (metrics and events), rebalancer.h (the placement decisions).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,6 +66,8 @@ class Trainer {
   // after the checkpoint's step.
   void restore(const std::string& dir_or_file);
   std::int64_t start_step() const { return start_step_; }
+  // Called by run() after every step (the executable refreshes its run-directory lock).
+  void set_step_callback(std::function<void()> callback) { step_callback_ = std::move(callback); }
 
  private:
   void log_start();
@@ -96,6 +99,7 @@ class Trainer {
   std::unique_ptr<LoadMonitor> monitor_;
   std::unique_ptr<Rebalancer> rebalancer_;
   std::int64_t start_step_ = 0;  // the last step already done (restore)
+  std::function<void()> step_callback_;
 };
 
 }  // namespace moerun
