@@ -18,6 +18,7 @@
 #include "train/config.h"
 #include "train/memory_plan.h"
 #include "train/signals.h"
+#include "checkpoint/checkpoint_reader.h"
 #include "train/run_directory.h"
 #include "train/trainer.h"
 
@@ -39,6 +40,12 @@ int choose_threads(const moerun::Config& config, moerun::ProcessGroup& world, st
   }
   why = fmt::format("{} cores / {} ranks on this node", cores, node->size());
   return std::max(1, cores / node->size());
+}
+
+// The resolved config a checkpoint was written with (its "config" attribute).
+nlohmann::json stored_config(const std::string& resume) {
+  const moerun::ckpt::CheckpointReader file(moerun::ckpt::resolve_checkpoint(resume));
+  return nlohmann::json::parse(file.string_attribute("config"));
 }
 
 // The run directory a checkpoint belongs to: <run-dir>/checkpoints/step_N.h5 -> <run-dir>.
@@ -103,7 +110,11 @@ int main(int argc, char** argv) {
   }
 
   try {
-    const moerun::Config config = moerun::Config::load(config_file, overrides);
+    // A resumed run starts from the configuration stored in its checkpoint.
+    std::vector<std::string> config_changes;
+    const moerun::Config config = resume.empty() ? moerun::Config::load(config_file, overrides)
+                                                 : moerun::Config::resume(stored_config(resume), config_file, overrides,
+                                                                          config_changes);
     if (dry_run) {
       const int planned = dry_world > 0 ? dry_world : size;
       config.validate(planned);
@@ -136,7 +147,7 @@ int main(int argc, char** argv) {
                                threads_why.c_str(), run_dir.c_str());
     const auto device = moerun::make_device(config.runtime.device);
     moerun::Trainer trainer(config, *world, *device, run_dir);
-    if (!resume.empty()) trainer.restore(resume);
+    if (!resume.empty()) trainer.restore(resume, config_changes);
     trainer.set_step_callback([&directory] { directory.refresh(); });
     trainer.run();
   } catch (const moerun::Error& e) {

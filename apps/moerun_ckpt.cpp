@@ -78,6 +78,29 @@ void print(bool json, const Json& j, const std::string& text) {
   }
 }
 
+// The stored config as TOML that `moerun --config` reads: one table per section. A JSON
+// number, boolean, string or array of strings is a TOML value as it is written.
+std::string config_toml(const Json& config) {
+  std::string out;
+  for (const auto& [section, keys] : config.items()) {
+    out += fmt::format("[{}]\n", section);
+    for (const auto& [key, value] : keys.items()) out += fmt::format("{} = {}\n", key, value.dump());
+    out += "\n";
+  }
+  return out;
+}
+
+int cmd_config(const CheckpointReader& f, bool json) {
+  const Json config = Json::parse(f.string_attribute("config"));
+  if (json) {
+    std::printf("%s\n", config.dump(2).c_str());
+  } else {
+    std::printf("# the resolved config of %s (step %lld); `moerun --config` reads it\n%s", f.path().c_str(),
+                static_cast<long long>(f.int_attribute("step")), config_toml(config).c_str());
+  }
+  return 0;
+}
+
 int cmd_info(const CheckpointReader& f, bool json) {
   const Json config = Json::parse(f.string_attribute("config"));
   std::int64_t params = 0, bytes = 0;
@@ -103,6 +126,9 @@ int cmd_info(const CheckpointReader& f, bool json) {
       m["experts"].dump(), m["top_k"].dump(), m["d_ff"].dump(), m["expert_type"].get<std::string>(),
       m["capacity_factor"].dump(), params, tensors, double(bytes) / 1e6,
       double(std::filesystem::file_size(f.path())) / 1e6);
+  text += "  config (moerun-ckpt config FILE > run.toml writes it as TOML; --resume starts from it):\n";
+  for (const auto& [section, keys] : config.items())
+    for (const auto& [key, value] : keys.items()) text += fmt::format("    {}.{} = {}\n", section, key, value.dump());
   print(json, j, text);
   return 0;
 }
@@ -285,7 +311,8 @@ int main(int argc, char** argv) {
   auto* placement = app.add_subcommand("placement", "expert -> ranks table and load history");
   auto* diff = app.add_subcommand("diff", "per-tensor differences between two checkpoints");
   auto* verify = app.add_subcommand("verify", "checksums and structure");
-  for (auto* c : {info, ls, show, stats, placement, diff, verify}) {
+  auto* config = app.add_subcommand("config", "the run's resolved config as TOML (moerun --config reads it)");
+  for (auto* c : {info, ls, show, stats, placement, diff, verify, config}) {
     add_file(c);
     c->add_flag("--json", json, "print JSON instead of text");
   }
@@ -304,6 +331,7 @@ int main(int argc, char** argv) {
     if (*placement) return cmd_placement(f, json);
     if (*diff) return cmd_diff(f, CheckpointReader(resolve_checkpoint(other)), rtol, atol, json);
     if (*verify) return cmd_verify(f, json);
+    if (*config) return cmd_config(f, json);
   } catch (const std::exception& e) {
     if (json) {
       std::printf("%s\n", Json{{"error", e.what()}, {"ok", false}}.dump(2).c_str());

@@ -1,6 +1,9 @@
 #include "train/checkpoint_state.h"
 
 #include <algorithm>
+#include <set>
+
+#include "runtime/error.h"
 
 #include "checkpoint/state_content.h"
 #include "model/feed_forward.h"
@@ -91,6 +94,21 @@ std::optional<std::vector<Placement>> saved_placements(const ckpt::CheckpointRea
 
 void restore_state(const ckpt::CheckpointReader& file, const TrainingState& s) {
   const std::int64_t experts = s.config.model.experts;
+  // Every tensor of the file must belong to this model: a checkpoint with a layer more is not
+  // silently cut down to fewer.
+  std::set<std::string> mine;  // this model's datasets, whichever experts this rank holds
+  for (const Parameter* p : s.params.all())
+    if (p->kind == ParamKind::Dense) mine.insert(ckpt::dataset_for(ckpt::Root::Model, p->name).path);
+  for (int block : s.moe_blocks)
+    for (const std::string& name : FeedForwardSet::weight_names(s.config.model, MoeLayer::expert_prefix(block), 0))
+      mine.insert(ckpt::dataset_for(ckpt::Root::Model, name).path);
+  for (const ckpt::DatasetInfo& d : file.datasets()) {
+    const std::string model_root = std::string(ckpt::root_path(ckpt::Root::Model)) + "/";
+    MOERUN_CHECK(d.path.rfind(model_root, 0) != 0 || mine.contains(d.path), CheckpointError,
+                 "[resume] '{}' holds '{}', which this model does not have: it was written for a different model; "
+                 "resume with the config stored in it (moerun-ckpt config {})",
+                 file.path(), d.path, file.path());
+  }
   for (Parameter* p : s.params.all()) {
     AdamW::Moments& m = s.optimizer.moments(p->name);
     ckpt::read_rows(file, ckpt::Root::Model, p->name, p->value.shape(), experts, p->value);

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -259,10 +260,57 @@ void apply_table(Config& c, const toml::table& table, const std::string& prefix,
   }
 }
 
+// The keys that define the model's tensors (and top_k, which the routing statistics in a
+// checkpoint depend on): a resumed run may not change them.
+const std::vector<std::string>& shape_keys() {
+  static const std::vector<std::string> names = {
+      "model.d_model",     "model.n_layers",  "model.n_heads",        "model.seq_len",     "model.experts",
+      "model.top_k",       "model.d_ff",      "model.expert_type",    "model.dense_every", "model.tie_embeddings",
+      "model.router"};
+  return names;
+}
+
+// Sets one key from its JSON value (what to_json wrote): the JSON text is a TOML value too.
+void set_from_json(Config& c, const Key& key, const Json& value) {
+  const toml::table parsed = toml::parse("v = " + value.dump());
+  key.set(c, *parsed.get("v"));
+}
+
+void apply_file_and_overrides(Config& c, const std::optional<std::string>& file, const std::vector<std::string>& overrides);
+
 }  // namespace
 
 Config Config::load(const std::optional<std::string>& file, const std::vector<std::string>& overrides) {
   Config c;
+  apply_file_and_overrides(c, file, overrides);
+  return c;
+}
+
+Config Config::resume(const Json& stored, const std::optional<std::string>& file, const std::vector<std::string>& overrides,
+                      std::vector<std::string>& changes) {
+  Config before;
+  for (const Key& k : keys()) {  // keys an older file lacks keep their defaults
+    const auto dot = k.name.find('.');
+    const Json* section = stored.contains(k.name.substr(0, dot)) ? &stored.at(k.name.substr(0, dot)) : nullptr;
+    if (section != nullptr && section->contains(k.name.substr(dot + 1))) set_from_json(before, k, section->at(k.name.substr(dot + 1)));
+  }
+  Config after = before;
+  apply_file_and_overrides(after, file, overrides);
+  for (const Key& k : keys()) {
+    const Json was = k.get(before), now = k.get(after);
+    if (was == now) continue;
+    const bool shape = std::find(shape_keys().begin(), shape_keys().end(), k.name) != shape_keys().end();
+    MOERUN_CHECK(!shape, ConfigError,
+                 "{} = {} in the checkpoint but {} was asked: a resumed run keeps the model's shape (the checkpoint's "
+                 "tensors are its tensors); drop that --set/--config value, or start a new run",
+                 k.name, was.dump(), now.dump());
+    changes.push_back(fmt::format("{}: {} -> {}", k.name, was.dump(), now.dump()));
+  }
+  return after;
+}
+
+namespace {
+void apply_file_and_overrides(Config& c, const std::optional<std::string>& file, const std::vector<std::string>& overrides) {
   if (file) {
     toml::table table;
     try {
@@ -291,8 +339,8 @@ Config Config::load(const std::optional<std::string>& file, const std::vector<st
     key->set(c, *parsed.get("v"));
   }
   c.model.validate();
-  return c;
 }
+}  // namespace
 
 void Config::validate(int world_size) const {
   model.validate();

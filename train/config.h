@@ -96,6 +96,11 @@ struct Config {
 
   // Defaults, then the TOML file (if any), then each "section.key=value" override in order.
   static Config load(const std::optional<std::string>& file, const std::vector<std::string>& overrides);
+  // A resumed run: the checkpoint's stored config (to_json), then the file and overrides. Keys
+  // that define the model's tensors may not change (ConfigError naming the key and both
+  // values); every other change is appended to `changes` as "key: old -> new".
+  static Config resume(const nlohmann::json& stored, const std::optional<std::string>& file,
+                       const std::vector<std::string>& overrides, std::vector<std::string>& changes);
   // Rules that need the world size: batch divisibility, expert-parallel shape.
   void validate(int world_size) const;
   nlohmann::json to_json() const;

@@ -374,7 +374,7 @@ std::string Trainer::save_checkpoint(std::int64_t step) {
   return path;
 }
 
-void Trainer::restore(const std::string& dir_or_file) {
+void Trainer::restore(const std::string& dir_or_file, const std::vector<std::string>& config_changes) {
   const std::string path = ckpt::resolve_checkpoint(dir_or_file);
   const ckpt::CheckpointReader file(path);
   // The placement travels with the checkpoint when the expert-parallel shape is the same.
@@ -383,8 +383,10 @@ void Trainer::restore(const std::string& dir_or_file) {
   restore_state(file, state());
   rebalancer_->set_rebalances(static_cast<int>(file.int_attribute("rebalances")));
   start_step_ = file.int_attribute("step");
-  log_->message(fmt::format("resumed from {} (step {}, written by {} rank(s), ep {})", path, start_step_,
-                            file.int_attribute("world_size"), file.int_attribute("ep")));
+  log_->message(fmt::format("resumed from {} (step {}, written by {} rank(s), ep {}){}", path, start_step_,
+                            file.int_attribute("world_size"), file.int_attribute("ep"),
+                            config_changes.empty() ? "" : ", changed: " + fmt::format("{}", fmt::join(config_changes, "; "))));
+  log_->event({{"event", "resume"}, {"step", start_step_}, {"path", path}, {"config_changes", config_changes}});
 }
 
 }  // namespace moerun

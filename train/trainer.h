@@ -64,7 +64,9 @@ class Trainer {
   // Collective. Loads parameters, optimizer moments, placement and load history from a
   // checkpoint (a file, or a directory: its `latest`), on any world shape; run() continues
   // after the checkpoint's step.
-  void restore(const std::string& dir_or_file);
+  // config_changes: the keys the resumed run changed ("key: old -> new"), printed and recorded
+  // in events.jsonl with the resume.
+  void restore(const std::string& dir_or_file, const std::vector<std::string>& config_changes = {});
   std::int64_t start_step() const { return start_step_; }
   // Called by run() after every step (the executable refreshes its run-directory lock).
   void set_step_callback(std::function<void()> callback) { step_callback_ = std::move(callback); }

@@ -266,6 +266,10 @@ TEST(Checkpoint, BadFilesAreRefusedWithTheReason) {
   Config wider = tiny(1, 2);
   wider.model.d_ff = 64;
   expect_error<CheckpointError>([&] { resume(good, wider); }, "model shape differs");
+  // Fewer layers than the file: its extra layer is refused by name, not dropped.
+  Config shallower = tiny(1, 2);
+  shallower.model.n_layers = 1;
+  expect_error<CheckpointError>([&] { resume(good, shallower); }, {"/model/layers/1/", "which this model does not have"});
   // Another format.
   const std::string other = dir + "/other.h5";
   H5Fclose(H5Fcreate(other.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
