@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -28,6 +30,31 @@ void MetricsWriter::write_event(const nlohmann::json& record) {
 void MetricsWriter::write(const nlohmann::json& record) {
   metrics_ << record.dump() << '\n';
   metrics_.flush();
+}
+
+std::int64_t MetricsWriter::truncate_after(std::int64_t step) {
+  const std::string path = run_dir_ + "/metrics.jsonl";
+  metrics_.close();
+  std::vector<std::string> kept;
+  std::int64_t superseded = 0;
+  {
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const bool keep = !j.is_discarded() && !j.contains("summary") && j.value("step", std::int64_t{0}) <= step;
+      if (keep) kept.push_back(line);
+      else superseded += line.empty() ? 0 : 1;
+    }
+  }
+  if (superseded > 0) {
+    std::filesystem::rename(path, fmt::format("{}/metrics.before-resume-{}.jsonl", run_dir_, step));
+    std::ofstream out(path);
+    for (const std::string& line : kept) out << line << '\n';
+    MOERUN_CHECK(out.good(), RuntimeError, "[run dir] cannot rewrite '{}'", path);
+  }
+  metrics_.open(path, std::ios::app);
+  MOERUN_CHECK(metrics_.good(), RuntimeError, "[run dir] cannot write '{}'", path);
+  return superseded;
 }
 
 void MetricsWriter::write_file(const std::string& name, const std::string& text) {

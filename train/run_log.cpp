@@ -33,6 +33,8 @@ void RunLog::event(const nlohmann::json& record) {
   if (metrics_) metrics_->write_event(record);
 }
 
+std::int64_t RunLog::resume_at(std::int64_t step) { return metrics_ ? metrics_->truncate_after(step) : 0; }
+
 void RunLog::step(std::int64_t step, const StepResult& r) {
   if (!progress_) return;
   const double tokens_per_s = double(r.tokens) / (r.step_ms / 1000.0);

@@ -29,6 +29,9 @@ class RunLog {
   void step(std::int64_t step, const StepResult& r);
   void eval(std::int64_t step, const EvalResult& r);
   void event(const nlohmann::json& record);  // one line of events.jsonl
+  // A resume from `step`: later metrics lines of the interrupted run are set aside
+  // (MetricsWriter::truncate_after); returns how many.
+  std::int64_t resume_at(std::int64_t step);
   struct Summary {
     std::int64_t steps = 0;
     double first_loss = 0.0, last_loss = 0.0, tokens_per_s = 0.0;

@@ -339,7 +339,7 @@ TrainSummary Trainer::run() {
   if (!run_dir_.empty() && last_saved != config_.train.steps && start_step_ < config_.train.steps)
     save_checkpoint(config_.train.steps);
   summary.final_eval = evaluator_->run(*data_, tasks);
-  log_->eval(config_.train.steps, summary.final_eval);
+  log_->eval(std::max(config_.train.steps, start_step_), summary.final_eval);  // resumed past the end: the checkpoint's step
   if (trace::enabled()) {
     write_trace();
     log_->message(fmt::format("trace: {0}/trace/rank_<r>.json; one file for Perfetto: launch/merge_traces.py {0}", run_dir_));
@@ -386,7 +386,9 @@ void Trainer::restore(const std::string& dir_or_file, const std::vector<std::str
   log_->message(fmt::format("resumed from {} (step {}, written by {} rank(s), ep {}){}", path, start_step_,
                             file.int_attribute("world_size"), file.int_attribute("ep"),
                             config_changes.empty() ? "" : ", changed: " + fmt::format("{}", fmt::join(config_changes, "; "))));
-  log_->event({{"event", "resume"}, {"step", start_step_}, {"path", path}, {"config_changes", config_changes}});
+  const std::int64_t superseded = log_->resume_at(start_step_);
+  log_->event({{"event", "resume"}, {"step", start_step_}, {"path", path}, {"config_changes", config_changes},
+               {"superseded_metrics_lines", superseded}});
 }
 
 }  // namespace moerun

@@ -2,7 +2,8 @@
 # Resume restores the run (issue 14): the checkpoint's config is the starting point (no shape
 # given again, no training key back to its default); a changed safe key is printed and
 # recorded in events.jsonl; a changed shape key (layers, top_k) is refused naming both values;
-# moerun-ckpt config writes TOML that moerun --config reads.
+# moerun-ckpt config writes TOML that moerun --config reads; metrics.jsonl holds each step once
+# after a resume, and an evaluation after resuming past the end carries the checkpoint's step.
 #   resume_config.sh MOERUN MOERUN_CKPT WORKDIR
 set -u
 moerun=$1 ckpt=$2 work=$3
@@ -30,4 +31,18 @@ done
 "$moerun" --config "$work/run.toml" --set train.steps=2 --run-dir "$work/again" > "$work/again.log" 2>&1 \
   || { cat "$work/again.log"; fail "moerun --config did not read moerun-ckpt config's TOML"; }
 grep -q "(2 layers, 4 experts, top-2)" "$work/again.log" || fail "the TOML did not carry the model's shape"
+# History: resuming from step 2 of a run that reached step 4 sets the old lines 3-4 and the
+# summary aside; every step appears once, and the resume is an event.
+rm -rf "$work/h"
+"$moerun" --config "$work/run.toml" --set train.steps=4 --set checkpoint.every=2 --set checkpoint.keep=5 --run-dir "$work/h" \
+  > "$work/h1.log" 2>&1 || fail "history run failed"
+"$moerun" --set train.steps=5 --resume "$work/h/checkpoints/step_00000002.h5" > "$work/h2.log" 2>&1 \
+  || { cat "$work/h2.log"; fail "resume from step 2 failed"; }
+steps=$(grep -v '"eval"' "$work/h/metrics.jsonl" | grep -o '"step":[0-9]*' | cut -d: -f2 | tr '\n' ' ')
+[ "$steps" = "1 2 3 4 5 " ] || fail "metrics.jsonl after the resume holds steps '$steps', expected '1 2 3 4 5 '"
+[ -f "$work/h/metrics.before-resume-2.jsonl" ] || fail "the superseded lines were not kept aside"
+grep -q '"superseded_metrics_lines":' "$work/h/events.jsonl" || fail "no resume event with the superseded lines"
+# Resumed past the end: the evaluation is logged under the checkpoint's step.
+"$moerun" --set train.steps=3 --resume "$work/h/checkpoints/step_00000005.h5" > "$work/h3.log" 2>&1 || fail "resume past the end failed"
+grep -q "eval step 5:" "$work/h3.log" || { cat "$work/h3.log"; fail "the evaluation after resuming past the end is not at step 5"; }
 echo "resume config: all checks passed"
