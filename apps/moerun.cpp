@@ -42,6 +42,16 @@ int choose_threads(const moerun::Config& config, moerun::ProcessGroup& world, st
   return std::max(1, cores / node->size());
 }
 
+// Ends the job after an error: every rank (MPI_Abort) when there are several; a single process
+// exits without MPI_Finalize, which would run HDF5's close callbacks on a file whose write
+// failed (a segfault after a full disk).
+[[noreturn]] void end_after_error(int size) {
+  if (size > 1) moerun::MpiEnvironment::abort(1);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
 // The resolved config a checkpoint was written with (its "config" attribute).
 nlohmann::json stored_config(const std::string& resume) {
   const moerun::ckpt::CheckpointReader file(moerun::ckpt::resolve_checkpoint(resume));
@@ -157,12 +167,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "[rank %d] moerun %s error: %s\n", rank, std::string(moerun::subsystem_name(e.subsystem())).c_str(),
                    e.what());
     }
-    if (size > 1) moerun::MpiEnvironment::abort(1);
-    return 1;
+    end_after_error(size);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[rank %d] moerun error: %s\n", rank, e.what());
-    if (size > 1) moerun::MpiEnvironment::abort(1);
-    return 1;
+    end_after_error(size);
   }
   return 0;
 }

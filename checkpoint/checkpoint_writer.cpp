@@ -1,9 +1,12 @@
 #include "checkpoint/checkpoint_writer.h"
 
+#include <sys/statvfs.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <array>
 #include <cstdlib>
 #include <filesystem>
@@ -71,6 +74,26 @@ void maybe_crash(std::int64_t step, int rank) {
   }
 }
 
+// Bytes free for this process in the file system holding `dir`.
+std::int64_t free_bytes(const std::string& dir) {
+  struct statvfs fs_info {};
+  if (statvfs(dir.c_str(), &fs_info) != 0) return std::numeric_limits<std::int64_t>::max();
+  return static_cast<std::int64_t>(fs_info.f_bavail) * static_cast<std::int64_t>(fs_info.f_frsize);
+}
+
+std::string human(std::int64_t bytes) {
+  return bytes >= (1 << 20) ? fmt::format("{:.1f} MiB", double(bytes) / double(1 << 20))
+                            : fmt::format("{:.1f} KiB", double(bytes) / 1024.0);
+}
+
+// The file's size, about: the tensors, their checksums and HDF5's metadata, with a margin.
+std::int64_t bytes_needed(const CheckpointContent& content) {
+  std::int64_t bytes = 1 << 20;
+  for (const DatasetSpec& d : content.datasets) bytes += shape_numel(d.shape) * 4 + 4096;
+  for (const auto& [name, value] : content.string_attributes) bytes += static_cast<std::int64_t>(value.size());
+  return bytes;
+}
+
 }  // namespace
 
 std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::string& dir, std::int64_t step,
@@ -83,7 +106,15 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
     fs::create_directories(dir, ec);
     MOERUN_CHECK(!ec, CheckpointError, "[checkpoint] cannot create '{}': {}", dir, ec.message());
   }
-  world.barrier();
+  // Space first: a checkpoint that cannot fit is refused before a byte is written, on every
+  // rank alike, and the previous one stays as it is.
+  const std::int64_t needed = bytes_needed(content);
+  const std::int64_t available = world.all_reduce_value(world.rank() == 0 ? free_bytes(dir) : std::int64_t{0});
+  MOERUN_CHECK(needed <= available, CheckpointError,
+               "[checkpoint] no space left for step {} in '{}': it needs about {} but {} are free; free some space "
+               "(older runs, a smaller checkpoint.keep) or use a --run-dir on a larger file system. The previous "
+               "checkpoint and `latest` are untouched",
+               step, dir, human(needed), human(available));
   // Checksums: one slot per row (stacked) or per dense tensor. Each piece's CRC is shared with
   // every rank as (slot, first row, crc, bytes); a slot's CRC combines its pieces in row order.
   std::vector<std::size_t> first_slot(content.datasets.size());
@@ -125,64 +156,75 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
     }
   }
 
-  h5::Handle fapl = h5::plist(H5Pcreate(H5P_FILE_ACCESS));
-  if (comm != MPI_COMM_NULL) h5::check(H5Pset_fapl_mpio(fapl.id(), comm, MPI_INFO_NULL), "H5Pset_fapl_mpio", tmp_path);
-  h5::Handle file = h5::file(h5::check(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id()), "H5Fcreate",
-                                       tmp_path + " (is the directory writable and on a file system MPI-IO can use?)"));
-  h5::Handle lcpl = h5::plist(H5Pcreate(H5P_LINK_CREATE));
-  H5Pset_create_intermediate_group(lcpl.id(), 1);
-  std::vector<h5::Handle> datasets;
-  for (const DatasetSpec& spec : content.datasets) {
-    std::vector<hsize_t> dims(spec.shape.begin(), spec.shape.end());
-    h5::Handle space = h5::dataspace(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
-    datasets.push_back(h5::dataset(h5::check(
-        H5Dcreate2(file.id(), spec.path.c_str(), H5T_IEEE_F32LE, space.id(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT),
-        "H5Dcreate2", spec.path)));
-  }
-  for (std::size_t k = 0; k < content.pieces.size(); ++k) {
-    const Piece& p = content.pieces[k];
-    const DatasetSpec& spec = content.datasets[p.dataset];
-    hid_t ds = datasets[p.dataset].id();
-    h5::Handle file_space = h5::dataspace(H5Dget_space(ds));
-    std::vector<hsize_t> dims(spec.shape.begin(), spec.shape.end());
-    // The piece's rows: along dimension 0, or along dimension 1 inside its expert row.
-    std::vector<hsize_t> start(dims.size(), 0), count = dims;
-    const std::size_t row_dim = spec.stacked ? 1 : 0;
-    if (spec.stacked) {
-      start[0] = static_cast<hsize_t>(p.row);
-      count[0] = 1;
+  try {
+    h5::Handle fapl = h5::plist(H5Pcreate(H5P_FILE_ACCESS));
+    if (comm != MPI_COMM_NULL) h5::check(H5Pset_fapl_mpio(fapl.id(), comm, MPI_INFO_NULL), "H5Pset_fapl_mpio", tmp_path);
+    h5::Handle file = h5::file(h5::check(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id()), "H5Fcreate",
+                                         tmp_path + " (is the directory writable and on a file system MPI-IO can use?)"));
+    h5::Handle lcpl = h5::plist(H5Pcreate(H5P_LINK_CREATE));
+    H5Pset_create_intermediate_group(lcpl.id(), 1);
+    std::vector<h5::Handle> datasets;
+    for (const DatasetSpec& spec : content.datasets) {
+      std::vector<hsize_t> dims(spec.shape.begin(), spec.shape.end());
+      h5::Handle space = h5::dataspace(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+      datasets.push_back(h5::dataset(h5::check(
+          H5Dcreate2(file.id(), spec.path.c_str(), H5T_IEEE_F32LE, space.id(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT),
+          "H5Dcreate2", spec.path)));
     }
-    if (row_dim < dims.size()) {
-      const hsize_t width = static_cast<hsize_t>(row_elements(spec)) / std::max<hsize_t>(1, dims[row_dim]);
-      start[row_dim] = static_cast<hsize_t>(p.first_row);
-      count[row_dim] = static_cast<hsize_t>(host[k].size()) / std::max<hsize_t>(1, width);
+    for (std::size_t k = 0; k < content.pieces.size(); ++k) {
+      const Piece& p = content.pieces[k];
+      const DatasetSpec& spec = content.datasets[p.dataset];
+      hid_t ds = datasets[p.dataset].id();
+      h5::Handle file_space = h5::dataspace(H5Dget_space(ds));
+      std::vector<hsize_t> dims(spec.shape.begin(), spec.shape.end());
+      // The piece's rows: along dimension 0, or along dimension 1 inside its expert row.
+      std::vector<hsize_t> start(dims.size(), 0), count = dims;
+      const std::size_t row_dim = spec.stacked ? 1 : 0;
+      if (spec.stacked) {
+        start[0] = static_cast<hsize_t>(p.row);
+        count[0] = 1;
+      }
+      if (row_dim < dims.size()) {
+        const hsize_t width = static_cast<hsize_t>(row_elements(spec)) / std::max<hsize_t>(1, dims[row_dim]);
+        start[row_dim] = static_cast<hsize_t>(p.first_row);
+        count[row_dim] = static_cast<hsize_t>(host[k].size()) / std::max<hsize_t>(1, width);
+      }
+      H5Sselect_hyperslab(file_space.id(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+      dims = count;
+      h5::Handle mem_space = h5::dataspace(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+      h5::check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space.id(), file_space.id(), H5P_DEFAULT, host[k].data()), "H5Dwrite",
+                spec.path);
+      if (k == content.pieces.size() / 2) maybe_crash(step, world.rank());
     }
-    H5Sselect_hyperslab(file_space.id(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
-    dims = count;
-    h5::Handle mem_space = h5::dataspace(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
-    h5::check(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space.id(), file_space.id(), H5P_DEFAULT, host[k].data()), "H5Dwrite",
-              spec.path);
-    if (k == content.pieces.size() / 2) maybe_crash(step, world.rank());
-  }
-  // Attributes are collective in parallel HDF5: every rank writes the same values.
-  for (std::size_t i = 0; i < content.datasets.size(); ++i) {
-    const DatasetSpec& spec = content.datasets[i];
-    const std::size_t rows = spec.stacked ? static_cast<std::size_t>(spec.shape[0]) : 1;
-    const std::size_t row_bytes = static_cast<std::size_t>(row_elements(spec)) * sizeof(float);
-    std::vector<std::uint32_t> row_crc(rows);
-    std::uint32_t whole = crc32_of(nullptr, 0);
-    for (std::size_t r = 0; r < rows; ++r) {
-      row_crc[r] = crc[first_slot[i] + r];
-      whole = r == 0 ? row_crc[r] : crc32_combine_parts(whole, row_crc[r], row_bytes);
+    // Attributes are collective in parallel HDF5: every rank writes the same values.
+    for (std::size_t i = 0; i < content.datasets.size(); ++i) {
+      const DatasetSpec& spec = content.datasets[i];
+      const std::size_t rows = spec.stacked ? static_cast<std::size_t>(spec.shape[0]) : 1;
+      const std::size_t row_bytes = static_cast<std::size_t>(row_elements(spec)) * sizeof(float);
+      std::vector<std::uint32_t> row_crc(rows);
+      std::uint32_t whole = crc32_of(nullptr, 0);
+      for (std::size_t r = 0; r < rows; ++r) {
+        row_crc[r] = crc[first_slot[i] + r];
+        whole = r == 0 ? row_crc[r] : crc32_combine_parts(whole, row_crc[r], row_bytes);
+      }
+      write_int_attribute(datasets[i].id(), "crc32", whole);
+      if (spec.stacked) write_u32_array_attribute(datasets[i].id(), "crc32_rows", row_crc);
     }
-    write_int_attribute(datasets[i].id(), "crc32", whole);
-    if (spec.stacked) write_u32_array_attribute(datasets[i].id(), "crc32_rows", row_crc);
+    for (const auto& [name, value] : content.int_attributes) write_int_attribute(file.id(), name, value);
+    for (const auto& [name, value] : content.string_attributes) write_string_attribute(file.id(), name, value);
+    datasets.clear();
+    h5::check(file.close(), "H5Fclose", tmp_path + " (flushing the file)");  // collective: all data is on disk after it
+    world.barrier();
+  } catch (const std::exception& e) {
+    // A failed write (no space, an I/O error, permissions) leaves no half file behind; the
+    // previous checkpoint and `latest` were never touched. The job ends on this error.
+    std::error_code ignored;
+    fs::remove(tmp_path, ignored);
+    const std::int64_t left = free_bytes(dir);
+    MOERUN_THROW(CheckpointError, "[checkpoint] writing step {} to '{}' failed{} ({} free, about {} needed): {}. The "
+                 "previous checkpoint and `latest` are untouched", step, tmp_path,
+                 left < needed ? ": no space left on the device" : "", human(left), human(needed), e.what());
   }
-  for (const auto& [name, value] : content.int_attributes) write_int_attribute(file.id(), name, value);
-  for (const auto& [name, value] : content.string_attributes) write_string_attribute(file.id(), name, value);
-  datasets.clear();
-  file.reset();  // collective close: all data is on disk when it returns
-  world.barrier();
   if (world.rank() == 0) {
     sync_path(tmp_path);
     fs::rename(tmp_path, final_path);

@@ -47,6 +47,12 @@ class Handle {
     if (id_ >= 0 && closer_ != nullptr) closer_(id_);
     id_ = H5I_INVALID_HID;
   }
+  // Closes now and returns the closer's status (a file's close flushes it, and can fail).
+  herr_t close() {
+    const herr_t status = id_ >= 0 && closer_ != nullptr ? closer_(id_) : 0;
+    id_ = H5I_INVALID_HID;
+    return status;
+  }
 
  private:
   hid_t id_ = H5I_INVALID_HID;
