@@ -19,6 +19,7 @@
 #include "train/memory_plan.h"
 #include "train/signals.h"
 #include "checkpoint/checkpoint_reader.h"
+#include "train/rank_agreement.h"
 #include "train/run_directory.h"
 #include "train/trainer.h"
 
@@ -143,6 +144,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     config.validate(size);
+    moerun::check_ranks_agree(*world, config);  // before anything is written
     std::string threads_why;
     const int threads = choose_threads(config, *world, threads_why);
     omp_set_num_threads(threads);
