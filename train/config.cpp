@@ -153,6 +153,13 @@ const std::vector<Key>& keys() {
     k.push_back(bool_key("train.shard_optimizer", &C::train, &TrainConfig::shard_optimizer,
                          "ZeRO-1: partition AdamW moments and updates over the data-parallel copies of each parameter "
                          "(reduce-scatter gradients, all-gather parameters)"));
+    k.push_back(float_key("train.max_loss_ratio", &C::train, &TrainConfig::max_loss_ratio,
+                          "loss-spike guard: a step whose loss exceeds this multiple of the median of the last 20 "
+                          "steps is not applied (see train.loss_spike); 0 = off"));
+    k.push_back(enum_key("train.loss_spike", &C::train, &TrainConfig::loss_spike,
+                         {{"stop", LossSpikeAction::Stop}, {"skip", LossSpikeAction::Skip}},
+                         "what the loss-spike guard does: stop (end the run before the update, nothing saved) or skip "
+                         "(drop the step's update and go on)"));
     k.push_back(string_key("data.source", &C::data, &DataConfig::source, "\"synthetic\" or the path of a text / token file"));
     k.push_back(string_key("data.format", &C::data, &DataConfig::format, "token file format: auto, text, u16, u32"));
     k.push_back(float_key("data.skew", &C::data, &DataConfig::skew,
@@ -361,6 +368,9 @@ void Config::validate(int world_size) const {
   MOERUN_CHECK(log.progress == "auto" || log.progress == "redraw" || log.progress == "lines", ConfigError,
                "log.progress = '{}' is not one of: auto, redraw, lines", log.progress);
   at_least(checkpoint.every, 0, "checkpoint.every", "0 = only at the end and on signals");
+  MOERUN_CHECK(train.max_loss_ratio == 0.0 || train.max_loss_ratio > 1.0, ConfigError,
+               "train.max_loss_ratio = {} must be 0 (off) or above 1 (a multiple of the recent median loss)",
+               train.max_loss_ratio);
   at_least(checkpoint.keep, 1, "checkpoint.keep", "the newest checkpoint is always kept");
   at_least(balance.interval, 1, "balance.interval", "steps between decisions");
   at_least(balance.window, 1, "balance.window", "steps of the moving average");

@@ -12,6 +12,7 @@
 
 #include "model/model_config.h"
 #include "parallel/planner.h"
+#include "train/loss_guard.h"
 
 namespace moerun {
 
@@ -30,6 +31,8 @@ struct TrainConfig {
   std::int64_t seed = 1234;
   Recompute recompute = Recompute::None;  // none, moe, full: activations dropped in forward, recomputed in backward
   bool shard_optimizer = false;    // ZeRO-1: AdamW moments and updates partitioned over data-parallel copies
+  double max_loss_ratio = 0.0;     // loss-spike guard: a loss above this multiple of the recent median; 0 = off
+  LossSpikeAction loss_spike = LossSpikeAction::Stop;  // what the guard does: stop, or skip the step's update
 };
 
 struct DataConfig {

@@ -29,6 +29,14 @@ void RunLog::message(const std::string& text) {
   if (progress_) progress_->message(text);
 }
 
+void RunLog::memory_estimate(const MemoryEstimate& e) {
+  message(fmt::format("memory per rank, estimated: peak {} = parameters {} + gradients {} + optimizer {} + activations {} + "
+                      "temporaries {} + communication {} (moerun --dry-run explains)",
+                      human_bytes(double(e.peak)), human_bytes(double(e.parameters)), human_bytes(double(e.gradients)),
+                      human_bytes(double(e.optimizer)), human_bytes(double(e.activations)),
+                      human_bytes(double(e.temporaries)), human_bytes(double(e.communication))));
+}
+
 void RunLog::event(const nlohmann::json& record) {
   if (metrics_) metrics_->write_event(record);
 }
@@ -42,7 +50,7 @@ void RunLog::step(std::int64_t step, const StepResult& r) {
   progress_->update(step, fmt::format("loss {:.4f} | aux {:.4f} | {:.0f} tok/s | drop {:.1f}% | imb {:.2f}", r.loss,
                                       r.aux_loss, tokens_per_s, 100.0 * r.dropped_frac, imbalance));
   if (!metrics_) return;
-  metrics_->write({{"step", step}, {"loss", r.loss}, {"aux_loss", r.aux_loss}, {"z_loss", r.z_loss},
+  nlohmann::json line{{"step", step}, {"loss", r.loss}, {"aux_loss", r.aux_loss}, {"z_loss", r.z_loss},
                    {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s},
                    {"step_ms", r.step_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
                    {"allreduce_ms", r.allreduce_ms}, {"a2a_bytes", r.a2a_bytes}, {"dropped_frac", r.dropped_frac},
@@ -57,7 +65,9 @@ void RunLog::step(std::int64_t step, const StepResult& r) {
                                         {"a2a_messages_inter_node", r.world_a2a_messages_inter_node}}}}},
                    {"imbalance", imbalance}, {"imbalance_layers", r.imbalance},
                    {"expert_time_imbalance", r.expert_time_imbalance}, {"expert_counts", r.expert_counts},
-                   {"expert_kept", r.expert_kept}});
+                   {"expert_kept", r.expert_kept}};
+  if (r.update_skipped) line["update_skipped"] = true;  // the loss-spike guard dropped the update
+  metrics_->write(line);
 }
 
 void RunLog::eval(std::int64_t step, const EvalResult& r) {

@@ -26,6 +26,7 @@ class RunLog {
   RunLog(const Config& config, int rank, const std::string& run_dir);
   bool active() const { return progress_ != nullptr; }  // rank 0
   void message(const std::string& text);  // its own line
+  void memory_estimate(const MemoryEstimate& e);  // the start-up line of the estimate's terms
   void step(std::int64_t step, const StepResult& r);
   void eval(std::int64_t step, const EvalResult& r);
   void event(const nlohmann::json& record);  // one line of events.jsonl

@@ -45,7 +45,8 @@ struct StepResult {
   // processed as the placement routes them (for the marginal cost of a copy).
   std::vector<double> rank_expert_seconds;
   std::vector<double> rank_copies;
-  bool stop_requested = false;  // a checkpoint signal reached some rank: stop after this step
+  bool stop_requested = false;
+  bool update_skipped = false;  // the loss-spike guard dropped this step's update (train.loss_spike = skip)  // a checkpoint signal reached some rank: stop after this step
 };
 
 // What this rank adds to its step's global numbers.

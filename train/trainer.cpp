@@ -30,7 +30,8 @@ double ms_since(Clock::time_point start) { return std::chrono::duration<double, 
 }  // namespace
 
 Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, const std::string& run_dir)
-    : config_(config), world_(world), device_(device), run_dir_(run_dir) {
+    : config_(config), world_(world), device_(device), run_dir_(run_dir),
+      loss_guard_(config.train.max_loss_ratio, config.train.loss_spike) {
   config_.validate(world.size());
   // Before anything is allocated: a layout over runtime.memory_limit stops here.
   memory_estimate_ = checked_memory_estimate(config_, world.size(), !device.host_accessible());
@@ -259,13 +260,21 @@ StepResult Trainer::train_step(std::int64_t step) {
   }
   const trace::Scope optimizer_span("optimizer", "clip and update");
   check_finite(step, r.loss + r.aux_loss + r.z_loss, global);
+  const auto spike = loss_guard_.check(step, r.loss);
+  MOERUN_CHECK(!spike || loss_guard_.action() == LossSpikeAction::Skip, RuntimeError, "[loss guard] {}; training stopped "
+               "before the update, nothing of this state is saved. Lower train.lr, raise train.warmup_steps or "
+               "train.max_loss_ratio, set train.loss_spike = \"skip\", or check the data", spike.value_or(""));
+  if (spike) log_->message(fmt::format("loss guard: {}; this step's update is skipped", *spike));
   std::vector<Tensor*> grads;
   for (Parameter* p : params_->all()) grads.push_back(&p->grad);
   r.grad_norm = std::sqrt(global.grad_squares);
-  kernels::clip_by_norm(grads, r.grad_norm, config_.train.grad_clip);
   r.lr = learning_rate(config_.train, step);
-  optimizer_->step(step, r.lr);
-  if (config_.train.shard_optimizer) {  // ZeRO-1: every rank gets the rows the others updated
+  r.update_skipped = spike.has_value();
+  if (!r.update_skipped) {
+    kernels::clip_by_norm(grads, r.grad_norm, config_.train.grad_clip);
+    optimizer_->step(step, r.lr);
+  }
+  if (config_.train.shard_optimizer && !r.update_skipped) {  // ZeRO-1: every rank gets the rows the others updated
     const auto gather_start = Clock::now();
     grad_groups_->sync().gather_parameters();
     r.allreduce_ms += ms_since(gather_start);
@@ -293,12 +302,7 @@ void Trainer::log_start() {
                             grad_groups_->sync().buckets(),
                             config_.train.shard_optimizer ? " (ZeRO-1: optimizer state sharded)" : "",
                             recompute_name(config_.train.recompute), exchange == "none" ? "no" : exchange, device_.name()));
-  const MemoryEstimate& e = memory_estimate_;
-  log_->message(fmt::format("memory per rank, estimated: peak {} = parameters {} + gradients {} + optimizer {} + activations "
-                            "{} + temporaries {} + communication {} (moerun --dry-run explains)",
-                            human_bytes(double(e.peak)), human_bytes(double(e.parameters)), human_bytes(double(e.gradients)),
-                            human_bytes(double(e.optimizer)), human_bytes(double(e.activations)),
-                            human_bytes(double(e.temporaries)), human_bytes(double(e.communication))));
+  log_->memory_estimate(memory_estimate_);
   if (rebalancer_->policy() != BalancePolicy::None && topology_->ep() == 1)
     log_->message("note: balance.policy has no effect with parallel.ep = 1 (every rank holds every expert)");
   if (config_.model.router_zipf > 0)

@@ -24,6 +24,7 @@
 #include "train/evaluator.h"
 #include "train/expert_store.h"
 #include "train/grad_groups.h"
+#include "train/loss_guard.h"
 #include "train/memory_plan.h"
 #include "train/optimizer.h"
 #include "train/rebalancer.h"
@@ -102,6 +103,7 @@ class Trainer {
   std::unique_ptr<Rebalancer> rebalancer_;
   std::int64_t start_step_ = 0;  // the last step already done (restore)
   std::function<void()> step_callback_;
+  LossSpikeGuard loss_guard_;
 };
 
 }  // namespace moerun

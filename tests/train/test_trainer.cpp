@@ -7,6 +7,7 @@
 
 #include "parallel/process_group.h"
 #include "runtime/error.h"
+#include "expect_error.h"
 #include "test_device.h"
 #include "train/trainer.h"
 
@@ -95,6 +96,36 @@ TEST(Trainer, NanStopsTheRunNamingStepAndParameter) {
     EXPECT_NE(msg.find("nan"), std::string::npos) << msg;
     // The first parameter, in registry order, whose gradient is not finite.
     EXPECT_NE(msg.find("gradient of 'embedding.tokens'"), std::string::npos) << msg;
+  }
+}
+
+}  // namespace moerun::test
+
+namespace moerun::test {
+
+// The loss-spike guard: a step whose loss jumps past train.max_loss_ratio times the recent
+// median is not applied: stop ends the run naming the step and both losses, skip drops the
+// update and goes on. The spike is made by blowing up the (tied) embedding after 6 steps.
+TEST(Trainer, LossSpikeStopsOrSkipsTheUpdate) {
+  for (const LossSpikeAction action : {LossSpikeAction::Stop, LossSpikeAction::Skip}) {
+    Config c = tiny_config(10);
+    c.train.max_loss_ratio = 1.5;
+    c.train.loss_spike = action;
+    LocalGroup world;
+    TestDevice dev;
+    Trainer trainer(c, world, dev, "");
+    for (std::int64_t s = 1; s <= 6; ++s) EXPECT_FALSE(trainer.train_step(s).update_skipped) << "step " << s;
+    Tensor& embedding = trainer.parameters().get("embedding.tokens").value;
+    std::vector<float> v = embedding.to_host();
+    for (float& x : v) x *= 30.0f;
+    embedding.copy_from_host(v);
+    const std::vector<float> before = all_values(trainer.parameters());
+    if (action == LossSpikeAction::Stop) {
+      expect_error<RuntimeError>([&] { trainer.train_step(7); }, {"[loss guard] step 7", "times the median", "train.max_loss_ratio = 1.5"});
+    } else {
+      EXPECT_TRUE(trainer.train_step(7).update_skipped);
+    }
+    EXPECT_EQ(all_values(trainer.parameters()), before) << "the spiking step changed the parameters";
   }
 }
 
