@@ -131,15 +131,18 @@ int main(int argc, char** argv) {
       config.validate(planned);
       if (rank == 0) {
         const auto probe = moerun::make_device(config.runtime.device);
-        // Over runtime.memory_limit this throws; its message carries the same table.
-        const auto est = moerun::checked_memory_estimate(config, planned, !probe->host_accessible());
+        // Over runtime.memory_limit this throws; its message carries the same table. "auto" plans
+        // parallel.ranks_per_node ranks (default one) on nodes with this machine's memory.
+        const int per_node = config.parallel.ranks_per_node > 0 ? static_cast<int>(config.parallel.ranks_per_node) : 1;
+        const auto est = moerun::checked_memory_estimate(config, planned, !probe->host_accessible(), per_node);
         std::printf("moerun --dry-run: %d rank(s) = dp %lld x ep %lld, %lld micro-batch(es) of %lld sequences per rank "
                     "per step; device memory per rank (every rank alike):\n%s",
                     planned, static_cast<long long>(config.dp(planned)), static_cast<long long>(config.parallel.ep),
                     static_cast<long long>(config.micro_batches_per_rank(planned)),
                     static_cast<long long>(config.train.micro_batch), est.table().c_str());
-        if (moerun::parse_memory_limit(config.runtime.memory_limit) > 0)
-          std::printf("fits runtime.memory_limit = %s\n", config.runtime.memory_limit.c_str());
+        if (const std::int64_t limit = moerun::parse_memory_limit(config.runtime.memory_limit, per_node); limit > 0)
+          std::printf("fits runtime.memory_limit = %s (%.1f MiB per rank, %d rank(s) per node)\n",
+                      config.runtime.memory_limit.c_str(), double(limit) / 1048576.0, per_node);
       }
       return 0;
     }

@@ -226,7 +226,8 @@ const std::vector<Key>& keys() {
                         "compute threads per rank; 0 = cores / ranks on this node (OMP_NUM_THREADS wins when set)"));
     k.push_back(string_key("runtime.memory_limit", &C::runtime, &RuntimeConfig::memory_limit,
                            "device bytes per rank a layout may need (estimate of moerun --dry-run): \"24GiB\", "
-                           "\"512MiB\", \"80%\" of RAM; a layout over it is refused before training; \"0\" = no limit"));
+                           "\"512MiB\", \"80%\" of RAM, \"auto\" (90% of the node's memory shared by its ranks); a "
+                           "layout over it is refused before training; \"0\" = no limit"));
     return k;
   }();
   return table;

@@ -83,7 +83,7 @@ struct LogConfig {
 struct RuntimeConfig {
   std::string device = "cpu";  // backend by name (runtime/device_registry.h)
   std::int64_t threads = 0;  // compute threads per rank; 0 = cores / ranks on the node
-  std::string memory_limit = "0";  // per-rank device bytes a layout may use: "24GiB", "80%"; "0" = no limit
+  std::string memory_limit = "auto";  // per-rank device bytes a layout may use: "24GiB", "80%", "auto" (node RAM / ranks); "0" = no limit
 };
 
 struct Config {

@@ -167,11 +167,15 @@ std::string MemoryEstimate::table() const {
   return s;
 }
 
-std::int64_t parse_memory_limit(const std::string& text) {
+std::int64_t parse_memory_limit(const std::string& text, int ranks_per_node) {
   std::string t;
   for (char ch : text)
     if (!std::isspace(static_cast<unsigned char>(ch))) t += ch;
   if (t.empty() || t == "0") return 0;
+  if (t == "auto") {
+    const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+    return static_cast<std::int64_t>(kAutoMemoryShare * ram / double(std::max(1, ranks_per_node)));
+  }
   std::size_t used = 0;
   double value = 0;
   try {
@@ -200,9 +204,9 @@ std::int64_t parse_memory_limit(const std::string& text) {
   return static_cast<std::int64_t>(bytes);
 }
 
-MemoryEstimate checked_memory_estimate(const Config& config, int world_size, bool staged_comm) {
+MemoryEstimate checked_memory_estimate(const Config& config, int world_size, bool staged_comm, int ranks_per_node) {
   const MemoryEstimate est = estimate_memory(config, world_size, staged_comm);
-  const std::int64_t limit = parse_memory_limit(config.runtime.memory_limit);
+  const std::int64_t limit = parse_memory_limit(config.runtime.memory_limit, ranks_per_node);
   if (limit == 0 || est.peak <= limit) return est;
   // What would fit: more expert parallelism, recomputation, optimizer sharding, or smaller
   // micro-batches (more accumulation). Each option is the config with one key changed.
@@ -229,9 +233,14 @@ MemoryEstimate checked_memory_estimate(const Config& config, int world_size, boo
     if (offer(fmt::format("train.micro_batch={}", mb), [&](Config& o) { o.train.micro_batch = mb; })) break;
   }
   MOERUN_THROW(ConfigError,
-               "[memory] the estimated peak of {:.1f} MiB per rank exceeds runtime.memory_limit = {} ({:.1f} MiB); "
+               "[memory] the estimated peak of {:.1f} MiB per rank exceeds runtime.memory_limit = {} ({:.1f} MiB{}); "
                "nothing was allocated. Estimate (moerun --dry-run shows it for any world size):\n{}Options:{}",
-               mib(est.peak), config.runtime.memory_limit, mib(limit), est.table(),
+               mib(est.peak), config.runtime.memory_limit, mib(limit),
+               config.runtime.memory_limit == "auto"
+                   ? fmt::format(": {:.0f}% of this node's memory shared by {} rank(s); \"0\" turns the check off",
+                                 100 * kAutoMemoryShare, ranks_per_node)
+                   : "",
+               est.table(),
                options.empty() ? "\n  more ranks with a larger parallel.ep, or a smaller model" : options);
 }
 

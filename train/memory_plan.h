@@ -46,11 +46,13 @@ struct MemoryEstimate {
 // MPI works on host copies (see parallel/host_access.h).
 MemoryEstimate estimate_memory(const Config& config, int world_size, bool staged_comm);
 
-// runtime.memory_limit as bytes: "0" = none, "24GiB", "512MiB", "80%" of this machine's RAM.
-std::int64_t parse_memory_limit(const std::string& text);
+// runtime.memory_limit as bytes: "0" = none, "24GiB", "512MiB", "80%" of this machine's RAM,
+// "auto" (the default) = kAutoMemoryShare of this node's RAM shared by its `ranks_per_node` ranks.
+inline constexpr double kAutoMemoryShare = 0.9;
+std::int64_t parse_memory_limit(const std::string& text, int ranks_per_node = 1);
 
 // The estimate, checked: throws ConfigError when it exceeds runtime.memory_limit, listing the
 // options that would fit (larger parallel.ep, smaller train.micro_batch) with their estimates.
-MemoryEstimate checked_memory_estimate(const Config& config, int world_size, bool staged_comm);
+MemoryEstimate checked_memory_estimate(const Config& config, int world_size, bool staged_comm, int ranks_per_node = 1);
 
 }  // namespace moerun

@@ -34,7 +34,8 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
       loss_guard_(config.train.max_loss_ratio, config.train.loss_spike) {
   config_.validate(world.size());
   // Before anything is allocated: a layout over runtime.memory_limit stops here.
-  memory_estimate_ = checked_memory_estimate(config_, world.size(), !device.host_accessible());
+  memory_estimate_ = checked_memory_estimate(config_, world.size(), !device.host_accessible(),
+                                             world.split_node_local("node")->size());
   topology_ = std::make_unique<Topology>(world, static_cast<int>(config_.parallel.ep), static_cast<int>(config_.model.experts),
                                          static_cast<int>(config_.parallel.ranks_per_node));
   params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config_.train.seed), config_.model.init_std);
