@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "parallel/mpi_group.h"
+#include "parallel/watchdog.h"
 #include "runtime/error.h"
 #include "runtime/device_registry.h"
 #include "train/config.h"
@@ -148,6 +149,10 @@ int main(int argc, char** argv) {
     }
     config.validate(size);
     moerun::check_ranks_agree(*world, config);  // before anything is written
+    moerun::watchdog::start(config.runtime.collective_timeout, rank);
+    const struct StopWatchdog {
+      ~StopWatchdog() { moerun::watchdog::stop(); }
+    } stop_watchdog;
     std::string threads_why;
     const int threads = choose_threads(config, *world, threads_why);
     omp_set_num_threads(threads);

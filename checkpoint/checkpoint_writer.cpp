@@ -14,6 +14,7 @@
 
 #include "checkpoint/format.h"
 #include "checkpoint/hdf5_handles.h"
+#include "parallel/watchdog.h"
 
 namespace moerun::ckpt {
 
@@ -99,6 +100,7 @@ std::int64_t bytes_needed(const CheckpointContent& content) {
 std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::string& dir, std::int64_t step,
                              const CheckpointContent& content, int keep) {
   h5::silence_hdf5_errors();
+  const watchdog::Scope watch("the collective checkpoint write", dir);  // MPI-IO inside HDF5
   const std::string final_path = (fs::path(dir) / file_name(step)).string();
   const std::string tmp_path = final_path + ".tmp";
   if (world.rank() == 0) {

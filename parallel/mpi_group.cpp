@@ -1,5 +1,7 @@
 #include "parallel/mpi_group.h"
 
+#include "parallel/watchdog.h"
+
 #include <climits>
 #include <cstring>
 #include <cstdio>
@@ -53,7 +55,10 @@ class MpiRequest final : public CommRequest {
       MPI_Abort(MPI_COMM_WORLD, 70);
     }
   }
-  void wait() override { group_.check(MPI_Wait(&request_, MPI_STATUS_IGNORE), "MPI_Wait"); }
+  void wait() override {
+    const watchdog::Scope watch("MPI_Wait", group_.name());
+    group_.check(MPI_Wait(&request_, MPI_STATUS_IGNORE), "MPI_Wait");
+  }
 
  private:
   const MpiGroup& group_;
@@ -151,6 +156,7 @@ void MpiGroup::check(int code, const char* call) const {
 }
 
 std::unique_ptr<ProcessGroup> MpiGroup::split(int color, int key, const std::string& name) const {
+  const watchdog::Scope watch("MPI_Comm_split", this->name());
   MPI_Comm out;
   check(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &out), "MPI_Comm_split");
   if (out == MPI_COMM_NULL) return nullptr;
@@ -163,10 +169,14 @@ std::unique_ptr<ProcessGroup> MpiGroup::split_node_local(const std::string& name
   return std::make_unique<MpiGroup>(out, name);
 }
 
-void MpiGroup::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+void MpiGroup::barrier() {
+  const watchdog::Scope watch("MPI_Barrier", name());
+  check(MPI_Barrier(comm_), "MPI_Barrier");
+}
 
 void MpiGroup::all_reduce(CommSpan data, ReduceOp op) {
   if (size() == 1) return;
+  const watchdog::Scope watch("MPI_Allreduce", name());
   check(MPI_Allreduce(MPI_IN_PLACE, data.data, to_int(data.count, "MPI_Allreduce", name()), mpi_type(data.type), mpi_op(op),
                       comm_),
         "MPI_Allreduce");
@@ -181,6 +191,7 @@ std::unique_ptr<CommRequest> MpiGroup::all_reduce_async(CommSpan data, ReduceOp 
 }
 
 void MpiGroup::broadcast(CommSpan data, int root) {
+  const watchdog::Scope watch("MPI_Bcast", name());
   check(MPI_Bcast(data.data, to_int(data.count, "MPI_Bcast", name()), mpi_type(data.type), root, comm_), "MPI_Bcast");
 }
 
@@ -202,6 +213,7 @@ void MpiGroup::all_gather_v(CommSpan data, std::span<const std::int64_t> counts)
   check_blocks("MPI_Allgatherv", counts, {}, data.count);
   const auto c = to_ints(counts, "MPI_Allgatherv", name());
   const auto displs = to_ints(consecutive(counts), "MPI_Allgatherv", name());
+  const watchdog::Scope watch("MPI_Allgatherv", name());
   check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data, c.data(), displs.data(), mpi_type(data.type), comm_),
         "MPI_Allgatherv");
 }
@@ -214,16 +226,19 @@ void MpiGroup::all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> se
   check_blocks("MPI_Alltoallv recv", recv_counts, recv_displs, recv.count);
   const auto sc = to_ints(send_counts, "MPI_Alltoallv", name()), sd = to_ints(send_displs, "MPI_Alltoallv", name());
   const auto rc = to_ints(recv_counts, "MPI_Alltoallv", name()), rd = to_ints(recv_displs, "MPI_Alltoallv", name());
+  const watchdog::Scope watch("MPI_Alltoallv", name());
   check(MPI_Alltoallv(send.data, sc.data(), sd.data(), mpi_type(send.type), recv.data, rc.data(), rd.data(),
                       mpi_type(recv.type), comm_),
         "MPI_Alltoallv");
 }
 
 void MpiGroup::send(ConstCommSpan data, int dest, int tag) {
+  const watchdog::Scope watch("MPI_Send", name());
   check(MPI_Send(data.data, to_int(data.count, "MPI_Send", name()), mpi_type(data.type), dest, tag, comm_), "MPI_Send");
 }
 
 void MpiGroup::recv(CommSpan data, int source, int tag) {
+  const watchdog::Scope watch("MPI_Recv", name());
   check(MPI_Recv(data.data, to_int(data.count, "MPI_Recv", name()), mpi_type(data.type), source, tag, comm_,
                  MPI_STATUS_IGNORE),
         "MPI_Recv");

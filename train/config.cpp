@@ -222,6 +222,9 @@ const std::vector<Key>& keys() {
                          "launch/merge_traces.py <run-dir> joins the ranks for Perfetto"));
     k.push_back(string_key("runtime.device", &C::runtime, &RuntimeConfig::device,
                            "compute backend by name: cpu (oneDNN); the registry lists what a build has"));
+    k.push_back(float_key("runtime.collective_timeout", &C::runtime, &RuntimeConfig::collective_timeout,
+                          "seconds a collective, token exchange or checkpoint write may make no progress before every "
+                          "rank that can still act reports it and the job ends (a stopped or dead peer); 0 = off"));
     k.push_back(int_key("runtime.threads", &C::runtime, &RuntimeConfig::threads,
                         "compute threads per rank; 0 = cores / ranks on this node (OMP_NUM_THREADS wins when set)"));
     k.push_back(string_key("runtime.memory_limit", &C::runtime, &RuntimeConfig::memory_limit,
@@ -366,6 +369,8 @@ void Config::validate(int world_size) const {
   at_least(parallel.ranks_per_node, 0, "parallel.ranks_per_node", "0 (detect) or the ranks of one node");
   at_least(log.every, 1, "log.every", "a progress line every n steps");
   at_least(runtime.threads, 0, "runtime.threads", "0 = automatic");
+  MOERUN_CHECK(runtime.collective_timeout >= 0.0, ConfigError,
+               "runtime.collective_timeout = {} must be >= 0 (seconds; 0 = off)", runtime.collective_timeout);
   MOERUN_CHECK(log.progress == "auto" || log.progress == "redraw" || log.progress == "lines", ConfigError,
                "log.progress = '{}' is not one of: auto, redraw, lines", log.progress);
   at_least(checkpoint.every, 0, "checkpoint.every", "0 = only at the end and on signals");

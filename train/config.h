@@ -82,6 +82,7 @@ struct LogConfig {
 
 struct RuntimeConfig {
   std::string device = "cpu";  // backend by name (runtime/device_registry.h)
+  double collective_timeout = 120.0;  // seconds without progress in a collective before the job ends; 0 = off
   std::int64_t threads = 0;  // compute threads per rank; 0 = cores / ranks on the node
   std::string memory_limit = "auto";  // per-rank device bytes a layout may use: "24GiB", "80%", "auto" (node RAM / ranks); "0" = no limit
 };

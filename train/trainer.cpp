@@ -15,6 +15,7 @@
 #include "model/lm_loss.h"
 #include "parallel/migrator.h"
 #include "parallel/mpi_group.h"
+#include "parallel/watchdog.h"
 #include "runtime/error.h"
 #include "runtime/trace.h"
 #include "runtime/vocab.h"
@@ -184,6 +185,7 @@ double Trainer::local_grad_squares() const {
 
 StepResult Trainer::train_step(std::int64_t step) {
   const trace::Scope span("step", "step", static_cast<int>(step));
+  watchdog::set_step(step);
   const auto start = Clock::now();
   const std::int64_t m = config_.train.micro_batch, t = config_.model.seq_len;
   const std::int64_t local_micro = config_.micro_batches_per_rank(world_.size());
@@ -299,8 +301,7 @@ void Trainer::log_start() {
   log_->message(fmt::format("moerun: {} parameters on rank 0 ({} layers, {} experts, top-{}), data: {}, {} rank(s) = dp {} x "
                             "ep {}, {} gradient bucket(s){}, recompute {}, {} token exchange, device {}",
                             params_->count_elements(), config_.model.n_layers, config_.model.experts, config_.model.top_k,
-                            data_->describe(), world_.size(), topology_->dp(), topology_->ep(),
-                            grad_groups_->sync().buckets(),
+                            data_->describe(), world_.size(), topology_->dp(), topology_->ep(), grad_groups_->sync().buckets(),
                             config_.train.shard_optimizer ? " (ZeRO-1: optimizer state sharded)" : "",
                             recompute_name(config_.train.recompute), exchange == "none" ? "no" : exchange, device_.name()));
   log_->memory_estimate(memory_estimate_);
