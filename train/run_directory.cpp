@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -37,13 +38,19 @@ std::string now_text(const char* format) {
 struct LockHolder {
   std::string host;
   long pid = 0;
+  std::string job;  // SLURM_JOB_ID, or "-"
   std::string since;
 };
+
+std::string slurm_job() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  return job != nullptr && *job != '\0' ? job : "-";
+}
 
 std::optional<LockHolder> read_lock(const fs::path& lock) {
   std::ifstream in(lock);
   LockHolder h;
-  if (!(in >> h.host >> h.pid)) return std::nullopt;
+  if (!(in >> h.host >> h.pid >> h.job)) return std::nullopt;
   std::getline(in >> std::ws, h.since);
   return h;
 }
@@ -66,6 +73,8 @@ bool process_alive(long pid) {
 
 // Why the lock's holder is gone, or nothing when it may still be running.
 std::optional<std::string> stale_reason(const fs::path& lock, const LockHolder& h) {
+  // A requeued Slurm job keeps its id: a lock with this job's id is its previous incarnation's.
+  if (h.job != "-" && h.job == slurm_job()) return fmt::format("an earlier run of this Slurm job ({})", h.job);
   if (h.host == host_name()) {
     if (!process_alive(h.pid)) return fmt::format("process {} is gone", h.pid);
     return std::nullopt;
@@ -116,7 +125,7 @@ std::string take(const fs::path& dir, RunDirectory::Start start, std::string& no
   }
   fs::create_directories(dir);
   std::ofstream out(lock, std::ios::out | std::ios::trunc);
-  out << host_name() << " " << getpid() << " " << now_text("%Y-%m-%d %H:%M:%S") << "\n";
+  out << host_name() << " " << getpid() << " " << slurm_job() << " " << now_text("%Y-%m-%d %H:%M:%S") << "\n";
   out.close();
   if (!out) return fmt::format("cannot write the lock '{}': check the directory's permissions and free space", lock.string());
   return {};

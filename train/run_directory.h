@@ -1,7 +1,8 @@
 // The run directory's ownership, settled before anything is written to it. A lock file
-// (moerun.lock: host, pid, start time, refreshed every step) keeps a second live job out: it
-// refuses at once, naming the holder. A lock whose holder is gone (same host, process dead) or
-// silent (another host, not refreshed for kStaleSeconds) is taken over with a warning. A fresh
+// (moerun.lock: host, pid, Slurm job id, start time; refreshed every step) keeps a second live
+// job out: it refuses at once, naming the holder. A lock whose holder is gone (same host,
+// process dead; or an earlier run of the same, requeued, Slurm job) or silent (another host,
+// not refreshed for kStaleSeconds) is taken over with a warning. A fresh
 // run (no --resume) into a directory that already holds checkpoints refuses, saying how to
 // resume it or to start over with --overwrite, which moves the old contents aside
 // (<dir>.replaced-<time>); old files without checkpoints are moved aside the same way, with a

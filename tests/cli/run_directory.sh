@@ -37,9 +37,18 @@ grep -q "is in use by process $holder on" "$work/b2.log" || { cat "$work/b2.log"
 kill -TERM "$holder"; wait "$holder" || fail "the holder did not stop cleanly on SIGTERM"
 [ ! -e "$work/b/moerun.lock" ] || fail "the lock outlived its job"
 mkdir -p "$work/c"
-echo "$(hostname) 999999 2026-01-01 00:00:00" > "$work/c/moerun.lock"
+echo "$(hostname) 999999 - 2026-01-01 00:00:00" > "$work/c/moerun.lock"
 "$moerun" "${common[@]}" --set train.steps=2 --run-dir "$work/c" > "$work/c.log" 2>&1 || { cat "$work/c.log"; fail "a stale lock blocked the run"; }
 grep -q "taking over the stale lock" "$work/c.log" || fail "no warning when taking over a stale lock"
+# A fresh lock from another host: refused; but a requeued Slurm job (same job id) takes over its
+# earlier incarnation's lock.
+mkdir -p "$work/d"
+echo "otherhost 12345 777 2026-01-01 00:00:00" > "$work/d/moerun.lock"
+"$moerun" "${common[@]}" --set train.steps=2 --run-dir "$work/d" > "$work/d1.log" 2>&1 && fail "a fresh lock of another host was ignored"
+grep -q "is in use by process 12345 on otherhost" "$work/d1.log" || { cat "$work/d1.log"; fail "the refusal does not name the other host"; }
+SLURM_JOB_ID=777 "$moerun" "${common[@]}" --set train.steps=2 --run-dir "$work/d" > "$work/d2.log" 2>&1 \
+  || { cat "$work/d2.log"; fail "a requeued Slurm job could not take over its own lock"; }
+grep -q "an earlier run of this Slurm job (777)" "$work/d2.log" || fail "no note that the lock was this job's"
 
 echo "== 3. keep-rotation keeps the checkpoint just written"
 for s in 400 500 600; do cp "$work/a/checkpoints/step_00000002.h5" "$work/a/checkpoints/step_00000$s.h5"; done

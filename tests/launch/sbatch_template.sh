@@ -54,9 +54,32 @@ wait "$script" || fail "the script exited non-zero after USR1"
 grep -q "srun got USR1" "$work/log" || fail "USR1 was not forwarded to the launcher"
 grep -q "^scontrol requeue 4242\$" "$work/log" || fail "the job was not requeued"
 
-# 4. mpirun as the launcher.
+# 3b. SIGTERM (scancel): the ranks checkpoint (they get USR1, which launchers forward), the
+#     script exits 0, and the job is not requeued.
+: > "$work/log"
+rm -f "$work/log.ready"
+FAKE_SRUN_WAIT=1 bash "$template" > "$work/out3b" &
+script=$!
+for _ in $(seq 1 100); do [ -e "$work/log.ready" ] && break; sleep 0.05; done
+[ -e "$work/log.ready" ] || fail "fake srun never started"
+kill -TERM "$script"
+wait "$script" || fail "the script exited non-zero after TERM"
+grep -q "srun got USR1" "$work/log" || fail "TERM did not reach the launcher as USR1"
+grep -q "scontrol requeue" "$work/log" && fail "a cancelled (TERM) job was requeued"
+
+# 4. mpirun as the launcher: each rank bound to its --cpus-per-task cores.
 : > "$work/log"
 printf '#!/bin/sh\necho "mpirun $*" >> "$FAKE_LOG"\n' > "$work/bin/mpirun" && chmod +x "$work/bin/mpirun"
-MOERUN_LAUNCHER=mpirun bash "$template" > "$work/out4"
-grep -q "^mpirun -np 16 --map-by ppr:8:node --bind-to core " "$work/log" || fail "unexpected mpirun command"
+SLURM_CPUS_PER_TASK=4 MOERUN_LAUNCHER=mpirun bash "$template" > "$work/out4"
+grep -q "^mpirun -np 16 --map-by ppr:8:node:PE=4 --bind-to core " "$work/log" || fail "unexpected mpirun command"
+
+# 5. The printed command line is quoted: pasted into a shell it gives the same arguments.
+: > "$work/log"
+bash "$template" --set 'data.source=my corpus.txt' > "$work/out5"
+printed=$(sed -n 's/^moerun.sbatch: job .* rank(s): //p' "$work/out5")
+[ -n "$printed" ] || fail "no command line printed"
+eval "set -- $printed"
+found=""
+for arg in "$@"; do [ "$arg" = "data.source=my corpus.txt" ] && found=1; done
+[ -n "$found" ] || fail "the printed command line does not paste back: $printed"
 echo "sbatch template: syntax, rendering, resume, signal forwarding and requeue OK"
