@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
   bool overwrite = false;
   bool dry_run = false;
   int dry_world = 0;
-  app.add_option("--config", config_file, "TOML config file (every key has a default)")->check(CLI::ExistingFile);
+  app.add_option("--config", config_file, "TOML config file, or a run directory's config.json (every key has a default)")->check(CLI::ExistingFile);
   app.add_option("--set", overrides, "override a key: --set section.key=value (repeatable)");
   app.add_option("--run-dir", run_dir, "directory for config.json and metrics.jsonl (default runs/<date>-<time>-<pid>; one live job per directory)");
   app.add_option("--resume", resume,

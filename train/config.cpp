@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <fstream>
 #include <sstream>
 #include <toml++/toml.h>
 
@@ -289,6 +290,16 @@ void set_from_json(Config& c, const Key& key, const Json& value) {
 
 void apply_file_and_overrides(Config& c, const std::optional<std::string>& file, const std::vector<std::string>& overrides);
 
+// A resolved config as to_json writes it (config.json, a checkpoint's "config"); keys it lacks
+// (an older version's file) keep their values.
+void apply_json(Config& c, const Json& j) {
+  for (const Key& k : keys()) {
+    const auto dot = k.name.find('.');
+    const std::string section = k.name.substr(0, dot), name = k.name.substr(dot + 1);
+    if (j.contains(section) && j.at(section).contains(name)) set_from_json(c, k, j.at(section).at(name));
+  }
+}
+
 }  // namespace
 
 Config Config::load(const std::optional<std::string>& file, const std::vector<std::string>& overrides) {
@@ -300,11 +311,7 @@ Config Config::load(const std::optional<std::string>& file, const std::vector<st
 Config Config::resume(const Json& stored, const std::optional<std::string>& file, const std::vector<std::string>& overrides,
                       std::vector<std::string>& changes) {
   Config before;
-  for (const Key& k : keys()) {  // keys an older file lacks keep their defaults
-    const auto dot = k.name.find('.');
-    const Json* section = stored.contains(k.name.substr(0, dot)) ? &stored.at(k.name.substr(0, dot)) : nullptr;
-    if (section != nullptr && section->contains(k.name.substr(dot + 1))) set_from_json(before, k, section->at(k.name.substr(dot + 1)));
-  }
+  apply_json(before, stored);
   Config after = before;
   apply_file_and_overrides(after, file, overrides);
   for (const Key& k : keys()) {
@@ -322,7 +329,13 @@ Config Config::resume(const Json& stored, const std::optional<std::string>& file
 
 namespace {
 void apply_file_and_overrides(Config& c, const std::optional<std::string>& file, const std::vector<std::string>& overrides) {
-  if (file) {
+  if (file && file->ends_with(".json")) {  // a run directory's config.json
+    std::ifstream in(*file);
+    const Json j = Json::parse(in, nullptr, /*allow_exceptions=*/false);
+    MOERUN_CHECK(!j.is_discarded() && j.is_object(), ConfigError,
+                 "cannot parse config file '{}' as JSON (a run directory's config.json); TOML files end in .toml", *file);
+    apply_json(c, j);
+  } else if (file) {
     toml::table table;
     try {
       table = toml::parse_file(*file);

@@ -31,6 +31,9 @@ done
 "$moerun" --config "$work/run.toml" --set train.steps=2 --run-dir "$work/again" > "$work/again.log" 2>&1 \
   || { cat "$work/again.log"; fail "moerun --config did not read moerun-ckpt config's TOML"; }
 grep -q "(2 layers, 4 experts, top-2)" "$work/again.log" || fail "the TOML did not carry the model's shape"
+"$moerun" --config "$work/r/config.json" --set train.steps=2 --run-dir "$work/again_json" > "$work/again_json.log" 2>&1 \
+  || { cat "$work/again_json.log"; fail "moerun --config did not read a run directory's config.json"; }
+grep -q "(2 layers, 4 experts, top-2)" "$work/again_json.log" || fail "config.json did not carry the model's shape"
 # History: resuming from step 2 of a run that reached step 4 sets the old lines 3-4 and the
 # summary aside; every step appears once, and the resume is an event.
 rm -rf "$work/h"
