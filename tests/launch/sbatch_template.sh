@@ -43,28 +43,27 @@ mkdir -p "$run_dir/checkpoints" && echo step_10.h5 > "$run_dir/checkpoints/lates
 bash "$template" --set parallel.ep=8 > "$work/out2"
 grep -q -- "--run-dir $run_dir --set parallel.ep=8 --resume $run_dir\$" "$work/log" || fail "no --resume after requeue"
 
+# Runs the template with a fake srun that waits for USR1, sends SIGNAL to the script once the
+# launcher runs, and checks that the script exits 0.
+signal_script() {
+  : > "$work/log"
+  rm -f "$work/log.ready"
+  FAKE_SRUN_WAIT=1 bash "$template" > "$work/out_$1" &
+  local script=$!
+  for _ in $(seq 1 100); do [ -e "$work/log.ready" ] && break; sleep 0.05; done
+  [ -e "$work/log.ready" ] || fail "fake srun never started"
+  kill "-$1" "$script"
+  wait "$script" || fail "the script exited non-zero after $1"
+  grep -q "srun got USR1" "$work/log" || fail "$1 did not reach the launcher as USR1"
+}
+
 # 3. The time-limit signal reaches the ranks and the job is requeued.
-: > "$work/log"
-FAKE_SRUN_WAIT=1 bash "$template" > "$work/out3" &
-script=$!
-for _ in $(seq 1 100); do [ -e "$work/log.ready" ] && break; sleep 0.05; done
-[ -e "$work/log.ready" ] || fail "fake srun never started"
-kill -USR1 "$script"
-wait "$script" || fail "the script exited non-zero after USR1"
-grep -q "srun got USR1" "$work/log" || fail "USR1 was not forwarded to the launcher"
+signal_script USR1
 grep -q "^scontrol requeue 4242\$" "$work/log" || fail "the job was not requeued"
 
 # 3b. SIGTERM (scancel): the ranks checkpoint (they get USR1, which launchers forward), the
 #     script exits 0, and the job is not requeued.
-: > "$work/log"
-rm -f "$work/log.ready"
-FAKE_SRUN_WAIT=1 bash "$template" > "$work/out3b" &
-script=$!
-for _ in $(seq 1 100); do [ -e "$work/log.ready" ] && break; sleep 0.05; done
-[ -e "$work/log.ready" ] || fail "fake srun never started"
-kill -TERM "$script"
-wait "$script" || fail "the script exited non-zero after TERM"
-grep -q "srun got USR1" "$work/log" || fail "TERM did not reach the launcher as USR1"
+signal_script TERM
 grep -q "scontrol requeue" "$work/log" && fail "a cancelled (TERM) job was requeued"
 
 # 4. mpirun as the launcher: each rank bound to its --cpus-per-task cores.
