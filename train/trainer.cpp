@@ -154,9 +154,8 @@ void Trainer::check_finite(std::int64_t step, double loss, const GlobalStepNumbe
                          : std::string());
 }
 
-double Trainer::local_grad_squares() const {
+double Trainer::local_grad_squares(const std::vector<Placement>& current) const {
   // A replicated expert's (identical) gradient lives on several ranks: count it once.
-  const std::vector<Placement> current = placements();
   auto copies_of = [&](const Parameter& p) {
     if (p.kind == ParamKind::Dense || current.empty()) return 1.0;
     const auto it = std::find(moe_blocks_.begin(), moe_blocks_.end(), p.layer);
@@ -232,7 +231,8 @@ StepResult Trainer::train_step(std::int64_t step) {
   for (int block : moe_blocks_) local.expert_seconds += model_->moe_layer(block).stats().expert_seconds;
   const Parameter* unused = nullptr;
   local.nonfinite_grads = first_nonfinite_grad(&unused);
-  local.grad_squares = local_grad_squares();
+  const std::vector<Placement> current = placements();
+  local.grad_squares = local_grad_squares(current);
   local.signal = checkpoint_signal_received();
   for (auto& d : dispatchers_) {
     const DispatchStats s = d->take_stats();
@@ -246,7 +246,6 @@ StepResult Trainer::train_step(std::int64_t step) {
   const StepShape shape{.targets = double(global_targets), .micro_batches = double(config_.micro_batches_per_step()),
                         .dp = topology_->dp(), .ep = topology_->ep(), .ep_group_first_rank = world_.rank() - topology_->ep_rank(),
                         .moe_layers = moe_layers, .experts = experts};
-  const std::vector<Placement> current = placements();
   fill_global_numbers(global, shape, !current.empty(), r);
   // The load that costs time is what the experts process: copies kept after the capacity cut.
   std::vector<std::vector<double>> group_counts(moe_layers, std::vector<double>(experts));

@@ -76,7 +76,7 @@ class Trainer {
   void log_start();
   void log_summary(TrainSummary& summary, double timed_ms, std::int64_t timed_tokens);
   // This rank's part of the squared global gradient norm: each element counted once over the world.
-  double local_grad_squares() const;
+  double local_grad_squares(const std::vector<Placement>& current) const;
   std::int64_t first_nonfinite_grad(const Parameter** first) const;
   void check_finite(std::int64_t step, double loss, const GlobalStepNumbers& g) const;
   void write_trace();  // log.trace: <run-dir>/trace/rank_<r>.json
