@@ -16,6 +16,7 @@
 #include "parallel/watchdog.h"
 #include "runtime/error.h"
 #include "runtime/device_registry.h"
+#include "runtime/human_bytes.h"
 #include "train/config.h"
 #include "train/memory_plan.h"
 #include "train/signals.h"
@@ -142,8 +143,8 @@ int main(int argc, char** argv) {
                     static_cast<long long>(config.micro_batches_per_rank(planned)),
                     static_cast<long long>(config.train.micro_batch), est.table().c_str());
         if (const std::int64_t limit = moerun::parse_memory_limit(config.runtime.memory_limit, per_node); limit > 0)
-          std::printf("fits runtime.memory_limit = %s (%.1f MiB per rank, %d rank(s) per node)\n",
-                      config.runtime.memory_limit.c_str(), double(limit) / 1048576.0, per_node);
+          std::printf("fits runtime.memory_limit = %s (%s per rank, %d rank(s) per node)\n",
+                      config.runtime.memory_limit.c_str(), moerun::human_bytes(double(limit)).c_str(), per_node);
       }
       return 0;
     }

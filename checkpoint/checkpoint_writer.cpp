@@ -14,6 +14,7 @@
 
 #include "checkpoint/format.h"
 #include "checkpoint/hdf5_handles.h"
+#include "runtime/human_bytes.h"
 #include "parallel/watchdog.h"
 
 namespace moerun::ckpt {
@@ -82,11 +83,6 @@ std::int64_t free_bytes(const std::string& dir) {
   return static_cast<std::int64_t>(fs_info.f_bavail) * static_cast<std::int64_t>(fs_info.f_frsize);
 }
 
-std::string human(std::int64_t bytes) {
-  return bytes >= (1 << 20) ? fmt::format("{:.1f} MiB", double(bytes) / double(1 << 20))
-                            : fmt::format("{:.1f} KiB", double(bytes) / 1024.0);
-}
-
 // The file's size, about: the tensors, their checksums and HDF5's metadata, with a margin.
 std::int64_t bytes_needed(const CheckpointContent& content) {
   std::int64_t bytes = 1 << 20;
@@ -116,7 +112,7 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
                "[checkpoint] no space left for step {} in '{}': it needs about {} but {} are free; free some space "
                "(older runs, a smaller checkpoint.keep) or use a --run-dir on a larger file system. The previous "
                "checkpoint and `latest` are untouched",
-               step, dir, human(needed), human(available));
+               step, dir, human_bytes(double(needed)), human_bytes(double(available)));
   // Checksums: one slot per row (stacked) or per dense tensor. Each piece's CRC is shared with
   // every rank as (slot, first row, crc, bytes); a slot's CRC combines its pieces in row order.
   std::vector<std::size_t> first_slot(content.datasets.size());
@@ -225,7 +221,7 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
     const std::int64_t left = free_bytes(dir);
     MOERUN_THROW(CheckpointError, "[checkpoint] writing step {} to '{}' failed{} ({} free, about {} needed): {}. The "
                  "previous checkpoint and `latest` are untouched", step, tmp_path,
-                 left < needed ? ": no space left on the device" : "", human(left), human(needed), e.what());
+                 left < needed ? ": no space left on the device" : "", human_bytes(double(left)), human_bytes(double(needed)), e.what());
   }
   if (world.rank() == 0) {
     sync_path(tmp_path);

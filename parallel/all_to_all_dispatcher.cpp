@@ -16,12 +16,6 @@ namespace moerun {
 namespace {
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::int64_t> prefix(std::span<const std::int64_t> counts) {
-  std::vector<std::int64_t> out(counts.size(), 0);
-  for (std::size_t i = 1; i < counts.size(); ++i) out[i] = out[i - 1] + counts[i - 1];
-  return out;
-}
-
 std::vector<std::int32_t> inverse(const std::vector<std::int32_t>& perm) {
   std::vector<std::int32_t> inv(perm.size());
   for (std::size_t i = 0; i < perm.size(); ++i) inv[static_cast<std::size_t>(perm[i])] = static_cast<std::int32_t>(i);
@@ -75,7 +69,7 @@ DispatchPlan AllToAllDispatcher::plan(std::span<const std::int64_t> rows_per_exp
     }
   }
   plan.recv_matrix.assign(static_cast<std::size_t>(p * l), 0);
-  group_.all_to_all_v(counts, count_sizes, prefix(count_sizes), plan.recv_matrix, recv_sizes, prefix(recv_sizes));
+  group_.all_to_all_v(counts, count_sizes, block_offsets(count_sizes), plan.recv_matrix, recv_sizes, block_offsets(recv_sizes));
   plan.recv_per_rank.assign(static_cast<std::size_t>(p), 0);
   plan.recv_per_local_expert.assign(static_cast<std::size_t>(l), 0);
   for (int s = 0; s < p; ++s) {
@@ -99,7 +93,7 @@ DispatchPlan AllToAllDispatcher::plan(std::span<const std::int64_t> rows_per_exp
 std::vector<std::int32_t> AllToAllDispatcher::by_expert_order(const DispatchPlan& plan) const {
   const int p = group_.size();
   const auto l = static_cast<std::int64_t>(local_.size());
-  const std::vector<std::int64_t> offset = prefix(plan.recv_matrix);  // [s][l] layout, s-major
+  const std::vector<std::int64_t> offset = block_offsets(plan.recv_matrix);  // [s][l] layout, s-major
   std::vector<std::int32_t> index;
   index.reserve(static_cast<std::size_t>(plan.rows_received));
   for (std::int64_t j = 0; j < l; ++j)
@@ -114,12 +108,12 @@ std::vector<std::int32_t> AllToAllDispatcher::by_rank_order(const DispatchPlan& 
   // Expert e's rows are one block in expert order; the placement splits the block into
   // consecutive chunks for its replicas' ranks, in rank order.
   const int p = group_.size(), me = group_.rank();
-  const std::vector<std::int64_t> offset = prefix(plan.send_per_expert);
+  const std::vector<std::int64_t> offset = block_offsets(plan.send_per_expert);
   std::vector<std::vector<std::int64_t>> chunk_start(static_cast<std::size_t>(placement_.experts()));
   std::vector<std::vector<std::int64_t>> chunk_rows(chunk_start.size());
   for (int e = 0; e < placement_.experts(); ++e) {
     chunk_rows[static_cast<std::size_t>(e)] = placement_.split(e, me, plan.send_per_expert[static_cast<std::size_t>(e)]);
-    chunk_start[static_cast<std::size_t>(e)] = prefix(chunk_rows[static_cast<std::size_t>(e)]);
+    chunk_start[static_cast<std::size_t>(e)] = block_offsets(chunk_rows[static_cast<std::size_t>(e)]);
   }
   std::vector<std::int32_t> index;
   for (int r = 0; r < p; ++r)
@@ -144,7 +138,7 @@ void AllToAllDispatcher::exchange(const Tensor& send, std::span<const std::int64
   }
   // Rows for this rank's own experts never leave the device.
   const auto self = static_cast<std::size_t>(group_.rank());
-  const std::vector<std::int64_t> send_at = prefix(send_rows), recv_at = prefix(recv_rows);
+  const std::vector<std::int64_t> send_at = block_offsets(send_rows), recv_at = block_offsets(recv_rows);
   Tensor own = recv.rows(recv_at[self], recv_at[self] + recv_rows[self]);
   own.copy_from(send.rows(send_at[self], send_at[self] + send_rows[self]));
   stats_.seconds += std::chrono::duration<double>(Clock::now() - start).count();

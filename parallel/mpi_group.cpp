@@ -199,7 +199,7 @@ std::unique_ptr<CommRequest> MpiGroup::reduce_scatter_async(CommSpan data, std::
                                                             ReduceOp op) {
   check_blocks("MPI_Ireduce_scatter", counts, {}, data.count);
   const auto c = to_ints(counts, "MPI_Ireduce_scatter", name());
-  const std::int64_t offset = consecutive(counts)[static_cast<std::size_t>(rank())];
+  const std::int64_t offset = block_offsets(counts)[static_cast<std::size_t>(rank())];
   MPI_Request request = MPI_REQUEST_NULL;
   check(MPI_Ireduce_scatter(MPI_IN_PLACE, data.data, c.data(), mpi_type(data.type), mpi_op(op), comm_, &request),
         "MPI_Ireduce_scatter");
@@ -212,7 +212,7 @@ std::unique_ptr<CommRequest> MpiGroup::reduce_scatter_async(CommSpan data, std::
 void MpiGroup::all_gather_v(CommSpan data, std::span<const std::int64_t> counts) {
   check_blocks("MPI_Allgatherv", counts, {}, data.count);
   const auto c = to_ints(counts, "MPI_Allgatherv", name());
-  const auto displs = to_ints(consecutive(counts), "MPI_Allgatherv", name());
+  const auto displs = to_ints(block_offsets(counts), "MPI_Allgatherv", name());
   const watchdog::Scope watch("MPI_Allgatherv", name());
   check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data, c.data(), displs.data(), mpi_type(data.type), comm_),
         "MPI_Allgatherv");

@@ -8,14 +8,6 @@
 
 namespace moerun {
 
-namespace {
-std::vector<std::int64_t> prefix(std::span<const std::int64_t> counts) {
-  std::vector<std::int64_t> out(counts.size(), 0);
-  for (std::size_t i = 1; i < counts.size(); ++i) out[i] = out[i - 1] + counts[i - 1];
-  return out;
-}
-}  // namespace
-
 NodeLeaderExchange::NodeLeaderExchange(ProcessGroup& group, std::vector<int> node_of_rank) : group_(group) {
   const int p = group_.size(), me = group_.rank();
   auto node = [&](int r) { return node_of_rank.empty() ? 0 : node_of_rank[static_cast<std::size_t>(r)]; };
@@ -33,13 +25,12 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
                                   const RowsBetween& rows_between, DispatchStats& stats) {
   const int p = group_.size(), me = group_.rank();
   const auto q = static_cast<std::size_t>(node_group_->size());
-  const std::vector<std::int64_t> send_at = prefix(send_rows), recv_at = prefix(recv_rows);
+  const std::vector<std::int64_t> send_at = block_offsets(send_rows), recv_at = block_offsets(recv_rows);
   std::vector<bool> on_my_node(static_cast<std::size_t>(p), false);
   for (int r : node_ranks_) on_my_node[static_cast<std::size_t>(r)] = true;
   const bool leader = leader_group_ != nullptr;
   const std::size_t my_node = my_node_;
   auto zeros = [](std::size_t n) { return std::vector<std::int64_t>(n, 0); };
-  auto displacements = [](const std::vector<std::int64_t>& counts) { return prefix(counts); };
   auto append = [d](std::vector<float>& out, const float* from, std::int64_t rows) {
     out.insert(out.end(), from, from + rows * d);
   };
@@ -73,7 +64,7 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
       gathered.resize(static_cast<std::size_t>(std::accumulate(rc.begin(), rc.end(), std::int64_t{0})));
     }
     if (!leader) count_message(stats, sc[0] / d, d, false);
-    node_group_->all_to_all_v(outgoing, sc, zeros(q), gathered, rc, displacements(rc));
+    node_group_->all_to_all_v(outgoing, sc, zeros(q), gathered, rc, block_offsets(rc));
   }
 
   // 3. Leaders: one message per pair of nodes, [destination rank][source rank] inside.
@@ -101,7 +92,7 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
         for (int s : nodes_[b]) rc[b] += rows_between(s, r) * d;
     }
     arrived.resize(static_cast<std::size_t>(std::accumulate(rc.begin(), rc.end(), std::int64_t{0})));
-    leader_group_->all_to_all_v(to_nodes, sc, displacements(sc), arrived, rc, displacements(rc));
+    leader_group_->all_to_all_v(to_nodes, sc, block_offsets(sc), arrived, rc, block_offsets(rc));
   }
 
   // 4. The leader scatters: member r gets [source node][source rank] of its rows.
@@ -136,7 +127,7 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
       if (a != my_node)
         for (int s : nodes_[a]) rc[0] += rows_between(s, me) * d;
     mine.resize(static_cast<std::size_t>(rc[0]));
-    node_group_->all_to_all_v(scattered, sc, displacements(sc), mine, rc, zeros(q));
+    node_group_->all_to_all_v(scattered, sc, block_offsets(sc), mine, rc, zeros(q));
   }
   std::int64_t taken = 0;
   for (std::size_t a = 0; a < nodes_.size(); ++a) {

@@ -29,10 +29,18 @@ std::unique_ptr<CommRequest> ProcessGroup::all_reduce_async(CommSpan data, Reduc
   return std::make_unique<CompletedRequest>();
 }
 
-std::vector<std::int64_t> ProcessGroup::consecutive(std::span<const std::int64_t> counts) {
-  std::vector<std::int64_t> displs(counts.size(), 0);
-  for (std::size_t r = 1; r < counts.size(); ++r) displs[r] = displs[r - 1] + counts[r - 1];
-  return displs;
+std::vector<std::int64_t> block_offsets(std::span<const std::int64_t> counts) {
+  std::vector<std::int64_t> offsets(counts.size(), 0);
+  for (std::size_t r = 1; r < counts.size(); ++r) offsets[r] = offsets[r - 1] + counts[r - 1];
+  return offsets;
+}
+
+std::string ProcessGroup::broadcast_text(std::string text, int root) {
+  std::int64_t length = static_cast<std::int64_t>(text.size());
+  broadcast(std::span<std::int64_t>(&length, 1), root);
+  text.resize(static_cast<std::size_t>(length));
+  broadcast(std::span<char>(text.data(), text.size()), root);
+  return text;
 }
 
 void ProcessGroup::check_blocks(const char* call, std::span<const std::int64_t> counts,

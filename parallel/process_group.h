@@ -25,6 +25,9 @@ enum class ReduceOp { Sum, Max, Min };
 
 std::size_t comm_type_size(CommType t);
 
+// Where each of consecutive blocks of `counts` elements starts: 0, c0, c0 + c1, ...
+std::vector<std::int64_t> block_offsets(std::span<const std::int64_t> counts);
+
 template <class T>
 constexpr CommType comm_type_of() {
   using U = std::remove_cv_t<T>;
@@ -115,6 +118,8 @@ class ProcessGroup {
 
   // recv holds size() blocks of send.count elements, block r from rank r.
   void all_gather(ConstCommSpan send, CommSpan recv);
+  // `root`'s text on every rank (its length first, then its bytes).
+  std::string broadcast_text(std::string text, int root = 0);
   double all_reduce_value(double v, ReduceOp op = ReduceOp::Sum) {
     all_reduce(std::span<double>(&v, 1), op);
     return v;
@@ -129,7 +134,6 @@ class ProcessGroup {
   // inside a buffer of `available` elements (displs empty: the blocks follow each other).
   void check_blocks(const char* call, std::span<const std::int64_t> counts, std::span<const std::int64_t> displs,
                     std::int64_t available) const;
-  static std::vector<std::int64_t> consecutive(std::span<const std::int64_t> counts);  // their displacements
 
  private:
   std::string name_;

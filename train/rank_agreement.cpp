@@ -13,17 +13,6 @@ namespace moerun {
 
 const char* program_version() { return "moerun " MOERUN_VERSION " built " __DATE__ " " __TIME__; }
 
-namespace {
-// rank 0's text on every rank: its length, then its bytes.
-std::string from_rank0(ProcessGroup& world, std::string text) {
-  std::int64_t length = world.rank() == 0 ? static_cast<std::int64_t>(text.size()) : 0;
-  length = world.all_reduce_value(length, ReduceOp::Max);
-  text.resize(static_cast<std::size_t>(length));
-  world.broadcast(std::span<char>(text.data(), text.size()), 0);
-  return text;
-}
-}  // namespace
-
 void check_ranks_agree(ProcessGroup& world, const Config& config) {
   if (world.size() == 1) return;
   const std::string mine = std::string(program_version()) + "\n" + config.to_json().dump();
@@ -31,7 +20,7 @@ void check_ranks_agree(ProcessGroup& world, const Config& config) {
   const auto digest = static_cast<std::int64_t>(std::hash<std::string>{}(mine) >> 1);
   const std::int64_t low = world.all_reduce_value(digest, ReduceOp::Min), high = world.all_reduce_value(digest, ReduceOp::Max);
   if (low == high) return;
-  const std::string reference = from_rank0(world, mine);
+  const std::string reference = world.broadcast_text(mine);
   std::vector<std::string> differ;
   const auto split = reference.find('\n');
   if (reference.substr(0, split) != program_version())

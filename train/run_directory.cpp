@@ -142,12 +142,8 @@ RunDirectory::RunDirectory(ProcessGroup& world, std::string path, Start start) :
     }
     if (!note.empty()) std::fputs(note.c_str(), stderr);
   }
-  // Every rank fails alike: the verdict travels as a length and text.
-  std::int64_t length = static_cast<std::int64_t>(error.size());
-  length = world.all_reduce_value(length, ReduceOp::Max);
-  error.resize(static_cast<std::size_t>(length));
-  world.broadcast(std::span<char>(error.data(), error.size()), 0);
-  MOERUN_CHECK(length == 0, RuntimeError, "[run directory] {}", error);
+  error = world.broadcast_text(error);  // every rank fails alike
+  MOERUN_CHECK(error.empty(), RuntimeError, "[run directory] {}", error);
   owner_ = world.rank() == 0;
 }
 
@@ -164,11 +160,8 @@ void RunDirectory::refresh() {
 }
 
 std::string default_run_dir(ProcessGroup& world) {
-  char name[96] = {0};
-  if (world.rank() == 0)
-    std::snprintf(name, sizeof(name), "runs/%s-%ld", now_text("%Y%m%d-%H%M%S").c_str(), static_cast<long>(getpid()));
-  world.broadcast(std::span<char>(name), 0);  // every rank agrees on the name
-  return name;
+  // Every rank agrees on rank 0's name.
+  return world.broadcast_text(world.rank() == 0 ? fmt::format("runs/{}-{}", now_text("%Y%m%d-%H%M%S"), getpid()) : "");
 }
 
 }  // namespace moerun

@@ -6,16 +6,6 @@
 
 namespace moerun {
 
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024.0 && u < 4) {
-    b /= 1024.0;
-    ++u;
-  }
-  return fmt::format("{:.1f} {}", b, units[u]);
-}
-
 RunLog::RunLog(const Config& config, int rank, const std::string& run_dir) {
   if (rank != 0) return;
   progress_ = std::make_unique<ProgressLine>(config.train.steps, config.log.every, config.log.progress);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "runtime/human_bytes.h"
 #include "train/config.h"
 #include "train/evaluator.h"
 #include "train/memory_plan.h"
@@ -17,8 +18,6 @@
 #include "train/step_stats.h"
 
 namespace moerun {
-
-std::string human_bytes(double bytes);  // "12.3 MiB"
 
 class RunLog {
  public:

@@ -24,14 +24,13 @@ namespace fs = std::filesystem;
 
 // A directory name every rank agrees on.
 std::string shared_dir(ProcessGroup& w, const std::string& tag) {
-  char name[256] = {0};
+  std::string name;
   if (w.rank() == 0) {
     const auto dir = fs::temp_directory_path() / fmt::format("moerun_ckpt_{}_{}_{}", tag, ::getpid(), w.size());
     fs::remove_all(dir);
-    std::snprintf(name, sizeof(name), "%s", dir.c_str());
+    name = dir.string();
   }
-  w.broadcast(std::span<char>(name), 0);
-  return name;
+  return w.broadcast_text(name);
 }
 
 Config tiny(std::int64_t ep, std::int64_t steps) {
