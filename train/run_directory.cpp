@@ -59,7 +59,7 @@ std::optional<LockHolder> read_lock(const fs::path& lock) {
 bool process_alive(long pid) {
   if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
   const fs::path proc = fs::path("/proc") / std::to_string(pid);
-  if (!fs::exists(proc)) return fs::exists("/proc/self") ? false : true;  // no /proc: trust kill()
+  if (!fs::exists(proc)) return !fs::exists("/proc/self");  // no /proc at all: trust kill()
   std::ifstream stat(proc / "stat");
   std::string line;
   std::getline(stat, line);
