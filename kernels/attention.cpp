@@ -15,7 +15,7 @@ std::int64_t check_common(std::string_view k, const AttentionArgs& p) {
   MOERUN_CHECK(d3 % (3 * p.heads) == 0, KernelError, "[{}] qkv is {}: its width must be 3 * heads({}) * head_dim", k,
                shape_string(p.qkv->shape()), p.heads);
   const std::int64_t d = d3 / 3;
-  detail::check_f32(k, "qkv", p.qkv, {p.batch * p.seq, d3});
+  detail::check_float(k, "qkv", p.qkv, {p.batch * p.seq, d3});
   detail::check_f32(k, "probs", p.probs, {p.batch, p.heads, p.seq, p.seq});
   return d;
 }
@@ -24,7 +24,7 @@ std::int64_t check_common(std::string_view k, const AttentionArgs& p) {
 void attention_forward(const AttentionArgs& p) {
   const auto [table, device] = detail::table_for("attention_forward", {p.qkv, p.probs, p.out});
   const std::int64_t d = check_common("attention_forward", p);
-  detail::check_f32("attention_forward", "out", p.out, {p.batch * p.seq, d});
+  detail::check_float("attention_forward", "out", p.out, {p.batch * p.seq, d});
   const ScopedKernelTimer timer(device, "attention_forward");
   table.attention_forward(p);
 }
@@ -32,8 +32,8 @@ void attention_forward(const AttentionArgs& p) {
 void attention_backward(const AttentionArgs& p) {
   const auto [table, device] = detail::table_for("attention_backward", {p.qkv, p.probs, p.dout, p.dqkv});
   const std::int64_t d = check_common("attention_backward", p);
-  detail::check_f32("attention_backward", "dout", p.dout, {p.batch * p.seq, d});
-  detail::check_f32("attention_backward", "dqkv", p.dqkv, p.qkv->shape());
+  detail::check_float("attention_backward", "dout", p.dout, {p.batch * p.seq, d});
+  detail::check_float("attention_backward", "dqkv", p.dqkv, p.qkv->shape());
   const ScopedKernelTimer timer(device, "attention_backward");
   table.attention_backward(p);
 }

@@ -50,4 +50,21 @@ void check_f32(std::string_view kernel, const Shape& shape, std::initializer_lis
   for (const Named& t : tensors) check_f32(kernel, t.name, t.tensor, shape);
 }
 
+void check_float(std::string_view kernel, std::string_view name, const Tensor* t, const Shape& shape) {
+  check_present(kernel, name, t);
+  MOERUN_CHECK(is_floating(t->dtype()), KernelError, "[{}] {} must be f32 or bf16 but is {} {}", kernel, name,
+               dtype_name(t->dtype()), shape_string(t->shape()));
+  check_shape(kernel, name, *t, shape);
+}
+
+void check_float(std::string_view kernel, const Shape& shape, std::initializer_list<Named> tensors) {
+  for (const Named& t : tensors) check_float(kernel, t.name, t.tensor, shape);
+}
+
+void check_float_same(std::string_view kernel, const Shape& shape, std::initializer_list<Named> tensors) {
+  check_float(kernel, shape, tensors);
+  const Named& first = *tensors.begin();
+  for (const Named& t : tensors) check_dtype(kernel, t.name, *t.tensor, first.tensor->dtype());
+}
+
 }  // namespace moerun::kernels::detail

@@ -31,5 +31,10 @@ struct Named {
   const Tensor* tensor;
 };
 void check_f32(std::string_view kernel, const Shape& shape, std::initializer_list<Named> tensors);
+// Required, f32 or bf16 (each may differ), and of `shape`.
+void check_float(std::string_view kernel, const Shape& shape, std::initializer_list<Named> tensors);
+void check_float(std::string_view kernel, std::string_view name, const Tensor* t, const Shape& shape);
+// Required, of `shape`, and all of one floating dtype (f32 or bf16).
+void check_float_same(std::string_view kernel, const Shape& shape, std::initializer_list<Named> tensors);
 
 }  // namespace moerun::kernels::detail

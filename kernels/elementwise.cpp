@@ -11,13 +11,13 @@ void binary(const BinaryArgs& p) {
   const auto [table, device] = detail::table_for(k, {p.a, p.b, p.out});
   detail::check_present(k, "a", p.a);
   detail::check_present(k, "b", p.b);
-  check_f32(k, "a", p.a, p.a->shape());
-  check_f32(k, "out", p.out, p.a->shape());
+  detail::check_float(k, "a", p.a, p.a->shape());
+  detail::check_float(k, "out", p.out, p.a->shape());
   const bool same = p.b->shape() == p.a->shape();
   const bool row = p.a->rank() == 2 && p.b->shape() == Shape{p.a->dim(1)};
   MOERUN_CHECK(same || row, KernelError, "[binary] b must be shaped like a {} or be one row [{}], but is {}",
                shape_string(p.a->shape()), p.a->rank() == 2 ? p.a->dim(1) : 0, shape_string(p.b->shape()));
-  detail::check_dtype(k, "b", *p.b, DType::F32);
+  detail::check_float(k, "b", p.b, p.b->shape());
   const ScopedKernelTimer timer(device, "binary");
   table.binary(p);
 }
@@ -60,6 +60,16 @@ std::int64_t count_nonfinite(const Tensor& x) {
   detail::check_dtype("count_nonfinite", "x", x, DType::F32);
   const ScopedKernelTimer timer(device, "count_nonfinite");
   return table.count_nonfinite(x);
+}
+
+void convert(const Tensor& src, Tensor& dst) {
+  const auto [table, device] = detail::table_for("convert", {&src, &dst});
+  MOERUN_CHECK(src.numel() == dst.numel(), KernelError, "[convert] src {} and dst {} differ in element count",
+               shape_string(src.shape()), shape_string(dst.shape()));
+  detail::check_float("convert", "src", &src, src.shape());
+  detail::check_float("convert", "dst", &dst, dst.shape());
+  const ScopedKernelTimer timer(device, "convert");
+  table.convert(src, dst);
 }
 
 }  // namespace moerun::kernels

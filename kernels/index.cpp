@@ -17,8 +17,8 @@ void check_index_rows(std::string_view k, const IndexRowsArgs& p, const Tensor* 
   const std::int64_t n = rows_by_index->dim(0), d = rows_by_index->dim(1);
   detail::check_dtype(k, "index", *p.index, DType::I32);
   detail::check_shape(k, "index", *p.index, {n});
-  check_f32(k, "src", p.src, p.src->shape());
-  check_f32(k, "dst", p.dst, p.dst->shape());
+  detail::check_float(k, "src", p.src, p.src->shape());
+  detail::check_float(k, "dst", p.dst, p.dst->shape());
   MOERUN_CHECK(table_rows->dim(1) == d, KernelError, "[{}] src {} and dst {} must have the same row width", k,
                shape_string(p.src->shape()), shape_string(p.dst->shape()));
   if (p.scale != nullptr) check_f32(k, "scale", p.scale, {n});
@@ -43,8 +43,8 @@ void row_dot(const RowDotArgs& p) {
   const auto [table, device] = detail::table_for("row_dot", {p.a, p.b, p.out});
   detail::check_present("row_dot", "a", p.a);
   detail::check_rank("row_dot", "a", *p.a, 2);
-  check_f32("row_dot", "a", p.a, p.a->shape());
-  check_f32("row_dot", "b", p.b, p.a->shape());
+  detail::check_float("row_dot", "a", p.a, p.a->shape());
+  detail::check_float("row_dot", "b", p.b, p.a->shape());
   check_f32("row_dot", "out", p.out, {p.a->dim(0)});
   const ScopedKernelTimer timer(device, "row_dot");
   table.row_dot(p);

@@ -19,7 +19,7 @@ void check_matmul(std::string_view kernel, const MatmulArgs& p) {
   check_present(kernel, "b", p.b);
   check_present(kernel, "c", p.c);
   for (auto [name, t] : {std::pair{"a", p.a}, std::pair{"b", p.b}, std::pair{"c", (const Tensor*)p.c}}) {
-    check_dtype(kernel, name, *t, DType::F32);
+    detail::check_float(kernel, name, t, t->shape());
     check_rank(kernel, name, *t, 2);
   }
   const Shape sa = op_shape(*p.a, p.transpose_a);
@@ -53,10 +53,12 @@ void grouped_matmul(const GroupedMatmulArgs& args) {
     MOERUN_CHECK(g.transpose_a == first.transpose_a && g.transpose_b == first.transpose_b &&
                      g.accumulate == first.accumulate && (g.bias != nullptr) == (first.bias != nullptr) &&
                      g.a->dim(1) == first.a->dim(1) && g.b->dim(1) == first.b->dim(1) &&
+                     g.a->dtype() == first.a->dtype() && g.b->dtype() == first.b->dtype() &&
+                     g.c->dtype() == first.c->dtype() &&
                      (g.transpose_a || g.b->dim(0) == first.b->dim(0)) && !(g.transpose_a && g.transpose_b),
                  KernelError,
                  "[grouped_matmul] groups may differ only in their row count (tokens): the first has a {} b {}, "
-                 "another a {} b {} (flags must match too; a and b cannot both be transposed)",
+                 "another a {} b {} (flags and dtypes must match too; a and b cannot both be transposed)",
                  shape_string(first.a->shape()), shape_string(first.b->shape()), shape_string(g.a->shape()),
                  shape_string(g.b->shape()));
   }

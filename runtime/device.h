@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/dtype.h"
+
 namespace moerun {
 
 struct KernelTable;  // defined in runtime/kernel_table.h; a backend fills one.
@@ -37,6 +39,9 @@ class Device {
   // True when host code may read device pointers directly (MPI can take them as they
   // are). (optional) defaults to false: comm stages through host buffers.
   virtual bool host_accessible() const { return false; }
+  // How this backend computes on `dtype` tensors, for the start-up line and the metrics
+  // ("native (...)" or "emulated: ..."). (optional) defaults to "native".
+  virtual std::string dtype_path(DType) const { return "native"; }
   // Blocks until all work submitted to the device has finished.
   virtual void synchronize() = 0;
 

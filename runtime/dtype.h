@@ -1,5 +1,6 @@
-// Element types a Tensor can hold. fp32 is what the kernels compute in today; bf16 is
-// reserved (storage and size are known, no kernel accepts it yet); i32 holds indices.
+// Element types a Tensor can hold. fp32 for master weights, gradients, optimizer state and
+// the residual stream; bf16 for activations, matmul operands and the token exchange under
+// train.precision = bf16 (docs/precision.md); i32 holds indices.
 #pragma once
 
 #include <cstddef>
@@ -26,5 +27,8 @@ constexpr std::string_view dtype_name(DType t) {
   }
   return "?";
 }
+
+constexpr bool is_floating(DType t) { return t == DType::F32 || t == DType::BF16; }
+
 
 }  // namespace moerun

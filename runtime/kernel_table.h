@@ -2,7 +2,9 @@
 // has an arguments struct; a backend fills one KernelTable with a function per entry and
 // its Device returns it. The public functions (kernels/*.h) validate shapes, dtypes and
 // devices before dispatching, so a backend may assume well-formed arguments.
-// All tensors are fp32 unless marked i32; shapes are given as [rows, cols].
+// Tensors are fp32 unless marked i32 or "f32 or bf16" (each kernel's front end in kernels/
+// says which arguments may be bf16; the backend reads the dtype from each tensor, and mixed
+// dtypes in one call are allowed where marked). Shapes are given as [rows, cols].
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,8 @@ namespace moerun {
 
 // c[m, n] = op(a)[m, k] * op(b)[k, n] (+ bias[n]) (+ c if accumulate).
 // op(x) = x, or x^T when the transpose flag is set (x then stored as [k, m] / [n, k]).
+// a, b, c: f32 or bf16, mixed allowed. With a bf16 operand the product is a bf16 product
+// (an f32 operand is rounded to bf16 first) accumulated in fp32; c may be either (bias f32).
 struct MatmulArgs {
   const Tensor* a = nullptr;
   const Tensor* b = nullptr;
@@ -235,6 +239,8 @@ struct RouterArgs {
   X(void, scale, (Tensor & x, float alpha))                                    \
   X(void, sum_rows, (const SumRowsArgs&))                                      \
   X(double, sum_squares, (const Tensor& x))                                    \
+  /* dst = src in dst's dtype (f32 <-> bf16, round to nearest even) */         \
+  X(void, convert, (const Tensor& src, Tensor& dst))                           \
   /* number of non-finite (NaN or Inf) values in x */                          \
   X(std::int64_t, count_nonfinite, (const Tensor& x))                          \
   X(void, adamw, (const AdamWArgs&))                                           \

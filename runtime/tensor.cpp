@@ -6,6 +6,7 @@
 #include <cstring>
 #include <utility>
 
+#include "runtime/bfloat16.h"
 #include "runtime/error.h"
 
 namespace moerun {
@@ -33,8 +34,8 @@ Tensor Tensor::zeros(Device& device, Shape shape, DType dtype) {
   return t;
 }
 
-Tensor Tensor::from_host(Device& device, Shape shape, std::span<const float> values) {
-  Tensor t(device, std::move(shape), DType::F32);
+Tensor Tensor::from_host(Device& device, Shape shape, std::span<const float> values, DType dtype) {
+  Tensor t(device, std::move(shape), dtype);
   t.copy_from_host(values);
   return t;
 }
@@ -114,7 +115,8 @@ Tensor Tensor::reshaped(Shape shape) const {
 }
 
 void Tensor::fill(float value) {
-  MOERUN_CHECK(dtype_ == DType::F32, DeviceError, "[tensor] fill(float) on a {} tensor", dtype_name(dtype_));
+  MOERUN_CHECK(is_floating(dtype_), DeviceError, "[tensor] fill(float) on a {} tensor", dtype_name(dtype_));
+  if (dtype_ == DType::BF16) return copy_from_host(std::vector<float>(static_cast<std::size_t>(numel()), value));
   std::uint32_t word;
   static_assert(sizeof(word) == sizeof(value));
   std::memcpy(&word, &value, sizeof(word));
@@ -122,8 +124,11 @@ void Tensor::fill(float value) {
 }
 
 void Tensor::zero() {
-  MOERUN_CHECK(dtype_size(dtype_) == 4, DeviceError, "[tensor] zero() needs a 32-bit dtype, got {}", dtype_name(dtype_));
-  device().fill32(data_, 0u, static_cast<std::size_t>(numel()));
+  if (bytes() % 4 != 0) {  // an odd number of bf16 values
+    const std::vector<char> zeros(bytes(), 0);
+    return device().copy_host_to_device(data_, zeros.data(), bytes());
+  }
+  device().fill32(data_, 0u, bytes() / 4);
 }
 
 void Tensor::copy_from(const Tensor& src) {
@@ -140,9 +145,14 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 void Tensor::copy_from_host(std::span<const float> values) {
-  MOERUN_CHECK(dtype_ == DType::F32 && static_cast<std::int64_t>(values.size()) == numel(), DeviceError,
+  MOERUN_CHECK(is_floating(dtype_) && static_cast<std::int64_t>(values.size()) == numel(), DeviceError,
                "[tensor] copy_from_host: {} floats for a {} tensor of shape {}", values.size(), dtype_name(dtype_),
                shape_string(shape_));
+  if (dtype_ == DType::BF16) {
+    std::vector<bfloat16> rounded(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) rounded[i] = float_to_bf16(values[i]);
+    return device().copy_host_to_device(data_, rounded.data(), bytes());
+  }
   device().copy_host_to_device(data_, values.data(), bytes());
 }
 
@@ -154,8 +164,14 @@ void Tensor::copy_from_host(std::span<const std::int32_t> values) {
 }
 
 std::vector<float> Tensor::to_host() const {
-  MOERUN_CHECK(dtype_ == DType::F32, DeviceError, "[tensor] to_host() of a {} tensor; use to_host_i32()", dtype_name(dtype_));
+  MOERUN_CHECK(is_floating(dtype_), DeviceError, "[tensor] to_host() of a {} tensor; use to_host_i32()", dtype_name(dtype_));
   std::vector<float> out(static_cast<std::size_t>(numel()));
+  if (dtype_ == DType::BF16) {
+    std::vector<bfloat16> stored(out.size());
+    device().copy_device_to_host(stored.data(), data_, bytes());
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(stored[i]);
+    return out;
+  }
   device().copy_device_to_host(out.data(), data_, bytes());
   return out;
 }

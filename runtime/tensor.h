@@ -24,7 +24,8 @@ class Tensor {
   // Allocates an uninitialized tensor on `device`.
   Tensor(Device& device, Shape shape, DType dtype = DType::F32);
   static Tensor zeros(Device& device, Shape shape, DType dtype = DType::F32);
-  static Tensor from_host(Device& device, Shape shape, std::span<const float> values);
+  // Float values into an f32 or bf16 tensor (rounded to nearest even).
+  static Tensor from_host(Device& device, Shape shape, std::span<const float> values, DType dtype = DType::F32);
   static Tensor from_host(Device& device, Shape shape, std::span<const std::int32_t> values);
 
   ~Tensor();
@@ -57,9 +58,9 @@ class Tensor {
   void fill(float value);
   void zero();
   void copy_from(const Tensor& src);  // same shape and dtype, any device pair
-  void copy_from_host(std::span<const float> values);
+  void copy_from_host(std::span<const float> values);  // f32 or bf16 (rounded) tensors
   void copy_from_host(std::span<const std::int32_t> values);
-  std::vector<float> to_host() const;            // f32 tensors
+  std::vector<float> to_host() const;            // f32 or bf16 tensors
   std::vector<std::int32_t> to_host_i32() const;  // i32 tensors
 
  private:

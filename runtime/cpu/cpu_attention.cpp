@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/cpu_precision.h"
 #include "runtime/cpu/onednn_util.h"
 
 namespace moerun::cpu {
@@ -50,6 +51,13 @@ std::string shape_key(const char* role, const AttnDims& a) { return fmt::format(
 }  // namespace
 
 void attention_forward(const AttentionArgs& p) {
+  if (any_bf16({p.qkv, p.out})) {  // computes in fp32
+    F32Staging staged;
+    AttentionArgs q = p;
+    q.qkv = staged.in(p.qkv);
+    q.out = staged.out(p.out);
+    return attention_forward(q);
+  }
   guarded("attention_forward", [&] {
     const AttnDims a = dims_of(p);
     if (a.b == 0) return;
@@ -79,6 +87,14 @@ void attention_forward(const AttentionArgs& p) {
 }
 
 void attention_backward(const AttentionArgs& p) {
+  if (any_bf16({p.qkv, p.dout, p.dqkv})) {  // computes in fp32
+    F32Staging staged;
+    AttentionArgs q = p;
+    q.qkv = staged.in(p.qkv);
+    q.dout = staged.in(p.dout);
+    q.dqkv = staged.out(p.dqkv);
+    return attention_backward(q);
+  }
   guarded("attention_backward", [&] {
     const AttnDims a = dims_of(p);
     if (a.b == 0) return;

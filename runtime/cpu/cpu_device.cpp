@@ -3,11 +3,14 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "runtime/cpu/cpu_precision.h"
 #include "runtime/error.h"
 
 namespace moerun {
 
 CpuDevice::CpuDevice() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) { register_cpu_kernels(table_); }
+
+std::string CpuDevice::dtype_path(DType dtype) const { return dtype == DType::BF16 ? cpu::bf16_path() : "native"; }
 
 CpuDevice::~CpuDevice() {
   deallocate(scratch_, scratch_bytes_);

@@ -28,6 +28,7 @@ class CpuDevice final : public Device {
   std::string name() const override { return "cpu(oneDNN)"; }
   const KernelTable& kernels() const override { return table_; }
   bool host_accessible() const override { return true; }
+  std::string dtype_path(DType dtype) const override;
   void synchronize() override { stream_.wait(); }
 
   dnnl::engine& engine() { return engine_; }

@@ -2,7 +2,10 @@
 // per exact shape (model shapes are static); grouped matmul is explained above its definition.
 #include <fmt/format.h>
 
+#include <deque>
+
 #include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/cpu_precision.h"
 #include "runtime/cpu/onednn_util.h"
 
 namespace moerun::cpu {
@@ -43,11 +46,12 @@ void run_matmul(const MatmulArgs& p) {
   const auto [m, k, n] = dims_of(p);
   if (m == 0 || n == 0) return;
   if (k == 0) return degenerate_inner(p);
-  const std::string key =
-      fmt::format("matmul:{}:{}:{}:{:d}{:d}{:d}{:d}", m, k, n, p.transpose_a, p.transpose_b, p.bias != nullptr, p.accumulate);
-  const auto a_md = strided_md({m, k}, p.transpose_a ? dims{1, m} : dims{k, 1});
-  const auto b_md = strided_md({k, n}, p.transpose_b ? dims{1, k} : dims{n, 1});
-  const auto c_md = plain_md({m, n});
+  const auto ta = dnnl_type(p.a->dtype()), tc = dnnl_type(p.c->dtype());
+  const std::string key = fmt::format("matmul:{}:{}:{}:{:d}{:d}{:d}{:d}:{}{}", m, k, n, p.transpose_a, p.transpose_b,
+                                      p.bias != nullptr, p.accumulate, dtype_name(p.a->dtype()), dtype_name(p.c->dtype()));
+  const auto a_md = strided_md({m, k}, p.transpose_a ? dims{1, m} : dims{k, 1}, ta);
+  const auto b_md = strided_md({k, n}, p.transpose_b ? dims{1, k} : dims{n, 1}, ta);
+  const auto c_md = plain_md({m, n}, tc);
   const auto bias_md = p.bias ? plain_md({1, n}) : dnnl::memory::desc();
   dnnl::primitive& prim = dev.cache().get(key, [&] { return make_matmul(dev, a_md, b_md, bias_md, c_md, p.accumulate); });
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, wrap(dev, a_md, p.a->data())},
@@ -57,10 +61,36 @@ void run_matmul(const MatmulArgs& p) {
   execute(dev, prim, std::move(args));
 }
 
+// Operands in the dtypes the primitives take: both f32 or both bf16. A bf16 operand makes the
+// product bf16 where the CPU has bf16 instructions (the f32 operand rounded into `rounded`);
+// elsewhere every bf16 tensor is staged through fp32.
+struct PreparedOperands {
+  std::deque<Tensor> rounded;
+  F32Staging staging;
+};
+void prepare(MatmulArgs& p, PreparedOperands& prepared) {
+  if (all_f32({p.a, p.b, p.c})) return;
+  if (!native_bf16()) {
+    p.a = prepared.staging.in(p.a);
+    p.b = prepared.staging.in(p.b);
+    p.c = prepared.staging.out(p.c, p.accumulate);
+    return;
+  }
+  for (const Tensor** operand : {&p.a, &p.b}) {
+    if ((*operand)->dtype() == DType::BF16) continue;
+    Tensor& copy = prepared.rounded.emplace_back((*operand)->device(), (*operand)->shape(), DType::BF16);
+    convert_values(**operand, copy);
+    *operand = &copy;
+  }
+}
+
 }  // namespace
 
-void matmul(const MatmulArgs& p) {
+void matmul(const MatmulArgs& args) {
+  MatmulArgs p = args;
   try {
+    PreparedOperands prepared;
+    prepare(p, prepared);
     run_matmul(p);
   } catch (const dnnl::error& e) {
     MOERUN_THROW(KernelError, "[matmul] oneDNN failed for a {} b {} c {} (transpose a {}, b {}): {}",
@@ -83,17 +113,23 @@ constexpr std::int64_t kMaxTileRows = 1024;
 constexpr std::int64_t kMinTileRows = 16;
 }
 
-void grouped_matmul(const GroupedMatmulArgs& args) {
+void grouped_matmul(const GroupedMatmulArgs& original) {
+  GroupedMatmulArgs args = original;
+  PreparedOperands prepared;
+  for (MatmulArgs& g : args.groups) prepare(g, prepared);
   const MatmulArgs& first = args.groups.front();
   CpuDevice& dev = cpu_device_of(*first.c);
+  const auto type = dnnl_type(first.a->dtype()), c_type = dnnl_type(first.c->dtype());
+  const std::size_t in_size = dtype_size(first.a->dtype()), out_size = dtype_size(first.c->dtype());
   const bool ta = first.transpose_a, tb = first.transpose_b;
   const std::int64_t a_cols = first.a->dim(1);  // k without transpose_a; m with it
   const std::int64_t n = tb ? first.b->dim(0) : first.b->dim(1);
   const std::int64_t k_fixed = ta ? 0 : (tb ? first.b->dim(1) : first.b->dim(0));
-  const std::string key = fmt::format("grouped_matmul:{}:{}:{}:{:d}{:d}{:d}{:d}", a_cols, n, k_fixed, ta, tb,
-                                      first.bias != nullptr, first.accumulate);
+  const std::string key = fmt::format("grouped_matmul:{}:{}:{}:{:d}{:d}{:d}{:d}:{}{}", a_cols, n, k_fixed, ta, tb,
+                                      first.bias != nullptr, first.accumulate, dtype_name(first.a->dtype()),
+                                      dtype_name(first.c->dtype()));
   const auto bias_md = first.bias ? plain_md({1, n}) : dnnl::memory::desc();
-  const auto b_fixed = ta ? dnnl::memory::desc() : strided_md({k_fixed, n}, tb ? dims{1, k_fixed} : dims{n, 1});
+  const auto b_fixed = ta ? dnnl::memory::desc() : strided_md({k_fixed, n}, tb ? dims{1, k_fixed} : dims{n, 1}, type);
   auto run = [&](dnnl::primitive& prim, const dnnl::memory::desc& a_md, const void* a, const dnnl::memory::desc& b_md,
                  const void* b, const dnnl::memory::desc& c_md, void* c, const Tensor* bias) {
     std::unordered_map<int, dnnl::memory> margs{{DNNL_ARG_SRC, wrap(dev, a_md, a)},
@@ -112,35 +148,38 @@ void grouped_matmul(const GroupedMatmulArgs& args) {
       }
       const std::int64_t tokens = g.a->dim(0);
       if (ta) {  // a [tokens, m] read transposed, b [tokens, n], c [m, n]: tokens are k.
-        const auto a_rt = strided_md({a_cols, kRuntime}, {1, a_cols}), b_rt = strided_md({kRuntime, n}, {n, 1});
+        const auto a_rt = strided_md({a_cols, kRuntime}, {1, a_cols}, type), b_rt = strided_md({kRuntime, n}, {n, 1}, type);
         dnnl::primitive& prim = dev.cache().get(key, [&] {
-          return make_matmul(dev, a_rt, b_rt, bias_md, plain_md({a_cols, n}), first.accumulate);
+          return make_matmul(dev, a_rt, b_rt, bias_md, plain_md({a_cols, n}, c_type), first.accumulate);
         });
-        run(prim, strided_md({a_cols, tokens}, {1, a_cols}), g.a->data(), strided_md({tokens, n}, {n, 1}), g.b->data(),
-            plain_md({a_cols, n}), g.c->data(), g.bias);
+        run(prim, strided_md({a_cols, tokens}, {1, a_cols}, type), g.a->data(), strided_md({tokens, n}, {n, 1}, type),
+            g.b->data(), plain_md({a_cols, n}, c_type), g.c->data(), g.bias);
         continue;
       }
       // a [tokens, k], c [tokens, n].
-      const auto* a = static_cast<const float*>(g.a->data());
-      auto* c = static_cast<float*>(g.c->data());
+      const auto* a = static_cast<const char*>(g.a->data());
+      auto* c = static_cast<char*>(g.c->data());
+      const auto a_at = [&](std::int64_t row) { return a + row * a_cols * static_cast<std::int64_t>(in_size); };
+      const auto c_at = [&](std::int64_t row) { return c + row * n * static_cast<std::int64_t>(out_size); };
       std::int64_t r = 0;
       // Power-of-two tiles from the largest down (data gradient only), then the rest.
       for (std::int64_t tile = kMaxTileRows; tb && tile >= kMinTileRows; tile /= 2) {
         for (; tokens - r >= tile; r += tile) {
-          const auto a_md = plain_md({tile, a_cols}), c_md = plain_md({tile, n});
+          const auto a_md = plain_md({tile, a_cols}, type), c_md = plain_md({tile, n}, c_type);
           dnnl::primitive& prim = dev.cache().get(fmt::format("{}:tile{}", key, tile), [&] {
             return make_matmul(dev, a_md, b_fixed, bias_md, c_md, first.accumulate);
           });
-          run(prim, a_md, a + r * a_cols, b_fixed, g.b->data(), c_md, c + r * n, g.bias);
+          run(prim, a_md, a_at(r), b_fixed, g.b->data(), c_md, c_at(r), g.bias);
         }
       }
       if (tokens > r) {
         const std::int64_t rest = tokens - r;
         dnnl::primitive& prim = dev.cache().get(key + ":rest", [&] {
-          return make_matmul(dev, strided_md({kRuntime, a_cols}, {a_cols, 1}), b_fixed, bias_md,
-                             strided_md({kRuntime, n}, {n, 1}), first.accumulate);
+          return make_matmul(dev, strided_md({kRuntime, a_cols}, {a_cols, 1}, type), b_fixed, bias_md,
+                             strided_md({kRuntime, n}, {n, 1}, c_type), first.accumulate);
         });
-        run(prim, plain_md({rest, a_cols}), a + r * a_cols, b_fixed, g.b->data(), plain_md({rest, n}), c + r * n, g.bias);
+        run(prim, plain_md({rest, a_cols}, type), a_at(r), b_fixed, g.b->data(), plain_md({rest, n}, c_type), c_at(r),
+            g.bias);
       }
     }
   } catch (const dnnl::error& e) {

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/cpu_precision.h"
 #include "runtime/cpu/onednn_util.h"
 
 namespace moerun::cpu {
@@ -27,6 +28,13 @@ dnnl::layer_normalization_forward::primitive_desc layer_norm_fwd_pd(CpuDevice& d
 }  // namespace
 
 void softmax_forward(const SoftmaxArgs& p) {
+  if (any_bf16({p.x, p.out})) {  // computes in fp32
+    F32Staging staged;
+    SoftmaxArgs q = p;
+    q.x = staged.in(p.x);
+    q.out = staged.out(p.out);
+    return softmax_forward(q);
+  }
   guarded("softmax_forward", [&] {
     CpuDevice& dev = cpu_device_of(*p.x);
     const std::int64_t n = p.x->dim(0), m = p.x->dim(1);
@@ -39,6 +47,14 @@ void softmax_forward(const SoftmaxArgs& p) {
 }
 
 void softmax_backward(const SoftmaxArgs& p) {
+  if (any_bf16({p.y, p.dy, p.out})) {  // computes in fp32
+    F32Staging staged;
+    SoftmaxArgs q = p;
+    q.y = staged.in(p.y);
+    q.dy = staged.in(p.dy);
+    q.out = staged.out(p.out);
+    return softmax_backward(q);
+  }
   guarded("softmax_backward", [&] {
     CpuDevice& dev = cpu_device_of(*p.y);
     const std::int64_t n = p.y->dim(0), m = p.y->dim(1);
@@ -56,6 +72,13 @@ void softmax_backward(const SoftmaxArgs& p) {
 }
 
 void layer_norm_forward(const LayerNormArgs& p) {
+  if (any_bf16({p.x, p.y})) {  // computes in fp32
+    F32Staging staged;
+    LayerNormArgs q = p;
+    q.x = staged.in(p.x);
+    q.y = staged.out(p.y);
+    return layer_norm_forward(q);
+  }
   guarded("layer_norm_forward", [&] {
     CpuDevice& dev = cpu_device_of(*p.x);
     const std::int64_t n = p.x->dim(0), d = p.x->dim(1);
@@ -77,6 +100,14 @@ void layer_norm_forward(const LayerNormArgs& p) {
 }
 
 void layer_norm_backward(const LayerNormArgs& p) {
+  if (any_bf16({p.x, p.dy, p.dx})) {  // computes in fp32
+    F32Staging staged;
+    LayerNormArgs q = p;
+    q.x = staged.in(p.x);
+    q.dy = staged.in(p.dy);
+    q.dx = staged.out(p.dx);
+    return layer_norm_backward(q);
+  }
   guarded("layer_norm_backward", [&] {
     CpuDevice& dev = cpu_device_of(*p.x);
     const std::int64_t n = p.x->dim(0), d = p.x->dim(1);
@@ -125,6 +156,13 @@ void layer_norm_backward(const LayerNormArgs& p) {
 }
 
 void rms_norm_forward(const RmsNormArgs& p) {
+  if (any_bf16({p.x, p.y})) {  // computes in fp32
+    F32Staging staged;
+    RmsNormArgs q = p;
+    q.x = staged.in(p.x);
+    q.y = staged.out(p.y);
+    return rms_norm_forward(q);
+  }
   const std::int64_t n = p.x->dim(0), d = p.x->dim(1);
   const float* x = f32(p.x);
   const float* gamma = f32(p.gamma);
@@ -143,6 +181,14 @@ void rms_norm_forward(const RmsNormArgs& p) {
 }
 
 void rms_norm_backward(const RmsNormArgs& p) {
+  if (any_bf16({p.x, p.dy, p.dx})) {  // computes in fp32
+    F32Staging staged;
+    RmsNormArgs q = p;
+    q.x = staged.in(p.x);
+    q.dy = staged.in(p.dy);
+    q.dx = staged.out(p.dx);
+    return rms_norm_backward(q);
+  }
   // With xh = x * r: dx = r * (g*dy - xh * mean(g*dy*xh)), dgamma = sum_rows(dy * xh).
   const std::int64_t n = p.x->dim(0), d = p.x->dim(1);
   const float* x = f32(p.x);

@@ -1,11 +1,12 @@
 // Point-wise kernels: activations and binary ops on oneDNN's eltwise and binary
-// primitives; axpy, row sums, norms, non-finite counts and AdamW as plain vectorizable
+// primitives (f32, or bf16 where the CPU has bf16 instructions; staged through fp32 elsewhere); axpy, row sums, norms, non-finite counts and AdamW as plain vectorizable
 // loops (memory-bound, no primitive in oneDNN), threaded with OpenMP for large tensors.
 #include <fmt/format.h>
 
 #include <cmath>
 
 #include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/cpu_precision.h"
 #include "runtime/cpu/onednn_util.h"
 
 namespace moerun::cpu {
@@ -18,32 +19,44 @@ dnnl::algorithm eltwise_algorithm(Activation a) {
 }
 float eltwise_alpha(Activation a) { return a == Activation::Silu ? 1.0f : 0.0f; }  // swish(x) = x * sigmoid(alpha x)
 
-dnnl::eltwise_forward::primitive_desc eltwise_fwd_pd(CpuDevice& dev, dnnl::algorithm alg, float alpha, std::int64_t n) {
-  const auto md = plain_md({n});
+dnnl::eltwise_forward::primitive_desc eltwise_fwd_pd(CpuDevice& dev, dnnl::algorithm alg, float alpha, std::int64_t n,
+                                                    dnnl::memory::data_type type) {
+  const auto md = plain_md({n}, type);
   return dnnl::eltwise_forward::primitive_desc(
       dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, md, alpha, 0.0f), dev.engine());
 }
 
+// x and y share one dtype (checked by the front ends).
 void eltwise_forward(dnnl::algorithm alg, float alpha, const Tensor& x, Tensor& y) {
+  if (x.dtype() == DType::BF16 && !native_bf16()) {
+    F32Staging staged;
+    return eltwise_forward(alg, alpha, *staged.in(&x), *staged.out(&y));
+  }
   CpuDevice& dev = cpu_device_of(x);
   const std::int64_t n = x.numel();
   if (n == 0) return;
-  const auto md = plain_md({n});
-  auto& prim = dev.cache().get(fmt::format("eltwise_fwd:{}:{}:{}", static_cast<int>(alg), alpha, n),
-                               [&] { return dnnl::eltwise_forward(eltwise_fwd_pd(dev, alg, alpha, n)); });
+  const auto type = dnnl_type(x.dtype());
+  const auto md = plain_md({n}, type);
+  auto& prim = dev.cache().get(fmt::format("eltwise_fwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, n, dtype_name(x.dtype())),
+                               [&] { return dnnl::eltwise_forward(eltwise_fwd_pd(dev, alg, alpha, n, type)); });
   execute(dev, prim, {{DNNL_ARG_SRC, wrap(dev, md, x.data())}, {DNNL_ARG_DST, wrap(dev, md, y.data())}});
 }
 
 // dx = dy * f'(x); dx may alias dy.
 void eltwise_backward(dnnl::algorithm alg, float alpha, const Tensor& x, const Tensor& dy, Tensor& dx) {
+  if (x.dtype() == DType::BF16 && !native_bf16()) {
+    F32Staging staged;
+    return eltwise_backward(alg, alpha, *staged.in(&x), *staged.in(&dy), *staged.out(&dx));
+  }
   CpuDevice& dev = cpu_device_of(x);
   const std::int64_t n = x.numel();
   if (n == 0) return;
-  const auto md = plain_md({n});
-  auto& prim = dev.cache().get(fmt::format("eltwise_bwd:{}:{}:{}", static_cast<int>(alg), alpha, n), [&] {
+  const auto type = dnnl_type(x.dtype());
+  const auto md = plain_md({n}, type);
+  auto& prim = dev.cache().get(fmt::format("eltwise_bwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, n, dtype_name(x.dtype())), [&] {
     dnnl::eltwise_backward::desc desc(alg, md, md, alpha, 0.0f);
     return dnnl::eltwise_backward(
-        dnnl::eltwise_backward::primitive_desc(desc, dev.engine(), eltwise_fwd_pd(dev, alg, alpha, n)));
+        dnnl::eltwise_backward::primitive_desc(desc, dev.engine(), eltwise_fwd_pd(dev, alg, alpha, n, type)));
   });
   execute(dev, prim,
           {{DNNL_ARG_SRC, wrap(dev, md, x.data())},
@@ -51,16 +64,25 @@ void eltwise_backward(dnnl::algorithm alg, float alpha, const Tensor& x, const T
            {DNNL_ARG_DIFF_SRC, wrap(dev, md, dx.data())}});
 }
 
+// One primitive when all three share a dtype the CPU computes in; mixed dtypes (a bf16 branch
+// added to the fp32 residual stream) are staged through fp32.
 void binary_op(dnnl::algorithm alg, const Tensor& a, const Tensor& b, Tensor& out) {
+  const bool one_type = a.dtype() == b.dtype() && a.dtype() == out.dtype();
+  if (any_bf16({&a, &b, &out}) && !(one_type && native_bf16())) {
+    F32Staging staged;
+    return binary_op(alg, *staged.in(&a), *staged.in(&b), *staged.out(&out));
+  }
   CpuDevice& dev = cpu_device_of(a);
   const std::int64_t n = a.numel();
   if (n == 0) return;
   const bool broadcast_row = b.shape() != a.shape();
   const std::int64_t cols = broadcast_row ? b.numel() : n;
   const std::int64_t rows = n / cols;
-  const auto a_md = plain_md({rows, cols});
-  const auto b_md = plain_md({broadcast_row ? 1 : rows, cols});
-  auto& prim = dev.cache().get(fmt::format("binary:{}:{}:{}:{:d}", static_cast<int>(alg), rows, cols, broadcast_row), [&] {
+  const auto type = dnnl_type(a.dtype());
+  const auto a_md = plain_md({rows, cols}, type);
+  const auto b_md = plain_md({broadcast_row ? 1 : rows, cols}, type);
+  auto& prim = dev.cache().get(fmt::format("binary:{}:{}:{}:{:d}:{}", static_cast<int>(alg), rows, cols, broadcast_row,
+                                           dtype_name(a.dtype())), [&] {
     return dnnl::binary(dnnl::binary::primitive_desc(dnnl::binary::desc(alg, a_md, b_md, a_md), dev.engine()));
   });
   execute(dev, prim,

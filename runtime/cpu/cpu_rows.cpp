@@ -1,12 +1,15 @@
 // Row-indexed kernels with no oneDNN primitive: cross-entropy (fused log-softmax),
-// top-k, gather / scatter-add of rows by index, row-wise dot products.
+// top-k, gather / scatter-add of rows by index, row-wise dot products. Gather, scatter-add
+// and row dot read and write f32 or bf16 rows (templated loops; arithmetic in fp32).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/cpu_precision.h"
 #include "runtime/cpu/onednn_util.h"
 
 namespace moerun::cpu {
@@ -89,55 +92,72 @@ void check_indices(std::string_view kernel, const std::int32_t* index, std::int6
 }
 }  // namespace
 
+namespace {
+template <class Src, class Dst>
+void gather_typed(const Src* src, const std::int32_t* index, const float* scale, Dst* dst, std::int64_t n, std::int64_t d) {
+#pragma omp parallel for if (n * d > (1 << 15))
+  for (std::int64_t i = 0; i < n; ++i) {
+    const Src* s = src + static_cast<std::int64_t>(index[i]) * d;
+    Dst* o = dst + i * d;
+    if constexpr (std::is_same_v<Src, Dst>) {
+      if (scale == nullptr) {
+        std::memcpy(o, s, static_cast<std::size_t>(d) * sizeof(Dst));
+        continue;
+      }
+    }
+    const float w = scale ? scale[i] : 1.0f;
+    for (std::int64_t j = 0; j < d; ++j) store(o, j, load(s, j) * w);
+  }
+}
+
+template <class Src, class Dst>
+void scatter_add_typed(const Src* src, const std::int32_t* index, const float* scale, Dst* dst, std::int64_t n,
+                       std::int64_t d) {
+  // Sequential over i: several rows may land on one destination, and the order of their
+  // additions must not depend on threads (bit-identical runs).
+  for (std::int64_t i = 0; i < n; ++i) {
+    const Src* s = src + i * d;
+    Dst* o = dst + static_cast<std::int64_t>(index[i]) * d;
+    const float w = scale ? scale[i] : 1.0f;
+#pragma omp simd
+    for (std::int64_t j = 0; j < d; ++j) store(o, j, load(o, j) + load(s, j) * w);
+  }
+}
+}  // namespace
+
 void gather_rows(const IndexRowsArgs& p) {
   const std::int64_t n = p.dst->dim(0), d = p.dst->dim(1);
   const std::int32_t* index = i32(p.index);
   check_indices("gather_rows", index, n, p.src->dim(0));
-  const float* src = f32(p.src);
-  float* dst = f32(p.dst);
   const float* scale = p.scale ? f32(p.scale) : nullptr;
-#pragma omp parallel for if (n * d > (1 << 15))
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float* s = src + static_cast<std::int64_t>(index[i]) * d;
-    float* o = dst + i * d;
-    if (scale == nullptr) {
-      std::memcpy(o, s, static_cast<std::size_t>(d) * sizeof(float));
-    } else {
-      const float w = scale[i];
-      for (std::int64_t j = 0; j < d; ++j) o[j] = s[j] * w;
-    }
-  }
+  with_typed(*p.src, [&](const auto* src) {
+    with_typed(*p.dst, [&](auto* dst) { gather_typed(src, index, scale, dst, n, d); });
+  });
 }
 
 void scatter_add_rows(const IndexRowsArgs& p) {
   const std::int64_t n = p.src->dim(0), d = p.src->dim(1);
   const std::int32_t* index = i32(p.index);
   check_indices("scatter_add_rows", index, n, p.dst->dim(0));
-  const float* src = f32(p.src);
-  float* dst = f32(p.dst);
   const float* scale = p.scale ? f32(p.scale) : nullptr;
-  // Sequential over i: several rows may land on one destination, and the order of their
-  // additions must not depend on threads (bit-identical runs).
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float* s = src + i * d;
-    float* o = dst + static_cast<std::int64_t>(index[i]) * d;
-    const float w = scale ? scale[i] : 1.0f;
-#pragma omp simd
-    for (std::int64_t j = 0; j < d; ++j) o[j] += s[j] * w;
-  }
+  with_typed(*p.src, [&](const auto* src) {
+    with_typed(*p.dst, [&](auto* dst) { scatter_add_typed(src, index, scale, dst, n, d); });
+  });
 }
 
 void row_dot(const RowDotArgs& p) {
   const std::int64_t n = p.a->dim(0), d = p.a->dim(1);
-  const float* a = f32(p.a);
-  const float* b = f32(p.b);
   float* out = f32(p.out);
+  with_typed(*p.a, [&](const auto* a) {
+    with_typed(*p.b, [&](const auto* b) {
 #pragma omp parallel for if (n * d > (1 << 15))
-  for (std::int64_t i = 0; i < n; ++i) {
-    float s = 0.0f;
-    for (std::int64_t j = 0; j < d; ++j) s += a[i * d + j] * b[i * d + j];
-    out[i] = s;
-  }
+      for (std::int64_t i = 0; i < n; ++i) {
+        float s = 0.0f;
+        for (std::int64_t j = 0; j < d; ++j) s += load(a, i * d + j) * load(b, i * d + j);
+        out[i] = s;
+      }
+    });
+  });
 }
 
 }  // namespace moerun::cpu

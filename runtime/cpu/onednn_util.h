@@ -21,12 +21,17 @@ using dims = dnnl::memory::dims;
 using f32_t = dnnl::memory::data_type;
 inline constexpr auto kF32 = dnnl::memory::data_type::f32;
 
-inline dnnl::memory::desc plain_md(dims d) {
+inline constexpr auto kBF16 = dnnl::memory::data_type::bf16;
+inline dnnl::memory::data_type dnnl_type(DType t) { return t == DType::BF16 ? kBF16 : kF32; }
+
+inline dnnl::memory::desc plain_md(dims d, dnnl::memory::data_type type = kF32) {
   dims strides(d.size(), 1);
   for (int i = static_cast<int>(d.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * d[i + 1];
-  return dnnl::memory::desc(d, kF32, strides);
+  return dnnl::memory::desc(d, type, strides);
 }
-inline dnnl::memory::desc strided_md(dims d, dims strides) { return dnnl::memory::desc(d, kF32, strides); }
+inline dnnl::memory::desc strided_md(dims d, dims strides, dnnl::memory::data_type type = kF32) {
+  return dnnl::memory::desc(d, type, strides);
+}
 
 inline dnnl::memory wrap(CpuDevice& dev, const dnnl::memory::desc& md, const void* ptr) {
   return dnnl::memory(md, dev.engine(), const_cast<void*>(ptr));
