@@ -16,30 +16,32 @@ Tensor AttentionLayer::forward(const Tensor& h, std::int64_t batch) {
   const std::int64_t n = h.dim(0), d = config_.d_model, t = config_.seq_len, heads = config_.n_heads;
   h_ = &h;
   batch_ = batch;
-  qkv_ = Tensor(dev, {n, 3 * d});
-  kernels::matmul({.a = &h, .b = &w_qkv_.value, .c = &qkv_});
+  const DType act = config_.compute_dtype;
+  qkv_ = Tensor(dev, {n, 3 * d}, act);
+  kernels::matmul({.a = &h, .b = &w_qkv_.compute(), .c = &qkv_});
   probs_ = Tensor(dev, {batch, heads, t, t});
-  heads_ = Tensor(dev, {n, d});
+  heads_ = Tensor(dev, {n, d}, act);
   kernels::attention_forward({.batch = batch, .seq = t, .heads = heads, .qkv = &qkv_, .probs = &probs_, .out = &heads_});
-  Tensor y(dev, {n, d});
-  kernels::matmul({.a = &heads_, .b = &w_out_.value, .bias = &b_out_.value, .c = &y});
+  Tensor y(dev, {n, d});  // fp32: added to the residual stream
+  kernels::matmul({.a = &heads_, .b = &w_out_.compute(), .bias = &b_out_.value, .c = &y});
   return y;
 }
 
 Tensor AttentionLayer::backward(const Tensor& dy) {
   Device& dev = dy.device();
   const std::int64_t n = dy.dim(0), d = config_.d_model;
-  Tensor dheads(dev, {n, d});
-  kernels::linear_backward(heads_, w_out_.value, dy,
+  const DType act = config_.compute_dtype;
+  Tensor dheads(dev, {n, d}, act);
+  kernels::linear_backward(heads_, w_out_.compute(), dy,
                            {.da = &dheads, .dw = &w_out_.grad, .dbias = &b_out_.grad, .accumulate = true});
   heads_ = Tensor();
-  Tensor dqkv(dev, {n, 3 * d});
+  Tensor dqkv(dev, {n, 3 * d}, act);
   kernels::attention_backward({.batch = batch_, .seq = config_.seq_len, .heads = config_.n_heads, .qkv = &qkv_,
                                .probs = &probs_, .dout = &dheads, .dqkv = &dqkv});
   probs_ = Tensor();
   qkv_ = Tensor();
-  Tensor dh(dev, {n, d});
-  kernels::linear_backward(*h_, w_qkv_.value, dqkv, {.da = &dh, .dw = &w_qkv_.grad, .accumulate = true});
+  Tensor dh(dev, {n, d});  // fp32, towards the residual stream
+  kernels::linear_backward(*h_, w_qkv_.compute(), dqkv, {.da = &dh, .dw = &w_qkv_.grad, .accumulate = true});
   h_ = nullptr;
   return dh;
 }

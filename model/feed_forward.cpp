@@ -48,7 +48,7 @@ void FeedForwardSet::apply_weights(const std::vector<Tensor>& a, Parameter* Weig
                                    bool transpose_w, bool accumulate) {
   GroupedMatmulArgs args;
   for (std::size_t i = 0; i < experts_.size(); ++i) {
-    args.groups.push_back({.a = &a[i], .b = &(experts_[i].*w)->value, .c = &out[i], .transpose_b = transpose_w,
+    args.groups.push_back({.a = &a[i], .b = &(experts_[i].*w)->compute(), .c = &out[i], .transpose_b = transpose_w,
                            .accumulate = accumulate});
   }
   kernels::grouped_matmul(args);
@@ -67,11 +67,11 @@ void FeedForwardSet::accumulate_weight_grad(const std::vector<Tensor>& a, const 
 void FeedForwardSet::compute_hidden(const std::vector<Tensor>& xs) {
   Device& dev = x_->device();
   const std::int64_t rows = x_->dim(0), ff = config_.d_ff;
-  pre_ = Tensor(dev, {rows, ff});
+  pre_ = Tensor(dev, {rows, ff}, x_->dtype());
   auto pres = split(pre_);
   apply_weights(xs, &Weights::w1, pres, false, false);
   if (config_.expert_type == ExpertType::SwiGlu) {
-    up_ = Tensor(dev, {rows, ff});
+    up_ = Tensor(dev, {rows, ff}, x_->dtype());
     auto ups = split(up_);
     apply_weights(xs, &Weights::w3, ups, false, false);
   }
@@ -91,7 +91,7 @@ Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> co
   x_ = &x;
   const std::int64_t rows = x.dim(0), ff = config_.d_ff;
   compute_hidden(split(x));
-  Tensor act(dev, {rows, ff});
+  Tensor act(dev, {rows, ff}, x.dtype());
   if (config_.expert_type == ExpertType::SwiGlu) {
     kernels::swiglu_forward({.gate = &pre_, .up = &up_, .y = &act});
   } else {
@@ -101,7 +101,7 @@ Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> co
     pre_ = Tensor();
     up_ = Tensor();
   }
-  Tensor out(dev, {rows, config_.d_model});
+  Tensor out(dev, {rows, config_.d_model}, x.dtype());
   auto acts = split(act);
   auto outs = split(out);
   apply_weights(acts, &Weights::w2, outs, false, false);
@@ -112,25 +112,26 @@ Tensor FeedForwardSet::backward(const Tensor& dy) {
   Device& dev = dy.device();
   const std::int64_t rows = dy.dim(0), ff = config_.d_ff;
   const bool swiglu = config_.expert_type == ExpertType::SwiGlu;
+  const DType act_dtype = x_->dtype();  // every activation and its gradient: the input's dtype
   const auto xs = split(*x_);
   if (!pre_.defined()) compute_hidden(xs);  // train.recompute = moe dropped them
   // Recompute the activation from the saved pre-activations (cheaper than keeping it).
-  Tensor act(dev, {rows, ff});
+  Tensor act(dev, {rows, ff}, act_dtype);
   if (swiglu) {
     kernels::swiglu_forward({.gate = &pre_, .up = &up_, .y = &act});
   } else {
     kernels::activation_forward({.activation = Activation::Gelu, .x = &pre_, .out = &act});
   }
   const auto dys = split(dy), acts = split(act);
-  Tensor dact(dev, {rows, ff});
+  Tensor dact(dev, {rows, ff}, act_dtype);
   auto dacts = split(dact);
   apply_weights(dys, &Weights::w2, dacts, true, false);  // dact = dy W2^T
   accumulate_weight_grad(acts, dys, &Weights::w2);       // dW2 += act^T dy
   act = Tensor();
-  Tensor dx(dev, {rows, config_.d_model});
+  Tensor dx(dev, {rows, config_.d_model}, act_dtype);
   auto dxs = split(dx);
   if (swiglu) {
-    Tensor dgate(dev, {rows, ff}), dup(dev, {rows, ff});
+    Tensor dgate(dev, {rows, ff}, act_dtype), dup(dev, {rows, ff}, act_dtype);
     kernels::swiglu_backward({.gate = &pre_, .up = &up_, .dy = &dact, .dgate = &dgate, .dup = &dup});
     const auto dgates = split(dgate), dups = split(dup);
     accumulate_weight_grad(xs, dgates, &Weights::w1);

@@ -4,6 +4,8 @@
 // Keeps the pre-activations for backward and recomputes the activation there; with
 // recompute_hidden, keeps only the input and recomputes the pre-activations too (one more
 // matmul per weight that feeds the activation, in exchange for [rows, d_ff] per FFN input).
+// Activations and dx take the input's dtype (bf16 under mixed precision); the matmuls read
+// the weights' compute copies and accumulate weight gradients in fp32.
 #pragma once
 
 #include <span>

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/dtype.h"
+
 namespace moerun {
 
 enum class ExpertType { Gelu, SwiGlu };
@@ -38,6 +40,10 @@ struct ModelConfig {
   // Benchmark only (bench.router_zipf): a fixed bias on the router logits that makes expert
   // popularity follow Zipf(s). It changes the model's math; 0 = off.
   double router_zipf = 0.0;
+  // train.precision: the dtype of activations, matmul operands and the token exchange. bf16 is
+  // mixed precision (fp32 master weights, gradients, optimizer and residual stream; see
+  // docs/precision.md); f32 computes everything in fp32.
+  DType compute_dtype = DType::F32;
 
   std::int64_t head_dim() const { return d_model / n_heads; }
   bool is_moe_layer(std::int64_t layer) const { return dense_every <= 0 || (layer + 1) % dense_every != 0; }

@@ -52,7 +52,7 @@ Tensor MoeLayer::forward(const Tensor& h) {
   const std::int64_t kept = route.routing.kept();
   token_of_copy_ = Tensor::from_host(dev, {kept}, route.routing.token_of_copy);
   // 2. Dispatch token-copies to the experts' ranks, run the experts, combine.
-  routed_ = Tensor(dev, {kept, d});
+  routed_ = Tensor(dev, {kept, d}, h.dtype());  // the exchange carries the compute dtype
   kernels::gather_rows({.src = &h, .index = &token_of_copy_, .dst = &routed_});
   dispatch_ = dispatcher_.plan(route.routing.kept_per_expert);
   expert_in_ = dispatcher_.dispatch(dispatch_, routed_);
@@ -88,7 +88,7 @@ Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
   kernels::row_dot({.a = &routed_out_, .b = &dy_copies, .out = &dcopy_gates});
   routed_out_ = Tensor();
   const Tensor gates_flat = routed_by_->copy_gates.reshaped({kept});
-  Tensor drouted_out(dev, {kept, d});
+  Tensor drouted_out(dev, {kept, d}, config_.compute_dtype);
   kernels::gather_rows({.src = &dy, .index = &token_of_copy_, .scale = &gates_flat, .dst = &drouted_out});
   dy_copies = Tensor();
   // Experts, along the same routes: gradients of outputs go to the ranks that computed them.

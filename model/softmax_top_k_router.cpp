@@ -36,7 +36,8 @@ class SoftmaxTopKRouter final : public Router {
     const std::int64_t n = h.dim(0), e = config_.experts, k = config_.top_k;
     h_ = &h;
     Tensor logits(dev, {n, e});
-    kernels::matmul({.a = &h, .b = &weights_.value, .c = &logits});
+    const Tensor h32 = fp32(h);
+    kernels::matmul({.a = &h32, .b = &weights_.value, .c = &logits});
     if (bias_.defined()) kernels::binary({.op = BinaryOp::Add, .a = &logits, .b = &bias_, .out = &logits});
     probs_ = Tensor(dev, {n, e});
     lse_ = Tensor(dev, {n});
@@ -82,7 +83,8 @@ class SoftmaxTopKRouter final : public Router {
                               .z_scale = n > 0 ? static_cast<float>(aux_scale * 2.0 * config_.z_loss_coef / double(n)) : 0.0f,
                               .dlogits = &dlogits});
     kernels::matmul({.a = &dlogits, .b = &weights_.value, .c = &dh, .transpose_b = true, .accumulate = true});
-    kernels::matmul({.a = h_, .b = &dlogits, .c = &weights_.grad, .transpose_a = true, .accumulate = true});
+    const Tensor h32 = fp32(*h_);
+    kernels::matmul({.a = &h32, .b = &dlogits, .c = &weights_.grad, .transpose_a = true, .accumulate = true});
     release();
   }
 
@@ -92,6 +94,14 @@ class SoftmaxTopKRouter final : public Router {
   }
 
  private:
+  // The router computes in fp32 under mixed precision too (logits, softmax, top-k, gates,
+  // losses): h is widened (exactly) and the fp32 master weights are read, not the bf16 copy.
+  static Tensor fp32(const Tensor& h) {
+    if (h.dtype() == DType::F32) return h.view();
+    Tensor wide(h.device(), h.shape());
+    kernels::convert(h, wide);
+    return wide;
+  }
   // f_e: the fraction of this micro-batch's token-copies routed to expert e (before capacity).
   double routed_fraction(std::int64_t expert, std::int64_t tokens) const {
     return double(out_.routing.assigned_per_expert[static_cast<std::size_t>(expert)]) / double(tokens * config_.top_k);

@@ -4,6 +4,7 @@
 
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "runtime/error.h"
 #include "runtime/trace.h"
 #include "runtime/vocab.h"
 
@@ -13,9 +14,9 @@ namespace moerun {
 struct Transformer::Block {
   Block(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher)
       : layer(layer),
-        ln1(params, block_prefix(layer) + ".ln1", config.d_model),
+        ln1(params, block_prefix(layer) + ".ln1", config.d_model, config.compute_dtype),
         attention(params, config, block_prefix(layer) + ".attention"),
-        ln2(params, block_prefix(layer) + ".ln2", config.d_model) {
+        ln2(params, block_prefix(layer) + ".ln2", config.d_model, config.compute_dtype) {
     if (config.is_moe_layer(layer)) {
       moe = std::make_unique<MoeLayer>(params, config, layer, dispatcher);
     } else {
@@ -101,7 +102,10 @@ Transformer::Transformer(const ModelConfig& config, ParameterStore& params, cons
     : config_(config), embedding_(params, config) {
   for (int l = 0; l < config.n_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(params, config, l, *dispatchers.at(static_cast<std::size_t>(l))));
-  final_norm_ = std::make_unique<LayerNorm>(params, "final_norm", config.d_model);
+  MOERUN_CHECK(params.compute_dtype() == config.compute_dtype, RuntimeError,
+               "[model] the parameters' compute dtype {} differs from the model's {}", dtype_name(params.compute_dtype()),
+               dtype_name(config.compute_dtype));
+  final_norm_ = std::make_unique<LayerNorm>(params, "final_norm", config.d_model, config.compute_dtype);
   lm_head_ = config.tie_embeddings ? &embedding_.token_table()
                                    : &params.add("lm_head", {vocab::kSize, config.d_model}, Init::Normal);
 }
@@ -118,15 +122,15 @@ Tensor Transformer::forward(const Tensor& tokens, std::int64_t batch) {
   final_in_ = std::move(x);
   const trace::Scope span("forward", "lm head");
   final_out_ = final_norm_->forward(final_in_);
-  Tensor logits(tokens.device(), {final_out_.dim(0), vocab::kSize});
-  kernels::matmul({.a = &final_out_, .b = &lm_head_->value, .c = &logits, .transpose_b = true});
+  Tensor logits(tokens.device(), {final_out_.dim(0), vocab::kSize});  // fp32 for the cross-entropy
+  kernels::matmul({.a = &final_out_, .b = &lm_head_->compute(), .c = &logits, .transpose_b = true});
   return logits;
 }
 
 void Transformer::backward(const Tensor& dlogits, double aux_scale) {
   std::optional<trace::Scope> head_span(std::in_place, "backward", "lm head");
   Tensor dfinal(dlogits.device(), final_out_.shape());
-  kernels::matmul({.a = &dlogits, .b = &lm_head_->value, .c = &dfinal});  // [n, V] x [V, d]
+  kernels::matmul({.a = &dlogits, .b = &lm_head_->compute(), .c = &dfinal});  // [n, V] x [V, d]
   kernels::matmul({.a = &dlogits, .b = &final_out_, .c = &lm_head_->grad, .transpose_a = true, .accumulate = true});
   Tensor dx = final_norm_->backward(dfinal);
   final_out_ = Tensor();

@@ -26,7 +26,7 @@ std::vector<std::int32_t> inverse(const std::vector<std::int32_t>& perm) {
 Tensor permute(const Tensor& rows, const std::vector<std::int32_t>& index) {
   Device& dev = rows.device();
   Tensor idx = Tensor::from_host(dev, {static_cast<std::int64_t>(index.size())}, index);
-  Tensor out(dev, {static_cast<std::int64_t>(index.size()), rows.dim(1)});
+  Tensor out(dev, {static_cast<std::int64_t>(index.size()), rows.dim(1)}, rows.dtype());
   kernels::gather_rows({.src = &rows, .index = &idx, .dst = &out});
   return out;
 }
@@ -128,13 +128,13 @@ std::vector<std::int32_t> AllToAllDispatcher::by_rank_order(const DispatchPlan& 
 void AllToAllDispatcher::exchange(const Tensor& send, std::span<const std::int64_t> send_rows, Tensor& recv,
                                   std::span<const std::int64_t> recv_rows, const RowsBetween& rows_between) {
   const auto start = Clock::now();
-  const std::int64_t d = send.dim(1);
+  const auto row_bytes = static_cast<std::int64_t>(send.dim(1) * dtype_size(send.dtype()));
   {
     HostAccess send_host(send, HostAccess::Read);
     HostAccess recv_host(recv, HostAccess::Write);
-    exchange_->exchange(std::span<const float>(static_cast<const float*>(send_host.data()), static_cast<std::size_t>(send.numel())),
-                        send_rows, std::span<float>(static_cast<float*>(recv_host.data()), static_cast<std::size_t>(recv.numel())),
-                        recv_rows, d, rows_between, stats_);
+    exchange_->exchange(std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(send_host.data()), send.bytes()),
+                        send_rows, std::span<std::uint8_t>(static_cast<std::uint8_t*>(recv_host.data()), recv.bytes()),
+                        recv_rows, row_bytes, rows_between, stats_);
   }
   // Rows for this rank's own experts never leave the device.
   const auto self = static_cast<std::size_t>(group_.rank());
@@ -147,7 +147,7 @@ void AllToAllDispatcher::exchange(const Tensor& send, std::span<const std::int64
 Tensor AllToAllDispatcher::dispatch(const DispatchPlan& plan, const Tensor& rows) {
   const trace::Scope span("all-to-all", "dispatch");
   Tensor by_rank = placement_.rank_contiguous() ? rows.view() : permute(rows, by_rank_order(plan));
-  Tensor received(rows.device(), {plan.rows_received, rows.dim(1)});  // [source][local expert]
+  Tensor received(rows.device(), {plan.rows_received, rows.dim(1)}, rows.dtype());  // [source][local expert]
   const auto p = static_cast<std::size_t>(group_.size());
   exchange(by_rank, plan.send_per_rank, received, plan.recv_per_rank, [&](int s, int r) {
     return plan.rank_matrix[static_cast<std::size_t>(s) * p + static_cast<std::size_t>(r)];
@@ -160,7 +160,7 @@ Tensor AllToAllDispatcher::combine(const DispatchPlan& plan, const Tensor& rows)
   const trace::Scope span("all-to-all", "combine");
   Tensor by_source = (group_.size() == 1 || local_.size() <= 1) ? rows.view() : permute(rows, inverse(by_expert_order(plan)));
   const std::int64_t sent = std::accumulate(plan.send_per_rank.begin(), plan.send_per_rank.end(), std::int64_t{0});
-  Tensor back(rows.device(), {sent, rows.dim(1)});
+  Tensor back(rows.device(), {sent, rows.dim(1)}, rows.dtype());
   const auto p = static_cast<std::size_t>(group_.size());
   exchange(by_source, plan.recv_per_rank, back, plan.send_per_rank, [&](int s, int r) {  // the reverse routes
     return plan.rank_matrix[static_cast<std::size_t>(r) * p + static_cast<std::size_t>(s)];

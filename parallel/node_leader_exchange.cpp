@@ -20,8 +20,8 @@ NodeLeaderExchange::NodeLeaderExchange(ProcessGroup& group, std::vector<int> nod
   leader_group_ = group_.split(node_ranks_.front() == me ? 0 : -1, node(me), "node leaders");
 }
 
-void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const std::int64_t> send_rows,
-                                  std::span<float> recv, std::span<const std::int64_t> recv_rows, std::int64_t d,
+void NodeLeaderExchange::exchange(std::span<const std::uint8_t> send, std::span<const std::int64_t> send_rows,
+                                  std::span<std::uint8_t> recv, std::span<const std::int64_t> recv_rows, std::int64_t row_bytes,
                                   const RowsBetween& rows_between, DispatchStats& stats) {
   const int p = group_.size(), me = group_.rank();
   const auto q = static_cast<std::size_t>(node_group_->size());
@@ -31,8 +31,8 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
   const bool leader = leader_group_ != nullptr;
   const std::size_t my_node = my_node_;
   auto zeros = [](std::size_t n) { return std::vector<std::int64_t>(n, 0); };
-  auto append = [d](std::vector<float>& out, const float* from, std::int64_t rows) {
-    out.insert(out.end(), from, from + rows * d);
+  auto append = [row_bytes](std::vector<std::uint8_t>& out, const std::uint8_t* from, std::int64_t rows) {
+    out.insert(out.end(), from, from + rows * row_bytes);
   };
 
   // 1. Within the node, directly: rank to rank, into place.
@@ -40,35 +40,35 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
     auto sc = zeros(q), sd = zeros(q), rc = zeros(q), rd = zeros(q);
     for (std::size_t j = 0; j < q; ++j) {
       const auto r = static_cast<std::size_t>(node_ranks_[j]);
-      sc[j] = node_ranks_[j] == me ? 0 : send_rows[r] * d;
-      rc[j] = node_ranks_[j] == me ? 0 : recv_rows[r] * d;
-      sd[j] = send_at[r] * d;
-      rd[j] = recv_at[r] * d;
-      if (node_ranks_[j] != me) count_message(stats, send_rows[r], d, false);
+      sc[j] = node_ranks_[j] == me ? 0 : send_rows[r] * row_bytes;
+      rc[j] = node_ranks_[j] == me ? 0 : recv_rows[r] * row_bytes;
+      sd[j] = send_at[r] * row_bytes;
+      rd[j] = recv_at[r] * row_bytes;
+      if (node_ranks_[j] != me) count_message(stats, send_rows[r], row_bytes, false);
     }
     node_group_->all_to_all_v(send, sc, sd, recv, rc, rd);
   }
 
   // 2. Rows for other nodes go to the leader: [member][destination rank, ascending].
-  std::vector<float> outgoing;
+  std::vector<std::uint8_t> outgoing;
   for (int r = 0; r < p; ++r)
-    if (!on_my_node[static_cast<std::size_t>(r)]) append(outgoing, send.data() + send_at[static_cast<std::size_t>(r)] * d, send_rows[static_cast<std::size_t>(r)]);
-  std::vector<float> gathered;
+    if (!on_my_node[static_cast<std::size_t>(r)]) append(outgoing, send.data() + send_at[static_cast<std::size_t>(r)] * row_bytes, send_rows[static_cast<std::size_t>(r)]);
+  std::vector<std::uint8_t> gathered;
   {
     auto sc = zeros(q), rc = zeros(q);
     sc[0] = static_cast<std::int64_t>(outgoing.size());
     if (leader) {
       for (std::size_t j = 0; j < q; ++j)
         for (int r = 0; r < p; ++r)
-          if (!on_my_node[static_cast<std::size_t>(r)]) rc[j] += rows_between(node_ranks_[j], r) * d;
+          if (!on_my_node[static_cast<std::size_t>(r)]) rc[j] += rows_between(node_ranks_[j], r) * row_bytes;
       gathered.resize(static_cast<std::size_t>(std::accumulate(rc.begin(), rc.end(), std::int64_t{0})));
     }
-    if (!leader) count_message(stats, sc[0] / d, d, false);
+    if (!leader) count_message(stats, sc[0] / row_bytes, row_bytes, false);
     node_group_->all_to_all_v(outgoing, sc, zeros(q), gathered, rc, block_offsets(rc));
   }
 
   // 3. Leaders: one message per pair of nodes, [destination rank][source rank] inside.
-  std::vector<float> arrived;  // [source node][destination rank here][source rank]
+  std::vector<std::uint8_t> arrived;  // [source node][destination rank here][source rank]
   if (leader) {
     const std::size_t nodes = nodes_.size();
     std::map<std::pair<std::size_t, int>, std::int64_t> at;  // (member, destination) -> offset in gathered
@@ -77,9 +77,9 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
       for (int r = 0; r < p; ++r)
         if (!on_my_node[static_cast<std::size_t>(r)]) {
           at[{j, r}] = offset;
-          offset += rows_between(node_ranks_[j], r) * d;
+          offset += rows_between(node_ranks_[j], r) * row_bytes;
         }
-    std::vector<float> to_nodes;
+    std::vector<std::uint8_t> to_nodes;
     auto sc = zeros(nodes), rc = zeros(nodes);
     for (std::size_t b = 0; b < nodes; ++b) {
       if (b == my_node) continue;
@@ -87,16 +87,16 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
       for (int r : nodes_[b])
         for (std::size_t j = 0; j < q; ++j) append(to_nodes, gathered.data() + at[{j, r}], rows_between(node_ranks_[j], r));
       sc[b] = static_cast<std::int64_t>(to_nodes.size() - before);
-      count_message(stats, sc[b] / d, d, true);
+      count_message(stats, sc[b] / row_bytes, row_bytes, true);
       for (int r : node_ranks_)
-        for (int s : nodes_[b]) rc[b] += rows_between(s, r) * d;
+        for (int s : nodes_[b]) rc[b] += rows_between(s, r) * row_bytes;
     }
     arrived.resize(static_cast<std::size_t>(std::accumulate(rc.begin(), rc.end(), std::int64_t{0})));
     leader_group_->all_to_all_v(to_nodes, sc, block_offsets(sc), arrived, rc, block_offsets(rc));
   }
 
   // 4. The leader scatters: member r gets [source node][source rank] of its rows.
-  std::vector<float> scattered, mine;
+  std::vector<std::uint8_t> scattered, mine;
   {
     auto sc = zeros(q), rc = zeros(q);
     if (leader) {
@@ -108,7 +108,7 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
         if (a == my_node) continue;
         cursor[a] = offset;
         for (int r : node_ranks_)
-          for (int s : nodes_[a]) offset += rows_between(s, r) * d;
+          for (int s : nodes_[a]) offset += rows_between(s, r) * row_bytes;
       }
       for (std::size_t j = 0; j < q; ++j) {
         const std::size_t before = scattered.size();
@@ -116,16 +116,16 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
           if (a == my_node) continue;
           for (int s : nodes_[a]) {
             append(scattered, arrived.data() + cursor[a], rows_between(s, node_ranks_[j]));
-            cursor[a] += rows_between(s, node_ranks_[j]) * d;
+            cursor[a] += rows_between(s, node_ranks_[j]) * row_bytes;
           }
         }
         sc[j] = static_cast<std::int64_t>(scattered.size() - before);
-        if (j > 0) count_message(stats, sc[j] / d, d, false);
+        if (j > 0) count_message(stats, sc[j] / row_bytes, row_bytes, false);
       }
     }
     for (std::size_t a = 0; a < nodes_.size(); ++a)
       if (a != my_node)
-        for (int s : nodes_[a]) rc[0] += rows_between(s, me) * d;
+        for (int s : nodes_[a]) rc[0] += rows_between(s, me) * row_bytes;
     mine.resize(static_cast<std::size_t>(rc[0]));
     node_group_->all_to_all_v(scattered, sc, block_offsets(sc), mine, rc, zeros(q));
   }
@@ -137,8 +137,8 @@ void NodeLeaderExchange::exchange(std::span<const float> send, std::span<const s
       MOERUN_CHECK(rows == recv_rows[static_cast<std::size_t>(s)], RuntimeError,
                    "[hierarchical exchange] {} rows from rank {} routed but {} expected", rows, s,
                    recv_rows[static_cast<std::size_t>(s)]);
-      std::copy(mine.begin() + taken, mine.begin() + taken + rows * d, recv.begin() + recv_at[static_cast<std::size_t>(s)] * d);
-      taken += rows * d;
+      std::copy(mine.begin() + taken, mine.begin() + taken + rows * row_bytes, recv.begin() + recv_at[static_cast<std::size_t>(s)] * row_bytes);
+      taken += rows * row_bytes;
     }
   }
 }

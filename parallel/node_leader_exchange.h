@@ -16,8 +16,8 @@ class NodeLeaderExchange final : public RowExchange {
   NodeLeaderExchange(ProcessGroup& group, std::vector<int> node_of_rank);
   std::string name() const override { return "hierarchical"; }
   bool needs_rank_matrix() const override { return true; }
-  void exchange(std::span<const float> send, std::span<const std::int64_t> send_rows, std::span<float> recv,
-                std::span<const std::int64_t> recv_rows, std::int64_t d, const RowsBetween& rows_between,
+  void exchange(std::span<const std::uint8_t> send, std::span<const std::int64_t> send_rows, std::span<std::uint8_t> recv,
+                std::span<const std::int64_t> recv_rows, std::int64_t row_bytes, const RowsBetween& rows_between,
                 DispatchStats& stats) override;
 
  private:

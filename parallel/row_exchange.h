@@ -31,12 +31,13 @@ class RowExchange {
   // (optional) true when the route needs every pair's row count (DispatchPlan::rank_matrix,
   // passed as rows_between): rows relayed by other ranks.
   virtual bool needs_rank_matrix() const { return false; }
-  // send holds one block per destination rank r (send_rows[r] rows of d floats, in rank
-  // order); recv gets one block per source rank s (recv_rows[s] rows), in rank order. Host
+  // send holds one block per destination rank r (send_rows[r] rows of row_bytes bytes each,
+  // in rank order: any dtype); recv gets one block per source rank s (recv_rows[s] rows), in
+  // rank order. Host
   // memory. The block from this rank to itself is left to the caller (it stays on the device).
   // Adds the messages and bytes this rank sent to `stats`.
-  virtual void exchange(std::span<const float> send, std::span<const std::int64_t> send_rows, std::span<float> recv,
-                        std::span<const std::int64_t> recv_rows, std::int64_t d, const RowsBetween& rows_between,
+  virtual void exchange(std::span<const std::uint8_t> send, std::span<const std::int64_t> send_rows, std::span<std::uint8_t> recv,
+                        std::span<const std::int64_t> recv_rows, std::int64_t row_bytes, const RowsBetween& rows_between,
                         DispatchStats& stats) = 0;
 };
 
@@ -45,16 +46,16 @@ class RowExchange {
 // hierarchical (it splits the node and leader groups).
 std::unique_ptr<RowExchange> make_row_exchange(ProcessGroup& group, std::vector<int> node_of_rank, bool hierarchical);
 
-// One message of `rows` rows of d floats: bytes and message counts, by destination.
-void count_message(DispatchStats& stats, std::int64_t rows, std::int64_t d, bool inter_node);
+// One message of `rows` rows of row_bytes bytes: bytes and message counts, by destination.
+void count_message(DispatchStats& stats, std::int64_t rows, std::int64_t row_bytes, bool inter_node);
 
 // Every rank directly: one all-to-all-v.
 class FlatExchange final : public RowExchange {
  public:
   FlatExchange(ProcessGroup& group, std::vector<int> node_of_rank);
   std::string name() const override { return "flat"; }
-  void exchange(std::span<const float> send, std::span<const std::int64_t> send_rows, std::span<float> recv,
-                std::span<const std::int64_t> recv_rows, std::int64_t d, const RowsBetween& rows_between,
+  void exchange(std::span<const std::uint8_t> send, std::span<const std::int64_t> send_rows, std::span<std::uint8_t> recv,
+                std::span<const std::int64_t> recv_rows, std::int64_t row_bytes, const RowsBetween& rows_between,
                 DispatchStats& stats) override;
 
  private:

@@ -4,12 +4,21 @@
 #include <random>
 
 #include "runtime/error.h"
+#include "runtime/kernel_table.h"
 #include "runtime/seed.h"
 
 namespace moerun {
 
-ParameterStore::ParameterStore(Device& device, std::uint64_t seed, double init_std)
-    : device_(device), seed_(seed), init_std_(init_std) {}
+namespace {
+// The backend's convert kernel, called through its table (runtime/ sits below kernels/).
+void round_into_copy(Parameter& p) { p.value.device().kernels().convert(p.value, p.compute_copy); }
+}  // namespace
+
+ParameterStore::ParameterStore(Device& device, std::uint64_t seed, double init_std, DType compute_dtype)
+    : device_(device), seed_(seed), init_std_(init_std), compute_dtype_(compute_dtype) {
+  MOERUN_CHECK(is_floating(compute_dtype), RuntimeError, "[parameters] compute dtype {} is not f32 or bf16",
+               dtype_name(compute_dtype));
+}
 
 Parameter& ParameterStore::add(const std::string& name, Shape shape, Init init, ParamKind kind, int layer, int expert) {
   MOERUN_CHECK(!by_name_.contains(name), RuntimeError, "[parameters] '{}' registered twice", name);
@@ -29,6 +38,10 @@ Parameter& ParameterStore::add(const std::string& name, Shape shape, Init init, 
   }
   p->value = Tensor::from_host(device_, shape, values);
   p->grad = Tensor::zeros(device_, shape);
+  if (compute_dtype_ != DType::F32 && shape.size() == 2) {
+    p->compute_copy = Tensor(device_, shape, compute_dtype_);
+    round_into_copy(*p);
+  }
   Parameter& ref = *p;
   order_.push_back(p.get());
   by_name_.emplace(name, std::move(p));
@@ -56,6 +69,17 @@ std::int64_t ParameterStore::count_elements() const {
 
 void ParameterStore::zero_grads() {
   for (Parameter* p : order_) p->grad.zero();
+}
+
+void ParameterStore::refresh_compute_copies() {
+  for (Parameter* p : order_)
+    if (p->compute_copy.defined()) round_into_copy(*p);
+}
+
+std::int64_t ParameterStore::compute_copy_bytes() const {
+  std::int64_t bytes = 0;
+  for (const Parameter* p : order_) bytes += static_cast<std::int64_t>(p->compute_copy.bytes());
+  return bytes;
 }
 
 }  // namespace moerun

@@ -151,6 +151,11 @@ const std::vector<Key>& keys() {
                          {{"none", Recompute::None}, {"moe", Recompute::Moe}, {"full", Recompute::Full}},
                            "activation recomputation: none, moe (expert FFN activations), full (each block's forward again "
                            "in backward)"));
+    k.push_back(enum_key("train.precision", &C::model, &ModelConfig::compute_dtype,
+                         {{"fp32", DType::F32}, {"bf16", DType::BF16}},
+                         "fp32, or bf16 mixed precision: bf16 activations, matmul operands and token exchange; fp32 "
+                         "master weights, gradients, optimizer, residual stream, norms, softmax, router and loss "
+                         "(docs/precision.md)"));
     k.push_back(bool_key("train.shard_optimizer", &C::train, &TrainConfig::shard_optimizer,
                          "ZeRO-1: partition AdamW moments and updates over the data-parallel copies of each parameter "
                          "(reduce-scatter gradients, all-gather parameters)"));

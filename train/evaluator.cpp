@@ -9,8 +9,8 @@
 
 namespace moerun {
 
-Evaluator::Evaluator(const Config& config, Transformer& model, Device& device, ProcessGroup& world)
-    : config_(config), model_(model), device_(device), world_(world) {}
+Evaluator::Evaluator(const Config& config, Transformer& model, ParameterStore& params, Device& device, ProcessGroup& world)
+    : config_(config), model_(model), params_(params), device_(device), world_(world) {}
 
 std::vector<std::string> Evaluator::greedy_complete(const std::vector<std::string>& prompts, std::int64_t max_new_tokens) {
   const std::int64_t b = config_.train.micro_batch, t = config_.model.seq_len;
@@ -49,6 +49,7 @@ std::vector<std::string> Evaluator::greedy_complete(const std::vector<std::strin
 
 EvalResult Evaluator::run(const DataSource& data, const SyntheticTasks* tasks) {
   const trace::Scope span("eval", "evaluation");
+  params_.refresh_compute_copies();  // bf16: the weights as the last update left them
   EvalResult result;
   const std::int64_t b = config_.train.micro_batch, ranks = world_.size(), rank = world_.rank();
   // Held-out loss: batches split round-robin; every rank runs the same count.

@@ -23,7 +23,7 @@ struct EvalResult {
 
 class Evaluator {
  public:
-  Evaluator(const Config& config, Transformer& model, Device& device, ProcessGroup& world);
+  Evaluator(const Config& config, Transformer& model, ParameterStore& params, Device& device, ProcessGroup& world);
   // `tasks` may be null (a token file has no tasks: held-out loss only).
   EvalResult run(const DataSource& data, const SyntheticTasks* tasks);
 
@@ -32,6 +32,7 @@ class Evaluator {
 
   const Config& config_;
   Transformer& model_;
+  ParameterStore& params_;
   Device& device_;
   ProcessGroup& world_;
 };

@@ -27,6 +27,13 @@ void RunLog::memory_estimate(const MemoryEstimate& e) {
                       human_bytes(double(e.temporaries)), human_bytes(double(e.communication))));
 }
 
+void RunLog::precision(DType compute_dtype, const std::string& device_path) {
+  precision_ = compute_dtype == DType::BF16 ? "bf16" : "fp32";
+  compute_path_ = device_path;
+  if (compute_dtype == DType::BF16)
+    message(fmt::format("precision bf16 (fp32 master weights, optimizer and residual stream): {}", device_path));
+}
+
 void RunLog::event(const nlohmann::json& record) {
   if (metrics_) metrics_->write_event(record);
 }
@@ -40,7 +47,7 @@ void RunLog::step(std::int64_t step, const StepResult& r) {
   progress_->update(step, fmt::format("loss {:.4f} | aux {:.4f} | {:.0f} tok/s | drop {:.1f}% | imb {:.2f}", r.loss,
                                       r.aux_loss, tokens_per_s, 100.0 * r.dropped_frac, imbalance));
   if (!metrics_) return;
-  nlohmann::json line{{"step", step}, {"loss", r.loss}, {"aux_loss", r.aux_loss}, {"z_loss", r.z_loss},
+  nlohmann::json line{{"step", step}, {"precision", precision_}, {"loss", r.loss}, {"aux_loss", r.aux_loss}, {"z_loss", r.z_loss},
                    {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s},
                    {"step_ms", r.step_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
                    {"allreduce_ms", r.allreduce_ms}, {"a2a_bytes", r.a2a_bytes}, {"dropped_frac", r.dropped_frac},
@@ -84,6 +91,7 @@ void RunLog::summary(const Summary& s) {
                                  human_bytes(double(s.optimizer_state_bytes)), human_bytes(double(s.peak_rss_bytes))));
   if (metrics_) {
     metrics_->write({{"summary", true}, {"steps", s.steps}, {"tokens_per_s", s.tokens_per_s},
+                     {"precision", precision_}, {"compute_path", compute_path_},
                      {"rebalances", s.rebalances}, {"peak_device_bytes", s.peak_device_bytes},
                      {"memory_estimate", s.estimate.to_json()}, {"optimizer_state_bytes", s.optimizer_state_bytes},
                      {"peak_rss_bytes", s.peak_rss_bytes}});

@@ -26,6 +26,9 @@ class RunLog {
   bool active() const { return progress_ != nullptr; }  // rank 0
   void message(const std::string& text);  // its own line
   void memory_estimate(const MemoryEstimate& e);  // the start-up line of the estimate's terms
+  // The start-up line of the precision and how the device computes it; every metrics line
+  // then carries "precision", the summary line also "compute_path".
+  void precision(DType compute_dtype, const std::string& device_path);
   void step(std::int64_t step, const StepResult& r);
   void eval(std::int64_t step, const EvalResult& r);
   void event(const nlohmann::json& record);  // one line of events.jsonl
@@ -44,6 +47,7 @@ class RunLog {
  private:
   std::unique_ptr<MetricsWriter> metrics_;  // rank 0 with a run directory
   std::unique_ptr<ProgressLine> progress_;  // rank 0
+  std::string precision_ = "fp32", compute_path_ = "native";
 };
 
 }  // namespace moerun

@@ -39,7 +39,8 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
                                              world.split_node_local("node")->size());
   topology_ = std::make_unique<Topology>(world, static_cast<int>(config_.parallel.ep), static_cast<int>(config_.model.experts),
                                          static_cast<int>(config_.parallel.ranks_per_node));
-  params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config_.train.seed), config_.model.init_std);
+  params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config_.train.seed), config_.model.init_std,
+                                             config_.model.compute_dtype);
   dispatchers_ = make_dispatchers(config_, *topology_);
   std::vector<TokenDispatcher*> per_block;
   for (auto& d : dispatchers_) per_block.push_back(d.get());
@@ -55,7 +56,7 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   expert_store_ = std::make_unique<ExpertStore>(config_.model, config_.train.shard_optimizer, *params_, *optimizer_,
                                                 topology_->edp_group());
   data_ = make_data(config_);
-  evaluator_ = std::make_unique<Evaluator>(config_, *model_, device, world);
+  evaluator_ = std::make_unique<Evaluator>(config_, *model_, *params_, device, world);
   log_ = std::make_unique<RunLog>(config_, world.rank(), run_dir);
   monitor_ = std::make_unique<LoadMonitor>(static_cast<int>(moe_blocks_.size()), static_cast<int>(config_.model.experts),
                                            static_cast<int>(config_.balance.window));
@@ -200,6 +201,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   const LossScales scales{.ce_scale = 1.0 / double(global_targets),
                           .aux_scale = 1.0 / double(config_.micro_batches_per_step())};
   params_->zero_grads();
+  params_->refresh_compute_copies();  // bf16: the weights as the last update, load or migration left them
   for (int block : moe_blocks_) model_->moe_layer(block).reset_expert_seconds();
   const std::size_t moe_layers = moe_blocks_.size(), experts = static_cast<std::size_t>(config_.model.experts);
   LocalStepNumbers local;
@@ -304,6 +306,7 @@ void Trainer::log_start() {
                             config_.train.shard_optimizer ? " (ZeRO-1: optimizer state sharded)" : "",
                             recompute_name(config_.train.recompute), exchange == "none" ? "no" : exchange, device_.name()));
   log_->memory_estimate(memory_estimate_);
+  log_->precision(config_.model.compute_dtype, device_.dtype_path(config_.model.compute_dtype));
   if (rebalancer_->policy() != BalancePolicy::None && topology_->ep() == 1)
     log_->message("note: balance.policy has no effect with parallel.ep = 1 (every rank holds every expert)");
   if (config_.model.router_zipf > 0)
