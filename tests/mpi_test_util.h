@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -18,6 +22,17 @@ inline std::unique_ptr<ProcessGroup> world() {
   MPI_Comm dup;
   MPI_Comm_dup(MPI_COMM_WORLD, &dup);
   return std::make_unique<MpiGroup>(dup, "world");
+}
+
+// A fresh temporary directory name every rank agrees on (rank 0 picks and clears it).
+inline std::string shared_dir(ProcessGroup& w, const std::string& tag) {
+  std::string name;
+  if (w.rank() == 0) {
+    const auto dir = std::filesystem::temp_directory_path() / fmt::format("moerun_ckpt_{}_{}_{}", tag, ::getpid(), w.size());
+    std::filesystem::remove_all(dir);
+    name = dir.string();
+  }
+  return w.broadcast_text(name);
 }
 
 // The tiny model the multi-rank tests train: 2 layers, 4 experts top-2, 8 sequences of 32 per

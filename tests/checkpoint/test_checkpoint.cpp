@@ -22,17 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A directory name every rank agrees on.
-std::string shared_dir(ProcessGroup& w, const std::string& tag) {
-  std::string name;
-  if (w.rank() == 0) {
-    const auto dir = fs::temp_directory_path() / fmt::format("moerun_ckpt_{}_{}_{}", tag, ::getpid(), w.size());
-    fs::remove_all(dir);
-    name = dir.string();
-  }
-  return w.broadcast_text(name);
-}
-
 Config tiny(std::int64_t ep, std::int64_t steps) {
   std::vector<std::string> sets = tiny_training_overrides();
   sets.push_back("model.capacity_factor=1.0");

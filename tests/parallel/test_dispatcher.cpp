@@ -1,6 +1,6 @@
 // AllToAllDispatcher under mpirun: every row reaches the rank holding its expert, grouped
 // by local expert then source rank; combine is the exact inverse; only crossing rows are
-// counted as sent. Payloads are stamped with (source rank, expert, index). Contiguous and
+// counted as sent, at the payload dtype's size (fp32 and bf16). Payloads are stamped with (source rank, expert, index). Contiguous and
 // scrambled placements, including one rank holding every expert.
 #include <gtest/gtest.h>
 
@@ -20,7 +20,9 @@ namespace {
 std::int64_t count(int rank, int e) { return (rank * 3 + e * 5) % 7; }
 
 // ranks_per_node > 0: the hierarchical exchange, with nodes of that many consecutive ranks.
-void check_one_round_trip(const Placement& placement, int ranks_per_node) {
+// The payload's dtype travels as it is (small integers are exact in bf16): bf16 rows cost
+// exactly half the bytes of fp32 rows on the same routes.
+void check_one_round_trip(const Placement& placement, int ranks_per_node, DType dtype) {
   auto w = world();
   TestDevice dev;
   AllToAllDispatcher dispatcher(*w, placement);
@@ -37,7 +39,7 @@ void check_one_round_trip(const Placement& placement, int ranks_per_node) {
     for (std::int64_t j = 0; j < count(me, e); ++j) rows.insert(rows.end(), {float(me), float(e), float(j), 7.0f});
   }
   const auto n = static_cast<std::int64_t>(rows.size() / 4);
-  Tensor input = Tensor::from_host(dev, {n, 4}, rows);
+  Tensor input = Tensor::from_host(dev, {n, 4}, rows, dtype);
   const DispatchPlan plan = dispatcher.plan(per_expert);
   Tensor received = dispatcher.dispatch(plan, input);
   // Expected: for each local expert (ascending), for each source rank, the chunk of its rows
@@ -74,16 +76,18 @@ void check_one_round_trip(const Placement& placement, int ranks_per_node) {
   EXPECT_EQ(plan.rows_sent_remote, crossing);
   if (ranks_per_node > 0) return;  // relayed rows are sent more than once
   EXPECT_EQ(stats.rows_sent, crossing + returning);
-  EXPECT_EQ(stats.bytes_sent, (crossing + returning) * 4 * static_cast<std::int64_t>(sizeof(float)));
+  EXPECT_EQ(stats.bytes_sent, (crossing + returning) * 4 * static_cast<std::int64_t>(dtype_size(dtype)));
 }
 
 // Flat, then hierarchical with one rank per node (every rank is its node's leader) and with
 // two ranks per node (rows for other nodes relayed by the leaders).
 void check_round_trip(const Placement& placement) {
-  for (int ranks_per_node : {0, 1, 2}) {
-    SCOPED_TRACE(ranks_per_node == 0 ? std::string("flat") : "hierarchical, ranks per node " + std::to_string(ranks_per_node));
-    check_one_round_trip(placement, ranks_per_node);
-  }
+  for (DType dtype : {DType::F32, DType::BF16})
+    for (int ranks_per_node : {0, 1, 2}) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + ", " +
+                   (ranks_per_node == 0 ? std::string("flat") : "hierarchical, ranks per node " + std::to_string(ranks_per_node)));
+      check_one_round_trip(placement, ranks_per_node, dtype);
+    }
 }
 
 }  // namespace
