@@ -78,7 +78,8 @@ void ParameterStore::refresh_compute_copies() {
 
 std::int64_t ParameterStore::compute_copy_bytes() const {
   std::int64_t bytes = 0;
-  for (const Parameter* p : order_) bytes += static_cast<std::int64_t>(p->compute_copy.bytes());
+  for (const Parameter* p : order_)
+    if (p->compute_copy.defined()) bytes += static_cast<std::int64_t>(p->compute_copy.bytes());
   return bytes;
 }
 

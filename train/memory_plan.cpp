@@ -20,6 +20,9 @@ double mib(std::int64_t bytes) { return double(bytes) / (1024.0 * 1024.0); }
 
 // Activation bytes of one micro-batch, given the token-copies this rank keeps (`kept`, sent
 // by its tokens) and receives for its experts (`received`). Mirrors what the layers save.
+// Each term is counted in the dtype the layer stores it in: fp32 for the residual stream,
+// statistics, router, attention probabilities and logits; the compute dtype `a` (bytes per
+// value: 4 in fp32, 2 in bf16) for what feeds a matmul or travels in the token exchange.
 struct ActivationTerms {
   std::int64_t saved = 0;      // alive from the forward pass to the backward pass
   std::int64_t temporary = 0;  // the largest set of temporaries on top of `saved`
@@ -30,22 +33,25 @@ ActivationTerms activation_terms(const Config& c, double kept, double received, 
   const double n = double(c.train.micro_batch * m.seq_len);  // tokens of one micro-batch
   const double d = double(m.d_model), ff = double(m.d_ff), e = double(m.experts), k = double(m.top_k);
   const double v = double(vocab::kSize);
+  const double w = double(kFloat), a = double(dtype_size(m.compute_dtype));
   const double ffn_saved = (m.expert_type == ExpertType::SwiGlu ? 2.0 : 1.0);  // x W1 (and x W3) per row
-  // Per block: residual stream x, ln1(x), x1, ln2(x1) [n, d]; two layer norms' mean and
-  // variance [n]; attention's qkv [n, 3d], probabilities [batch, heads, t, t] and head outputs [n, d].
-  const double block_common = 4 * n * d + 4 * n + 4 * n * d +
-                              double(c.train.micro_batch * m.n_heads * m.seq_len * m.seq_len);
+  // Per block: residual stream x and x1 [n, d] (fp32); ln1(x), ln2(x1) [n, d] (compute); two
+  // layer norms' mean and variance [n]; attention's qkv [n, 3d] and head outputs [n, d]
+  // (compute) and probabilities [batch, heads, t, t] (fp32).
+  const double block_common = w * (2 * n * d + 4 * n + double(c.train.micro_batch * m.n_heads * m.seq_len * m.seq_len)) +
+                              a * (2 * n * d + 4 * n * d);
   // MoE: router probabilities [n, E], log-sum-exp [n], top-k index and gates [n, k]; per kept
-  // copy its token, slot and gate; the copies' inputs [kept, d]; at the experts the received
-  // inputs and outputs [received, d] and x W1 [received, ff]; the combined outputs [kept, d].
-  // A one-process dispatcher hands out views, so inputs and outputs are not copied.
-  // recompute = moe drops x W1 (and x W3) at the experts; backward recomputes them.
-  const double expert_hidden = ffn_saved * received * ff;
+  // copy its token, slot and gate (fp32 / i32); the copies' inputs [kept, d]; at the experts
+  // the received inputs and outputs [received, d] and x W1 [received, ff]; the combined
+  // outputs [kept, d] (compute dtype, as exchanged). A one-process dispatcher hands out views,
+  // so inputs and outputs are not copied. recompute = moe drops x W1 (and x W3) at the
+  // experts; backward recomputes them.
+  const double expert_hidden = a * ffn_saved * received * ff;
   const double moe_kept_hidden = recompute == Recompute::Moe ? 0.0 : expert_hidden;
-  const double moe = n * e + n + 2 * n * k + 3 * kept + kept * d + (local_dispatch ? 0.0 : 2 * received * d) +
-                     received * d + moe_kept_hidden;
-  const double dense_ffn = ffn_saved * n * ff;
-  double saved = 2 * n;  // token ids and targets
+  const double moe = w * (n * e + n + 2 * n * k + 3 * kept) +
+                     a * (kept * d + (local_dispatch ? 0.0 : 2 * received * d) + received * d) + moe_kept_hidden;
+  const double dense_ffn = a * ffn_saved * n * ff;
+  double saved = w * 2 * n;  // token ids and targets
   double moe_layers = 0;
   double largest_block = 0;  // recompute = full: one block's activations, rebuilt in its backward
   for (std::int64_t l = 0; l < m.n_layers; ++l) {
@@ -53,23 +59,25 @@ ActivationTerms activation_terms(const Config& c, double kept, double received, 
     moe_layers += is_moe ? 1 : 0;
     const double block = block_common + (is_moe ? moe : dense_ffn);
     largest_block = std::max(largest_block, block);
-    saved += recompute == Recompute::Full ? n * d : block;  // full keeps only each block's input
+    saved += recompute == Recompute::Full ? w * n * d : block;  // full keeps only each block's input
   }
-  // The final norm's input and output [n, d] and its statistics.
-  saved += 2 * n * d + 2 * n;
-  // Temporaries. At the loss: logits and probabilities [n, V]. In the last block's backward
-  // (the logits, reused as their gradient, are still alive): the incoming gradient [n, d], the
-  // copies' gradients [kept, d] twice, the experts' output gradients [received, d], the
-  // recomputed activation and its gradient [received, ff] (SwiGLU: gate and up gradients
-  // too), and the experts' input gradients [received, d].
-  const double at_loss = 2 * n * v + 2 * n * d;
+  // The final norm's input (fp32) and output (compute) [n, d] and its statistics.
+  saved += w * (n * d + 2 * n) + a * n * d;
+  // Temporaries. At the loss: logits and probabilities [n, V] (fp32). In the last block's
+  // backward (the logits, reused as their gradient, are still alive): the incoming gradient
+  // [n, d] (fp32), the copies' gradients [kept, d] twice (fp32 for the gate gradient, compute
+  // as exchanged), the experts' output gradients [received, d], the recomputed activation and
+  // its gradient [received, ff] (SwiGLU: gate and up gradients too), and the experts' input
+  // gradients [received, d] (compute).
+  const double at_loss = w * (2 * n * v + 2 * n * d);
   const double ffn_backward = (m.expert_type == ExpertType::SwiGlu ? 4.0 : 2.0);
-  const double moe_backward = n * v + n * d + 2 * kept * d + kept + 2 * received * d + ffn_backward * received * ff +
+  const double moe_backward = w * (n * v + n * d + kept * d + kept) +
+                              a * (kept * d + 2 * received * d + ffn_backward * received * ff) +
                               (recompute == Recompute::Moe ? expert_hidden : 0.0);
-  const double dense_backward = n * v + n * d + ffn_backward * n * ff + 2 * n * d;
+  const double dense_backward = w * (n * v + n * d) + a * (ffn_backward * n * ff + 2 * n * d);
   const double in_backward = (moe_layers > 0 ? moe_backward : dense_backward) +
                              (recompute == Recompute::Full ? largest_block : 0.0);
-  return {static_cast<std::int64_t>(kFloat * saved), static_cast<std::int64_t>(kFloat * std::max(at_loss, in_backward))};
+  return {static_cast<std::int64_t>(saved), static_cast<std::int64_t>(std::max(at_loss, in_backward))};
 }
 
 }  // namespace
@@ -96,6 +104,11 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
     }
   }
   est.parameters = kFloat * (dense + experts);
+  // Mixed precision: a compute-dtype copy of every matrix (all but norms and biases).
+  if (m.compute_dtype != DType::F32) {
+    const std::int64_t vectors = 2 * d + m.n_layers * (5 * d);  // final norm; per block two norms and b_out
+    est.compute_copies = static_cast<std::int64_t>(dtype_size(m.compute_dtype)) * (dense + experts - vectors);
+  }
   est.gradients = est.parameters;      // one gradient per parameter, in the sync buckets
   est.optimizer = 2 * est.parameters;  // AdamW m and v
   if (c.train.shard_optimizer) {
@@ -120,11 +133,13 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
     est.temporaries = t.temporary;
   }
   est.recompute = recompute;
+  est.precision = m.compute_dtype;
   est.shard_optimizer = c.train.shard_optimizer;
   if (staged_comm) {
     // HostAccess copies of a gradient bucket, and of one exchange's send and receive rows.
     const auto bucket = static_cast<std::int64_t>(c.parallel.bucket_mb * 1024 * 1024);
-    est.communication = std::min(bucket, est.gradients) + static_cast<std::int64_t>(kFloat * 2 * (kept + received) * double(d));
+    est.communication = std::min(bucket, est.gradients) +
+                        static_cast<std::int64_t>(double(dtype_size(m.compute_dtype)) * 2 * (kept + received) * double(d));
   }
   est.peak = est.persistent() + est.activations + est.temporaries;
   // Bound: every copy this rank can be sent arrives (capacity reached on each of its experts
@@ -139,6 +154,7 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
 
 nlohmann::json MemoryEstimate::to_json() const {
   return {{"world_size", world_size}, {"experts_per_rank", experts_per_rank}, {"parameters", parameters},
+          {"compute_copies", compute_copies}, {"precision", dtype_name(precision)},
           {"gradients", gradients}, {"optimizer", optimizer}, {"activations", activations},
           {"temporaries", temporaries}, {"communication", communication}, {"peak", peak}, {"peak_bound", peak_bound},
           {"recompute", recompute_name(recompute)}, {"shard_optimizer", shard_optimizer},
@@ -152,10 +168,12 @@ std::string MemoryEstimate::table() const {
     s += fmt::format("  {:<34} {:>10.1f} MiB  {}\n", what, mib(bytes), note);
   };
   line("parameters", parameters, fmt::format("({} experts per MoE layer on each rank)", experts_per_rank).c_str());
+  if (compute_copies > 0) line("compute copies of the weights", compute_copies, "(bf16 matrices the matmuls read)");
   line("gradients", gradients, "");
   line("optimizer moments (AdamW m, v)", optimizer, shard_optimizer ? "(ZeRO-1: this rank's share)" : "");
   line("activations (one micro-batch)", activations,
-       fmt::format("saved by forward for backward (train.recompute = {})", recompute_name(recompute)).c_str());
+       fmt::format("saved by forward for backward (train.recompute = {}, precision {})", recompute_name(recompute),
+                   dtype_name(precision)).c_str());
   line("temporaries", temporaries, "largest transient set: loss or last block's backward");
   for (Recompute r : {Recompute::None, Recompute::Moe, Recompute::Full}) {
     line(fmt::format("  activations + temporaries, {}", recompute_name(r)).c_str(), activations_with[static_cast<std::size_t>(r)],
@@ -208,7 +226,7 @@ MemoryEstimate checked_memory_estimate(const Config& config, int world_size, boo
   const MemoryEstimate est = estimate_memory(config, world_size, staged_comm);
   const std::int64_t limit = parse_memory_limit(config.runtime.memory_limit, ranks_per_node);
   if (limit == 0 || est.peak <= limit) return est;
-  // What would fit: more expert parallelism, recomputation, optimizer sharding, or smaller
+  // What would fit: more expert parallelism, recomputation, bf16, optimizer sharding, or smaller
   // micro-batches (more accumulation). Each option is the config with one key changed.
   std::string options;
   auto offer = [&](const std::string& set, const auto& change) {
@@ -226,6 +244,8 @@ MemoryEstimate checked_memory_estimate(const Config& config, int world_size, boo
     if (config.train.recompute != mode)
       offer(fmt::format("train.recompute={}", recompute_name(mode)), [&](Config& o) { o.train.recompute = mode; });
   }
+  if (config.model.compute_dtype == DType::F32)
+    offer("train.precision=bf16", [](Config& o) { o.model.compute_dtype = DType::BF16; });
   if (!config.train.shard_optimizer && world_size > 1)
     offer("train.shard_optimizer=true", [](Config& o) { o.train.shard_optimizer = true; });
   for (std::int64_t mb = config.train.micro_batch / 2; mb >= 1; mb /= 2) {

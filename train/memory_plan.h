@@ -1,7 +1,7 @@
 // The memory planner: device bytes per rank for a config and a world size, from the model's
 // shapes alone (nothing is allocated, so it answers for any world size). It counts what the
 // code keeps: parameters, their gradients (which live in the gradient-sync buckets), the two
-// AdamW moments, the activations one micro-batch saves for its backward pass, the largest
+// AdamW moments, the bf16 weight copies of mixed precision, the activations one micro-batch saves for its backward pass, the largest
 // temporaries on top of them, and the staging buffers communication needs on devices that MPI
 // cannot read. docs/memory.md derives each term and compares the estimate with measured peaks.
 #pragma once
@@ -19,7 +19,9 @@ namespace moerun {
 struct MemoryEstimate {
   int world_size = 1;
   std::int64_t experts_per_rank = 0;   // expert FFNs held by one rank, per MoE layer
-  std::int64_t parameters = 0;         // bytes on one rank: dense parameters and its experts
+  std::int64_t parameters = 0;         // bytes on one rank: dense parameters and its experts (fp32 masters)
+  std::int64_t compute_copies = 0;     // bf16 copies of the matrices under mixed precision
+  DType precision = DType::F32;        // the compute dtype (train.precision)
   std::int64_t gradients = 0;
   std::int64_t optimizer = 0;          // AdamW m and v (this rank's share under ZeRO-1)
   bool shard_optimizer = false;
@@ -35,7 +37,7 @@ struct MemoryEstimate {
   // this rank holds (or, dropless, when every copy lands on one rank).
   std::int64_t peak_bound = 0;
 
-  std::int64_t persistent() const { return parameters + gradients + optimizer + communication; }
+  std::int64_t persistent() const { return parameters + compute_copies + gradients + optimizer + communication; }
   nlohmann::json to_json() const;
   // Lines for a terminal: one term per line, MiB.
   std::string table() const;

@@ -20,9 +20,11 @@ void RunLog::message(const std::string& text) {
 }
 
 void RunLog::memory_estimate(const MemoryEstimate& e) {
-  message(fmt::format("memory per rank, estimated: peak {} = parameters {} + gradients {} + optimizer {} + activations {} + "
+  message(fmt::format("memory per rank, estimated: peak {} = parameters {}{} + gradients {} + optimizer {} + activations {} + "
                       "temporaries {} + communication {} (moerun --dry-run explains)",
-                      human_bytes(double(e.peak)), human_bytes(double(e.parameters)), human_bytes(double(e.gradients)),
+                      human_bytes(double(e.peak)), human_bytes(double(e.parameters)),
+                      e.compute_copies > 0 ? " + bf16 copies " + human_bytes(double(e.compute_copies)) : "",
+                      human_bytes(double(e.gradients)),
                       human_bytes(double(e.optimizer)), human_bytes(double(e.activations)),
                       human_bytes(double(e.temporaries)), human_bytes(double(e.communication))));
 }

@@ -34,6 +34,10 @@ const std::vector<Shape> kShapes = {
     {"recompute_moe", {"train.recompute=\"moe\""}},
     {"recompute_full", {"train.recompute=\"full\"", "model.n_layers=4"}},
     {"swiglu_recompute_full", {"model.expert_type=\"swiglu\"", "train.recompute=\"full\""}},
+    {"bf16_gelu_capacity", {"train.precision=\"bf16\""}},
+    {"bf16_swiglu_dropless_untied",
+     {"train.precision=\"bf16\"", "model.expert_type=\"swiglu\"", "model.capacity_factor=0", "model.tie_embeddings=false"}},
+    {"bf16_recompute_moe", {"train.precision=\"bf16\"", "train.recompute=\"moe\""}},
 };
 
 }  // namespace
@@ -46,6 +50,7 @@ TEST(MemoryPlan, ParameterBytesAreExact) {
     Trainer trainer(c, world, dev, "");
     const MemoryEstimate est = estimate_memory(c, 1, false);
     EXPECT_EQ(est.parameters, trainer.parameters().count_elements() * 4) << s.name;
+    EXPECT_EQ(est.compute_copies, trainer.parameters().compute_copy_bytes()) << s.name;
     EXPECT_EQ(est.optimizer, 2 * est.parameters) << s.name;
   }
 }
