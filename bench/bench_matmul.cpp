@@ -20,12 +20,12 @@ CpuDevice& device() {
   return dev;
 }
 
-Tensor random_tensor(Shape shape, std::uint64_t seed) {
+Tensor random_tensor(Shape shape, std::uint64_t seed, DType dtype = DType::F32) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
   for (float& x : v) x = dist(rng);
-  return Tensor::from_host(device(), std::move(shape), v);
+  return Tensor::from_host(device(), std::move(shape), v, dtype);
 }
 
 using Clock = std::chrono::steady_clock;
@@ -99,9 +99,12 @@ BENCHMARK(BM_MatmulVsDirect)->Apply(matmul_shapes)->ArgNames({"tokens", "d", "ff
 
 // Uneven groups (expert token counts) of at least `min_rows`, `total` tokens in all, through
 // grouped_matmul, against one [total, d] x [d, ff] matmul. Counter ratio = grouped / big GFLOP/s.
+// bf16 = 1: operands and outputs in bf16 as train.precision = bf16 has them (weight gradients
+// into fp32 buffers), both paths.
 void BM_GroupedVsBig(benchmark::State& state) {
   const std::int64_t total = state.range(0), min_rows = state.range(1), d = 512, ff = 2048;
   const int role = static_cast<int>(state.range(2));
+  const DType dt = state.range(3) == 1 ? DType::BF16 : DType::F32;
   // Group sizes: min_rows plus a skewed share of the rest (experts see uneven loads).
   std::vector<std::int64_t> sizes;
   std::int64_t left = total;
@@ -112,13 +115,13 @@ void BM_GroupedVsBig(benchmark::State& state) {
     sizes.push_back(s);
     left -= s;
   }
-  Tensor x = random_tensor({total, d}, 1), dy = random_tensor({total, ff}, 3), y(device(), {total, ff}),
-         dx(device(), {total, d});
+  Tensor x = random_tensor({total, d}, 1, dt), dy = random_tensor({total, ff}, 3, dt), y(device(), {total, ff}, dt),
+         dx(device(), {total, d}, dt);
   std::vector<Tensor> ws, dws, xs, dys, ys, dxs;
   GroupedMatmulArgs grouped;
   std::int64_t row = 0;
   for (std::size_t g = 0; g < sizes.size(); ++g) {
-    ws.push_back(random_tensor({d, ff}, 10 + g));
+    ws.push_back(random_tensor({d, ff}, 10 + g, dt));
     dws.emplace_back(device(), Shape{d, ff});
     xs.push_back(x.rows(row, row + sizes[g]));
     dys.push_back(dy.rows(row, row + sizes[g]));
@@ -158,11 +161,11 @@ void BM_GroupedVsBig(benchmark::State& state) {
   state.counters["GFLOPs"] = flops / t_grouped * 1e-9;
   state.counters["GFLOPs_big"] = flops / t_big * 1e-9;
   state.counters["ratio"] = t_big / t_grouped;
-  state.SetLabel(role_name(role));
+  state.SetLabel(std::string(role_name(role)) + " " + std::string(dtype_name(dt)));
 }
 BENCHMARK(BM_GroupedVsBig)
-    ->ArgsProduct({{4096}, {32, 128, 256, 512}, {kForward, kDataGrad, kWeightGrad}})
-    ->ArgNames({"total", "min_rows", "role"})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+    ->ArgsProduct({{4096}, {32, 128, 256, 512}, {kForward, kDataGrad, kWeightGrad}, {0, 1}})
+    ->ArgNames({"total", "min_rows", "role", "bf16"})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
 }  // namespace
 }  // namespace moerun

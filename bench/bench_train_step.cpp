@@ -2,8 +2,10 @@
 // from an analytic FLOP count, the ratio to a matmul measured in the same run, and where the
 // step's time goes per kernel family (KernelProfile).
 //
-//   bench_train_step [small|medium] [steps]
+//   bench_train_step [small|medium] [steps] [fp32|bf16]
 // small = the default config; medium = d_model 512, d_ff 2048, 8 experts, top-2, seq 256.
+// bf16 is train.precision = bf16; the line also prints the expert-shaped matmul's bf16/fp32
+// rate ratio measured in the same run (the ceiling of the step's speed-up).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -36,8 +38,8 @@ double step_flops(const Config& c, double kept_fraction) {
 }
 
 // GFLOP/s of one [tokens, d] x [d, ff] matmul, the expert FFN's shape, measured now.
-double matmul_rate(Device& dev, std::int64_t tokens, std::int64_t d, std::int64_t ff) {
-  Tensor a = Tensor::zeros(dev, {tokens, d}), b = Tensor::zeros(dev, {d, ff}), c(dev, {tokens, ff});
+double matmul_rate(Device& dev, std::int64_t tokens, std::int64_t d, std::int64_t ff, DType dtype) {
+  Tensor a = Tensor::zeros(dev, {tokens, d}, dtype), b = Tensor::zeros(dev, {d, ff}, dtype), c(dev, {tokens, ff}, dtype);
   kernels::matmul({.a = &a, .b = &b, .c = &c});
   const int reps = 20;
   const auto t0 = std::chrono::steady_clock::now();
@@ -52,12 +54,14 @@ double matmul_rate(Device& dev, std::int64_t tokens, std::int64_t d, std::int64_
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "small";
   const std::int64_t steps = argc > 2 ? std::atoll(argv[2]) : 10;
+  const std::string precision = argc > 3 ? argv[3] : "fp32";
   std::vector<std::string> sets = {"eval.every=0", "eval.examples=0", "eval.heldout_batches=0"};
   if (which == "medium") {
     for (const char* s : {"model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_k=2", "model.seq_len=256",
                           "model.n_layers=4", "model.n_heads=8", "train.global_batch=16", "train.micro_batch=8"})
       sets.push_back(s);
   }
+  sets.push_back("train.precision=\"" + precision + "\"");
   Config config = Config::load(std::nullopt, sets);
   config.train.steps = steps + 1;
   LocalGroup world;
@@ -77,14 +81,20 @@ int main(int argc, char** argv) {
   const double flops = step_flops(config, kept) * double(steps);
   const double tokens = double(config.train.global_batch * config.model.seq_len * steps);
   const double gflops = flops / seconds * 1e-9;
-  const double peak = matmul_rate(device, config.train.micro_batch * config.model.seq_len * config.model.top_k /
-                                              config.model.experts, config.model.d_model, config.model.d_ff);
-  fmt::print("config {}: d_model {} d_ff {} experts {} top-{} seq {} layers {} global batch {} (micro {}), {} steps\n",
-             which, config.model.d_model, config.model.d_ff, config.model.experts, config.model.top_k,
+  const std::int64_t expert_rows = config.train.micro_batch * config.model.seq_len * config.model.top_k / config.model.experts;
+  const double peak = matmul_rate(device, expert_rows, config.model.d_model, config.model.d_ff, config.model.compute_dtype);
+  const double fp32_rate = matmul_rate(device, expert_rows, config.model.d_model, config.model.d_ff, DType::F32);
+  const double bf16_rate = matmul_rate(device, expert_rows, config.model.d_model, config.model.d_ff, DType::BF16);
+  fmt::print("config {} ({}, bf16 {}): d_model {} d_ff {} experts {} top-{} seq {} layers {} global batch {} (micro {}), {} steps\n",
+             which, precision, device.dtype_path(DType::BF16), config.model.d_model, config.model.d_ff, config.model.experts, config.model.top_k,
              config.model.seq_len, config.model.n_layers, config.train.global_batch, config.train.micro_batch, steps);
   fmt::print("step time {:.1f} ms | {:.0f} tokens/s | {:.1f} GFLOP/s achieved | expert-shaped matmul now {:.1f} GFLOP/s "
              "| ratio {:.2f} | kept copies {:.1f}%\n",
              1000 * seconds / double(steps), tokens / seconds, gflops, peak, gflops / peak, 100 * kept);
+  fmt::print("expert-shaped matmul [{} x {}] x [{} x {}]: fp32 {:.1f} GFLOP/s, bf16 {:.1f} GFLOP/s, ratio {:.2f} (the ceiling "
+             "of a bf16 step's speed-up)\n",
+             expert_rows, config.model.d_model, config.model.d_model, config.model.d_ff, fp32_rate, bf16_rate,
+             bf16_rate / fp32_rate);
   std::vector<std::pair<std::string, KernelTime>> rows(profile.entries().begin(), profile.entries().end());
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
   double matmul_s = 0.0;

@@ -25,6 +25,7 @@ void attention_forward(const AttentionArgs& p) {
   const auto [table, device] = detail::table_for("attention_forward", {p.qkv, p.probs, p.out});
   const std::int64_t d = check_common("attention_forward", p);
   detail::check_float("attention_forward", "out", p.out, {p.batch * p.seq, d});
+  detail::check_dtype("attention_forward", "out", *p.out, p.qkv->dtype());
   const ScopedKernelTimer timer(device, "attention_forward");
   table.attention_forward(p);
 }
@@ -34,6 +35,8 @@ void attention_backward(const AttentionArgs& p) {
   const std::int64_t d = check_common("attention_backward", p);
   detail::check_float("attention_backward", "dout", p.dout, {p.batch * p.seq, d});
   detail::check_float("attention_backward", "dqkv", p.dqkv, p.qkv->shape());
+  detail::check_dtype("attention_backward", "dout", *p.dout, p.qkv->dtype());
+  detail::check_dtype("attention_backward", "dqkv", *p.dqkv, p.qkv->dtype());
   const ScopedKernelTimer timer(device, "attention_backward");
   table.attention_backward(p);
 }

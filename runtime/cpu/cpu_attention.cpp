@@ -1,6 +1,8 @@
 // Causal multi-head attention on oneDNN batched matmuls over strided views of the packed
 // qkv tensor (no head transposes are copied), the future masked in place, and oneDNN's
 // softmax over the last axis. Shapes: qkv [b*t, 3d], heads h, head_dim hd = d / h.
+// bf16 (where the CPU has bf16 instructions): q, k, v and the gradients in bf16; scores,
+// softmax and its gradient in fp32, rounded to bf16 only as operands of the next product.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -15,17 +17,37 @@ namespace {
 
 struct AttnDims {
   std::int64_t b, t, h, d, hd;
+  dnnl::memory::data_type type;  // of qkv, out, dout, dqkv (f32 or bf16); scores are fp32
+  std::size_t size;               // bytes per value of that type
   // A [b, h, t, hd] view of q, k or v inside qkv (row stride 3d), or of out / dout (row stride d).
-  dnnl::memory::desc heads_view(std::int64_t row_stride) const { return strided_md({b, h, t, hd}, {t * row_stride, hd, row_stride, 1}); }
+  dnnl::memory::desc heads_view(std::int64_t row_stride) const {
+    return strided_md({b, h, t, hd}, {t * row_stride, hd, row_stride, 1}, type);
+  }
   // The transposed [b, h, hd, t] view of the same.
-  dnnl::memory::desc heads_view_t(std::int64_t row_stride) const { return strided_md({b, h, hd, t}, {t * row_stride, hd, 1, row_stride}); }
-  dnnl::memory::desc scores() const { return plain_md({b, h, t, t}); }
-  dnnl::memory::desc scores_t() const { return strided_md({b, h, t, t}, {h * t * t, t * t, 1, t}); }
+  dnnl::memory::desc heads_view_t(std::int64_t row_stride) const {
+    return strided_md({b, h, hd, t}, {t * row_stride, hd, 1, row_stride}, type);
+  }
+  dnnl::memory::desc scores(dnnl::memory::data_type scores_type = kF32) const { return plain_md({b, h, t, t}, scores_type); }
+  dnnl::memory::desc scores_t(dnnl::memory::data_type scores_type = kF32) const {
+    return strided_md({b, h, t, t}, {h * t * t, t * t, 1, t}, scores_type);
+  }
+  // Where q (0), k (1) or v (2) starts inside a qkv buffer.
+  const void* part(const void* qkv, int which) const { return static_cast<const char*>(qkv) + which * d * static_cast<std::int64_t>(size); }
+  void* part(void* qkv, int which) const { return static_cast<char*>(qkv) + which * d * static_cast<std::int64_t>(size); }
 };
 
 AttnDims dims_of(const AttentionArgs& p) {
   const std::int64_t d = p.qkv->dim(1) / 3;
-  return {p.batch, p.seq, p.heads, d, d / p.heads};
+  return {p.batch, p.seq, p.heads, d, d / p.heads, dnnl_type(p.qkv->dtype()), dtype_size(p.qkv->dtype())};
+}
+
+// The scores in the operands' dtype for a product with v, q or k: the fp32 tensor itself, or
+// its bf16 rounding in `rounded`.
+const void* scores_operand(const Tensor& scores, const AttnDims& a, Tensor& rounded) {
+  if (a.type == kF32) return scores.data();
+  rounded = Tensor(scores.device(), scores.shape(), DType::BF16);
+  convert_values(scores, rounded);
+  return rounded.data();
 }
 
 // dst = scale * src x weights, one primitive per (role, shape).
@@ -46,12 +68,14 @@ dnnl::softmax_forward::primitive_desc softmax_pd(CpuDevice& dev, const dnnl::mem
                                                dev.engine());
 }
 
-std::string shape_key(const char* role, const AttnDims& a) { return fmt::format("attn:{}:{}:{}:{}:{}", role, a.b, a.t, a.h, a.hd); }
+std::string shape_key(const char* role, const AttnDims& a) {
+  return fmt::format("attn:{}:{}:{}:{}:{}:{}", role, a.b, a.t, a.h, a.hd, a.size);
+}
 
 }  // namespace
 
 void attention_forward(const AttentionArgs& p) {
-  if (any_bf16({p.qkv, p.out})) {  // computes in fp32
+  if (any_bf16({p.qkv, p.out}) && !native_bf16()) {  // computes in fp32
     F32Staging staged;
     AttentionArgs q = p;
     q.qkv = staged.in(p.qkv);
@@ -62,12 +86,12 @@ void attention_forward(const AttentionArgs& p) {
     const AttnDims a = dims_of(p);
     if (a.b == 0) return;
     CpuDevice& dev = cpu_device_of(*p.qkv);
-    const float* qkv = f32(p.qkv);
+    const void* qkv = p.qkv->data();
     float* probs = f32(p.probs);
     const float scale = 1.0f / std::sqrt(static_cast<float>(a.hd));
-    // scores = q k^T / sqrt(hd)
-    batched_matmul(dev, shape_key("qk", a), a.heads_view(3 * a.d), qkv, a.heads_view_t(3 * a.d), qkv + a.d, a.scores(),
-                   probs, scale);
+    // scores = q k^T / sqrt(hd), in fp32 also from bf16 q and k
+    batched_matmul(dev, shape_key("qk", a), a.heads_view(3 * a.d), a.part(qkv, 0), a.heads_view_t(3 * a.d), a.part(qkv, 1),
+                   a.scores(), probs, scale);
     // Mask the future: position i attends to j <= i only.
     const float neg_inf = -std::numeric_limits<float>::infinity();
     const std::int64_t planes = a.b * a.h;
@@ -80,14 +104,16 @@ void attention_forward(const AttentionArgs& p) {
     const auto smd = a.scores();
     auto& softmax = dev.cache().get(shape_key("softmax_fwd", a), [&] { return dnnl::softmax_forward(softmax_pd(dev, smd)); });
     execute(dev, softmax, {{DNNL_ARG_SRC, wrap(dev, smd, probs)}, {DNNL_ARG_DST, wrap(dev, smd, probs)}});
-    // out = probs v, written straight into the [b*t, d] layout.
-    batched_matmul(dev, shape_key("pv", a), smd, probs, a.heads_view(3 * a.d), qkv + 2 * a.d, a.heads_view(a.d),
-                   f32(p.out), 1.0f);
+    // out = probs v, written straight into the [b*t, d] layout (bf16: the probabilities rounded).
+    Tensor rounded;
+    const void* probs_op = scores_operand(*p.probs, a, rounded);
+    batched_matmul(dev, shape_key("pv", a), a.scores(a.type), probs_op, a.heads_view(3 * a.d), a.part(qkv, 2),
+                   a.heads_view(a.d), p.out->data(), 1.0f);
   });
 }
 
 void attention_backward(const AttentionArgs& p) {
-  if (any_bf16({p.qkv, p.dout, p.dqkv})) {  // computes in fp32
+  if (any_bf16({p.qkv, p.dout, p.dqkv}) && !native_bf16()) {  // computes in fp32
     F32Staging staged;
     AttentionArgs q = p;
     q.qkv = staged.in(p.qkv);
@@ -99,19 +125,21 @@ void attention_backward(const AttentionArgs& p) {
     const AttnDims a = dims_of(p);
     if (a.b == 0) return;
     CpuDevice& dev = cpu_device_of(*p.qkv);
-    const float* qkv = f32(p.qkv);
+    const void* qkv = p.qkv->data();
     const float* probs = f32(p.probs);
-    const float* dout = f32(p.dout);
-    float* dqkv = f32(p.dqkv);
+    const void* dout = p.dout->data();
+    void* dqkv = p.dqkv->data();
     const float scale = 1.0f / std::sqrt(static_cast<float>(a.hd));
     const auto smd = a.scores();
-    float* dscores = static_cast<float*>(dev.scratch(static_cast<std::size_t>(a.b * a.h * a.t * a.t) * sizeof(float)));
+    Tensor dscores_t(dev, p.probs->shape());  // fp32
+    float* dscores = f32(&dscores_t);
     // dprobs = dout v^T
-    batched_matmul(dev, shape_key("dp", a), a.heads_view(a.d), dout, a.heads_view_t(3 * a.d), qkv + 2 * a.d, smd,
+    batched_matmul(dev, shape_key("dp", a), a.heads_view(a.d), dout, a.heads_view_t(3 * a.d), a.part(qkv, 2), smd,
                    dscores, 1.0f);
     // dv = probs^T dout
-    batched_matmul(dev, shape_key("dv", a), a.scores_t(), probs, a.heads_view(a.d), dout, a.heads_view(3 * a.d),
-                   dqkv + 2 * a.d, 1.0f);
+    Tensor rounded;
+    batched_matmul(dev, shape_key("dv", a), a.scores_t(a.type), scores_operand(*p.probs, a, rounded), a.heads_view(a.d),
+                   dout, a.heads_view(3 * a.d), a.part(dqkv, 2), 1.0f);
     // dscores = softmax backward (in place); masked entries have probs 0 and get 0.
     auto& softmax_bwd = dev.cache().get(shape_key("softmax_bwd", a), [&] {
       return dnnl::softmax_backward(dnnl::softmax_backward::primitive_desc(dnnl::softmax_backward::desc(smd, smd, 3),
@@ -122,10 +150,11 @@ void attention_backward(const AttentionArgs& p) {
              {DNNL_ARG_DIFF_DST, wrap(dev, smd, dscores)},
              {DNNL_ARG_DIFF_SRC, wrap(dev, smd, dscores)}});
     // dq = dscores k / sqrt(hd);  dk = dscores^T q / sqrt(hd)
-    batched_matmul(dev, shape_key("dq", a), smd, dscores, a.heads_view(3 * a.d), qkv + a.d, a.heads_view(3 * a.d), dqkv,
-                   scale);
-    batched_matmul(dev, shape_key("dk", a), a.scores_t(), dscores, a.heads_view(3 * a.d), qkv, a.heads_view(3 * a.d),
-                   dqkv + a.d, scale);
+    const void* dscores_op = scores_operand(dscores_t, a, rounded);
+    batched_matmul(dev, shape_key("dq", a), a.scores(a.type), dscores_op, a.heads_view(3 * a.d), a.part(qkv, 1),
+                   a.heads_view(3 * a.d), a.part(dqkv, 0), scale);
+    batched_matmul(dev, shape_key("dk", a), a.scores_t(a.type), dscores_op, a.heads_view(3 * a.d), a.part(qkv, 0),
+                   a.heads_view(3 * a.d), a.part(dqkv, 1), scale);
   });
 }
 
