@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "kernels/elementwise.h"
 #include "runtime/error.h"
 #include "runtime/trace.h"
 
@@ -16,7 +17,9 @@ GradSync::GradSync(const std::vector<Parameter*>& params, ProcessGroup& dense_gr
                },
                bucket_bytes) {}
 
-GradSync::GradSync(const std::vector<Parameter*>& params, const GroupsOf& groups_of, std::size_t bucket_bytes) {
+GradSync::GradSync(const std::vector<Parameter*>& params, const GroupsOf& groups_of, std::size_t bucket_bytes,
+                   DType wire_dtype) {
+  MOERUN_CHECK(is_floating(wire_dtype), RuntimeError, "[grad sync] gradients cannot travel as {}", dtype_name(wire_dtype));
   // Parameters with the same groups share buckets; a bucket closes when it reaches
   // bucket_bytes, or, sharded, at the end of an expert. Within a chain, buckets follow the
   // ready order, so they complete in order.
@@ -68,7 +71,9 @@ GradSync::GradSync(const std::vector<Parameter*>& params, const GroupsOf& groups
         elements += p->grad.numel();
         shapes.push_back(p->grad.shape());
       }
-      Bucket b{chains[c].groups, chains[c].shard, {}, members, {}, Tensor::zeros(members.front()->grad.device(), {elements})};
+      Device& dev = members.front()->grad.device();
+      Bucket b{chains[c].groups, chains[c].shard, {}, members, {}, Tensor::zeros(dev, {elements})};
+      if (wire_dtype != DType::F32 && !b.groups.empty()) b.wire = Tensor(dev, {elements}, wire_dtype);
       std::vector<std::int64_t> bounds;
       if (b.shard_group != nullptr) {
         bounds = shard_bounds(shapes, b.shard_group->size());
@@ -98,7 +103,8 @@ GradSync::~GradSync() {
 void GradSync::launch(Bucket& b) {
   if (b.groups.empty()) return;  // no other copy to sum with
   trace::async_begin("all-reduce", "bucket", static_cast<std::int64_t>(&b - buckets_.data()), b.flat.bytes());
-  b.host = std::make_unique<HostAccess>(b.flat, HostAccess::ReadWrite);
+  if (b.wire.defined()) kernels::convert(b.flat, b.wire);
+  b.host = std::make_unique<HostAccess>(b.wire.defined() ? b.wire : b.flat, HostAccess::ReadWrite);
   ProcessGroup* first = b.groups.front();
   b.request = first == b.shard_group ? first->reduce_scatter_async(b.host->span(), b.shard_counts, ReduceOp::Sum)
                                      : first->all_reduce_async(b.host->span(), ReduceOp::Sum);
@@ -115,7 +121,7 @@ void GradSync::mark_ready(const Parameter& param) {
 std::map<const ProcessGroup*, std::int64_t> GradSync::payload_per_group() const {
   std::map<const ProcessGroup*, std::int64_t> out;
   for (const Bucket& b : buckets_)
-    for (const ProcessGroup* g : b.groups) out[g] += static_cast<std::int64_t>(b.flat.bytes());
+    for (const ProcessGroup* g : b.groups) out[g] += static_cast<std::int64_t>((b.wire.defined() ? b.wire : b.flat).bytes());
   return out;
 }
 
@@ -147,6 +153,7 @@ double GradSync::finish() {
       }
     }
     b.host.reset();  // copies staged sums back to the device
+    if (b.wire.defined()) kernels::convert(b.wire, b.flat);  // the sum, back into the fp32 gradients
     if (!b.groups.empty()) trace::async_end("all-reduce", "bucket", static_cast<std::int64_t>(&b - buckets_.data()));
     b.ready = 0;
   }

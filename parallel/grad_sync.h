@@ -16,6 +16,10 @@
 // (owned_rows); the optimizer updates those rows, and gather_parameters() all-gathers the
 // updated values. An expert's parameters then form buckets of their own, so its rows do not
 // depend on which other experts the rank holds (a migrated expert keeps its optimizer shard).
+//
+// wire_dtype bf16 (parallel.grad_reduce_dtype): a bucket travels as a bf16 copy of its fp32
+// gradients, each addition of the reduction in fp32 (CommType::BF16), and the sum lands back
+// in the fp32 bucket: half the bytes, one bf16 rounding of each input and partial sum.
 #pragma once
 
 #include <functional>
@@ -38,7 +42,8 @@ class GradSync {
   };
   using GroupsOf = std::function<Groups(const Parameter&)>;
   // params in the order their gradients become final (backward order).
-  GradSync(const std::vector<Parameter*>& params_in_ready_order, const GroupsOf& groups_of, std::size_t bucket_bytes);
+  GradSync(const std::vector<Parameter*>& params_in_ready_order, const GroupsOf& groups_of, std::size_t bucket_bytes,
+           DType wire_dtype = DType::F32);
   // Dense parameters over dense_group, expert parameters over expert_group, no sharding.
   GradSync(const std::vector<Parameter*>& params_in_ready_order, ProcessGroup& dense_group, ProcessGroup& expert_group,
            std::size_t bucket_bytes);
@@ -73,6 +78,7 @@ class GradSync {
     std::vector<Parameter*> members;
     std::vector<std::int64_t> offsets;  // of each member in `flat`
     Tensor flat;  // [elements]
+    Tensor wire;  // [elements] in the wire dtype when it is not fp32; else empty
     std::size_t ready = 0;
     std::unique_ptr<HostAccess> host;
     std::unique_ptr<CommRequest> request;

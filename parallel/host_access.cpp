@@ -22,10 +22,12 @@ HostAccess::~HostAccess() {
 }
 
 CommSpan HostAccess::span() const {
-  const CommType type = tensor_.dtype() == DType::I32 ? CommType::I32 : CommType::F32;
-  MOERUN_CHECK(tensor_.dtype() == DType::I32 || tensor_.dtype() == DType::F32, RuntimeError,
-               "[host access] no collective element type for {} tensors yet", dtype_name(tensor_.dtype()));
-  return {data_, tensor_.numel(), type};
+  switch (tensor_.dtype()) {
+    case DType::F32: return {data_, tensor_.numel(), CommType::F32};
+    case DType::BF16: return {data_, tensor_.numel(), CommType::BF16};
+    case DType::I32: return {data_, tensor_.numel(), CommType::I32};
+  }
+  MOERUN_THROW(RuntimeError, "[host access] no collective element type for {} tensors", dtype_name(tensor_.dtype()));
 }
 
 }  // namespace moerun

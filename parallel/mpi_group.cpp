@@ -19,11 +19,30 @@ MPI_Datatype mpi_type(CommType t) {
     case CommType::I32: return MPI_INT32_T;
     case CommType::I64: return MPI_INT64_T;
     case CommType::U8: return MPI_UINT8_T;
+    case CommType::BF16: return MPI_UINT16_T;  // the bits; reductions use bf16_sum below
   }
   return MPI_DATATYPE_NULL;
 }
 
-MPI_Op mpi_op(ReduceOp op) {
+// MPI has no bf16: a user-defined sum over the 16-bit patterns, each addition in fp32 and
+// rounded to bf16 once (as NCCL's bf16 reductions do). Created on first use, freed by MPI at
+// finalize.
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const bfloat16*>(in);
+  auto* b = static_cast<bfloat16*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = float_to_bf16(bf16_to_float(a[i]) + bf16_to_float(b[i]));
+}
+
+MPI_Op mpi_op(ReduceOp op, CommType type) {
+  if (type == CommType::BF16) {
+    MOERUN_CHECK(op == ReduceOp::Sum, MpiError, "[mpi] bf16 reductions support only sums");
+    static const MPI_Op sum = [] {
+      MPI_Op created;
+      MPI_Op_create(&bf16_sum, /*commute=*/1, &created);
+      return created;
+    }();
+    return sum;
+  }
   switch (op) {
     case ReduceOp::Sum: return MPI_SUM;
     case ReduceOp::Max: return MPI_MAX;
@@ -175,9 +194,10 @@ void MpiGroup::barrier() {
 }
 
 void MpiGroup::all_reduce(CommSpan data, ReduceOp op) {
+  const MPI_Op mpi_reduce = mpi_op(op, data.type);  // refuses what MPI cannot reduce, at any size
   if (size() == 1) return;
   const watchdog::Scope watch("MPI_Allreduce", name());
-  check(MPI_Allreduce(MPI_IN_PLACE, data.data, to_int(data.count, "MPI_Allreduce", name()), mpi_type(data.type), mpi_op(op),
+  check(MPI_Allreduce(MPI_IN_PLACE, data.data, to_int(data.count, "MPI_Allreduce", name()), mpi_type(data.type), mpi_reduce,
                       comm_),
         "MPI_Allreduce");
 }
@@ -185,7 +205,7 @@ void MpiGroup::all_reduce(CommSpan data, ReduceOp op) {
 std::unique_ptr<CommRequest> MpiGroup::all_reduce_async(CommSpan data, ReduceOp op) {
   MPI_Request request = MPI_REQUEST_NULL;
   check(MPI_Iallreduce(MPI_IN_PLACE, data.data, to_int(data.count, "MPI_Iallreduce", name()), mpi_type(data.type),
-                       mpi_op(op), comm_, &request),
+                       mpi_op(op, data.type), comm_, &request),
         "MPI_Iallreduce");
   return std::make_unique<MpiRequest>(*this, request);
 }
@@ -201,7 +221,7 @@ std::unique_ptr<CommRequest> MpiGroup::reduce_scatter_async(CommSpan data, std::
   const auto c = to_ints(counts, "MPI_Ireduce_scatter", name());
   const std::int64_t offset = block_offsets(counts)[static_cast<std::size_t>(rank())];
   MPI_Request request = MPI_REQUEST_NULL;
-  check(MPI_Ireduce_scatter(MPI_IN_PLACE, data.data, c.data(), mpi_type(data.type), mpi_op(op), comm_, &request),
+  check(MPI_Ireduce_scatter(MPI_IN_PLACE, data.data, c.data(), mpi_type(data.type), mpi_op(op, data.type), comm_, &request),
         "MPI_Ireduce_scatter");
   const std::size_t es = comm_type_size(data.type);
   return std::make_unique<ReduceScatterRequest>(*this, request, static_cast<char*>(data.data),

@@ -13,6 +13,7 @@ std::size_t comm_type_size(CommType t) {
     case CommType::I32: return 4;
     case CommType::I64: return 8;
     case CommType::U8: return 1;
+    case CommType::BF16: return 2;
   }
   return 0;
 }

@@ -18,9 +18,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "runtime/bfloat16.h"
+
 namespace moerun {
 
-enum class CommType { F32, F64, I32, I64, U8 };
+enum class CommType { F32, F64, I32, I64, U8, BF16 };  // BF16: sums add in fp32, round once per addition
 enum class ReduceOp { Sum, Max, Min };
 
 std::size_t comm_type_size(CommType t);
@@ -35,6 +37,7 @@ constexpr CommType comm_type_of() {
   else if constexpr (std::is_same_v<U, double>) return CommType::F64;
   else if constexpr (std::is_same_v<U, std::int32_t>) return CommType::I32;
   else if constexpr (std::is_same_v<U, std::int64_t>) return CommType::I64;
+  else if constexpr (std::is_same_v<U, bfloat16>) return CommType::BF16;
   else {
     static_assert(std::is_same_v<U, std::uint8_t> || std::is_same_v<U, char>, "no CommType for this element type");
     return CommType::U8;

@@ -193,6 +193,10 @@ const std::vector<Key>& keys() {
                            "token exchange: flat (rank to rank), hierarchical (rows for other nodes through node leaders: "
                            "one inter-node message per pair of nodes), auto (hierarchical when the EP group spans nodes "
                            "with several ranks on one)"));
+    k.push_back(enum_key("parallel.grad_reduce_dtype", &C::parallel, &ParallelConfig::grad_reduce_dtype,
+                         {{"fp32", DType::F32}, {"bf16", DType::BF16}},
+                         "gradient all-reduce on the wire: fp32, or bf16 (half the bytes; each addition in fp32, the "
+                         "sum lands in the fp32 gradients)"));
     k.push_back(float_key("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb,
                           "gradient all-reduce bucket size in MiB; buckets are reduced during backward as they complete"));
     k.push_back(int_key("parallel.ranks_per_node", &C::parallel, &ParallelConfig::ranks_per_node,

@@ -57,6 +57,7 @@ struct ParallelConfig {
   double bucket_mb = 4.0;      // gradient all-reduce bucket size
   std::int64_t ranks_per_node = 0;  // 0 = detect; n = consecutive blocks of n ranks count as nodes
   ExchangeRoute all_to_all = ExchangeRoute::Auto;  // flat, hierarchical (through node leaders), auto (hierarchical when it saves messages)
+  DType grad_reduce_dtype = DType::F32;  // gradient all-reduce on the wire: fp32, or bf16 (sums in fp32)
 };
 
 struct BalanceConfig {

@@ -6,11 +6,12 @@
 
 namespace moerun {
 
-GradientGroups::GradientGroups(Topology& topology, int blocks, bool shard_optimizer, double bucket_mb)
+GradientGroups::GradientGroups(Topology& topology, const Config& config)
     : topology_(topology),
-      blocks_(blocks),
-      shard_(shard_optimizer),
-      bucket_bytes_(static_cast<std::size_t>(bucket_mb * 1024 * 1024)) {}
+      blocks_(static_cast<int>(config.model.n_layers)),
+      shard_(config.train.shard_optimizer),
+      bucket_bytes_(static_cast<std::size_t>(config.parallel.bucket_mb * 1024 * 1024)),
+      wire_dtype_(config.parallel.grad_reduce_dtype) {}
 
 ProcessGroup* GradientGroups::replica_group(const std::vector<int>& ranks) {
   if (ranks.size() < 2) return nullptr;
@@ -67,7 +68,7 @@ void GradientGroups::rebuild(ParameterStore& params, const std::vector<int>& moe
         return {{it == replicas_of.end() ? nullptr : it->second, &topology_.edp_group()},
                 shard_ ? &topology_.edp_group() : nullptr};
       },
-      bucket_bytes_);
+      bucket_bytes_, wire_dtype_);
   bytes_intra_ = bytes_inter_ = 0;
   for (const auto& [group, bytes] : sync_->payload_per_group()) (spans_nodes[group] ? bytes_inter_ : bytes_intra_) += bytes;
 }

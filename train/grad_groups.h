@@ -14,12 +14,15 @@
 #include "parallel/grad_sync.h"
 #include "parallel/placement.h"
 #include "parallel/topology.h"
+#include "train/config.h"
 
 namespace moerun {
 
 class GradientGroups {
  public:
-  GradientGroups(Topology& topology, int blocks, bool shard_optimizer, double bucket_mb);
+  // From the config: train.shard_optimizer, parallel.bucket_mb, parallel.grad_reduce_dtype
+  // (fp32, or bf16 on the wire summed in fp32) and model.n_layers.
+  GradientGroups(Topology& topology, const Config& config);
   // Collective over the world (replica groups are split from the EP group on first use).
   // placements: per MoE layer, empty without expert parallelism; moe_blocks: their blocks.
   // The new sync takes the gradients over from the old one's buckets before those are freed.
@@ -39,6 +42,7 @@ class GradientGroups {
   int blocks_;
   bool shard_;
   std::size_t bucket_bytes_;
+  DType wire_dtype_;
   std::unique_ptr<GradSync> sync_;
   std::map<std::vector<int>, std::unique_ptr<ProcessGroup>> replica_groups_;  // by EP ranks
   std::vector<std::vector<Parameter*>> params_of_block_;  // [block] parameters of that block

@@ -110,11 +110,15 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
     est.compute_copies = static_cast<std::int64_t>(dtype_size(m.compute_dtype)) * (dense + experts - vectors);
   }
   est.gradients = est.parameters;      // one gradient per parameter, in the sync buckets
+  // parallel.grad_reduce_dtype = bf16: a bf16 copy of every bucket that is reduced (dense over
+  // the world; experts over their expert-data-parallel copies).
+  const std::int64_t dp = world_size / ep, wire = dtype_size(c.parallel.grad_reduce_dtype);
+  if (c.parallel.grad_reduce_dtype != DType::F32)
+    est.gradients += wire * ((world_size > 1 ? dense : 0) + (dp > 1 ? experts : 0));
   est.optimizer = 2 * est.parameters;  // AdamW m and v
   if (c.train.shard_optimizer) {
     // ZeRO-1: dense moments split over the world, an expert's over its expert-data-parallel
     // copies (dp = world / ep); the split follows rows, so this is the mean share.
-    const std::int64_t dp = world_size / ep;
     est.optimizer = 2 * kFloat * (dense / world_size + experts / dp);
   }
   // Token-copies of one micro-batch: n * top_k, or at most the capacity of every expert.

@@ -39,8 +39,7 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
                                              world.split_node_local("node")->size());
   topology_ = std::make_unique<Topology>(world, static_cast<int>(config_.parallel.ep), static_cast<int>(config_.model.experts),
                                          static_cast<int>(config_.parallel.ranks_per_node));
-  params_ = std::make_unique<ParameterStore>(device, static_cast<std::uint64_t>(config_.train.seed), config_.model.init_std,
-                                             config_.model.compute_dtype);
+  params_ = std::make_unique<ParameterStore>(device, std::uint64_t(config_.train.seed), config_.model.init_std, config_.model.compute_dtype);
   dispatchers_ = make_dispatchers(config_, *topology_);
   std::vector<TokenDispatcher*> per_block;
   for (auto& d : dispatchers_) per_block.push_back(d.get());
@@ -48,8 +47,7 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   model_->set_recompute(config_.train.recompute);
   moe_blocks_ = model_->moe_layer_ids();
   // Before the optimizer: under ZeRO-1 the buckets decide whose rows are whose.
-  grad_groups_ = std::make_unique<GradientGroups>(*topology_, static_cast<int>(config_.model.n_layers),
-                                                  config_.train.shard_optimizer, config_.parallel.bucket_mb);
+  grad_groups_ = std::make_unique<GradientGroups>(*topology_, config_);
   grad_groups_->rebuild(*params_, moe_blocks_, placements());
   optimizer_ = std::make_unique<AdamW>(config_.train, *params_,
                                        [this](const Parameter& p) { return grad_groups_->sync().owned_rows(p); });
@@ -131,7 +129,7 @@ std::int64_t Trainer::first_nonfinite_grad(const Parameter** first) const {
     if (rows.empty()) continue;
     const std::int64_t n = kernels::count_nonfinite(p->grad.rows(rows.begin, rows.end));
     if (n > 0) {
-      *first = p;
+      if (first != nullptr) *first = p;
       return n;
     }
   }
@@ -231,8 +229,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   StepResult r;
   r.allreduce_ms = 1000.0 * grad_groups_->sync().finish();
   for (int block : moe_blocks_) local.expert_seconds += model_->moe_layer(block).stats().expert_seconds;
-  const Parameter* unused = nullptr;
-  local.nonfinite_grads = first_nonfinite_grad(&unused);
+  local.nonfinite_grads = first_nonfinite_grad(nullptr);
   const std::vector<Placement> current = placements();
   local.grad_squares = local_grad_squares(current);
   local.signal = checkpoint_signal_received();

@@ -115,6 +115,23 @@ TEST(MixedPrecision, RebalancingEveryTwoStepsKeepsTheBf16Math) {
   }
 }
 
+// parallel.grad_reduce_dtype = bf16: gradient buckets travel in bf16 (half the bytes) and sum
+// in fp32; the training stays the one-process bf16 training to the same tolerance.
+TEST(MixedPrecision, GradientsReducedInBf16HalveTheBytesAndKeepTheLosses) {
+  auto w = world();
+  if (w->size() < 2) GTEST_SKIP() << "no gradient reduction at one rank";
+  const std::int64_t ep = w->size() / 2 >= 1 && w->size() % 2 == 0 ? 2 : 1;
+  SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << ep);
+  Config fp32_wire = tiny(ep), bf16_wire = tiny(ep, {"parallel.grad_reduce_dtype=\"bf16\""});
+  fp32_wire.train.steps = bf16_wire.train.steps = 1;
+  TestDevice dev;
+  Trainer a(fp32_wire, *w, dev, ""), b(bf16_wire, *w, dev, "");
+  const StepResult sa = a.train_step(1), sb = b.train_step(1);
+  EXPECT_GT(sa.allreduce_bytes_intra_node, 0);
+  EXPECT_EQ(sb.allreduce_bytes_intra_node * 2, sa.allreduce_bytes_intra_node);
+  expect_same_bf16_training(train(tiny(ep, {"parallel.grad_reduce_dtype=\"bf16\""}), *w), one_process_bf16());
+}
+
 // Same routing, half the bytes: checked where the routing is fixed, in test_dispatcher.cpp
 // (AllToAllDispatcher.*RoundTrip sends the same rows in fp32 and bf16).
 

@@ -4,6 +4,7 @@
 
 #include <numeric>
 
+#include "expect_error.h"
 #include "mpi_test_util.h"
 #include "runtime/error.h"
 
@@ -25,6 +26,26 @@ TEST(MpiGroup, AsyncAllReduceCompletesOnWait) {
   auto req = w->all_reduce_async(v, ReduceOp::Sum);
   req->wait();
   EXPECT_EQ(v[999], static_cast<float>(w->size()));
+}
+
+// bf16 has no MPI type: a user-defined sum adds in fp32 and rounds each partial sum to bf16.
+// Values exact in bf16 whose sums stay exact (small integers) must come out exactly; values
+// whose sums need rounding stay within one rounding per addition (u = 2^-8 relative).
+TEST(MpiGroup, Bf16SumsAddInFp32) {
+  auto w = world();
+  const int p = w->size(), r = w->rank();
+  std::vector<bfloat16> exact = {float_to_bf16(float(r)), float_to_bf16(1.0f), float_to_bf16(-2.0f * float(r))};
+  w->all_reduce(std::span<bfloat16>(exact));
+  EXPECT_EQ(bf16_to_float(exact[0]), p * (p - 1) / 2.0f);
+  EXPECT_EQ(bf16_to_float(exact[1]), float(p));
+  EXPECT_EQ(bf16_to_float(exact[2]), -float(p * (p - 1)));
+  std::vector<bfloat16> rounded(300);
+  double expected = 0.0;
+  for (int q = 0; q < p; ++q) expected += bf16_to_float(float_to_bf16(1.0f + 0.001f * float(q + 1)));
+  for (auto& x : rounded) x = float_to_bf16(1.0f + 0.001f * float(r + 1));
+  w->all_reduce_async(std::span<bfloat16>(rounded), ReduceOp::Sum)->wait();
+  for (const auto& x : rounded) EXPECT_NEAR(bf16_to_float(x), expected, (p - 1) * kBf16Epsilon * expected);
+  expect_error<MpiError>([&] { w->all_reduce(std::span<bfloat16>(rounded), ReduceOp::Max); }, {"bf16 reductions support only sums"});
 }
 
 // ZeRO's pair: blocks of unequal size (block b has b + 2 elements); element i of rank r's
