@@ -2,12 +2,15 @@
 // with capacity, dispatch over the expert-parallel group (ep = world), expert FFNs, combine,
 // MSE-style output gradient, backward, gradient sync, AdamW. Run under mpirun -np 1 or 2.
 //
-//   mpirun -np 2 bench_moe_layer [tokens_per_rank] [steps]
+//   mpirun -np 2 bench_moe_layer [tokens_per_rank] [steps] [fp32|bf16]
+//
+// bf16 is train.precision = bf16: the layer's input, the exchange and the experts in bf16,
+// fp32 master weights, AdamW and output (refreshing the bf16 weight copies is in the step).
 //
 // Prints (rank 0): median step time split into expert compute / all-to-all / other,
 // tokens/s, useful expert GFLOP/s per rank against a oneDNN matmul of the same shape, the
 // all-to-all's bandwidth against plain MPI_Alltoall of the same volume, and a check that the
-// bytes sent equal the token-copies that crossed ranks x d_model x 4.
+// bytes sent equal the token-copies that crossed ranks x d_model x the dtype's size.
 #include <fmt/format.h>
 #include <mpi.h>
 #include <omp.h>
@@ -33,12 +36,12 @@ namespace {
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-Tensor random_tensor(Device& dev, Shape shape, std::uint64_t seed, float scale) {
+Tensor random_tensor(Device& dev, Shape shape, std::uint64_t seed, float scale, DType dtype = DType::F32) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, scale);
   std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
   for (float& x : v) x = dist(rng);
-  return Tensor::from_host(dev, std::move(shape), v);
+  return Tensor::from_host(dev, std::move(shape), v, dtype);
 }
 
 double median(std::vector<double> v) {
@@ -70,6 +73,7 @@ int main(int argc, char** argv) {
   const int rank = world->rank(), p = world->size();
   const std::int64_t tokens = argc > 1 ? std::atoll(argv[1]) : 4096;
   const int steps = argc > 2 ? std::atoi(argv[2]) : 10;
+  const DType dtype = argc > 3 && std::string(argv[3]) == "bf16" ? DType::BF16 : DType::F32;
   if (std::getenv("OMP_NUM_THREADS") == nullptr) omp_set_num_threads(std::max(1, omp_get_num_procs() / p));
 
   ModelConfig config;
@@ -79,9 +83,10 @@ int main(int argc, char** argv) {
   config.top_k = 2;
   config.capacity_factor = 1.25;
   config.init_std = 0.02;
+  config.compute_dtype = dtype;
   config.validate();
   CpuDevice dev;
-  ParameterStore params(dev, 1, config.init_std);
+  ParameterStore params(dev, 1, config.init_std, dtype);
   AllToAllDispatcher dispatcher(*world, Placement::contiguous(static_cast<int>(config.experts), p));
   MoeLayer layer(params, config, 0, dispatcher);
   std::vector<Parameter*> ordered = params.all();
@@ -93,7 +98,7 @@ int main(int argc, char** argv) {
     m1.push_back(Tensor::zeros(dev, q->value.shape()));
     m2.push_back(Tensor::zeros(dev, q->value.shape()));
   }
-  Tensor h = random_tensor(dev, {tokens, config.d_model}, 100 + rank, 1.0f);
+  Tensor h = random_tensor(dev, {tokens, config.d_model}, 100 + rank, 1.0f, dtype);  // a norm's output
   Tensor target = random_tensor(dev, {tokens, config.d_model}, 200 + rank, 0.1f);
 
   KernelProfile profile;
@@ -118,6 +123,7 @@ int main(int argc, char** argv) {
       kernels::adamw_update({.param = &q->value, .grad = &q->grad, .m = &m1[i], .v = &m2[i], .lr = 1e-4f, .step = it + 1});
       ++i;
     }
+    params.refresh_compute_copies();
     dev.synchronize();
     const double s = seconds_since(start);
     const DispatchStats st = dispatcher.take_stats();
@@ -141,7 +147,7 @@ int main(int argc, char** argv) {
     }
     for (std::int64_t c : last.recv_per_local_expert) recv_total += c;
     received_rows = recv_total;
-    expected_bytes = 2 * (out_rows + in_rows) * config.d_model * static_cast<std::int64_t>(sizeof(float));
+    expected_bytes = 2 * (out_rows + in_rows) * config.d_model * static_cast<std::int64_t>(dtype_size(dtype));
   }
   const double step = median(step_s), a2a = median(a2a_s), expert = median(expert_s);
   // Useful expert FLOPs: the kept token-copies this rank's experts processed, two matmuls of
@@ -149,7 +155,7 @@ int main(int argc, char** argv) {
   const double expert_flops = double(received_rows) * 3.0 * 2.0 * 2.0 * double(config.d_model * config.d_ff);
   // oneDNN's rate for the same shape: the mean rows per local expert.
   const std::int64_t rows = std::max<std::int64_t>(1, received_rows / static_cast<std::int64_t>(dispatcher.local_experts().size()));
-  Tensor a(dev, {rows, config.d_model}), b(dev, {config.d_model, config.d_ff}), c(dev, {rows, config.d_ff});
+  Tensor a(dev, {rows, config.d_model}, dtype), b(dev, {config.d_model, config.d_ff}, dtype), c(dev, {rows, config.d_ff}, dtype);
   a.zero();
   b.zero();
   kernels::matmul({.a = &a, .b = &b, .c = &c});
@@ -161,8 +167,9 @@ int main(int argc, char** argv) {
   double totals[2] = {step, double(bytes == expected_bytes ? 0 : 1)};
   world->all_reduce(std::span<double>(&totals[1], 1), ReduceOp::Max);
   if (rank == 0) {
-    fmt::print("moe layer step: {} rank(s) x {} thread(s), {} tokens/rank, d_model {} d_ff {} experts {} top-{} capacity {}\n",
-               p, omp_get_max_threads(), tokens, config.d_model, config.d_ff, config.experts, config.top_k,
+    fmt::print("moe layer step ({}, bf16 {}): {} rank(s) x {} thread(s), {} tokens/rank, d_model {} d_ff {} experts {} top-{} "
+               "capacity {}\n",
+               dtype_name(dtype), dev.dtype_path(DType::BF16), p, omp_get_max_threads(), tokens, config.d_model, config.d_ff, config.experts, config.top_k,
                config.capacity_factor);
     fmt::print("step {:.1f} ms (median of {}) = expert compute {:.1f} + all-to-all {:.1f} + other {:.1f} ms\n", 1e3 * step,
                steps, 1e3 * expert, 1e3 * a2a, 1e3 * (step - expert - a2a));
@@ -175,7 +182,7 @@ int main(int argc, char** argv) {
                  "-> {:.0f}%\n",
                  double(bytes) * 1e-6, a2a_rate, mpi_rate, 100.0 * a2a_rate / mpi_rate);
     }
-    fmt::print("bytes check: sent {} = crossing token-copies x d_model x 4 = {}: {}\n", bytes, expected_bytes,
+    fmt::print("bytes check: sent {} = crossing token-copies x d_model x {} = {}: {}\n", bytes, dtype_size(dtype), expected_bytes,
                totals[1] == 0 ? "OK on every rank" : "MISMATCH");
   }
   return totals[1] == 0 ? 0 : 1;

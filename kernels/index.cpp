@@ -17,8 +17,12 @@ void check_index_rows(std::string_view k, const IndexRowsArgs& p, const Tensor* 
   const std::int64_t n = rows_by_index->dim(0), d = rows_by_index->dim(1);
   detail::check_dtype(k, "index", *p.index, DType::I32);
   detail::check_shape(k, "index", *p.index, {n});
-  detail::check_float(k, "src", p.src, p.src->shape());
-  detail::check_float(k, "dst", p.dst, p.dst->shape());
+  // A plain gather copies rows of any one dtype (packed fp8 rows too); arithmetic needs floats.
+  const bool row_copy = k == "gather_rows" && p.scale == nullptr && p.src->dtype() == p.dst->dtype();
+  if (!row_copy) {
+    detail::check_float(k, "src", p.src, p.src->shape());
+    detail::check_float(k, "dst", p.dst, p.dst->shape());
+  }
   MOERUN_CHECK(table_rows->dim(1) == d, KernelError, "[{}] src {} and dst {} must have the same row width", k,
                shape_string(p.src->shape()), shape_string(p.dst->shape()));
   if (p.scale != nullptr) check_f32(k, "scale", p.scale, {n});

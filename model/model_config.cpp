@@ -48,6 +48,12 @@ void ModelConfig::validate() const {
   MOERUN_CHECK(aux_loss_coef >= 0.0 && z_loss_coef >= 0.0, ConfigError,
                "model.aux_loss_coef = {} and model.z_loss_coef = {} must be >= 0", aux_loss_coef, z_loss_coef);
   MOERUN_CHECK(init_std > 0.0, ConfigError, "model.init_std = {} must be > 0", init_std);
+  MOERUN_CHECK(fp8_scale_block >= 0, ConfigError, "parallel.fp8_scale_block = {} must be >= 0 (0 = one scale per row)",
+               fp8_scale_block);
+  MOERUN_CHECK(dispatch_dtype != DispatchDtype::Fp8 || fp8_scale_block == 0 || d_model % fp8_scale_block == 0, ConfigError,
+               "parallel.dispatch_dtype = fp8 scales blocks of parallel.fp8_scale_block = {} values, but model.d_model = {} "
+               "is not a multiple of {}; set parallel.fp8_scale_block to a divisor of {} (or 0: one scale per row)",
+               fp8_scale_block, d_model, fp8_scale_block, d_model);
 }
 
 }  // namespace moerun

@@ -17,6 +17,12 @@ enum class ExpertType { Gelu, SwiGlu };
 // block's forward again (router, token exchange and experts included) before its backward.
 enum class Recompute { None, Moe, Full };
 
+// parallel.dispatch_dtype: how the forward dispatch carries token-copies to the experts. Auto
+// sends them in the compute dtype; Bf16 rounds them to bf16 for the trip; Fp8 sends e4m3 values
+// with an fp32 scale per block of fp8_scale_block values (DeepEP's format). The experts
+// compute on what arrives; combine and every backward exchange stay in the compute dtype.
+enum class DispatchDtype { Auto, Bf16, Fp8 };
+
 struct ModelConfig {
   std::int64_t d_model = 128;
   std::int64_t n_layers = 3;
@@ -44,6 +50,8 @@ struct ModelConfig {
   // mixed precision (fp32 master weights, gradients, optimizer and residual stream; see
   // docs/precision.md); f32 computes everything in fp32.
   DType compute_dtype = DType::F32;
+  DispatchDtype dispatch_dtype = DispatchDtype::Auto;
+  std::int64_t fp8_scale_block = 128;  // values per fp8 scale; 0 = one scale per row
 
   std::int64_t head_dim() const { return d_model / n_heads; }
   bool is_moe_layer(std::int64_t layer) const { return dense_every <= 0 || (layer + 1) % dense_every != 0; }

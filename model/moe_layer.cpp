@@ -8,6 +8,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/index.h"
 #include "kernels/matmul.h"
+#include "kernels/quantize.h"
 #include "runtime/error.h"
 #include "runtime/trace.h"
 
@@ -55,7 +56,7 @@ Tensor MoeLayer::forward(const Tensor& h) {
   routed_ = Tensor(dev, {kept, d}, h.dtype());  // the exchange carries the compute dtype
   kernels::gather_rows({.src = &h, .index = &token_of_copy_, .dst = &routed_});
   dispatch_ = dispatcher_.plan(route.routing.kept_per_expert);
-  expert_in_ = dispatcher_.dispatch(dispatch_, routed_);
+  expert_in_ = dispatch_tokens(routed_);
   const auto expert_start = std::chrono::steady_clock::now();
   {
     const trace::Scope span("experts", "experts forward", layer_);
@@ -75,6 +76,29 @@ Tensor MoeLayer::forward(const Tensor& h) {
   stats_.aux_loss = route.aux_loss;
   stats_.z_loss = route.z_loss;
   return y;
+}
+
+Tensor MoeLayer::dispatch_tokens(const Tensor& rows) {
+  Device& dev = rows.device();
+  const std::int64_t d = rows.dim(1);
+  if (config_.dispatch_dtype == DispatchDtype::Fp8) {
+    const std::int64_t block = config_.fp8_scale_block > 0 ? config_.fp8_scale_block : d;
+    Tensor packed(dev, {rows.dim(0), kernels::fp8_row_bytes(d, block)}, DType::U8);
+    kernels::quantize_fp8({.x = &rows, .packed = &packed, .block = block});
+    Tensor arrived = dispatcher_.dispatch(dispatch_, packed);
+    Tensor out(dev, {arrived.dim(0), d}, rows.dtype());
+    kernels::dequantize_fp8({.packed = &arrived, .block = block, .y = &out});
+    return out;
+  }
+  if (config_.dispatch_dtype == DispatchDtype::Bf16 && rows.dtype() != DType::BF16) {
+    Tensor narrow(dev, rows.shape(), DType::BF16);
+    kernels::convert(rows, narrow);
+    Tensor arrived = dispatcher_.dispatch(dispatch_, narrow);
+    Tensor out(dev, arrived.shape(), rows.dtype());
+    kernels::convert(arrived, out);
+    return out;
+  }
+  return dispatcher_.dispatch(dispatch_, rows);
 }
 
 Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {

@@ -54,6 +54,10 @@ class MoeLayer {
   std::unique_ptr<FeedForwardSet> experts_;
   bool recompute_experts_ = false;
   MoeStats stats_;
+  // The forward dispatch, in parallel.dispatch_dtype: rows leave as computed, rounded to
+  // bf16, or packed as fp8 with scales, and arrive in the compute dtype.
+  Tensor dispatch_tokens(const Tensor& rows);
+
   // Saved by forward for backward (the router keeps its own).
   const RouterOutput* routed_by_ = nullptr;  // the router's last forward
   DispatchPlan dispatch_;

@@ -26,6 +26,7 @@ CommSpan HostAccess::span() const {
     case DType::F32: return {data_, tensor_.numel(), CommType::F32};
     case DType::BF16: return {data_, tensor_.numel(), CommType::BF16};
     case DType::I32: return {data_, tensor_.numel(), CommType::I32};
+    case DType::U8: return {data_, tensor_.numel(), CommType::U8};
   }
   MOERUN_THROW(RuntimeError, "[host access] no collective element type for {} tensors", dtype_name(tensor_.dtype()));
 }

@@ -189,6 +189,18 @@ struct AttentionArgs {
   Tensor* dqkv = nullptr;        // backward
 };
 
+// fp8 (e4m3) rows with fp32 scales: the packed format of parallel.dispatch_dtype = fp8.
+// quantize: each row of x [n, d] (f32 or bf16) becomes a row of packed (u8 [n, d + 4 d / block]):
+// d e4m3 bytes, then one fp32 scale per block of `block` values, scale = max|x| over the block
+// / 448 (1 for an all-zero block), so that x ~ e4m3 * scale. dequantize: y [n, d] (f32 or bf16)
+// from packed. block divides d (block = d: one scale per row).
+struct Fp8RowsArgs {
+  const Tensor* x = nullptr;  // quantize
+  Tensor* packed = nullptr;   // written by quantize, read by dequantize
+  std::int64_t block = 128;
+  Tensor* y = nullptr;        // dequantize
+};
+
 // MoE router (top-k softmax gating) over logits [n, e].
 // forward:  probs = softmax(logits); lse[i] = logsumexp(logits[i]); index (i32 [n, k]) and
 //           vals = the k largest probs (descending, ties to the lower expert); gates = vals,
@@ -244,6 +256,8 @@ struct RouterArgs {
   /* number of non-finite (NaN or Inf) values in x */                          \
   X(std::int64_t, count_nonfinite, (const Tensor& x))                          \
   X(void, adamw, (const AdamWArgs&))                                           \
+  X(void, quantize_fp8, (const Fp8RowsArgs&))                                 \
+  X(void, dequantize_fp8, (const Fp8RowsArgs&))                               \
   X(void, router_forward, (const RouterArgs&))                                 \
   X(void, router_backward, (const RouterArgs&))                                \
   X(void, attention_forward, (const AttentionArgs&))                           \

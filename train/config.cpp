@@ -197,6 +197,13 @@ const std::vector<Key>& keys() {
                          {{"fp32", DType::F32}, {"bf16", DType::BF16}},
                          "gradient all-reduce on the wire: fp32, or bf16 (half the bytes; each addition in fp32, the "
                          "sum lands in the fp32 gradients)"));
+    k.push_back(enum_key("parallel.dispatch_dtype", &C::model, &ModelConfig::dispatch_dtype,
+                         {{"auto", DispatchDtype::Auto}, {"bf16", DispatchDtype::Bf16}, {"fp8", DispatchDtype::Fp8}},
+                         "forward token dispatch payload: auto (the compute dtype), bf16, or fp8 (e4m3 with an fp32 "
+                         "scale per parallel.fp8_scale_block values, as DeepEP); combine and backward stay in the "
+                         "compute dtype (docs/precision.md)"));
+    k.push_back(int_key("parallel.fp8_scale_block", &C::model, &ModelConfig::fp8_scale_block,
+                        "values per fp32 scale of fp8 dispatch; must divide model.d_model; 0 = one scale per row"));
     k.push_back(float_key("parallel.bucket_mb", &C::parallel, &ParallelConfig::bucket_mb,
                           "gradient all-reduce bucket size in MiB; buckets are reduced during backward as they complete"));
     k.push_back(int_key("parallel.ranks_per_node", &C::parallel, &ParallelConfig::ranks_per_node,

@@ -165,6 +165,34 @@ Matrix gather_rows(const Matrix& src, const Index& index, const Vector* scale) {
   return dst;
 }
 
+Fp8RoundTrip fp8_round_trip(const Matrix& x, int block) {
+  // The e4m3 ("FN") values from the format: code = s eeee mmm, bias 7, subnormals at e = 0,
+  // no infinities, eeee mmm = 1111 111 is NaN.
+  std::vector<std::pair<double, int>> grid;  // (value, code) for the non-negative codes
+  for (int code = 0; code < 0x7f; ++code) {
+    const int e = code >> 3, m = code & 7;
+    grid.emplace_back(e == 0 ? m * std::ldexp(1.0, -9) : (8 + m) * std::ldexp(1.0, e - 10), code);
+  }
+  Fp8RoundTrip out{Matrix(x.rows(), x.cols()), Matrix(x.rows(), x.cols() / block)};
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    for (Eigen::Index b = 0; b < x.cols() / block; ++b) {
+      const double amax = x.row(i).segment(b * block, block).cwiseAbs().maxCoeff();
+      const double scale = amax > 0 ? static_cast<float>(static_cast<float>(amax) / 448.0f) : 1.0;
+      out.scales(i, b) = scale;
+      for (Eigen::Index j = b * block; j < (b + 1) * block; ++j) {
+        const double a = std::abs(static_cast<double>(static_cast<float>(x(i, j)) / static_cast<float>(scale)));
+        std::pair<double, int> best = grid[0];
+        for (const auto& g : grid) {
+          const double gap = std::abs(g.first - a), best_gap = std::abs(best.first - a);
+          if (gap < best_gap || (gap == best_gap && (g.second & 1) == 0)) best = g;
+        }
+        out.values(i, j) = (x(i, j) < 0 ? -best.first : best.first) * scale;
+      }
+    }
+  }
+  return out;
+}
+
 Matrix scatter_add_rows(const Matrix& src, const Index& index, Matrix dst, const Vector* scale) {
   for (std::size_t i = 0; i < index.size(); ++i) {
     dst.row(index[i]) += src.row(static_cast<Eigen::Index>(i)) * (scale ? (*scale)(static_cast<Eigen::Index>(i)) : 1.0);

@@ -60,6 +60,15 @@ Matrix gather_rows(const Matrix& src, const Index& index, const Vector* scale = 
 // dst is the initial value of the destination.
 Matrix scatter_add_rows(const Matrix& src, const Index& index, Matrix dst, const Vector* scale = nullptr);
 
+// fp8 e4m3 with one scale per block of `block` values of each row (scale = block max / 448):
+// the values x takes after quantization and dequantization, found by searching the 254 finite
+// e4m3 values for the nearest (ties to the even code), and the scales [rows, d / block].
+struct Fp8RoundTrip {
+  Matrix values;
+  Matrix scales;
+};
+Fp8RoundTrip fp8_round_trip(const Matrix& x, int block);
+
 struct Attention {
   Matrix out;    // [b*t, d]
   Matrix probs;  // [b*h*t, t]

@@ -99,12 +99,6 @@ void gather_typed(const Src* src, const std::int32_t* index, const float* scale,
   for (std::int64_t i = 0; i < n; ++i) {
     const Src* s = src + static_cast<std::int64_t>(index[i]) * d;
     Dst* o = dst + i * d;
-    if constexpr (std::is_same_v<Src, Dst>) {
-      if (scale == nullptr) {
-        std::memcpy(o, s, static_cast<std::size_t>(d) * sizeof(Dst));
-        continue;
-      }
-    }
     const float w = scale ? scale[i] : 1.0f;
     for (std::int64_t j = 0; j < d; ++j) store(o, j, load(s, j) * w);
   }
@@ -130,6 +124,15 @@ void gather_rows(const IndexRowsArgs& p) {
   const std::int32_t* index = i32(p.index);
   check_indices("gather_rows", index, n, p.src->dim(0));
   const float* scale = p.scale ? f32(p.scale) : nullptr;
+  if (scale == nullptr && p.src->dtype() == p.dst->dtype()) {  // rows of bytes, any dtype
+    const auto row_bytes = static_cast<std::size_t>(d) * dtype_size(p.dst->dtype());
+    const auto* src = static_cast<const char*>(p.src->data());
+    auto* dst = static_cast<char*>(p.dst->data());
+#pragma omp parallel for if (n * d > (1 << 15))
+    for (std::int64_t i = 0; i < n; ++i)
+      std::memcpy(dst + static_cast<std::size_t>(i) * row_bytes, src + static_cast<std::size_t>(index[i]) * row_bytes, row_bytes);
+    return;
+  }
   with_typed(*p.src, [&](const auto* src) {
     with_typed(*p.dst, [&](auto* dst) { gather_typed(src, index, scale, dst, n, d); });
   });

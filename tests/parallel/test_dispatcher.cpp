@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 
+#include "kernels/quantize.h"
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/topology.h"
 #include "mpi_test_util.h"
@@ -121,6 +122,41 @@ TEST(AllToAllDispatcher, ReplicatedExpertsWithUnevenShares) {
   if (p == 1) replicas.back().pop_back();
   for (int e = 2; e < 2 + 2 * p; ++e) replicas.push_back({{(e * 7) % p, 1}});
   check_round_trip(Placement(p, replicas));
+}
+
+// parallel.dispatch_dtype = fp8: rows travel packed (d e4m3 bytes + an fp32 scale per 128
+// values). The bytes sent are exactly a quarter of fp32's plus the scales, and what arrives
+// dequantizes to the sender's own quantize-dequantize round trip.
+TEST(AllToAllDispatcher, Fp8PackedRowsCostAQuarterOfFp32PlusScales) {
+  auto w = world();
+  TestDevice dev;
+  const int p = w->size(), me = w->rank(), experts = 2 * p;
+  const std::int64_t d = 256, block = 128, row_bytes = kernels::fp8_row_bytes(d, block);
+  AllToAllDispatcher dispatcher(*w, Placement::contiguous(experts, p));
+  std::vector<std::int64_t> per_expert;
+  std::vector<float> values;
+  std::mt19937 rng(static_cast<unsigned>(me + 1));
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (int e = 0; e < experts; ++e) {
+    per_expert.push_back(count(me, e));
+    for (std::int64_t j = 0; j < count(me, e) * d; ++j) values.push_back(normal(rng));
+  }
+  const auto n = static_cast<std::int64_t>(values.size()) / d;
+  Tensor rows = Tensor::from_host(dev, {n, d}, values), packed(dev, {n, row_bytes}, DType::U8), local(dev, {n, d});
+  kernels::quantize_fp8({.x = &rows, .packed = &packed, .block = block});
+  kernels::dequantize_fp8({.packed = &packed, .block = block, .y = &local});
+  const DispatchPlan plan = dispatcher.plan(per_expert);
+  Tensor arrived = dispatcher.dispatch(plan, packed);
+  std::int64_t crossing = 0;
+  for (int r = 0; r < p; ++r)
+    if (r != me) crossing += plan.send_per_rank[static_cast<std::size_t>(r)];
+  const DispatchStats stats = dispatcher.take_stats();
+  EXPECT_EQ(stats.bytes_sent, crossing * row_bytes);
+  EXPECT_EQ(4 * stats.bytes_sent, crossing * d * 4 + 4 * crossing * 4 * (d / block)) << "fp32 / 4 + the scales";
+  // Back through combine (bytes travel unchanged), then dequantized: the sender's round trip.
+  Tensor back = dispatcher.combine(plan, arrived), unpacked(dev, {n, d});
+  kernels::dequantize_fp8({.packed = &back, .block = block, .y = &unpacked});
+  EXPECT_EQ(unpacked.to_host(), local.to_host());
 }
 
 // The intra/inter-node split of the exchange's bytes and messages follows the nodes that

@@ -132,6 +132,19 @@ TEST(MixedPrecision, GradientsReducedInBf16HalveTheBytesAndKeepTheLosses) {
   expect_same_bf16_training(train(tiny(ep, {"parallel.grad_reduce_dtype=\"bf16\""}), *w), one_process_bf16());
 }
 
+// parallel.dispatch_dtype = fp8: every layout quantizes the same rows the same way (local rows
+// too), so the distributed run is still the one-process run with fp8 dispatch.
+TEST(MixedPrecision, Fp8DispatchIsLayoutIndependent) {
+  auto w = world();
+  const std::vector<std::string> fp8 = {"parallel.dispatch_dtype=\"fp8\"", "parallel.fp8_scale_block=16"};
+  LocalGroup alone;
+  const Bf16Run reference = train(tiny(1, fp8), alone);
+  for (std::int64_t ep = 2; ep <= w->size(); ep *= 2) {
+    SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << ep << ", fp8 dispatch");
+    expect_same_bf16_training(train(tiny(ep, fp8), *w), reference);
+  }
+}
+
 // Same routing, half the bytes: checked where the routing is fixed, in test_dispatcher.cpp
 // (AllToAllDispatcher.*RoundTrip sends the same rows in fp32 and bf16).
 
