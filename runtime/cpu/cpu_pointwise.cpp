@@ -26,6 +26,24 @@ dnnl::eltwise_forward::primitive_desc eltwise_fwd_pd(CpuDevice& dev, dnnl::algor
       dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_training, alg, md, alpha, 0.0f), dev.engine());
 }
 
+// Calls fn(offset, size) for the power-of-two pieces of n, largest first. Element-wise kernels
+// run piece by piece, so that a primitive keyed by size is needed for at most 63 sizes however
+// n varies (expert row counts change every step; a primitive per count grew without bound).
+template <class Fn>
+void for_pow2_pieces(std::int64_t n, Fn&& fn) {
+  std::int64_t offset = 0;
+  for (int bit = 62; bit >= 0; --bit) {
+    const std::int64_t size = std::int64_t{1} << bit;
+    if ((n & size) == 0) continue;
+    fn(offset, size);
+    offset += size;
+  }
+}
+
+const void* at(const Tensor& t, std::int64_t element) {
+  return static_cast<const char*>(t.data()) + element * static_cast<std::int64_t>(dtype_size(t.dtype()));
+}
+
 // x and y share one dtype (checked by the front ends).
 void eltwise_forward(dnnl::algorithm alg, float alpha, const Tensor& x, Tensor& y) {
   if (x.dtype() == DType::BF16 && !native_bf16()) {
@@ -36,10 +54,12 @@ void eltwise_forward(dnnl::algorithm alg, float alpha, const Tensor& x, Tensor& 
   const std::int64_t n = x.numel();
   if (n == 0) return;
   const auto type = dnnl_type(x.dtype());
-  const auto md = plain_md({n}, type);
-  auto& prim = dev.cache().get(fmt::format("eltwise_fwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, n, dtype_name(x.dtype())),
-                               [&] { return dnnl::eltwise_forward(eltwise_fwd_pd(dev, alg, alpha, n, type)); });
-  execute(dev, prim, {{DNNL_ARG_SRC, wrap(dev, md, x.data())}, {DNNL_ARG_DST, wrap(dev, md, y.data())}});
+  for_pow2_pieces(n, [&](std::int64_t offset, std::int64_t size) {
+    const auto md = plain_md({size}, type);
+    auto& prim = dev.cache().get(fmt::format("eltwise_fwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, size, dtype_name(x.dtype())),
+                                 [&] { return dnnl::eltwise_forward(eltwise_fwd_pd(dev, alg, alpha, size, type)); });
+    execute(dev, prim, {{DNNL_ARG_SRC, wrap(dev, md, at(x, offset))}, {DNNL_ARG_DST, wrap(dev, md, at(y, offset))}});
+  });
 }
 
 // dx = dy * f'(x); dx may alias dy.
@@ -52,16 +72,18 @@ void eltwise_backward(dnnl::algorithm alg, float alpha, const Tensor& x, const T
   const std::int64_t n = x.numel();
   if (n == 0) return;
   const auto type = dnnl_type(x.dtype());
-  const auto md = plain_md({n}, type);
-  auto& prim = dev.cache().get(fmt::format("eltwise_bwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, n, dtype_name(x.dtype())), [&] {
-    dnnl::eltwise_backward::desc desc(alg, md, md, alpha, 0.0f);
-    return dnnl::eltwise_backward(
-        dnnl::eltwise_backward::primitive_desc(desc, dev.engine(), eltwise_fwd_pd(dev, alg, alpha, n, type)));
+  for_pow2_pieces(n, [&](std::int64_t offset, std::int64_t size) {
+    const auto md = plain_md({size}, type);
+    auto& prim = dev.cache().get(fmt::format("eltwise_bwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, size, dtype_name(x.dtype())), [&] {
+      dnnl::eltwise_backward::desc desc(alg, md, md, alpha, 0.0f);
+      return dnnl::eltwise_backward(
+          dnnl::eltwise_backward::primitive_desc(desc, dev.engine(), eltwise_fwd_pd(dev, alg, alpha, size, type)));
+    });
+    execute(dev, prim,
+            {{DNNL_ARG_SRC, wrap(dev, md, at(x, offset))},
+             {DNNL_ARG_DIFF_DST, wrap(dev, md, at(dy, offset))},
+             {DNNL_ARG_DIFF_SRC, wrap(dev, md, at(dx, offset))}});
   });
-  execute(dev, prim,
-          {{DNNL_ARG_SRC, wrap(dev, md, x.data())},
-           {DNNL_ARG_DIFF_DST, wrap(dev, md, dy.data())},
-           {DNNL_ARG_DIFF_SRC, wrap(dev, md, dx.data())}});
 }
 
 // One primitive when all three share a dtype the CPU computes in; mixed dtypes (a bf16 branch
@@ -76,19 +98,24 @@ void binary_op(dnnl::algorithm alg, const Tensor& a, const Tensor& b, Tensor& ou
   const std::int64_t n = a.numel();
   if (n == 0) return;
   const bool broadcast_row = b.shape() != a.shape();
-  const std::int64_t cols = broadcast_row ? b.numel() : n;
-  const std::int64_t rows = n / cols;
   const auto type = dnnl_type(a.dtype());
-  const auto a_md = plain_md({rows, cols}, type);
-  const auto b_md = plain_md({broadcast_row ? 1 : rows, cols}, type);
-  auto& prim = dev.cache().get(fmt::format("binary:{}:{}:{}:{:d}:{}", static_cast<int>(alg), rows, cols, broadcast_row,
-                                           dtype_name(a.dtype())), [&] {
-    return dnnl::binary(dnnl::binary::primitive_desc(dnnl::binary::desc(alg, a_md, b_md, a_md), dev.engine()));
-  });
-  execute(dev, prim,
-          {{DNNL_ARG_SRC_0, wrap(dev, a_md, a.data())},
-           {DNNL_ARG_SRC_1, wrap(dev, b_md, b.data())},
-           {DNNL_ARG_DST, wrap(dev, a_md, out.data())}});
+  // Same shapes: element-wise, in power-of-two pieces. A broadcast row: one primitive per
+  // [rows, cols] (its callers' shapes are fixed by the model).
+  const std::int64_t cols = broadcast_row ? b.numel() : 1;
+  auto run = [&](std::int64_t offset, std::int64_t rows) {
+    const auto a_md = plain_md({rows, cols}, type);
+    const auto b_md = plain_md({broadcast_row ? 1 : rows, cols}, type);
+    auto& prim = dev.cache().get(fmt::format("binary:{}:{}:{}:{:d}:{}", static_cast<int>(alg), rows, cols, broadcast_row,
+                                             dtype_name(a.dtype())), [&] {
+      return dnnl::binary(dnnl::binary::primitive_desc(dnnl::binary::desc(alg, a_md, b_md, a_md), dev.engine()));
+    });
+    execute(dev, prim,
+            {{DNNL_ARG_SRC_0, wrap(dev, a_md, at(a, offset))},
+             {DNNL_ARG_SRC_1, wrap(dev, b_md, broadcast_row ? b.data() : at(b, offset))},
+             {DNNL_ARG_DST, wrap(dev, a_md, at(out, offset))}});
+  };
+  if (broadcast_row) return run(0, n / cols);
+  for_pow2_pieces(n, run);
 }
 
 }  // namespace

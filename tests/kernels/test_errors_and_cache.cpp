@@ -88,6 +88,26 @@ TEST(PrimitiveCache, SteadyStateCreatesNoPrimitives) {
   EXPECT_EQ(created(), warmed);
 }
 
+// The expert FFN's activations see a new row count nearly every step. Element-wise kernels run
+// in power-of-two pieces, so row counts whose pieces were all seen create nothing (before,
+// every new count made a primitive, and a long run's memory grew with them).
+TEST(PrimitiveCache, ElementWiseKernelsOnNewRowCountsCreateNone) {
+  CpuDevice dev;
+  auto created = [&] { return dev.kernels().primitives_created(dev); };
+  for (DType dtype : {DType::F32, DType::BF16}) {
+    auto ffn_activations = [&](std::int64_t rows) {
+      Tensor x = Tensor::zeros(dev, {rows, 8}, dtype), y(dev, {rows, 8}, dtype), up = Tensor::zeros(dev, {rows, 8}, dtype);
+      kernels::activation_forward({.activation = Activation::Gelu, .x = &x, .out = &y});
+      kernels::activation_backward({.activation = Activation::Gelu, .x = &x, .dy = &y, .out = &y});
+      kernels::swiglu_forward({.gate = &x, .up = &up, .y = &y});
+    };
+    ffn_activations(63);  // 504 values: pieces 256, 128, 64, 32, 16, 8
+    const auto warmed = created();
+    for (std::int64_t rows : {1, 3, 5, 17, 33, 47, 62}) ffn_activations(rows);
+    EXPECT_EQ(created(), warmed) << dtype_name(dtype);
+  }
+}
+
 }  // namespace moerun::test
 
 namespace moerun::test {
