@@ -32,8 +32,9 @@ struct AttnDims {
     return strided_md({b, h, t, t}, {h * t * t, t * t, 1, t}, scores_type);
   }
   // Where q (0), k (1) or v (2) starts inside a qkv buffer.
-  const void* part(const void* qkv, int which) const { return static_cast<const char*>(qkv) + which * d * static_cast<std::int64_t>(size); }
-  void* part(void* qkv, int which) const { return static_cast<char*>(qkv) + which * d * static_cast<std::int64_t>(size); }
+  std::int64_t part_offset(int which) const { return which * d * static_cast<std::int64_t>(size); }
+  const void* part(const void* qkv, int which) const { return static_cast<const char*>(qkv) + part_offset(which); }
+  void* part(void* qkv, int which) const { return static_cast<char*>(qkv) + part_offset(which); }
 };
 
 AttnDims dims_of(const AttentionArgs& p) {
@@ -75,13 +76,8 @@ std::string shape_key(const char* role, const AttnDims& a) {
 }  // namespace
 
 void attention_forward(const AttentionArgs& p) {
-  if (any_bf16({p.qkv, p.out}) && !native_bf16()) {  // computes in fp32
-    F32Staging staged;
-    AttentionArgs q = p;
-    q.qkv = staged.in(p.qkv);
-    q.out = staged.out(p.out);
-    return attention_forward(q);
-  }
+  if (any_bf16({p.qkv, p.out}) && !native_bf16())  // computes in fp32
+    return on_fp32(p, attention_forward, {&AttentionArgs::qkv}, {&AttentionArgs::out});
   guarded("attention_forward", [&] {
     const AttnDims a = dims_of(p);
     if (a.b == 0) return;
@@ -113,14 +109,8 @@ void attention_forward(const AttentionArgs& p) {
 }
 
 void attention_backward(const AttentionArgs& p) {
-  if (any_bf16({p.qkv, p.dout, p.dqkv}) && !native_bf16()) {  // computes in fp32
-    F32Staging staged;
-    AttentionArgs q = p;
-    q.qkv = staged.in(p.qkv);
-    q.dout = staged.in(p.dout);
-    q.dqkv = staged.out(p.dqkv);
-    return attention_backward(q);
-  }
+  if (any_bf16({p.qkv, p.dout, p.dqkv}) && !native_bf16())  // computes in fp32
+    return on_fp32(p, attention_backward, {&AttentionArgs::qkv, &AttentionArgs::dout}, {&AttentionArgs::dqkv});
   guarded("attention_backward", [&] {
     const AttnDims a = dims_of(p);
     if (a.b == 0) return;

@@ -28,13 +28,8 @@ dnnl::layer_normalization_forward::primitive_desc layer_norm_fwd_pd(CpuDevice& d
 }  // namespace
 
 void softmax_forward(const SoftmaxArgs& p) {
-  if (any_bf16({p.x, p.out})) {  // computes in fp32
-    F32Staging staged;
-    SoftmaxArgs q = p;
-    q.x = staged.in(p.x);
-    q.out = staged.out(p.out);
-    return softmax_forward(q);
-  }
+  if (any_bf16({p.x, p.out}))  // computes in fp32
+    return on_fp32(p, softmax_forward, {&SoftmaxArgs::x}, {&SoftmaxArgs::out});
   guarded("softmax_forward", [&] {
     CpuDevice& dev = cpu_device_of(*p.x);
     const std::int64_t n = p.x->dim(0), m = p.x->dim(1);
@@ -47,14 +42,8 @@ void softmax_forward(const SoftmaxArgs& p) {
 }
 
 void softmax_backward(const SoftmaxArgs& p) {
-  if (any_bf16({p.y, p.dy, p.out})) {  // computes in fp32
-    F32Staging staged;
-    SoftmaxArgs q = p;
-    q.y = staged.in(p.y);
-    q.dy = staged.in(p.dy);
-    q.out = staged.out(p.out);
-    return softmax_backward(q);
-  }
+  if (any_bf16({p.y, p.dy, p.out}))  // computes in fp32
+    return on_fp32(p, softmax_backward, {&SoftmaxArgs::y, &SoftmaxArgs::dy}, {&SoftmaxArgs::out});
   guarded("softmax_backward", [&] {
     CpuDevice& dev = cpu_device_of(*p.y);
     const std::int64_t n = p.y->dim(0), m = p.y->dim(1);
@@ -72,13 +61,8 @@ void softmax_backward(const SoftmaxArgs& p) {
 }
 
 void layer_norm_forward(const LayerNormArgs& p) {
-  if (any_bf16({p.x, p.y})) {  // computes in fp32
-    F32Staging staged;
-    LayerNormArgs q = p;
-    q.x = staged.in(p.x);
-    q.y = staged.out(p.y);
-    return layer_norm_forward(q);
-  }
+  if (any_bf16({p.x, p.y}))  // computes in fp32
+    return on_fp32(p, layer_norm_forward, {&LayerNormArgs::x}, {&LayerNormArgs::y});
   guarded("layer_norm_forward", [&] {
     CpuDevice& dev = cpu_device_of(*p.x);
     const std::int64_t n = p.x->dim(0), d = p.x->dim(1);
@@ -100,14 +84,8 @@ void layer_norm_forward(const LayerNormArgs& p) {
 }
 
 void layer_norm_backward(const LayerNormArgs& p) {
-  if (any_bf16({p.x, p.dy, p.dx})) {  // computes in fp32
-    F32Staging staged;
-    LayerNormArgs q = p;
-    q.x = staged.in(p.x);
-    q.dy = staged.in(p.dy);
-    q.dx = staged.out(p.dx);
-    return layer_norm_backward(q);
-  }
+  if (any_bf16({p.x, p.dy, p.dx}))  // computes in fp32
+    return on_fp32(p, layer_norm_backward, {&LayerNormArgs::x, &LayerNormArgs::dy}, {&LayerNormArgs::dx});
   guarded("layer_norm_backward", [&] {
     CpuDevice& dev = cpu_device_of(*p.x);
     const std::int64_t n = p.x->dim(0), d = p.x->dim(1);
@@ -156,13 +134,8 @@ void layer_norm_backward(const LayerNormArgs& p) {
 }
 
 void rms_norm_forward(const RmsNormArgs& p) {
-  if (any_bf16({p.x, p.y})) {  // computes in fp32
-    F32Staging staged;
-    RmsNormArgs q = p;
-    q.x = staged.in(p.x);
-    q.y = staged.out(p.y);
-    return rms_norm_forward(q);
-  }
+  if (any_bf16({p.x, p.y}))  // computes in fp32
+    return on_fp32(p, rms_norm_forward, {&RmsNormArgs::x}, {&RmsNormArgs::y});
   const std::int64_t n = p.x->dim(0), d = p.x->dim(1);
   const float* x = f32(p.x);
   const float* gamma = f32(p.gamma);
@@ -181,14 +154,8 @@ void rms_norm_forward(const RmsNormArgs& p) {
 }
 
 void rms_norm_backward(const RmsNormArgs& p) {
-  if (any_bf16({p.x, p.dy, p.dx})) {  // computes in fp32
-    F32Staging staged;
-    RmsNormArgs q = p;
-    q.x = staged.in(p.x);
-    q.dy = staged.in(p.dy);
-    q.dx = staged.out(p.dx);
-    return rms_norm_backward(q);
-  }
+  if (any_bf16({p.x, p.dy, p.dx}))  // computes in fp32
+    return on_fp32(p, rms_norm_backward, {&RmsNormArgs::x, &RmsNormArgs::dy}, {&RmsNormArgs::dx});
   // With xh = x * r: dx = r * (g*dy - xh * mean(g*dy*xh)), dgamma = sum_rows(dy * xh).
   const std::int64_t n = p.x->dim(0), d = p.x->dim(1);
   const float* x = f32(p.x);

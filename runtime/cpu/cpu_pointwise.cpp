@@ -56,8 +56,8 @@ void eltwise_forward(dnnl::algorithm alg, float alpha, const Tensor& x, Tensor& 
   const auto type = dnnl_type(x.dtype());
   for_pow2_pieces(n, [&](std::int64_t offset, std::int64_t size) {
     const auto md = plain_md({size}, type);
-    auto& prim = dev.cache().get(fmt::format("eltwise_fwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, size, dtype_name(x.dtype())),
-                                 [&] { return dnnl::eltwise_forward(eltwise_fwd_pd(dev, alg, alpha, size, type)); });
+    const std::string key = fmt::format("eltwise_fwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, size, dtype_name(x.dtype()));
+    auto& prim = dev.cache().get(key, [&] { return dnnl::eltwise_forward(eltwise_fwd_pd(dev, alg, alpha, size, type)); });
     execute(dev, prim, {{DNNL_ARG_SRC, wrap(dev, md, at(x, offset))}, {DNNL_ARG_DST, wrap(dev, md, at(y, offset))}});
   });
 }
@@ -74,7 +74,8 @@ void eltwise_backward(dnnl::algorithm alg, float alpha, const Tensor& x, const T
   const auto type = dnnl_type(x.dtype());
   for_pow2_pieces(n, [&](std::int64_t offset, std::int64_t size) {
     const auto md = plain_md({size}, type);
-    auto& prim = dev.cache().get(fmt::format("eltwise_bwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, size, dtype_name(x.dtype())), [&] {
+    const std::string key = fmt::format("eltwise_bwd:{}:{}:{}:{}", static_cast<int>(alg), alpha, size, dtype_name(x.dtype()));
+    auto& prim = dev.cache().get(key, [&] {
       dnnl::eltwise_backward::desc desc(alg, md, md, alpha, 0.0f);
       return dnnl::eltwise_backward(
           dnnl::eltwise_backward::primitive_desc(desc, dev.engine(), eltwise_fwd_pd(dev, alg, alpha, size, type)));

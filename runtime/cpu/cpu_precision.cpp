@@ -81,7 +81,8 @@ void convert_values(const Tensor& src, Tensor& dst) {
       const dnnl::memory::desc from({chunk}, type(src.dtype()), dnnl::memory::dims{1});
       const dnnl::memory::desc to({chunk}, type(dst.dtype()), dnnl::memory::dims{1});
       for (; n - done >= chunk; done += chunk) {
-        auto& prim = dev.cache().get(fmt::format("convert:{}:{}:{}", dtype_name(src.dtype()), dtype_name(dst.dtype()), chunk), [&] {
+        const std::string key = fmt::format("convert:{}:{}:{}", dtype_name(src.dtype()), dtype_name(dst.dtype()), chunk);
+        auto& prim = dev.cache().get(key, [&] {
           return dnnl::reorder(dnnl::reorder::primitive_desc(dev.engine(), from, dev.engine(), to));
         });
         execute(dev, prim, {{DNNL_ARG_FROM, wrap(dev, from, static_cast<const char*>(src.data()) + done * in_size)},

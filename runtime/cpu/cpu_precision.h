@@ -46,6 +46,18 @@ class F32Staging {
   std::vector<std::pair<Tensor*, Tensor*>> outputs_;  // (fp32 copy, caller's bf16 tensor)
 };
 
+// Runs kernel(args) with fp32 copies standing in for the bf16 tensors among the named input
+// and output members: the fallback of a kernel that computes in fp32.
+template <class Args, class Kernel>
+void on_fp32(const Args& args, Kernel&& kernel, std::initializer_list<const Tensor* Args::*> inputs,
+             std::initializer_list<Tensor* Args::*> outputs) {
+  F32Staging staged;
+  Args copy = args;
+  for (auto member : inputs) copy.*member = staged.in(args.*member);
+  for (auto member : outputs) copy.*member = staged.out(args.*member);
+  kernel(copy);
+}
+
 // dst = src in dst's dtype (f32 <-> bf16, round to nearest even), same element count.
 void convert_values(const Tensor& src, Tensor& dst);
 

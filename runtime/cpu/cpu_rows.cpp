@@ -130,7 +130,8 @@ void gather_rows(const IndexRowsArgs& p) {
     auto* dst = static_cast<char*>(p.dst->data());
 #pragma omp parallel for if (n * d > (1 << 15))
     for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(dst + static_cast<std::size_t>(i) * row_bytes, src + static_cast<std::size_t>(index[i]) * row_bytes, row_bytes);
+      std::memcpy(dst + static_cast<std::size_t>(i) * row_bytes, src + static_cast<std::size_t>(index[i]) * row_bytes,
+                  row_bytes);
     return;
   }
   with_typed(*p.src, [&](const auto* src) {
