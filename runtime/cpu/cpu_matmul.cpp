@@ -63,14 +63,14 @@ void run_matmul(const MatmulArgs& p) {
 
 // Operands in the dtypes the primitives take: both f32 or both bf16. A bf16 operand makes the
 // product bf16 where the CPU has bf16 instructions (the f32 operand rounded into `rounded`);
-// elsewhere every bf16 tensor is staged through fp32.
+// elsewhere, or when only c is bf16, the bf16 tensors are staged through fp32.
 struct PreparedOperands {
   std::deque<Tensor> rounded;
   F32Staging staging;
 };
 void prepare(MatmulArgs& p, PreparedOperands& prepared) {
   if (all_f32({p.a, p.b, p.c})) return;
-  if (!native_bf16()) {
+  if (!native_bf16() || all_f32({p.a, p.b})) {
     p.a = prepared.staging.in(p.a);
     p.b = prepared.staging.in(p.b);
     p.c = prepared.staging.out(p.c, p.accumulate);
