@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace moerun {
 
@@ -19,26 +20,25 @@ inline float fp8_e4m3_to_float(std::uint8_t code) {
   return sign * std::ldexp(1.0f + static_cast<float>(mantissa) / 8.0f, exponent - 7);
 }
 
+// Works on the float's bits: round-to-nearest-even keeps 3 of the 23 mantissa bits (carries
+// into the exponent as they should); below 2^-6 the value is a multiple of 2^-9, rounded with
+// the float unit's default (nearest-even) mode.
 inline std::uint8_t float_to_fp8_e4m3(float x) {
-  if (std::isnan(x)) return 0x7f;
-  const std::uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
-  const float a = std::fabs(x);
-  if (a >= kFp8E4M3Max) return sign | 0x7e;  // saturate to +-448
-  int e = 0;
-  std::frexp(a, &e);  // a = m 2^e, m in [0.5, 1): the leading bit is 2^(e - 1)
-  if (a == 0.0f || e - 1 < -6) {
-    // Subnormal range: multiples of 2^-9. 8 * 2^-9 is the smallest normal, whose code is 8 too.
-    return sign | static_cast<std::uint8_t>(std::nearbyint(std::ldexp(a, 9)));
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  const std::uint8_t sign = static_cast<std::uint8_t>((bits >> 24) & 0x80);
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return 0x7f;         // NaN
+  if (magnitude >= 0x43e00000u) return sign | 0x7e;  // >= 448 (and infinities): saturate
+  if (magnitude < 0x3c800000u) {                     // below 2^-6: subnormal multiples of 2^-9
+    const float steps = std::fabs(x) * 512.0f;       // < 8, exact
+    const float rounded = (steps + 8388608.0f) - 8388608.0f;  // nearest integer, ties to even
+    return sign | static_cast<std::uint8_t>(rounded);          // 8 is the smallest normal's code
   }
-  // Normal: 1.mmm x 2^(e - 1); three mantissa bits rounded to nearest even (the default mode).
-  int steps = static_cast<int>(std::nearbyint(std::ldexp(a, 3 - (e - 1))));  // in [8, 16]
-  int exponent = e - 1 + 7;
-  if (steps == 16) {
-    steps = 8;
-    ++exponent;
-  }
-  if (exponent > 15 || (exponent == 15 && steps - 8 == 7)) return sign | 0x7e;  // rounded past 448
-  return sign | static_cast<std::uint8_t>((exponent << 3) | (steps - 8));
+  const std::uint32_t kept = magnitude + 0x7ffffu + ((magnitude >> 20) & 1u);  // round off 20 bits
+  const std::uint32_t exponent = (kept >> 23) - 127 + 7, mantissa = (kept >> 20) & 7u;
+  if (exponent > 15 || (exponent == 15 && mantissa == 7)) return sign | 0x7e;  // rounded past 448
+  return sign | static_cast<std::uint8_t>((exponent << 3) | mantissa);
 }
 
 }  // namespace moerun

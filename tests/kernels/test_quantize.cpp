@@ -2,6 +2,9 @@
 // search (the kernel encodes arithmetically): the same values and scales, per block of 128 and
 // per row, from f32 and bf16 rows into f32 and bf16; a bad block size names both numbers.
 #include "kernels/quantize.h"
+
+#include <random>
+
 #include "runtime/error.h"
 #include "runtime/fp8.h"
 #include "expect_error.h"
@@ -18,6 +21,24 @@ TEST(Fp8, EveryFiniteCodeRoundTripsOnTheHost) {
   }
   EXPECT_EQ(fp8_e4m3_to_float(float_to_fp8_e4m3(1.0625f)), 1.0f) << "a tie goes to the even mantissa";
   EXPECT_EQ(fp8_e4m3_to_float(float_to_fp8_e4m3(1000.0f)), 448.0f) << "saturates";
+}
+
+// The host encoder works on the float's bits; the reference searches the e4m3 values. With a
+// 448 in the row the reference's scale is 1, so both see the same numbers: random magnitudes
+// over e4m3's whole range (subnormals included) and every midpoint between neighbours.
+TEST(Fp8, BitEncoderAgreesWithTheSearchEverywhere) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> exponent(-12.0, 8.8);
+  std::vector<double> values = {448.0};
+  for (int i = 0; i < 20000; ++i) values.push_back((rng() % 2 ? -1.0 : 1.0) * std::exp2(exponent(rng)));
+  for (int code = 0; code < 0x7e; ++code)
+    values.push_back(0.5 * (double(fp8_e4m3_to_float(std::uint8_t(code))) + fp8_e4m3_to_float(std::uint8_t(code + 1))));
+  Matrix x(1, static_cast<Eigen::Index>(values.size()));
+  for (std::size_t i = 0; i < values.size(); ++i) x(0, static_cast<Eigen::Index>(i)) = static_cast<float>(values[i]);
+  const auto ref = reference::fp8_round_trip(x, static_cast<int>(x.cols()));
+  ASSERT_EQ(ref.scales(0, 0), 1.0);
+  for (Eigen::Index i = 0; i < x.cols(); ++i)
+    ASSERT_EQ(fp8_e4m3_to_float(float_to_fp8_e4m3(static_cast<float>(x(0, i)))), ref.values(0, i)) << "value " << x(0, i);
 }
 
 TEST(Fp8, PackedRowsMatchTheReferenceForEveryBlockAndDtype) {
