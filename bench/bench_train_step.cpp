@@ -27,7 +27,7 @@ namespace {
 // Training FLOPs per step: 3x the forward (forward, data gradient, weight gradient).
 double step_flops(const Config& c, double kept_fraction) {
   const double d = double(c.model.d_model), t = double(c.model.seq_len), ff = double(c.model.d_ff);
-  const double e = double(c.model.experts), k = double(c.model.top_k), v = double(vocab::kSize);
+  const double e = double(c.model.experts), k = double(c.model.top_k), v = double(c.model.vocab_size);
   const double ffn_matmuls = c.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0;
   const double per_layer = 2 * d * 3 * d + 2 * d * d    // qkv and output projections
                            + 2 * 2 * t * d              // q k^T and probs v (full t x t computed)

@@ -65,7 +65,9 @@ TokenFile::TokenFile(const std::string& path, TokenFileFormat format, std::int64
     for (std::int64_t i = 0; i < tokens_; ++i) {
       const std::int32_t t = token_at(i);
       MOERUN_CHECK(t >= 0 && t < vocab_size, DataError,
-                   "[data] '{}': token {} at position {} is outside the vocabulary [0, {})", path, t, i, vocab_size);
+                   "[data] '{}': token {} at position {} (byte offset {}) is outside the vocabulary [0, {}); set "
+                   "model.vocab_size above {} if the file's tokenizer has that many ids, or check data.format",
+                   path, t, i, i * static_cast<std::int64_t>(tb), vocab_size, t);
     }
   }
 }

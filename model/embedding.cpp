@@ -8,7 +8,7 @@ namespace moerun {
 
 Embedding::Embedding(ParameterStore& params, const ModelConfig& config)
     : config_(config),
-      tokens_table_(params.add("embedding.tokens", {vocab::kSize, config.d_model}, Init::Normal)),
+      tokens_table_(params.add("embedding.tokens", {config.vocab_size, config.d_model}, Init::Normal)),
       positions_table_(params.add("embedding.positions", {config.seq_len, config.d_model}, Init::Normal)) {}
 
 Tensor Embedding::forward(const Tensor& tokens, std::int64_t batch) {

@@ -27,6 +27,7 @@ void ModelConfig::validate() const {
   auto positive = [](std::int64_t v, const char* key, const char* why) {
     MOERUN_CHECK(v >= 1, ConfigError, "model.{} = {} must be >= 1 ({})", key, v, why);
   };
+  positive(vocab_size, "vocab_size", "token ids the model embeds and predicts");
   positive(d_model, "d_model", "the width of every layer");
   positive(n_layers, "n_layers", "at least one transformer block");
   positive(n_heads, "n_heads", "attention needs a head");

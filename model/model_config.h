@@ -24,6 +24,9 @@ enum class Recompute { None, Moe, Full };
 enum class DispatchDtype { Auto, Bf16, Fp8 };
 
 struct ModelConfig {
+  // Token ids the model embeds and predicts: the byte vocabulary (259: 256 bytes, pad, bos,
+  // eos) by default; a token file may use any vocabulary it fits in.
+  std::int64_t vocab_size = 259;
   std::int64_t d_model = 128;
   std::int64_t n_layers = 3;
   std::int64_t n_heads = 4;

@@ -107,7 +107,7 @@ Transformer::Transformer(const ModelConfig& config, ParameterStore& params, cons
                dtype_name(config.compute_dtype));
   final_norm_ = std::make_unique<LayerNorm>(params, "final_norm", config.d_model, config.compute_dtype);
   lm_head_ = config.tie_embeddings ? &embedding_.token_table()
-                                   : &params.add("lm_head", {vocab::kSize, config.d_model}, Init::Normal);
+                                   : &params.add("lm_head", {config.vocab_size, config.d_model}, Init::Normal);
 }
 
 Transformer::~Transformer() = default;
@@ -122,7 +122,7 @@ Tensor Transformer::forward(const Tensor& tokens, std::int64_t batch) {
   final_in_ = std::move(x);
   const trace::Scope span("forward", "lm head");
   final_out_ = final_norm_->forward(final_in_);
-  Tensor logits(tokens.device(), {final_out_.dim(0), vocab::kSize});  // fp32 for the cross-entropy
+  Tensor logits(tokens.device(), {final_out_.dim(0), config_.vocab_size});  // fp32 for the cross-entropy
   kernels::matmul({.a = &final_out_, .b = &lm_head_->compute(), .c = &logits, .transpose_b = true});
   return logits;
 }

@@ -11,8 +11,10 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "data/token_file.h"
 #include "parallel/planner.h"
 #include "runtime/error.h"
+#include "runtime/vocab.h"
 
 namespace moerun {
 namespace {
@@ -108,6 +110,9 @@ const std::vector<Key>& keys() {
   static const std::vector<Key> table = [] {
     std::vector<Key> k;
     using C = Config;
+    k.push_back(int_key("model.vocab_size", &C::model, &ModelConfig::vocab_size,
+                        "token ids the model embeds and predicts: 259 (bytes, pad, bos, eos) for text and the synthetic "
+                        "tasks; a token file's vocabulary (every id in it must be below this)"));
     k.push_back(int_key("model.d_model", &C::model, &ModelConfig::d_model, "width of the residual stream"));
     k.push_back(int_key("model.n_layers", &C::model, &ModelConfig::n_layers, "transformer blocks"));
     k.push_back(int_key("model.n_heads", &C::model, &ModelConfig::n_heads, "attention heads; must divide d_model"));
@@ -292,7 +297,7 @@ void apply_table(Config& c, const toml::table& table, const std::string& prefix,
 // checkpoint depend on): a resumed run may not change them.
 const std::vector<std::string>& shape_keys() {
   static const std::vector<std::string> names = {
-      "model.d_model",     "model.n_layers",  "model.n_heads",        "model.seq_len",     "model.experts",
+      "model.vocab_size",  "model.d_model",   "model.n_layers",  "model.n_heads",        "model.seq_len",     "model.experts",
       "model.top_k",       "model.d_ff",      "model.expert_type",    "model.dense_every", "model.tie_embeddings",
       "model.router"};
   return names;
@@ -384,6 +389,14 @@ void apply_file_and_overrides(Config& c, const std::optional<std::string>& file,
 
 void Config::validate(int world_size) const {
   model.validate();
+  const bool bytes = data.source == "synthetic" ||
+                     parse_token_file_format(data.format, data.source) == TokenFileFormat::Text;
+  MOERUN_CHECK(!bytes || model.vocab_size >= vocab::kSize, ConfigError,
+               "model.vocab_size = {} is smaller than the byte vocabulary ({}: 256 bytes, pad, bos, eos) that {} needs; "
+               "set model.vocab_size >= {}, or train on a token file (.u16 / .u32)",
+               model.vocab_size, vocab::kSize,
+               data.source == "synthetic" ? std::string("data.source = \"synthetic\"") : "the text file " + data.source,
+               vocab::kSize);
   parse_memory_limit(runtime.memory_limit);  // a malformed size fails here, before any work
   auto at_least = [](std::int64_t v, std::int64_t lo, const char* key, const char* why) {
     MOERUN_CHECK(v >= lo, ConfigError, "{} = {} must be >= {} ({})", key, v, lo, why);

@@ -25,7 +25,7 @@ std::vector<std::string> Evaluator::greedy_complete(const std::vector<std::strin
     done[i] = false;
   }
   Tensor last_rows(device_, {b}, DType::I32);
-  Tensor last_logits(device_, {b, vocab::kSize});
+  Tensor last_logits(device_, {b, config_.model.vocab_size});
   // A fixed number of passes (no early exit), so every rank runs the same collectives.
   for (std::int64_t step = 0; step < max_new_tokens; ++step) {
     Tensor input = Tensor::from_host(device_, {b * t}, tokens);
@@ -37,7 +37,7 @@ std::vector<std::string> Evaluator::greedy_complete(const std::vector<std::strin
     const std::vector<float> host = last_logits.to_host();
     for (std::size_t i = 0; i < prompts.size(); ++i) {
       if (done[i] || length[i] >= t) continue;
-      const float* row = host.data() + i * vocab::kSize;
+      const float* row = host.data() + i * static_cast<std::size_t>(config_.model.vocab_size);
       const auto next = static_cast<std::int32_t>(std::max_element(row, row + 256) - row);  // bytes only
       tokens[i * static_cast<std::size_t>(t) + static_cast<std::size_t>(length[i]++)] = next;
       out[i] += static_cast<char>(next);

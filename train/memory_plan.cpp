@@ -32,7 +32,7 @@ ActivationTerms activation_terms(const Config& c, double kept, double received, 
   const ModelConfig& m = c.model;
   const double n = double(c.train.micro_batch * m.seq_len);  // tokens of one micro-batch
   const double d = double(m.d_model), ff = double(m.d_ff), e = double(m.experts), k = double(m.top_k);
-  const double v = double(vocab::kSize);
+  const double v = double(m.vocab_size);
   const double w = double(kFloat), a = double(dtype_size(m.compute_dtype));
   const double ffn_saved = (m.expert_type == ExpertType::SwiGlu ? 2.0 : 1.0);  // x W1 (and x W3) per row
   // Per block: residual stream x and x1 [n, d] (fp32); ln1(x), ln2(x1) [n, d] (compute); two
@@ -88,7 +88,7 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   est.world_size = world_size;
   const std::int64_t ep = c.parallel.ep;
   est.experts_per_rank = m.experts / ep;
-  const std::int64_t d = m.d_model, ff = m.d_ff, v = vocab::kSize;
+  const std::int64_t d = m.d_model, ff = m.d_ff, v = m.vocab_size;
   const std::int64_t matrices = m.expert_type == ExpertType::SwiGlu ? 3 : 2;
   // Parameters, as the layers register them.
   std::int64_t dense = v * d + m.seq_len * d + 2 * d;  // embeddings, final norm

@@ -50,7 +50,7 @@ std::unique_ptr<DataSource> make_data(const Config& config) {
     return std::make_unique<SyntheticTasks>(o);
   }
   return std::make_unique<TokenFile>(config.data.source, parse_token_file_format(config.data.format, config.data.source),
-                                     config.model.seq_len, seed, vocab::kSize);
+                                     config.model.seq_len, seed, static_cast<std::int32_t>(config.model.vocab_size));
 }
 
 }  // namespace moerun

@@ -32,6 +32,22 @@ TEST(CrossEntropy, ForwardBackwardIgnoreLabelAndFiniteDifferences) {
   }
 }
 
+// A large vocabulary, and labels whose probability underflows fp32 (a logit 200 below the
+// rest: the loss is 200 + log(v), taken from the row in double rather than from log(0)).
+TEST(CrossEntropy, LargeVocabularyAndUnderflowingLabels) {
+  const std::int64_t rows = 5, v = 32000;
+  Matrix logits = random_matrix(rows, v, 123, 2.0);
+  const reference::Index labels = {7, 31999, 12345, 0, 25000};
+  logits(1, 31999) = -200.0;
+  logits(3, 0) = -150.0;
+  Tensor lt = to_tensor(device(), logits), lab = to_tensor(device(), labels), probs(device(), {rows, v});
+  const CrossEntropyResult r = kernels::cross_entropy_forward({.logits = &lt, .labels = &lab, .probs = &probs});
+  const auto ref = reference::cross_entropy(logits, labels, -1);
+  EXPECT_EQ(r.count, rows);
+  EXPECT_GT(ref.loss_sum, 350.0);
+  EXPECT_NEAR(r.loss_sum, ref.loss_sum, 1e-5 * ref.loss_sum);
+}
+
 TEST(CrossEntropy, RejectsLabelsOutsideTheVocabulary) {
   Tensor logits = Tensor::zeros(device(), {2, 4}), probs(device(), {2, 4});
   Tensor labels = to_tensor(device(), reference::Index{1, 4});

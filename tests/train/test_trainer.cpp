@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "parallel/process_group.h"
 #include "runtime/error.h"
@@ -43,6 +45,42 @@ TEST(Trainer, LossFallsOnSyntheticTasks) {
   EXPECT_LT(s.losses.back(), 0.6 * s.losses.front()) << "first " << s.losses.front() << " last " << s.losses.back();
   EXPECT_GT(s.final_eval.heldout_targets, 0);
   EXPECT_EQ(s.final_eval.tasks.size(), 4u);
+}
+
+// Any vocabulary a token file needs: ids up to 4999 in a u16 file, model.vocab_size = 5000.
+// The sequence is predictable (a cycle: each id follows from the previous), so the loss must
+// fall well below log(5000); the embedding is [5000, d]; too small a vocabulary, or a byte vocabulary
+// below 259 for the synthetic tasks, is refused by name.
+TEST(Trainer, TrainsOnATokenFileWithItsOwnVocabulary) {
+  const std::string path = (std::filesystem::temp_directory_path() / "moerun_vocab5000.u16").string();
+  {
+    std::ofstream out(path, std::ios::binary);
+    for (int i = 0; i < 20000; ++i) {  // a cycle through 50 ids spread over [0, 5000), 4999 included
+      const auto id = static_cast<std::uint16_t>(i % 50 == 49 ? 4999 : ((i % 50) * 37 % 50) * 100 + 7);
+      out.write(reinterpret_cast<const char*>(&id), sizeof(id));
+    }
+  }
+  Config c = tiny_config(60);
+  c.data.source = path;
+  c.model.vocab_size = 5000;
+  c.eval.examples = 0;
+  c.train.lr = 1e-2;
+  LocalGroup world;
+  TestDevice dev;
+  Trainer trainer(c, world, dev, "");
+  EXPECT_EQ(trainer.parameters().get("embedding.tokens").value.shape(), (Shape{5000, 32}));
+  const TrainSummary s = trainer.run();
+  EXPECT_NEAR(s.losses.front(), std::log(5000.0), 0.5);
+  EXPECT_LT(s.losses.back(), 0.5 * s.losses.front()) << "first " << s.losses.front() << " last " << s.losses.back();
+  Config small = c;
+  small.model.vocab_size = 4000;
+  expect_error<DataError>([&] { Trainer t(small, world, dev, ""); },
+                          {"outside the vocabulary [0, 4000)", "byte offset", "model.vocab_size above"});
+  Config bytes = tiny_config(1);
+  bytes.model.vocab_size = 100;
+  expect_error<ConfigError>([&] { Trainer t(bytes, world, dev, ""); },
+                            {"model.vocab_size = 100 is smaller than the byte vocabulary (259", "data.source = \"synthetic\""});
+  std::filesystem::remove(path);
 }
 
 TEST(Trainer, TwoRunsAreBitIdentical) {
