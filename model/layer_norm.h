@@ -1,18 +1,17 @@
-// A layer-norm layer with learned scale and shift; keeps its statistics for backward.
-// Statistics and dx are fp32; the output is in out_dtype (the compute dtype: it feeds matmuls).
+// LayerNorm: learned scale and shift (model.norm = "layernorm"); keeps its statistics for
+// backward.
 #pragma once
 
-#include "runtime/parameters.h"
+#include "model/norm.h"
 
 namespace moerun {
 
-class LayerNorm {
+class LayerNorm final : public Norm {
  public:
-  LayerNorm(ParameterStore& params, const std::string& name, std::int64_t width, DType out_dtype = DType::F32);
-  // x [n, width] must stay alive until backward.
-  Tensor forward(const Tensor& x);
-  Tensor backward(const Tensor& dy);  // returns dx; accumulates the parameter gradients
-  void release();  // forgets what forward saved
+  LayerNorm(ParameterStore& params, const std::string& name, std::int64_t width, DType out_dtype);
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  void release() override;
 
  private:
   Parameter& gamma_;

@@ -11,6 +11,9 @@ namespace moerun {
 
 enum class ExpertType { Gelu, SwiGlu };
 
+// model.norm: LayerNorm (scale and shift) or RMSNorm (scale only; Llama, Mixtral, DeepSeek).
+enum class NormKind { LayerNorm, RmsNorm };
+
 // Activation recomputation (train.recompute): what forward drops and backward recomputes.
 // None keeps everything; Moe drops the expert FFNs' hidden activations (x W1, x W3) and
 // recomputes them from the expert inputs; Full keeps only each block's input and runs the
@@ -39,6 +42,7 @@ struct ModelConfig {
   double capacity_factor = 1.25;
   std::string router = "softmax_topk";  // routing policy by name (model/router.h)
   ExpertType expert_type = ExpertType::Gelu;
+  NormKind norm = NormKind::LayerNorm;
   // Every dense_every-th block (1-based: blocks dense_every, 2*dense_every, ...) has a dense
   // FFN instead of an MoE layer; 0 = every block is MoE.
   std::int64_t dense_every = 0;

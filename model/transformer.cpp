@@ -14,9 +14,9 @@ namespace moerun {
 struct Transformer::Block {
   Block(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher)
       : layer(layer),
-        ln1(params, block_prefix(layer) + ".ln1", config.d_model, config.compute_dtype),
+        ln1(make_norm(config.norm, params, block_prefix(layer) + ".ln1", config.d_model, config.compute_dtype)),
         attention(params, config, block_prefix(layer) + ".attention"),
-        ln2(params, block_prefix(layer) + ".ln2", config.d_model, config.compute_dtype) {
+        ln2(make_norm(config.norm, params, block_prefix(layer) + ".ln2", config.d_model, config.compute_dtype)) {
     if (config.is_moe_layer(layer)) {
       moe = std::make_unique<MoeLayer>(params, config, layer, dispatcher);
     } else {
@@ -41,11 +41,11 @@ struct Transformer::Block {
       compute();  // the same inputs and weights: the same activations, router choices and exchange
     }
     Tensor dh2 = moe ? moe->backward(dx2, aux_scale) : dense->backward(dx2);
-    Tensor dx1 = ln2.backward(dh2);
+    Tensor dx1 = ln2->backward(dh2);
     kernels::axpy({.x = &dx2, .y = &dx1});  // the residual path
     dh2 = Tensor();
     Tensor dh = attention.backward(dx1);
-    Tensor dx = ln1.backward(dh);
+    Tensor dx = ln1->backward(dh);
     kernels::axpy({.x = &dx1, .y = &dx});
     for (Tensor* t : {&x, &h, &x1, &h2}) *t = Tensor();
     return dx;
@@ -58,12 +58,12 @@ struct Transformer::Block {
 
   // The block from its saved input x: saves what backward needs and returns the output.
   Tensor compute() {
-    h = ln1.forward(x);
+    h = ln1->forward(x);
     Tensor a = attention.forward(h, batch_size);
     x1 = Tensor(x.device(), x.shape());
     kernels::binary({.op = BinaryOp::Add, .a = &x, .b = &a, .out = &x1});
     a = Tensor();
-    h2 = ln2.forward(x1);
+    h2 = ln2->forward(x1);
     const std::int64_t rows[] = {h2.dim(0)};
     Tensor f = moe ? moe->forward(h2) : dense->forward(h2, rows);
     Tensor x2(x.device(), x.shape());
@@ -73,9 +73,9 @@ struct Transformer::Block {
 
   // Everything but the input x.
   void release_saved() {
-    ln1.release();
+    ln1->release();
     attention.release();
-    ln2.release();
+    ln2->release();
     if (moe) {
       moe->release();
     } else {
@@ -85,9 +85,9 @@ struct Transformer::Block {
   }
 
   int layer;
-  LayerNorm ln1;
+  std::unique_ptr<Norm> ln1;
   AttentionLayer attention;
-  LayerNorm ln2;
+  std::unique_ptr<Norm> ln2;
   std::unique_ptr<MoeLayer> moe;
   std::unique_ptr<FeedForwardSet> dense;
   Tensor x, h, x1, h2;  // saved activations, [n, d] each
@@ -105,7 +105,7 @@ Transformer::Transformer(const ModelConfig& config, ParameterStore& params, cons
   MOERUN_CHECK(params.compute_dtype() == config.compute_dtype, RuntimeError,
                "[model] the parameters' compute dtype {} differs from the model's {}", dtype_name(params.compute_dtype()),
                dtype_name(config.compute_dtype));
-  final_norm_ = std::make_unique<LayerNorm>(params, "final_norm", config.d_model, config.compute_dtype);
+  final_norm_ = make_norm(config.norm, params, "final_norm", config.d_model, config.compute_dtype);
   lm_head_ = config.tie_embeddings ? &embedding_.token_table()
                                    : &params.add("lm_head", {config.vocab_size, config.d_model}, Init::Normal);
 }

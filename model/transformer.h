@@ -11,7 +11,7 @@
 
 #include "model/attention_layer.h"
 #include "model/embedding.h"
-#include "model/layer_norm.h"
+#include "model/norm.h"
 #include "model/moe_layer.h"
 
 namespace moerun {
@@ -49,7 +49,7 @@ class Transformer {
   const ModelConfig& config_;
   Embedding embedding_;
   std::vector<std::unique_ptr<Block>> blocks_;
-  std::unique_ptr<LayerNorm> final_norm_;
+  std::unique_ptr<Norm> final_norm_;
   Parameter* lm_head_;  // [vocab, d]: the token table when tied
   Tensor final_in_;     // residual stream entering the final norm
   Tensor final_out_;    // [n, d] normalized, input of the LM head

@@ -132,6 +132,10 @@ const std::vector<Key>& keys() {
                    c.model.expert_type = *x == "gelu" ? ExpertType::Gelu : ExpertType::SwiGlu;
                  },
                  [](const Config& c) { return Json(expert_type_name(c.model.expert_type)); }});
+    k.push_back(enum_key("model.norm", &C::model, &ModelConfig::norm,
+                         {{"layernorm", NormKind::LayerNorm}, {"rmsnorm", NormKind::RmsNorm}},
+                         "normalization of each block's input and of the final hidden state: layernorm (scale and "
+                         "shift) or rmsnorm (scale only, as Llama, Mixtral, DeepSeek)"));
     k.push_back(int_key("model.dense_every", &C::model, &ModelConfig::dense_every,
                         "every n-th block has a dense FFN instead of MoE; 0 = all MoE"));
     k.push_back(float_key("model.aux_loss_coef", &C::model, &ModelConfig::aux_loss_coef, "load-balancing loss weight"));
@@ -298,7 +302,7 @@ void apply_table(Config& c, const toml::table& table, const std::string& prefix,
 const std::vector<std::string>& shape_keys() {
   static const std::vector<std::string> names = {
       "model.vocab_size",  "model.d_model",   "model.n_layers",  "model.n_heads",        "model.seq_len",     "model.experts",
-      "model.top_k",       "model.d_ff",      "model.expert_type",    "model.dense_every", "model.tie_embeddings",
+      "model.top_k",       "model.d_ff",      "model.expert_type",    "model.dense_every", "model.tie_embeddings", "model.norm",
       "model.router"};
   return names;
 }

@@ -91,11 +91,12 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   const std::int64_t d = m.d_model, ff = m.d_ff, v = m.vocab_size;
   const std::int64_t matrices = m.expert_type == ExpertType::SwiGlu ? 3 : 2;
   // Parameters, as the layers register them.
-  std::int64_t dense = v * d + m.seq_len * d + 2 * d;  // embeddings, final norm
+  const std::int64_t norm = m.norm == NormKind::LayerNorm ? 2 * d : d;  // scale (and shift)
+  std::int64_t dense = v * d + m.seq_len * d + norm;  // embeddings, final norm
   if (!m.tie_embeddings) dense += v * d;                 // separate LM head
   std::int64_t experts = 0;
   for (std::int64_t l = 0; l < m.n_layers; ++l) {
-    dense += 4 * d + 4 * d * d + d;  // two layer norms, w_qkv, w_out, b_out
+    dense += 2 * norm + 4 * d * d + d;  // two norms, w_qkv, w_out, b_out
     if (m.is_moe_layer(l)) {
       dense += d * m.experts;                            // router
       experts += est.experts_per_rank * matrices * d * ff;
@@ -106,7 +107,7 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   est.parameters = kFloat * (dense + experts);
   // Mixed precision: a compute-dtype copy of every matrix (all but norms and biases).
   if (m.compute_dtype != DType::F32) {
-    const std::int64_t vectors = 2 * d + m.n_layers * (5 * d);  // final norm; per block two norms and b_out
+    const std::int64_t vectors = norm + m.n_layers * (2 * norm + d);  // final norm; per block two norms and b_out
     est.compute_copies = static_cast<std::int64_t>(dtype_size(m.compute_dtype)) * (dense + experts - vectors);
   }
   est.gradients = est.parameters;      // one gradient per parameter, in the sync buckets
