@@ -41,4 +41,22 @@ void attention_backward(const AttentionArgs& p) {
   table.attention_backward(p);
 }
 
+void rope(const RopeArgs& p) {
+  constexpr std::string_view k = "rope";
+  const auto [table, device] = detail::table_for(k, {p.qkv});
+  detail::check_present(k, "qkv", p.qkv);
+  detail::check_rank(k, "qkv", *p.qkv, 2);
+  MOERUN_CHECK(p.seq >= 1 && p.heads >= 1 && p.qkv->dim(0) % p.seq == 0, KernelError,
+               "[rope] qkv {} for seq {} and heads {}: the rows must be whole sequences", shape_string(p.qkv->shape()),
+               p.seq, p.heads);
+  const std::int64_t d = p.qkv->dim(1) / 3;
+  MOERUN_CHECK(p.qkv->dim(1) == 3 * d && d % p.heads == 0 && (d / p.heads) % 2 == 0, KernelError,
+               "[rope] qkv {} with {} heads: each head needs an even number of columns", shape_string(p.qkv->shape()),
+               p.heads);
+  detail::check_float(k, "qkv", p.qkv, p.qkv->shape());
+  MOERUN_CHECK(p.theta > 0.0f, KernelError, "[rope] theta {} must be > 0", p.theta);
+  const ScopedKernelTimer timer(device, k);
+  table.rope(p);
+}
+
 }  // namespace moerun::kernels

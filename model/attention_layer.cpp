@@ -11,6 +11,11 @@ AttentionLayer::AttentionLayer(ParameterStore& params, const ModelConfig& config
       w_out_(params.add(name + ".w_out", {config.d_model, config.d_model}, Init::Normal)),
       b_out_(params.add(name + ".b_out", {config.d_model}, Init::Zeros)) {}
 
+RopeArgs AttentionLayer::rope_args(Tensor& qkv, bool inverse) const {
+  return {.qkv = &qkv, .seq = config_.seq_len, .heads = config_.n_heads, .theta = static_cast<float>(config_.rope_theta),
+          .inverse = inverse};
+}
+
 Tensor AttentionLayer::forward(const Tensor& h, std::int64_t batch) {
   Device& dev = h.device();
   const std::int64_t n = h.dim(0), d = config_.d_model, t = config_.seq_len, heads = config_.n_heads;
@@ -19,6 +24,7 @@ Tensor AttentionLayer::forward(const Tensor& h, std::int64_t batch) {
   const DType act = config_.compute_dtype;
   qkv_ = Tensor(dev, {n, 3 * d}, act);
   kernels::matmul({.a = &h, .b = &w_qkv_.compute(), .c = &qkv_});
+  if (config_.position == PositionKind::Rope) kernels::rope(rope_args(qkv_, false));
   probs_ = Tensor(dev, {batch, heads, t, t});
   heads_ = Tensor(dev, {n, d}, act);
   kernels::attention_forward({.batch = batch, .seq = t, .heads = heads, .qkv = &qkv_, .probs = &probs_, .out = &heads_});
@@ -40,6 +46,7 @@ Tensor AttentionLayer::backward(const Tensor& dy) {
                                .probs = &probs_, .dout = &dheads, .dqkv = &dqkv});
   probs_ = Tensor();
   qkv_ = Tensor();
+  if (config_.position == PositionKind::Rope) kernels::rope(rope_args(dqkv, true));  // back through the rotation
   Tensor dh(dev, {n, d});  // fp32, towards the residual stream
   kernels::linear_backward(*h_, w_qkv_.compute(), dqkv, {.da = &dh, .dw = &w_qkv_.grad, .accumulate = true});
   h_ = nullptr;

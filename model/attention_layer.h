@@ -1,5 +1,6 @@
 // Causal multi-head self-attention: qkv projection, the attention core kernel, output
-// projection. Keeps qkv, the attention probabilities and the head outputs for backward.
+// projection. Keeps qkv, the attention probabilities and the head outputs for backward. With
+// model.position = rope, q and k are rotated after the projection (and their gradients back).
 // The qkv projection has no bias (as LLaMA): a key bias adds the same amount to every score
 // of a query, which softmax ignores, so its gradient is identically zero; Adam would turn the
 // float noise in that zero into parameter drift that depends on summation order (and so on
@@ -7,6 +8,7 @@
 #pragma once
 
 #include "model/model_config.h"
+#include "runtime/kernel_table.h"
 #include "runtime/parameters.h"
 
 namespace moerun {
@@ -20,6 +22,8 @@ class AttentionLayer {
   void release();  // forgets what forward saved
 
  private:
+  RopeArgs rope_args(Tensor& qkv, bool inverse) const;
+
   const ModelConfig& config_;
   Parameter& w_qkv_;  // [d, 3d]
   Parameter& w_out_;  // [d, d]

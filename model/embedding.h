@@ -1,5 +1,6 @@
-// Token embedding plus learned position embedding. The token table doubles as the LM head
-// when embeddings are tied (the Transformer reads it through token_table()).
+// Token embedding, plus a learned position embedding when model.position = learned (with RoPE
+// the attention layers encode positions). The token table doubles as the LM head when
+// embeddings are tied (the Transformer reads it through token_table()).
 #pragma once
 
 #include "model/model_config.h"
@@ -19,7 +20,7 @@ class Embedding {
  private:
   const ModelConfig& config_;
   Parameter& tokens_table_;     // [vocab, d]
-  Parameter& positions_table_;  // [seq_len, d]
+  Parameter* positions_table_;  // [seq_len, d]; null with RoPE
   const Tensor* tokens_ = nullptr;
   std::int64_t batch_ = 0;
 };

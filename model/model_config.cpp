@@ -49,6 +49,11 @@ void ModelConfig::validate() const {
   MOERUN_CHECK(aux_loss_coef >= 0.0 && z_loss_coef >= 0.0, ConfigError,
                "model.aux_loss_coef = {} and model.z_loss_coef = {} must be >= 0", aux_loss_coef, z_loss_coef);
   MOERUN_CHECK(init_std > 0.0, ConfigError, "model.init_std = {} must be > 0", init_std);
+  MOERUN_CHECK(position != PositionKind::Rope || (d_model / n_heads) % 2 == 0, ConfigError,
+               "model.position = rope rotates pairs of a head's columns, but model.d_model / model.n_heads = {} / {} = {} "
+               "is odd; choose an even head width",
+               d_model, n_heads, d_model / n_heads);
+  MOERUN_CHECK(rope_theta > 0.0, ConfigError, "model.rope_theta = {} must be > 0 (10000 is usual)", rope_theta);
   MOERUN_CHECK(fp8_scale_block >= 0, ConfigError, "parallel.fp8_scale_block = {} must be >= 0 (0 = one scale per row)",
                fp8_scale_block);
   MOERUN_CHECK(dispatch_dtype != DispatchDtype::Fp8 || fp8_scale_block == 0 || d_model % fp8_scale_block == 0, ConfigError,

@@ -11,6 +11,10 @@ namespace moerun {
 
 enum class ExpertType { Gelu, SwiGlu };
 
+// model.position: a learned position embedding added to the tokens' (GPT-2), or rotary
+// embeddings of q and k in every attention layer (RoPE, with model.rope_theta; Llama, Mixtral).
+enum class PositionKind { Learned, Rope };
+
 // model.norm: LayerNorm (scale and shift) or RMSNorm (scale only; Llama, Mixtral, DeepSeek).
 enum class NormKind { LayerNorm, RmsNorm };
 
@@ -43,6 +47,8 @@ struct ModelConfig {
   std::string router = "softmax_topk";  // routing policy by name (model/router.h)
   ExpertType expert_type = ExpertType::Gelu;
   NormKind norm = NormKind::LayerNorm;
+  PositionKind position = PositionKind::Learned;
+  double rope_theta = 10000.0;
   // Every dense_every-th block (1-based: blocks dense_every, 2*dense_every, ...) has a dense
   // FFN instead of an MoE layer; 0 = every block is MoE.
   std::int64_t dense_every = 0;

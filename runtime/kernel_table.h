@@ -201,6 +201,19 @@ struct Fp8RowsArgs {
   Tensor* y = nullptr;        // dequantize
 };
 
+// Rotary position embedding (RoPE, the half-split convention of GPT-NeoX and Llama) applied in
+// place to the q and k parts of qkv [b*t, 3d] (f32 or bf16; heads of hd = d / heads columns):
+// for row r (position p = r mod seq) and i < hd/2, the pair (x_i, x_{i+hd/2}) is rotated by the
+// angle p * theta^(-2i/hd). inverse rotates by the opposite angle: the backward of the forward
+// rotation (it is orthogonal), applied to dq and dk.
+struct RopeArgs {
+  Tensor* qkv = nullptr;
+  std::int64_t seq = 0;
+  std::int64_t heads = 0;
+  float theta = 10000.0f;
+  bool inverse = false;
+};
+
 // MoE router (top-k softmax gating) over logits [n, e].
 // forward:  probs = softmax(logits); lse[i] = logsumexp(logits[i]); index (i32 [n, k]) and
 //           vals = the k largest probs (descending, ties to the lower expert); gates = vals,
@@ -256,6 +269,7 @@ struct RouterArgs {
   /* number of non-finite (NaN or Inf) values in x */                          \
   X(std::int64_t, count_nonfinite, (const Tensor& x))                          \
   X(void, adamw, (const AdamWArgs&))                                           \
+  X(void, rope, (const RopeArgs&))                                             \
   X(void, quantize_fp8, (const Fp8RowsArgs&))                                 \
   X(void, dequantize_fp8, (const Fp8RowsArgs&))                               \
   X(void, router_forward, (const RouterArgs&))                                 \

@@ -136,6 +136,12 @@ const std::vector<Key>& keys() {
                          {{"layernorm", NormKind::LayerNorm}, {"rmsnorm", NormKind::RmsNorm}},
                          "normalization of each block's input and of the final hidden state: layernorm (scale and "
                          "shift) or rmsnorm (scale only, as Llama, Mixtral, DeepSeek)"));
+    k.push_back(enum_key("model.position", &C::model, &ModelConfig::position,
+                         {{"learned", PositionKind::Learned}, {"rope", PositionKind::Rope}},
+                         "positions: learned (an embedding added to the tokens') or rope (rotary embeddings of q and k "
+                         "in every attention layer, as Llama and Mixtral)"));
+    k.push_back(float_key("model.rope_theta", &C::model, &ModelConfig::rope_theta,
+                          "RoPE base: pair i of a head turns by position x rope_theta^(-2i / head width)"));
     k.push_back(int_key("model.dense_every", &C::model, &ModelConfig::dense_every,
                         "every n-th block has a dense FFN instead of MoE; 0 = all MoE"));
     k.push_back(float_key("model.aux_loss_coef", &C::model, &ModelConfig::aux_loss_coef, "load-balancing loss weight"));
@@ -303,6 +309,7 @@ const std::vector<std::string>& shape_keys() {
   static const std::vector<std::string> names = {
       "model.vocab_size",  "model.d_model",   "model.n_layers",  "model.n_heads",        "model.seq_len",     "model.experts",
       "model.top_k",       "model.d_ff",      "model.expert_type",    "model.dense_every", "model.tie_embeddings", "model.norm",
+      "model.position",
       "model.router"};
   return names;
 }

@@ -92,7 +92,8 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   const std::int64_t matrices = m.expert_type == ExpertType::SwiGlu ? 3 : 2;
   // Parameters, as the layers register them.
   const std::int64_t norm = m.norm == NormKind::LayerNorm ? 2 * d : d;  // scale (and shift)
-  std::int64_t dense = v * d + m.seq_len * d + norm;  // embeddings, final norm
+  const std::int64_t positions = m.position == PositionKind::Learned ? m.seq_len * d : 0;
+  std::int64_t dense = v * d + positions + norm;  // embeddings, final norm
   if (!m.tie_embeddings) dense += v * d;                 // separate LM head
   std::int64_t experts = 0;
   for (std::int64_t l = 0; l < m.n_layers; ++l) {

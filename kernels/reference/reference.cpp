@@ -165,6 +165,23 @@ Matrix gather_rows(const Matrix& src, const Index& index, const Vector* scale) {
   return dst;
 }
 
+Matrix rope(const Matrix& qkv, int seq, int heads, double theta, bool inverse) {
+  Matrix out = qkv;
+  const Eigen::Index d = qkv.cols() / 3, hd = d / heads, half = hd / 2;
+  for (Eigen::Index r = 0; r < qkv.rows(); ++r) {
+    const double pos = double(r % seq);
+    for (int part = 0; part < 2; ++part)
+      for (int h = 0; h < heads; ++h)
+        for (Eigen::Index i = 0; i < half; ++i) {
+          const double angle = (inverse ? -1.0 : 1.0) * pos * std::pow(theta, -2.0 * double(i) / double(hd));
+          const Eigen::Index c0 = part * d + h * hd + i, c1 = c0 + half;
+          out(r, c0) = qkv(r, c0) * std::cos(angle) - qkv(r, c1) * std::sin(angle);
+          out(r, c1) = qkv(r, c0) * std::sin(angle) + qkv(r, c1) * std::cos(angle);
+        }
+  }
+  return out;
+}
+
 Fp8RoundTrip fp8_round_trip(const Matrix& x, int block) {
   // The e4m3 ("FN") values from the format: code = s eeee mmm, bias 7, subnormals at e = 0,
   // no infinities, eeee mmm = 1111 111 is NaN.

@@ -69,6 +69,9 @@ struct Fp8RoundTrip {
 };
 Fp8RoundTrip fp8_round_trip(const Matrix& x, int block);
 
+// RoPE on the q and k parts of qkv [b*t, 3d] (half-split pairs; see RopeArgs), in double.
+Matrix rope(const Matrix& qkv, int seq, int heads, double theta, bool inverse = false);
+
 struct Attention {
   Matrix out;    // [b*t, d]
   Matrix probs;  // [b*h*t, t]

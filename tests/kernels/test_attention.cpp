@@ -1,5 +1,6 @@
 // Causal multi-head attention against the reference and finite differences.
 #include "kernels/attention.h"
+#include "runtime/error.h"
 #include "test_util.h"
 
 namespace moerun::test {
@@ -27,6 +28,38 @@ TEST_P(AttentionTest, ForwardBackwardAndFiniteDifferences) {
     const Matrix fd = numeric_gradient([&](const Matrix& m) { return reference::attention(m, b, t, h).out.cwiseProduct(dout).sum(); }, qkv);
     EXPECT_TRUE(all_close(to_matrix(dqkv, b * t, 3 * d), fd, kFdRtol, kFdAtol));
   }
+}
+
+// RoPE against the reference, for f32 and bf16 qkv; the inverse undoes it; and the inverse is
+// the adjoint (the backward): <R x, g> = <x, R^-1 g> for random x and g.
+TEST(Rope, MatchesReferenceInvertsAndIsItsOwnAdjointInverse) {
+  const int b = 2, t = 7, h = 3, hd = 8;
+  const std::int64_t d = h * hd;
+  const double theta = 10000.0;
+  const Matrix x = random_matrix(b * t, 3 * d, 171), g = random_matrix(b * t, 3 * d, 172);
+  Tensor xt = to_tensor(device(), x);
+  kernels::rope({.qkv = &xt, .seq = t, .heads = h, .theta = float(theta)});
+  const Matrix rotated = reference::rope(x, t, h, theta);
+  EXPECT_TRUE(all_close(to_matrix(xt), rotated, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(Matrix(to_matrix(xt).rightCols(d)), Matrix(x.rightCols(d)), 0.0, 1e-7)) << "v is left alone";
+  EXPECT_GT((rotated - x).cwiseAbs().maxCoeff(), 0.1) << "positions > 0 rotate";
+  kernels::rope({.qkv = &xt, .seq = t, .heads = h, .theta = float(theta), .inverse = true});
+  EXPECT_TRUE(all_close(to_matrix(xt), x, 1e-5, 1e-5));
+  Tensor gt = to_tensor(device(), g);
+  kernels::rope({.qkv = &gt, .seq = t, .heads = h, .theta = float(theta), .inverse = true});
+  EXPECT_NEAR(rotated.cwiseProduct(g).sum(), x.cwiseProduct(to_matrix(gt)).sum(), 1e-4);
+  // bf16: the reference on the rounded input, within one rounding of each output.
+  Tensor xb = Tensor::from_host(device(), {b * t, 3 * d}, xt.to_host(), DType::BF16);
+  const Matrix xr = to_matrix(xb);
+  kernels::rope({.qkv = &xb, .seq = t, .heads = h, .theta = float(theta)});
+  const Matrix want = reference::rope(xr, t, h, theta);
+  EXPECT_TRUE(all_close(to_matrix(xb), want, 2.0 / 256, 1e-3));
+}
+
+TEST(Rope, RefusesOddHeadWidthsAndPartialSequences) {
+  Tensor odd(device(), {4, 9}), partial(device(), {5, 12});
+  EXPECT_THROW(kernels::rope({.qkv = &odd, .seq = 4, .heads = 1}), KernelError);
+  EXPECT_THROW(kernels::rope({.qkv = &partial, .seq = 4, .heads = 1}), KernelError);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,

@@ -1,7 +1,7 @@
 // Whole-model gradient check: for every parameter tensor, the directional derivative of the
 // total loss (cross-entropy + aux + z-loss) along a random direction, by central finite
 // differences of the forward, against <grad, direction> from backward. Covers embeddings,
-// attention, norms (LayerNorm and RMSNorm), router (including the aux and z terms), experts and dense FFN blocks.
+// attention (learned and rotary positions), norms (LayerNorm and RMSNorm), router (including the aux and z terms), experts and dense FFN blocks.
 #include <random>
 
 #include "kernels/elementwise.h"
@@ -95,9 +95,11 @@ void check_gradients(const Fixture& f) {
 TEST(ModelGradients, GeluTopTwoDropless) { check_gradients(make_fixture(ExpertType::Gelu, 2, 0.0)); }
 TEST(ModelGradients, GeluTopTwoWithCapacityDropping) { check_gradients(make_fixture(ExpertType::Gelu, 2, 0.6)); }
 TEST(ModelGradients, SwiGluTopOne) { check_gradients(make_fixture(ExpertType::SwiGlu, 1, 1.25)); }
-TEST(ModelGradients, RmsNormSwiGlu) {  // the Llama / Mixtral block: RMSNorm before attention and experts
+TEST(ModelGradients, RmsNormRopeSwiGlu) {  // the Llama / Mixtral block: RMSNorm, rotary positions, SwiGLU
   Fixture f = make_fixture(ExpertType::SwiGlu, 2, 0.0);
   f.config.norm = NormKind::RmsNorm;
+  f.config.position = PositionKind::Rope;
+  f.config.rope_theta = 100.0;  // large angles at seq 8, so a wrong rotation shows
   check_gradients(f);
 }
 

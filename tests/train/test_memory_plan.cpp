@@ -38,7 +38,8 @@ const std::vector<Shape> kShapes = {
     {"bf16_swiglu_dropless_untied",
      {"train.precision=\"bf16\"", "model.expert_type=\"swiglu\"", "model.capacity_factor=0", "model.tie_embeddings=false"}},
     {"bf16_recompute_moe", {"train.precision=\"bf16\"", "train.recompute=\"moe\""}},
-    {"rmsnorm_swiglu_untied", {"model.norm=\"rmsnorm\"", "model.expert_type=\"swiglu\"", "model.tie_embeddings=false"}},
+    {"rmsnorm_rope_swiglu_untied",
+     {"model.norm=\"rmsnorm\"", "model.position=\"rope\"", "model.expert_type=\"swiglu\"", "model.tie_embeddings=false"}},
 };
 
 }  // namespace
