@@ -12,13 +12,15 @@ std::vector<std::string> FeedForwardSet::weight_names(const ModelConfig& config,
   return {base + ".w1", base + ".w2"};
 }
 
-Shape FeedForwardSet::weight_shape(const ModelConfig& config, const std::string& name) {
-  return name.ends_with(".w2") ? Shape{config.d_ff, config.d_model} : Shape{config.d_model, config.d_ff};
+Shape FeedForwardSet::weight_shape(const ModelConfig& config, const std::string& name, std::int64_t d_ff) {
+  const std::int64_t ff = d_ff > 0 ? d_ff : config.d_ff;
+  return name.ends_with(".w2") ? Shape{ff, config.d_model} : Shape{config.d_model, ff};
 }
 
 FeedForwardSet::FeedForwardSet(ParameterStore& params, const ModelConfig& config, const std::string& prefix,
-                               const std::vector<int>& expert_ids, ParamKind kind, int layer, bool create)
-    : config_(config) {
+                               const std::vector<int>& expert_ids, ParamKind kind, int layer, bool create,
+                               std::int64_t d_ff)
+    : config_(config), d_ff_(d_ff > 0 ? d_ff : config.d_ff) {
   const bool swiglu = config.expert_type == ExpertType::SwiGlu;
   for (int id : expert_ids) {
     const int expert = kind == ParamKind::Expert ? id : -1;
@@ -27,9 +29,9 @@ FeedForwardSet::FeedForwardSet(ParameterStore& params, const ModelConfig& config
       return create ? &params.add(name, std::move(shape), Init::Normal, kind, layer, expert) : &params.get(name);
     };
     Weights w{};
-    w.w1 = param(names[0], weight_shape(config, names[0]));
-    if (swiglu) w.w3 = param(names[1], weight_shape(config, names[1]));
-    w.w2 = param(names.back(), weight_shape(config, names.back()));
+    w.w1 = param(names[0], weight_shape(config, names[0], d_ff_));
+    if (swiglu) w.w3 = param(names[1], weight_shape(config, names[1], d_ff_));
+    w.w2 = param(names.back(), weight_shape(config, names.back(), d_ff_));
     experts_.push_back(w);
   }
 }
@@ -66,7 +68,7 @@ void FeedForwardSet::accumulate_weight_grad(const std::vector<Tensor>& a, const 
 
 void FeedForwardSet::compute_hidden(const std::vector<Tensor>& xs) {
   Device& dev = x_->device();
-  const std::int64_t rows = x_->dim(0), ff = config_.d_ff;
+  const std::int64_t rows = x_->dim(0), ff = d_ff_;
   pre_ = Tensor(dev, {rows, ff}, x_->dtype());
   auto pres = split(pre_);
   apply_weights(xs, &Weights::w1, pres, false, false);
@@ -89,7 +91,7 @@ Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> co
   Device& dev = x.device();
   counts_.assign(counts.begin(), counts.end());
   x_ = &x;
-  const std::int64_t rows = x.dim(0), ff = config_.d_ff;
+  const std::int64_t rows = x.dim(0), ff = d_ff_;
   compute_hidden(split(x));
   Tensor act(dev, {rows, ff}, x.dtype());
   if (config_.expert_type == ExpertType::SwiGlu) {
@@ -110,7 +112,7 @@ Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> co
 
 Tensor FeedForwardSet::backward(const Tensor& dy) {
   Device& dev = dy.device();
-  const std::int64_t rows = dy.dim(0), ff = config_.d_ff;
+  const std::int64_t rows = dy.dim(0), ff = d_ff_;
   const bool swiglu = config_.expert_type == ExpertType::SwiGlu;
   const DType act_dtype = x_->dtype();  // every activation and its gradient: the input's dtype
   const auto xs = split(*x_);

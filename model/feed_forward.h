@@ -21,12 +21,13 @@ class FeedForwardSet {
   // One FFN per id in expert_ids, named "<prefix>.<id>.w1" etc. kind Expert carries (layer, id).
   // create: register new parameters; otherwise use the ones already in `params` (experts
   // that arrived by migration).
+  // d_ff: the hidden width (0 = model.d_ff; the shared experts have their own).
   FeedForwardSet(ParameterStore& params, const ModelConfig& config, const std::string& prefix,
-                 const std::vector<int>& expert_ids, ParamKind kind, int layer, bool create = true);
+                 const std::vector<int>& expert_ids, ParamKind kind, int layer, bool create = true, std::int64_t d_ff = 0);
   // The names of one FFN's weights ("<prefix>.<id>.w1", ...), in a fixed order.
   static std::vector<std::string> weight_names(const ModelConfig& config, const std::string& prefix, int id);
   // The shape of one of those weights: w2 is [d_ff, d_model], w1 and w3 [d_model, d_ff].
-  static Shape weight_shape(const ModelConfig& config, const std::string& name);
+  static Shape weight_shape(const ModelConfig& config, const std::string& name, std::int64_t d_ff = 0);
   // x [rows, d] grouped by expert, counts[i] rows for the i-th FFN; x stays alive until backward.
   Tensor forward(const Tensor& x, std::span<const std::int64_t> counts);
   Tensor backward(const Tensor& dy);  // returns dx [rows, d]; accumulates weight gradients
@@ -53,6 +54,7 @@ class FeedForwardSet {
   void accumulate_weight_grad(const std::vector<Tensor>& a, const std::vector<Tensor>& b, Parameter* Weights::*w);
 
   const ModelConfig& config_;
+  std::int64_t d_ff_;
   std::vector<Weights> experts_;
   bool recompute_hidden_ = false;
   std::vector<std::int64_t> counts_;

@@ -53,6 +53,10 @@ void ModelConfig::validate() const {
                "model.position = rope rotates pairs of a head's columns, but model.d_model / model.n_heads = {} / {} = {} "
                "is odd; choose an even head width",
                d_model, n_heads, d_model / n_heads);
+  MOERUN_CHECK(shared_experts >= 0 && shared_d_ff >= 0, ConfigError,
+               "model.shared_experts = {} and model.shared_d_ff = {} must be >= 0 (0 shared experts: none; shared_d_ff 0: "
+               "model.d_ff)",
+               shared_experts, shared_d_ff);
   MOERUN_CHECK(rope_theta > 0.0, ConfigError, "model.rope_theta = {} must be > 0 (10000 is usual)", rope_theta);
   MOERUN_CHECK(fp8_scale_block >= 0, ConfigError, "parallel.fp8_scale_block = {} must be >= 0 (0 = one scale per row)",
                fp8_scale_block);

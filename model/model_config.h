@@ -41,6 +41,12 @@ struct ModelConfig {
   std::int64_t experts = 4;
   std::int64_t top_k = 2;
   std::int64_t d_ff = 256;
+  // Always-active experts of every MoE layer (DeepSeek-MoE), computed beside the routed ones and
+  // added to their output; each of width shared_d_ff (0 = d_ff). s of them are one dense FFN of
+  // width s x shared_d_ff (the same function: their hidden units side by side).
+  std::int64_t shared_experts = 0;
+  std::int64_t shared_d_ff = 0;
+  std::int64_t shared_width() const { return shared_experts * (shared_d_ff > 0 ? shared_d_ff : d_ff); }
   // Expert capacity = ceil(capacity_factor * tokens * top_k / experts) per source micro-batch;
   // token-copies past it are dropped (they pass through the residual). 0 = dropless.
   double capacity_factor = 1.25;

@@ -21,6 +21,10 @@ MoeLayer::MoeLayer(ParameterStore& params, const ModelConfig& config, int layer,
       router_(make_router(config.router, params, config, layer)),
       experts_(std::make_unique<FeedForwardSet>(params, config, expert_prefix(layer), dispatcher.local_experts(),
                                                 ParamKind::Expert, layer)) {
+  if (config.shared_experts > 0) {  // dense parameters: every rank holds and computes them
+    shared_ = std::make_unique<FeedForwardSet>(params, config, block_prefix(layer) + ".moe.shared", std::vector<int>{0},
+                                               ParamKind::Dense, layer, true, config.shared_width());
+  }
   MOERUN_CHECK(dispatcher.num_experts() == config.experts, RuntimeError,
                "[moe layer {}] the dispatcher routes to {} experts but the model has {}", layer, dispatcher.num_experts(),
                config.experts);
@@ -35,10 +39,12 @@ void MoeLayer::attach_local_experts(ParameterStore& params) {
 void MoeLayer::set_recompute_experts(bool on) {
   recompute_experts_ = on;
   experts_->set_recompute_hidden(on);
+  if (shared_) shared_->set_recompute_hidden(on);
 }
 
 void MoeLayer::release() {
   experts_->release();
+  if (shared_) shared_->release();
   router_->release();
   for (Tensor* t : {&token_of_copy_, &routed_, &expert_in_, &expert_out_, &routed_out_}) *t = Tensor();
   routed_by_ = nullptr;
@@ -69,6 +75,11 @@ Tensor MoeLayer::forward(const Tensor& h) {
   Tensor y = Tensor::zeros(dev, {n, d});
   const Tensor gates_flat = route.copy_gates.reshaped({kept});
   kernels::scatter_add_rows({.src = &routed_out_, .index = &token_of_copy_, .scale = &gates_flat, .dst = &y});
+  if (shared_) {  // the always-active experts, on every token
+    const std::int64_t rows[] = {n};
+    const Tensor shared_out = shared_->forward(h, rows);
+    kernels::binary({.op = BinaryOp::Add, .a = &y, .b = &shared_out, .out = &y});
+  }
   stats_.assigned_per_expert = route.routing.assigned_per_expert;
   stats_.kept_per_expert = route.routing.kept_per_expert;
   stats_.copies = n * k;
@@ -133,6 +144,10 @@ Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
   dexpert_in = Tensor();
   expert_in_ = Tensor();
   routed_ = Tensor();
+  if (shared_) {
+    const Tensor dh_shared = shared_->backward(dy);
+    kernels::binary({.op = BinaryOp::Add, .a = &dh, .b = &dh_shared, .out = &dh});
+  }
   // Router: its weights, and its part of dh, from the gates' gradient and the balancing losses.
   router_->backward(dcopy_gates, aux_scale, dh);
   token_of_copy_ = Tensor();

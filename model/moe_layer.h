@@ -1,8 +1,9 @@
 // One MoE feed-forward layer: the router (router.h: a policy chosen by model.router, which
 // also owns capacity and the balancing losses), dispatch of token-copies to the experts
 // (through a TokenDispatcher, so the same code runs on one process or many), the experts'
-// FFNs, combine, and the gate-weighted sum. Dropped token-copies contribute nothing here and
-// pass via the residual.
+// FFNs, combine, and the gate-weighted sum; with model.shared_experts, an always-active FFN on
+// every token added to it. Dropped token-copies contribute nothing here and pass via the
+// residual.
 #pragma once
 
 #include <memory>
@@ -52,6 +53,7 @@ class MoeLayer {
   TokenDispatcher& dispatcher_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<FeedForwardSet> experts_;
+  std::unique_ptr<FeedForwardSet> shared_;  // model.shared_experts > 0: every token, every rank
   bool recompute_experts_ = false;
   MoeStats stats_;
   // The forward dispatch, in parallel.dispatch_dtype: rows leave as computed, rounded to

@@ -120,6 +120,11 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("model.experts", &C::model, &ModelConfig::experts, "experts per MoE layer"));
     k.push_back(int_key("model.top_k", &C::model, &ModelConfig::top_k, "experts each token is routed to (1..experts)"));
     k.push_back(int_key("model.d_ff", &C::model, &ModelConfig::d_ff, "hidden width of each expert FFN"));
+    k.push_back(int_key("model.shared_experts", &C::model, &ModelConfig::shared_experts,
+                        "always-active experts per MoE layer (DeepSeek-MoE), added to the routed experts' output; 0 = "
+                        "none"));
+    k.push_back(int_key("model.shared_d_ff", &C::model, &ModelConfig::shared_d_ff,
+                        "hidden width of each shared expert; 0 = model.d_ff"));
     k.push_back(float_key("model.capacity_factor", &C::model, &ModelConfig::capacity_factor,
                           "expert capacity = ceil(factor * tokens * top_k / experts) per micro-batch; 0 = dropless"));
     k.push_back(string_key("model.router", &C::model, &ModelConfig::router,
@@ -309,7 +314,7 @@ const std::vector<std::string>& shape_keys() {
   static const std::vector<std::string> names = {
       "model.vocab_size",  "model.d_model",   "model.n_layers",  "model.n_heads",        "model.seq_len",     "model.experts",
       "model.top_k",       "model.d_ff",      "model.expert_type",    "model.dense_every", "model.tie_embeddings", "model.norm",
-      "model.position",
+      "model.position", "model.shared_experts", "model.shared_d_ff",
       "model.router"};
   return names;
 }

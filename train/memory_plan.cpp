@@ -48,8 +48,12 @@ ActivationTerms activation_terms(const Config& c, double kept, double received, 
   // experts; backward recomputes them.
   const double expert_hidden = a * ffn_saved * received * ff;
   const double moe_kept_hidden = recompute == Recompute::Moe ? 0.0 : expert_hidden;
+  // Shared experts: one dense FFN of width sw on every token, its hidden activations saved.
+  const double sw = double(m.shared_width());
+  const double shared_hidden = recompute == Recompute::Moe ? 0.0 : a * ffn_saved * n * sw;
   const double moe = w * (n * e + n + 2 * n * k + 3 * kept) +
-                     a * (kept * d + (local_dispatch ? 0.0 : 2 * received * d) + received * d) + moe_kept_hidden;
+                     a * (kept * d + (local_dispatch ? 0.0 : 2 * received * d) + received * d) + moe_kept_hidden +
+                     shared_hidden;
   const double dense_ffn = a * ffn_saved * n * ff;
   double saved = w * 2 * n;  // token ids and targets
   double moe_layers = 0;
@@ -72,8 +76,10 @@ ActivationTerms activation_terms(const Config& c, double kept, double received, 
   const double at_loss = w * (2 * n * v + 2 * n * d);
   const double ffn_backward = (m.expert_type == ExpertType::SwiGlu ? 4.0 : 2.0);
   const double moe_backward = w * (n * v + n * d + kept * d + kept) +
-                              a * (kept * d + 2 * received * d + ffn_backward * received * ff) +
-                              (recompute == Recompute::Moe ? expert_hidden : 0.0);
+                              std::max(a * (kept * d + 2 * received * d + ffn_backward * received * ff) +
+                                           (recompute == Recompute::Moe ? expert_hidden : 0.0),
+                                       a * (ffn_backward * n * sw + n * d) +
+                                           (recompute == Recompute::Moe ? a * ffn_saved * n * sw : 0.0));
   const double dense_backward = w * (n * v + n * d) + a * (ffn_backward * n * ff + 2 * n * d);
   const double in_backward = (moe_layers > 0 ? moe_backward : dense_backward) +
                              (recompute == Recompute::Full ? largest_block : 0.0);
@@ -99,7 +105,7 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
   for (std::int64_t l = 0; l < m.n_layers; ++l) {
     dense += 2 * norm + 4 * d * d + d;  // two norms, w_qkv, w_out, b_out
     if (m.is_moe_layer(l)) {
-      dense += d * m.experts;                            // router
+      dense += d * m.experts + matrices * d * m.shared_width();  // router, shared experts
       experts += est.experts_per_rank * matrices * d * ff;
     } else {
       dense += matrices * d * ff;

@@ -95,6 +95,14 @@ void check_gradients(const Fixture& f) {
 TEST(ModelGradients, GeluTopTwoDropless) { check_gradients(make_fixture(ExpertType::Gelu, 2, 0.0)); }
 TEST(ModelGradients, GeluTopTwoWithCapacityDropping) { check_gradients(make_fixture(ExpertType::Gelu, 2, 0.6)); }
 TEST(ModelGradients, SwiGluTopOne) { check_gradients(make_fixture(ExpertType::SwiGlu, 1, 1.25)); }
+// Dropless: with a capacity, the shared output moves the next layer's routing onto drop ties
+// that finite differences cross (tried: every gradient below layer 1 then disagrees).
+TEST(ModelGradients, SharedExpertsBesideTheRoutedOnes) {  // DeepSeek-MoE: always-active experts
+  Fixture f = make_fixture(ExpertType::Gelu, 2, 0.0);
+  f.config.shared_experts = 2;
+  f.config.shared_d_ff = 12;
+  check_gradients(f);
+}
 TEST(ModelGradients, RmsNormRopeSwiGlu) {  // the Llama / Mixtral block: RMSNorm, rotary positions, SwiGLU
   Fixture f = make_fixture(ExpertType::SwiGlu, 2, 0.0);
   f.config.norm = NormKind::RmsNorm;

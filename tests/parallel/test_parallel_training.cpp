@@ -107,4 +107,21 @@ TEST(ParallelTraining, RecomputeSameAsOneProcessWithout) {
 }
 TEST(ParallelTraining, SameAsOneProcessWithCapacity) { expect_same_training(1.0); }
 
+// Shared experts (dense parameters inside the MoE layer, on every token of every rank) and the
+// Llama-style block (RMSNorm, RoPE): summed like any dense gradient, the one-process math.
+TEST(ParallelTraining, SharedExpertsRmsNormRopeSameAsOneProcess) {
+  auto w = world();
+  auto with = [](Config c) {
+    c.model.shared_experts = 2;
+    c.model.shared_d_ff = 16;
+    c.model.norm = NormKind::RmsNorm;
+    c.model.position = PositionKind::Rope;
+    return c;
+  };
+  LocalGroup alone;
+  const RunResult reference = train(with(tiny(0.0, 1)), alone);
+  SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << w->size() << ", shared experts, rmsnorm, rope");
+  expect_same_training(train(with(tiny(0.0, w->size())), *w), reference);
+}
+
 }  // namespace moerun::test

@@ -38,6 +38,7 @@ const std::vector<Shape> kShapes = {
     {"bf16_swiglu_dropless_untied",
      {"train.precision=\"bf16\"", "model.expert_type=\"swiglu\"", "model.capacity_factor=0", "model.tie_embeddings=false"}},
     {"bf16_recompute_moe", {"train.precision=\"bf16\"", "train.recompute=\"moe\""}},
+    {"two_shared_experts", {"model.shared_experts=2", "model.shared_d_ff=128", "model.top_k=1"}},
     {"rmsnorm_rope_swiglu_untied",
      {"model.norm=\"rmsnorm\"", "model.position=\"rope\"", "model.expert_type=\"swiglu\"", "model.tie_embeddings=false"}},
 };
