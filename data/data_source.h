@@ -27,6 +27,9 @@ class DataSource {
   // Held-out sequences [first, first + count), never used for training.
   virtual void heldout_batch(std::int64_t first, std::int64_t count, TokenBatch& out) const = 0;
   virtual std::string describe() const = 0;
+  // Text bytes per token, for bits per byte (runs with different tokenizers compare); 0 when
+  // unknown (a token file without its moerun-data sidecar).
+  virtual double bytes_per_token() const = 0;
 };
 
 }  // namespace moerun

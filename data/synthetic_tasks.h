@@ -36,6 +36,7 @@ class SyntheticTasks final : public DataSource {
   void training_batch(std::int64_t step, std::int64_t first, std::int64_t count, TokenBatch& out) const override;
   void heldout_batch(std::int64_t first, std::int64_t count, TokenBatch& out) const override;
   std::string describe() const override;
+  double bytes_per_token() const override { return 1.0; }  // byte tokens
 
   const std::vector<std::string>& tasks() const { return options_.tasks; }
   // Held-out examples of one task for exact-match evaluation, index i of that task's stream.

@@ -1,4 +1,5 @@
 #include "data/token_file.h"
+#include "data/token_sidecar.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -6,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <cstring>
 #include <random>
 
@@ -61,6 +63,24 @@ TokenFile::TokenFile(const std::string& path, TokenFileFormat format, std::int64
                "[data] '{}' holds {} tokens, too few for model.seq_len = {} (need at least {}: one training and one "
                "held-out sequence); use a longer file or a smaller model.seq_len",
                path, tokens_, seq_len, 2 * (seq_len + 1));
+  if (format_ == TokenFileFormat::Text) bytes_per_token_ = 1.0;
+  if (const auto sidecar = read_sidecar(path); sidecar && format_ != TokenFileFormat::Text) {
+    MOERUN_CHECK(sidecar->vocab_size == vocab_size, DataError,
+                 "[data] '{}' was encoded with a tokenizer of {} ids ({}), but model.vocab_size = {}; set "
+                 "model.vocab_size = {}",
+                 path, sidecar->vocab_size, sidecar_path(path), vocab_size, sidecar->vocab_size);
+    MOERUN_CHECK(sidecar->tokens == tokens_, DataError,
+                 "[data] '{}' holds {} tokens but its sidecar {} says {}: the file changed after moerun-data encode; "
+                 "encode it again", path, tokens_, sidecar_path(path), sidecar->tokens);
+    if (std::filesystem::exists(sidecar->tokenizer)) {
+      MOERUN_CHECK(file_checksum(sidecar->tokenizer) == sidecar->tokenizer_checksum, DataError,
+                   "[data] the tokenizer '{}' is not the one '{}' was encoded with (checksum {} expected); encode the "
+                   "text again with this tokenizer, or point the sidecar at the right one", sidecar->tokenizer, path,
+                   sidecar->tokenizer_checksum);
+    }
+    bytes_per_token_ = sidecar->bytes_per_token();
+    tokenizer_ = sidecar->tokenizer;
+  }
   if (format_ != TokenFileFormat::Text) {
     for (std::int64_t i = 0; i < tokens_; ++i) {
       const std::int32_t t = token_at(i);
@@ -77,6 +97,9 @@ TokenFile::~TokenFile() {
 }
 
 std::string TokenFile::describe() const {
+  if (!tokenizer_.empty())
+    return fmt::format("{} ({} file, {} tokens, tokenizer {}, {:.2f} bytes per token)", path_, format_name(format_), tokens_,
+                       tokenizer_, bytes_per_token_);
   return fmt::format("{} ({} file, {} tokens)", path_, format_name(format_), tokens_);
 }
 

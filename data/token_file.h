@@ -28,6 +28,7 @@ class TokenFile final : public DataSource {
   void training_batch(std::int64_t step, std::int64_t first, std::int64_t count, TokenBatch& out) const override;
   void heldout_batch(std::int64_t first, std::int64_t count, TokenBatch& out) const override;
   std::string describe() const override;
+  double bytes_per_token() const override { return bytes_per_token_; }
   std::int64_t tokens() const { return tokens_; }
 
  private:
@@ -42,6 +43,8 @@ class TokenFile final : public DataSource {
   std::size_t bytes_ = 0;
   std::int64_t tokens_ = 0;
   std::int64_t train_end_ = 0;  // windows [0, train_end_) train, the rest held out
+  double bytes_per_token_ = 0.0;  // text: 1; a token file: from its sidecar, else unknown (0)
+  std::string tokenizer_;         // from the sidecar, for describe()
 };
 
 }  // namespace moerun

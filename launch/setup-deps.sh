@@ -13,6 +13,7 @@ packages=(
   ocl-icd-opencl-dev
   libbenchmark-dev libgtest-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+  libsentencepiece-dev
   python3-h5py python3-numpy python3-matplotlib
 )
 

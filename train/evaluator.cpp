@@ -1,6 +1,7 @@
 #include "train/evaluator.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/index.h"
 #include "runtime/trace.h"
@@ -70,6 +71,7 @@ EvalResult Evaluator::run(const DataSource& data, const SyntheticTasks* tasks) {
   world_.all_reduce(std::span<double>(loss_sum, 2));
   result.heldout_targets = static_cast<std::int64_t>(loss_sum[1]);
   result.heldout_loss = loss_sum[1] > 0 ? loss_sum[0] / loss_sum[1] : 0.0;
+  if (data.bytes_per_token() > 0) result.heldout_bpb = result.heldout_loss / std::log(2.0) / data.bytes_per_token();
   if (tasks == nullptr || config_.eval.examples == 0) return result;
   // Exact match of greedy completions, per task; examples split round-robin over ranks.
   const std::int64_t max_new = std::max<std::int64_t>(config_.data.digits + 2, 8);

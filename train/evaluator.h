@@ -14,7 +14,8 @@
 namespace moerun {
 
 struct EvalResult {
-  double heldout_loss = 0.0;  // mean cross-entropy over held-out targets
+  double heldout_loss = 0.0;  // mean cross-entropy over held-out targets, nats per token
+  double heldout_bpb = 0.0;   // the same in bits per text byte; 0 when the data's bytes per token are unknown
   std::int64_t heldout_targets = 0;
   std::vector<std::string> tasks;
   std::vector<double> accuracy;  // exact match per task, in [0, 1]

@@ -73,6 +73,10 @@ void RunLog::eval(std::int64_t step, const EvalResult& r) {
   if (!progress_) return;
   std::string text = fmt::format("eval step {}: held-out loss {:.4f}", step, r.heldout_loss);
   nlohmann::json j{{"step", step}, {"eval", true}, {"heldout_loss", r.heldout_loss}};
+  if (r.heldout_bpb > 0) {
+    text += fmt::format(" ({:.3f} bits/byte)", r.heldout_bpb);
+    j["heldout_bpb"] = r.heldout_bpb;
+  }
   for (std::size_t i = 0; i < r.tasks.size(); ++i) {
     text += fmt::format(" | {} {:.1f}%", r.tasks[i], 100.0 * r.accuracy[i]);
     j["accuracy"][r.tasks[i]] = r.accuracy[i];

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A real tokenizer end to end (issue 16): moerun-data trains a BPE model on a text corpus (this
+# repository's docs), encodes the text into a .u16 file with its sidecar, and moerun trains on
+# it with model.vocab_size from the tokenizer: the loss falls and the evaluation reports bits
+# per byte. A wrong model.vocab_size, and a tokenizer that is not the one the file was encoded
+# with, are refused naming the fix; a truncated token file is refused against its sidecar.
+#   tokenizer.sh MOERUN MOERUN_DATA DOCS_DIR WORKDIR
+set -u
+moerun=$1 data=$2 docs=$3 work=$4
+rm -rf "$work"
+mkdir -p "$work"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+cat "$docs"/*.md > "$work/corpus.txt"
+"$data" train --input "$work/corpus.txt" --model-prefix "$work/tok" --vocab-size 600 > "$work/train.log" 2>&1 \
+  || { cat "$work/train.log"; fail "moerun-data train failed"; }
+"$data" encode --model "$work/tok.model" --input "$work/corpus.txt" --output "$work/corpus.u16" > "$work/encode.log" 2>&1 \
+  || { cat "$work/encode.log"; fail "moerun-data encode failed"; }
+grep -q '"vocab_size": 600' "$work/corpus.u16.json" || fail "the sidecar lacks the vocabulary"
+small=(--set model.d_model=64 --set model.n_heads=2 --set model.d_ff=128 --set model.seq_len=64 --set train.global_batch=8
+       --set train.micro_batch=8 --set eval.every=0 --set eval.examples=0 --set eval.heldout_batches=2 --set log.progress=lines)
+"$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set model.vocab_size=600 --set train.steps=80 \
+  --run-dir "$work/run" > "$work/run.log" 2>&1 || { cat "$work/run.log"; fail "training on the token file failed"; }
+grep -q "tokenizer $work/tok.model" "$work/run.log" || fail "the start-up line does not name the tokenizer"
+grep -q "bits/byte" "$work/run.log" && grep -q '"heldout_bpb"' "$work/run/metrics.jsonl" || fail "no bits per byte"
+python3 - "$work/run/metrics.jsonl" <<'PY' || fail "the loss did not fall on the tokenized corpus"
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+assert steps[-1]["loss"] < 0.9 * steps[0]["loss"], (steps[0]["loss"], steps[-1]["loss"])
+PY
+"$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set model.vocab_size=700 --set train.steps=1 \
+  --run-dir "$work/bad_vocab" > "$work/bad_vocab.log" 2>&1 && fail "a wrong vocabulary size was accepted"
+grep -q "tokenizer of 600 ids.*set model.vocab_size = 600" "$work/bad_vocab.log" || { cat "$work/bad_vocab.log"; fail "no fix named"; }
+cp "$work/tok.model" "$work/tok.model.orig"
+printf 'x' >> "$work/tok.model"
+"$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set model.vocab_size=600 --set train.steps=1 \
+  --run-dir "$work/bad_tok" > "$work/bad_tok.log" 2>&1 && fail "another tokenizer was accepted"
+grep -q "is not the one" "$work/bad_tok.log" || { cat "$work/bad_tok.log"; fail "the tokenizer mismatch is not named"; }
+cp "$work/tok.model.orig" "$work/tok.model"
+head -c 20000 "$work/corpus.u16" > "$work/cut.u16" && cp "$work/corpus.u16.json" "$work/cut.u16.json"
+"$moerun" "${small[@]}" --set data.source="$work/cut.u16" --set model.vocab_size=600 --set train.steps=1 \
+  --run-dir "$work/cut" > "$work/cut.log" 2>&1 && fail "a truncated token file was accepted"
+grep -q "the file changed after moerun-data encode" "$work/cut.log" || { cat "$work/cut.log"; fail "truncation not named"; }
+echo "tokenizer: OK"
