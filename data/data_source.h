@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace moerun {
@@ -30,6 +32,24 @@ class DataSource {
   // Text bytes per token, for bits per byte (runs with different tokenizers compare); 0 when
   // unknown (a token file without its moerun-data sidecar).
   virtual double bytes_per_token() const = 0;
+};
+
+// Training from one source, held-out data from another (data.valid_source).
+class SplitData final : public DataSource {
+ public:
+  SplitData(std::unique_ptr<DataSource> train, std::unique_ptr<DataSource> heldout)
+      : train_(std::move(train)), heldout_(std::move(heldout)) {}
+  void training_batch(std::int64_t step, std::int64_t first, std::int64_t count, TokenBatch& out) const override {
+    train_->training_batch(step, first, count, out);
+  }
+  void heldout_batch(std::int64_t first, std::int64_t count, TokenBatch& out) const override {
+    heldout_->heldout_batch(first, count, out);
+  }
+  std::string describe() const override { return train_->describe() + ", held out: " + heldout_->describe(); }
+  double bytes_per_token() const override { return heldout_->bytes_per_token(); }
+
+ private:
+  std::unique_ptr<DataSource> train_, heldout_;
 };
 
 }  // namespace moerun

@@ -35,7 +35,7 @@ TokenFileFormat parse_token_file_format(const std::string& format, const std::st
 }
 
 TokenFile::TokenFile(const std::string& path, TokenFileFormat format, std::int64_t seq_len, std::uint64_t seed,
-                     std::int32_t vocab_size)
+                     std::int32_t vocab_size, double heldout_fraction)
     : path_(path), format_(format), seq_len_(seq_len), seed_(seed) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   MOERUN_CHECK(fd >= 0, DataError, "[data] cannot open data.source '{}': {}; give an existing text or token file, or "
@@ -56,13 +56,17 @@ TokenFile::TokenFile(const std::string& path, TokenFileFormat format, std::int64
                "[data] '{}' has {} bytes, not a multiple of {} as a {} token file needs; is data.format right?", path,
                bytes_, tb, format_name(format_));
   tokens_ = static_cast<std::int64_t>(bytes_ / tb);
-  // Need a training window and a held-out window of seq_len + 1 tokens each.
-  const std::int64_t heldout = std::max<std::int64_t>(seq_len + 1, tokens_ / 20);
+  // Need a training window and a held-out window of seq_len + 1 tokens each (only the held-out
+  // one when the whole file is held out).
+  const bool all_heldout = heldout_fraction >= 1.0;
+  const std::int64_t heldout =
+      all_heldout ? tokens_ : std::max<std::int64_t>(seq_len + 1, static_cast<std::int64_t>(double(tokens_) * heldout_fraction));
   train_end_ = tokens_ - heldout;
-  MOERUN_CHECK(train_end_ >= seq_len + 1, DataError,
-               "[data] '{}' holds {} tokens, too few for model.seq_len = {} (need at least {}: one training and one "
-               "held-out sequence); use a longer file or a smaller model.seq_len",
-               path, tokens_, seq_len, 2 * (seq_len + 1));
+  MOERUN_CHECK((all_heldout || train_end_ >= seq_len + 1) && heldout >= seq_len + 1, DataError,
+               "[data] '{}' holds {} tokens, too few for model.seq_len = {} (need at least {}: {}); use a longer file "
+               "or a smaller model.seq_len",
+               path, tokens_, seq_len, (all_heldout ? 1 : 2) * (seq_len + 1),
+               all_heldout ? "one held-out sequence" : "one training and one held-out sequence");
   if (format_ == TokenFileFormat::Text) bytes_per_token_ = 1.0;
   if (const auto sidecar = read_sidecar(path); sidecar && format_ != TokenFileFormat::Text) {
     MOERUN_CHECK(sidecar->vocab_size == vocab_size, DataError,

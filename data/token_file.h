@@ -1,8 +1,9 @@
 // A user's own data: a UTF-8 text file read as bytes, or a pre-tokenized binary file of
 // little-endian uint16 or uint32 token ids, memory-mapped. Training sequences start at
-// offsets drawn from (seed, step, index) in the first 95% of the file; held-out sequences
-// come from the last 5%. Errors (missing, empty, too short, ids out of the vocabulary) are
-// raised before training starts.
+// offsets drawn from (seed, step, index) in the first part of the file; held-out sequences
+// come from the last `heldout_fraction` (data.valid_fraction, 5% by default; 1 = the whole
+// file is held out, as a data.valid_source is). Errors (missing, empty, too short, ids out of
+// the vocabulary) are raised before training starts.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +21,7 @@ TokenFileFormat parse_token_file_format(const std::string& format, const std::st
 class TokenFile final : public DataSource {
  public:
   TokenFile(const std::string& path, TokenFileFormat format, std::int64_t seq_len, std::uint64_t seed,
-            std::int32_t vocab_size);
+            std::int32_t vocab_size, double heldout_fraction = 0.05);
   ~TokenFile() override;
   TokenFile(const TokenFile&) = delete;
   TokenFile& operator=(const TokenFile&) = delete;

@@ -202,6 +202,11 @@ const std::vector<Key>& keys() {
                    }
                  },
                  [](const Config& c) { return Json(c.data.tasks); }});
+    k.push_back(float_key("data.valid_fraction", &C::data, &DataConfig::valid_fraction,
+                          "token files: the fraction at the end held out for the validation loss (0 < f < 1)"));
+    k.push_back(string_key("data.valid_source", &C::data, &DataConfig::valid_source,
+                           "a separate held-out token file for the validation loss (same format and vocabulary); "
+                           "empty = the end of data.source"));
     k.push_back(int_key("data.digits", &C::data, &DataConfig::digits, "maximum digits of addition operands"));
     k.push_back(int_key("eval.every", &C::eval, &EvalConfig::every, "steps between evaluations; 0 = only at the end"));
     k.push_back(int_key("eval.examples", &C::eval, &EvalConfig::examples, "greedy exact-match examples per task"));
@@ -418,6 +423,12 @@ void Config::validate(int world_size) const {
     MOERUN_CHECK(v >= lo, ConfigError, "{} = {} must be >= {} ({})", key, v, lo, why);
   };
   at_least(train.steps, 1, "train.steps", "at least one optimizer step");
+  MOERUN_CHECK(data.valid_fraction > 0.0 && data.valid_fraction < 1.0, ConfigError,
+               "data.valid_fraction = {} must be in (0, 1): the end of data.source held out for the validation loss",
+               data.valid_fraction);
+  MOERUN_CHECK(data.valid_source.empty() || data.source != "synthetic", ConfigError,
+               "data.valid_source = '{}' needs a token file as data.source; the synthetic tasks make their own "
+               "held-out data", data.valid_source);
   at_least(train.global_batch, 1, "train.global_batch", "sequences per step");
   at_least(train.micro_batch, 1, "train.micro_batch", "sequences per forward pass");
   at_least(train.warmup_steps, 0, "train.warmup_steps", "0 disables warm-up");

@@ -41,6 +41,8 @@ struct DataConfig {
   double skew = 0.0;                 // synthetic domain skew (0 = uniform)
   std::vector<std::string> tasks = {"add", "reverse", "sort", "brackets"};
   std::int64_t digits = 2;  // addition operands have at most this many digits
+  double valid_fraction = 0.05;  // token files: the last part held out for the validation loss
+  std::string valid_source;      // a separate held-out token file (then data.source trains only)
 };
 
 struct EvalConfig {

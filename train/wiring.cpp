@@ -49,8 +49,15 @@ std::unique_ptr<DataSource> make_data(const Config& config) {
     o.seq_len = config.model.seq_len;
     return std::make_unique<SyntheticTasks>(o);
   }
-  return std::make_unique<TokenFile>(config.data.source, parse_token_file_format(config.data.format, config.data.source),
-                                     config.model.seq_len, seed, static_cast<std::int32_t>(config.model.vocab_size));
+  const auto vocab = static_cast<std::int32_t>(config.model.vocab_size);
+  auto file = [&](const std::string& path, double heldout_fraction) {
+    return std::make_unique<TokenFile>(path, parse_token_file_format(config.data.format, path), config.model.seq_len, seed,
+                                       vocab, heldout_fraction);
+  };
+  if (config.data.valid_source.empty()) return file(config.data.source, config.data.valid_fraction);
+  // data.source trains (a minimal tail of it is set aside and never read), data.valid_source
+  // is held out whole.
+  return std::make_unique<SplitData>(file(config.data.source, 0.0), file(config.data.valid_source, 1.0));
 }
 
 }  // namespace moerun

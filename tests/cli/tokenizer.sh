@@ -3,7 +3,8 @@
 # repository's docs), encodes the text into a .u16 file with its sidecar, and moerun trains on
 # it with model.vocab_size from the tokenizer: the loss falls and the evaluation reports bits
 # per byte. A wrong model.vocab_size, and a tokenizer that is not the one the file was encoded
-# with, are refused naming the fix; a truncated token file is refused against its sidecar.
+# with, are refused naming the fix; a truncated token file is refused against its sidecar; a
+# separate held-out file (data.valid_source) is used for the validation loss.
 #   tokenizer.sh MOERUN MOERUN_DATA DOCS_DIR WORKDIR
 set -u
 moerun=$1 data=$2 docs=$3 work=$4
@@ -40,4 +41,16 @@ head -c 20000 "$work/corpus.u16" > "$work/cut.u16" && cp "$work/corpus.u16.json"
 "$moerun" "${small[@]}" --set data.source="$work/cut.u16" --set model.vocab_size=600 --set train.steps=1 \
   --run-dir "$work/cut" > "$work/cut.log" 2>&1 && fail "a truncated token file was accepted"
 grep -q "the file changed after moerun-data encode" "$work/cut.log" || { cat "$work/cut.log"; fail "truncation not named"; }
+# A separate held-out file (data.valid_source), encoded with the same tokenizer; a held-out fraction.
+cat "$docs"/../README.md "$docs"/../README.md > "$work/valid.txt"
+"$data" encode --model "$work/tok.model" --input "$work/valid.txt" --output "$work/valid.u16" > /dev/null 2>&1 \
+  || fail "encoding the held-out text failed"
+"$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set data.valid_source="$work/valid.u16" \
+  --set model.vocab_size=600 --set train.steps=2 --run-dir "$work/valid" > "$work/valid.log" 2>&1 \
+  || { cat "$work/valid.log"; fail "training with data.valid_source failed"; }
+grep -q "held out: $work/valid.u16" "$work/valid.log" && grep -q "bits/byte" "$work/valid.log" \
+  || { cat "$work/valid.log"; fail "the held-out file is not used"; }
+"$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set data.valid_fraction=1.5 --set model.vocab_size=600 \
+  --dry-run > "$work/fraction.log" 2>&1 && fail "data.valid_fraction = 1.5 was accepted"
+grep -q "data.valid_fraction = 1.5 must be in (0, 1)" "$work/fraction.log" || fail "the bad fraction is not named"
 echo "tokenizer: OK"
