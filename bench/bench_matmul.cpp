@@ -102,7 +102,8 @@ BENCHMARK(BM_MatmulVsDirect)->Apply(matmul_shapes)->ArgNames({"tokens", "d", "ff
 // bf16 = 1: operands and outputs in bf16 as train.precision = bf16 has them (weight gradients
 // into fp32 buffers), both paths.
 void BM_GroupedVsBig(benchmark::State& state) {
-  const std::int64_t total = state.range(0), min_rows = state.range(1), d = 512, ff = 2048;
+  const std::int64_t total = state.range(0), min_rows = state.range(1), d = 512;
+  const std::int64_t ff = state.range(4) > 0 ? state.range(4) : 2048;
   const int role = static_cast<int>(state.range(2));
   const DType dt = state.range(3) == 1 ? DType::BF16 : DType::F32;
   // Group sizes: min_rows plus a skewed share of the rest (experts see uneven loads).
@@ -164,8 +165,13 @@ void BM_GroupedVsBig(benchmark::State& state) {
   state.SetLabel(std::string(role_name(role)) + " " + std::string(dtype_name(dt)));
 }
 BENCHMARK(BM_GroupedVsBig)
-    ->ArgsProduct({{4096}, {32, 128, 256, 512}, {kForward, kDataGrad, kWeightGrad}, {0, 1}})
-    ->ArgNames({"total", "min_rows", "role", "bf16"})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+    ->ArgsProduct({{4096}, {32, 128, 256, 512}, {kForward, kDataGrad, kWeightGrad}, {0, 1}, {2048}})
+    ->ArgNames({"total", "min_rows", "role", "bf16", "ff"})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+// Fine-grained experts (DeepSeek-MoE style): 2048 tokens x top-8 = 16384 copies over about 200
+// experts of 32-128 rows each, d_ff 128.
+BENCHMARK(BM_GroupedVsBig)
+    ->ArgsProduct({{16384}, {32}, {kForward, kDataGrad, kWeightGrad}, {0, 1}, {128}})
+    ->ArgNames({"total", "min_rows", "role", "bf16", "ff"})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
 }  // namespace
 }  // namespace moerun
