@@ -15,7 +15,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "data/token_sidecar.h"
 #include "runtime/error.h"
@@ -34,6 +33,13 @@ int train(const std::string& input, const std::string& prefix, int vocab_size, c
                status.ToString());
   fmt::print("moerun-data: wrote {0}.model and {0}.vocab ({1} {2} pieces)\n", prefix, vocab_size, type);
   return 0;
+}
+
+// One token id, little-endian, in the file's width.
+void write_id(std::ofstream& out, int id, bool wide) {
+  const auto narrow = static_cast<std::uint16_t>(id);
+  const auto full = static_cast<std::uint32_t>(id);
+  out.write(wide ? reinterpret_cast<const char*>(&full) : reinterpret_cast<const char*>(&narrow), wide ? 4 : 2);
 }
 
 int encode(const std::string& model, const std::string& input, const std::string& output) {
@@ -59,15 +65,7 @@ int encode(const std::string& model, const std::string& input, const std::string
     line += '\n';
     const auto encoded = processor.Encode(line, &ids);
     MOERUN_CHECK(encoded.ok(), DataError, "[moerun-data encode] '{}': {}", input, encoded.ToString());
-    for (int id : ids) {
-      if (wide) {
-        const auto v = static_cast<std::uint32_t>(id);
-        out.write(reinterpret_cast<const char*>(&v), sizeof(v));
-      } else {
-        const auto v = static_cast<std::uint16_t>(id);
-        out.write(reinterpret_cast<const char*>(&v), sizeof(v));
-      }
-    }
+    for (int id : ids) write_id(out, id, wide);
     sidecar.tokens += static_cast<std::int64_t>(ids.size());
   }
   out.close();
