@@ -55,8 +55,32 @@ void rope(const RopeArgs& p) {
                p.heads);
   detail::check_float(k, "qkv", p.qkv, p.qkv->shape());
   MOERUN_CHECK(p.theta > 0.0f, KernelError, "[rope] theta {} must be > 0", p.theta);
+  MOERUN_CHECK(p.first_position >= 0, KernelError, "[rope] first_position {} must be >= 0", p.first_position);
   const ScopedKernelTimer timer(device, k);
   table.rope(p);
+}
+
+void attention_cached(const CachedAttentionArgs& p) {
+  constexpr std::string_view k = "attention_cached";
+  const auto [table, device] = detail::table_for(k, {p.qkv, p.keys, p.values, p.out});
+  detail::check_present(k, "qkv", p.qkv);
+  detail::check_rank(k, "qkv", *p.qkv, 2);
+  detail::check_present(k, "keys", p.keys);
+  detail::check_rank(k, "keys", *p.keys, 2);
+  const std::int64_t t = p.qkv->dim(0), d = p.qkv->dim(1) / 3, capacity = p.keys->dim(0);
+  MOERUN_CHECK(p.qkv->dim(1) == 3 * d && p.heads >= 1 && d % p.heads == 0, KernelError,
+               "[{}] qkv {} with {} heads: the columns must be q, k and v of whole heads", k, shape_string(p.qkv->shape()),
+               p.heads);
+  MOERUN_CHECK(p.past >= 0 && p.past + t <= capacity, KernelError,
+               "[{}] {} cached + {} new positions exceed the cache's {} rows", k, p.past, t, capacity);
+  detail::check_float(k, "qkv", p.qkv, p.qkv->shape());
+  detail::check_f32(k, "keys", p.keys, {capacity, d});
+  detail::check_f32(k, "values", p.values, {capacity, d});
+  detail::check_float(k, "out", p.out, {t, d});
+  MOERUN_CHECK(p.out->dtype() == p.qkv->dtype(), KernelError, "[{}] out is {} but qkv is {}: they must match", k,
+               dtype_name(p.out->dtype()), dtype_name(p.qkv->dtype()));
+  const ScopedKernelTimer timer(device, k);
+  table.attention_cached(p);
 }
 
 }  // namespace moerun::kernels

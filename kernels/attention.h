@@ -12,5 +12,7 @@ void rope(const RopeArgs& args);
 
 void attention_forward(const AttentionArgs& args);
 void attention_backward(const AttentionArgs& args);
+// Decoding: new tokens' attention against a KV cache, which it extends (CachedAttentionArgs).
+void attention_cached(const CachedAttentionArgs& args);
 
 }  // namespace moerun::kernels

@@ -53,6 +53,26 @@ Tensor AttentionLayer::backward(const Tensor& dy) {
   return dh;
 }
 
+Tensor AttentionLayer::decode(const Tensor& h, Tensor& keys, Tensor& values, std::int64_t past) const {
+  Device& dev = h.device();
+  const std::int64_t n = h.dim(0), d = config_.d_model;
+  const DType act = config_.compute_dtype;
+  Tensor qkv(dev, {n, 3 * d}, act);
+  kernels::matmul({.a = &h, .b = &w_qkv_.compute(), .c = &qkv});
+  if (config_.position == PositionKind::Rope) {
+    RopeArgs args = rope_args(qkv, false);
+    args.seq = n;
+    args.first_position = past;
+    kernels::rope(args);
+  }
+  Tensor heads(dev, {n, d}, act);
+  kernels::attention_cached(
+      {.qkv = &qkv, .keys = &keys, .values = &values, .past = past, .heads = config_.n_heads, .out = &heads});
+  Tensor y(dev, {n, d});
+  kernels::matmul({.a = &heads, .b = &w_out_.compute(), .bias = &b_out_.value, .c = &y});
+  return y;
+}
+
 void AttentionLayer::release() {
   qkv_ = Tensor();
   probs_ = Tensor();

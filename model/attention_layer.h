@@ -20,6 +20,9 @@ class AttentionLayer {
   Tensor forward(const Tensor& h, std::int64_t batch);
   Tensor backward(const Tensor& dy);  // returns dh
   void release();  // forgets what forward saved
+  // Decoding: h [n, d] of one sequence's next n positions after the `past` held in keys and
+  // values ([capacity, d], extended here). Returns [n, d]; keeps nothing.
+  Tensor decode(const Tensor& h, Tensor& keys, Tensor& values, std::int64_t past) const;
 
  private:
   RopeArgs rope_args(Tensor& qkv, bool inverse) const;

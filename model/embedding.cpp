@@ -26,6 +26,16 @@ Tensor Embedding::forward(const Tensor& tokens, std::int64_t batch) {
   return x;
 }
 
+Tensor Embedding::forward_at(const Tensor& tokens, std::int64_t first_position) const {
+  const std::int64_t n = tokens.dim(0), d = config_.d_model;
+  Tensor x(tokens.device(), {n, d});
+  kernels::gather_rows({.src = &tokens_table_.value, .index = &tokens, .dst = &x});
+  if (positions_table_ == nullptr) return x;
+  const Tensor rows = positions_table_->value.rows(first_position, first_position + n);
+  kernels::binary({.op = BinaryOp::Add, .a = &x, .b = &rows, .out = &x});
+  return x;
+}
+
 void Embedding::backward(const Tensor& dx) {
   const std::int64_t t = config_.seq_len, d = config_.d_model;
   kernels::scatter_add_rows({.src = &dx, .index = tokens_, .dst = &tokens_table_.grad});

@@ -13,6 +13,9 @@ class Embedding {
   Embedding(ParameterStore& params, const ModelConfig& config);
   // tokens: i32 [batch * seq_len], kept by the caller until backward. Returns [batch * seq_len, d].
   Tensor forward(const Tensor& tokens, std::int64_t batch);
+  // Decoding: tokens i32 [n] at positions [first_position, first_position + n) of one sequence.
+  // Returns [n, d]; keeps nothing.
+  Tensor forward_at(const Tensor& tokens, std::int64_t first_position) const;
   // Accumulates the gradients of both tables from dx [batch * seq_len, d].
   void backward(const Tensor& dx);
   Parameter& token_table() { return tokens_table_; }

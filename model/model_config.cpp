@@ -48,6 +48,12 @@ void ModelConfig::validate() const {
   MOERUN_CHECK(dense_every >= 0, ConfigError, "model.dense_every = {} must be >= 0 (0 = every block MoE)", dense_every);
   MOERUN_CHECK(aux_loss_coef >= 0.0 && z_loss_coef >= 0.0, ConfigError,
                "model.aux_loss_coef = {} and model.z_loss_coef = {} must be >= 0", aux_loss_coef, z_loss_coef);
+  MOERUN_CHECK(router_score == RouterScore::Softmax || z_loss_coef == 0.0, ConfigError,
+               "model.router_score = sigmoid has no softmax over experts for the router z-loss, but model.z_loss_coef = {}; "
+               "set model.z_loss_coef = 0 (DeepSeek-V3 uses none)",
+               z_loss_coef);
+  MOERUN_CHECK(balance_rate >= 0.0 && std::isfinite(balance_rate), ConfigError,
+               "model.balance_rate = {} must be >= 0 (DeepSeek-V3 uses 1e-3)", balance_rate);
   MOERUN_CHECK(init_std > 0.0, ConfigError, "model.init_std = {} must be > 0", init_std);
   MOERUN_CHECK(position != PositionKind::Rope || (d_model / n_heads) % 2 == 0, ConfigError,
                "model.position = rope rotates pairs of a head's columns, but model.d_model / model.n_heads = {} / {} = {} "

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "runtime/dtype.h"
+#include "runtime/kernel_table.h"
 
 namespace moerun {
 
@@ -29,6 +30,14 @@ enum class Recompute { None, Moe, Full };
 // with an fp32 scale per block of fp8_scale_block values (DeepEP's format). The experts
 // compute on what arrives; combine and every backward exchange stay in the compute dtype.
 enum class DispatchDtype { Auto, Bf16, Fp8 };
+
+// model.balance: how the router is kept from collapsing onto few experts. AuxLoss is Switch's
+// loss per micro-batch (c E sum_e f_e P_e); SeqAuxLoss the same per sequence, averaged over the
+// micro-batch's sequences (DeepSeek-V3's sequence-wise loss); AuxFree is DeepSeek-V3's bias: a
+// per-expert bias added to the scores for the top-k choice only, moved once per step by
+// balance_rate * sign(mean count - count) from the world's routed counts (with aux_loss_coef > 0
+// the sequence-wise loss is added, as DeepSeek-V3's complementary loss); None balances nothing.
+enum class Balance { AuxLoss, SeqAuxLoss, AuxFree, None };
 
 struct ModelConfig {
   // Token ids the model embeds and predicts: the byte vocabulary (259: 256 bytes, pad, bos,
@@ -58,7 +67,10 @@ struct ModelConfig {
   // Every dense_every-th block (1-based: blocks dense_every, 2*dense_every, ...) has a dense
   // FFN instead of an MoE layer; 0 = every block is MoE.
   std::int64_t dense_every = 0;
-  double aux_loss_coef = 0.01;  // Switch-style load balancing
+  RouterScore router_score = RouterScore::Softmax;  // softmax over experts, or a sigmoid each (DeepSeek-V3)
+  Balance balance = Balance::AuxLoss;
+  double balance_rate = 1e-3;  // aux_free: the bias's step per optimizer step
+  double aux_loss_coef = 0.01;  // load-balancing loss weight (aux_loss, seq_aux_loss; aux_free's complement)
   double z_loss_coef = 0.001;   // router z-loss
   bool tie_embeddings = true;
   double init_std = 0.02;
@@ -77,6 +89,10 @@ struct ModelConfig {
   // Renormalizing one gate would make it 1 and starve the router of gradient; top-1 uses the
   // raw probability as Switch Transformer does.
   bool renormalize_gates() const { return top_k > 1; }
+  // The balancing loss's weight under model.balance: none and aux_free without a coefficient have none.
+  double balance_loss_coef() const { return balance == Balance::None ? 0.0 : aux_loss_coef; }
+  // Whether the balancing loss is taken per sequence rather than per micro-batch.
+  bool balance_per_sequence() const { return balance == Balance::SeqAuxLoss || balance == Balance::AuxFree; }
   std::int64_t capacity(std::int64_t tokens) const;
 
   void validate() const;

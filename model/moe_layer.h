@@ -44,6 +44,8 @@ class MoeLayer {
   // of the experts the dispatcher now routes here (they must already be in `params`).
   void attach_local_experts(ParameterStore& params);
   static std::string expert_prefix(int layer) { return block_prefix(layer) + ".moe.experts"; }
+  // Once per optimizer step: the world's routed copies per expert (router.h's after_step).
+  void after_step(const std::vector<std::int64_t>& routed_per_expert) { router_->after_step(routed_per_expert); }
   // The dispatch plan of the last forward (which rows crossed ranks).
   const DispatchPlan& last_plan() const { return dispatch_; }
 

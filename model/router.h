@@ -37,6 +37,10 @@ class Router {
   virtual void backward(const Tensor& dcopy_gates, double aux_scale, Tensor& dh) = 0;
   // Forgets what forward saved.
   virtual void release() = 0;
+  // Once per optimizer step, after the update: the step's token-copies routed to each expert,
+  // summed over the world (every rank passes the same counts). Aux-free balancing moves its
+  // selection bias here; other policies ignore it.
+  virtual void after_step(const std::vector<std::int64_t>& routed_per_expert) { (void)routed_per_expert; }
 };
 
 // The registered policies, the default first.

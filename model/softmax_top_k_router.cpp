@@ -1,9 +1,15 @@
-// The softmax top-k router (GShard, Switch): probabilities = softmax(h W_r (+ bench bias)),
-// each token's k most probable experts with their probabilities as gates (renormalized over
-// the k when k > 1), capacity per source micro-batch, the Switch load-balancing loss
-// aux = c E sum_e f_e P_e (f_e: fraction of copies routed to e, P_e: mean probability of e)
-// and the z-loss z = c mean(logsumexp^2). The softmax, top-k and their gradient run as one
-// fused kernel (kernels/router.h).
+// The top-k router (GShard, Switch, Mixtral, DeepSeek-V3). Scores from the logits h W_r
+// (+ bench bias): a softmax over the experts, or a sigmoid per expert (model.router_score).
+// Each token takes the k experts with the highest scores (plus, under model.balance =
+// aux_free, a selection-only bias), with their scores as gates (normalized over the k when
+// k > 1), then capacity per source micro-batch. Balancing losses (model.balance):
+//   aux_loss      aux = c E sum_e f_e P_e over the micro-batch (f_e: fraction of its copies
+//                 routed to e, P_e: mean of e's probability; sigmoid: the scores over their sum)
+//   seq_aux_loss  the same per sequence, averaged over the micro-batch's sequences
+//   aux_free      bias_e += rate sign(mean count - count_e) once per step from the world's counts
+//                 (a nonzero aux_loss_coef adds the sequence-wise loss)
+// and the z-loss z = c mean(logsumexp^2) (softmax only). The scores, top-k and their
+// gradient run as one fused kernel (kernels/router.h).
 #include <cmath>
 
 #include "kernels/elementwise.h"
@@ -29,6 +35,8 @@ class SoftmaxTopKRouter final : public Router {
         bias[static_cast<std::size_t>(e)] = static_cast<float>(-config.router_zipf * std::log(double(e + 1)));
       bias_ = Tensor::from_host(params.device(), {config.experts}, bias);
     }
+    if (config.balance == Balance::AuxFree)
+      select_bias_ = &params.add_buffer(block_prefix(layer) + ".moe.router_bias", {config.experts});
   }
 
   const RouterOutput& forward(const Tensor& h) override {
@@ -44,48 +52,59 @@ class SoftmaxTopKRouter final : public Router {
     index_ = Tensor(dev, {n, k}, DType::I32);
     gates_ = Tensor(dev, {n, k});
     kernels::router_forward({.logits = &logits, .probs = &probs_, .lse = &lse_, .index = &index_, .gates = &gates_,
-                             .renormalize = config_.renormalize_gates()});
+                             .renormalize = config_.renormalize_gates(), .score = config_.router_score,
+                             .select_bias = select_bias_ != nullptr ? &select_bias_->value : nullptr});
     // Capacity and sort by expert (host bookkeeping on the choices).
-    out_.routing = plan_routing(index_.to_host_i32(), n, k, e, config_.capacity(n));
+    const std::vector<std::int32_t> choices = index_.to_host_i32();
+    out_.routing = plan_routing(choices, n, k, e, config_.capacity(n));
     const std::int64_t kept = out_.routing.kept();
     slot_of_copy_ = Tensor::from_host(dev, {kept}, out_.routing.slot_of_copy);
     out_.copy_gates = Tensor(dev, {kept, 1});
     const Tensor gate_column = gates_.reshaped({n * k, 1});
     kernels::gather_rows({.src = &gate_column, .index = &slot_of_copy_, .dst = &out_.copy_gates});
-    Tensor prob_sum(dev, {e});
-    kernels::sum_rows({.x = &probs_, .out = &prob_sum});
-    const std::vector<float> p_sum = prob_sum.to_host();
-    double aux = 0.0;
-    for (std::int64_t i = 0; i < e; ++i) aux += routed_fraction(i, n) * p_sum[static_cast<std::size_t>(i)] / double(n);
-    out_.aux_loss = n > 0 ? config_.aux_loss_coef * double(e) * aux : 0.0;
+    out_.aux_loss = balance_loss(choices, n);
     out_.z_loss = n > 0 ? config_.z_loss_coef * kernels::sum_squares(lse_) / double(n) : 0.0;
     return out_;
   }
 
   void backward(const Tensor& dcopy_gates, double aux_scale, Tensor& dh) override {
     Device& dev = dh.device();
-    const std::int64_t n = dh.dim(0), e = config_.experts, k = config_.top_k, kept = out_.routing.kept();
-    // Gradients of the kept gates (dropped copies get none), then the aux and z terms.
+    const std::int64_t n = dh.dim(0), k = config_.top_k, kept = out_.routing.kept();
+    // Gradients of the kept gates (dropped copies get none), then the balancing and z terms.
     Tensor dgates = Tensor::zeros(dev, {n * k, 1});
     const Tensor dcopy_column = dcopy_gates.reshaped({kept, 1});
     kernels::scatter_add_rows({.src = &dcopy_column, .index = &slot_of_copy_, .dst = &dgates});
-    std::vector<float> aux_weight(static_cast<std::size_t>(e), 0.0f);
-    if (n > 0) {  // d aux / d P_e summed over tokens: c E f_e / n per token
-      for (std::int64_t i = 0; i < e; ++i)
-        aux_weight[static_cast<std::size_t>(i)] =
-            static_cast<float>(aux_scale * config_.aux_loss_coef * double(e) * routed_fraction(i, n) / double(n));
-    }
-    Tensor aux_t = Tensor::from_host(dev, {e}, aux_weight);
-    Tensor dlogits(dev, {n, e});
+    // d aux / d P_{g,e} summed over a group's tokens: c E f_{g,e} / (tokens per group) / groups = c E f_{g,e} / n.
+    std::vector<float> aux_weight(balance_fractions_.size(), 0.0f);
+    for (std::size_t i = 0; i < aux_weight.size() && n > 0; ++i)
+      aux_weight[i] = static_cast<float>(aux_scale * config_.balance_loss_coef() * double(config_.experts) *
+                                         balance_fractions_[i] / double(n));
+    const std::int64_t groups = static_cast<std::int64_t>(balance_fractions_.size()) / config_.experts;
+    Tensor aux_t = Tensor::from_host(dev, {groups, config_.experts}, aux_weight);
+    Tensor dlogits(dev, {n, config_.experts});
     Tensor dgates_nk = dgates.reshaped({n, k});
     kernels::router_backward({.probs = &probs_, .lse = &lse_, .index = &index_, .gates = &gates_,
-                              .renormalize = config_.renormalize_gates(), .dgates = &dgates_nk, .aux_weight = &aux_t,
+                              .renormalize = config_.renormalize_gates(), .score = config_.router_score,
+                              .dgates = &dgates_nk, .aux_weight = &aux_t,
                               .z_scale = n > 0 ? static_cast<float>(aux_scale * 2.0 * config_.z_loss_coef / double(n)) : 0.0f,
                               .dlogits = &dlogits});
     kernels::matmul({.a = &dlogits, .b = &weights_.value, .c = &dh, .transpose_b = true, .accumulate = true});
     const Tensor h32 = fp32(*h_);
     kernels::matmul({.a = &h32, .b = &dlogits, .c = &weights_.grad, .transpose_a = true, .accumulate = true});
     release();
+  }
+
+  void after_step(const std::vector<std::int64_t>& routed_per_expert) override {
+    if (select_bias_ == nullptr || config_.balance_rate == 0.0) return;
+    double total = 0.0;
+    for (const std::int64_t c : routed_per_expert) total += double(c);
+    const double mean = total / double(routed_per_expert.size());
+    std::vector<float> bias = select_bias_->value.to_host();
+    for (std::size_t i = 0; i < bias.size(); ++i) {
+      const double gap = mean - double(routed_per_expert[i]);
+      bias[i] += static_cast<float>(config_.balance_rate * double((gap > 0.0) - (gap < 0.0)));
+    }
+    select_bias_->value = Tensor::from_host(select_bias_->value.device(), select_bias_->value.shape(), bias);
   }
 
   void release() override {
@@ -102,19 +121,43 @@ class SoftmaxTopKRouter final : public Router {
     kernels::convert(h, wide);
     return wide;
   }
-  // f_e: the fraction of this micro-batch's token-copies routed to expert e (before capacity).
-  double routed_fraction(std::int64_t expert, std::int64_t tokens) const {
-    return double(out_.routing.assigned_per_expert[static_cast<std::size_t>(expert)]) / double(tokens * config_.top_k);
+
+  // The balancing loss (coefficient included) of this micro-batch, keeping for backward f_{g,e}:
+  // the fraction of group g's token-copies routed to e (before capacity), per group of tokens
+  // (the micro-batch, or each sequence).
+  double balance_loss(const std::vector<std::int32_t>& choices, std::int64_t n) {
+    const std::int64_t e = config_.experts, k = config_.top_k;
+    // Per sequence only where the rows are whole sequences (not in one-token decoding).
+    const bool per_sequence = config_.balance_per_sequence() && n > 0 && n % config_.seq_len == 0;
+    const std::int64_t groups = per_sequence ? n / config_.seq_len : 1;
+    const std::int64_t tokens = n / groups;
+    balance_fractions_.assign(static_cast<std::size_t>(groups * e), 0.0);
+    if (n == 0 || config_.balance_loss_coef() == 0.0) return 0.0;
+    for (std::int64_t i = 0; i < n * k; ++i)
+      balance_fractions_[static_cast<std::size_t>((i / k / tokens) * e + choices[static_cast<std::size_t>(i)])] += 1.0;
+    for (double& f : balance_fractions_) f /= double(tokens * k);  // counts to fractions
+    double aux = 0.0;
+    Tensor prob_sum(probs_.device(), {e});
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const Tensor group = probs_.rows(g * tokens, (g + 1) * tokens);
+      kernels::sum_rows({.x = &group, .out = &prob_sum});
+      const std::vector<float> p_sum = prob_sum.to_host();
+      for (std::int64_t i = 0; i < e; ++i)
+        aux += balance_fractions_[static_cast<std::size_t>(g * e + i)] * p_sum[static_cast<std::size_t>(i)] / double(tokens);
+    }
+    return config_.balance_loss_coef() * double(e) * aux / double(groups);
   }
 
   const ModelConfig& config_;
   Parameter& weights_;  // [d, experts]
   Tensor bias_;         // [experts]: bench.router_zipf's fixed logit bias (empty when off)
+  Buffer* select_bias_ = nullptr;  // [experts]: aux_free's selection bias (null otherwise)
   RouterOutput out_;
   // Saved by forward for backward.
   const Tensor* h_ = nullptr;
-  Tensor probs_, lse_, index_, gates_;  // softmax outputs, [n, e], [n], i32 [n, k], [n, k]
+  Tensor probs_, lse_, index_, gates_;  // router outputs, [n, e], [n], i32 [n, k], [n, k]
   Tensor slot_of_copy_;                 // i32 [kept]: index into the [n * k] gates
+  std::vector<double> balance_fractions_;  // [groups * e]: f_{g,e}
 };
 
 }  // namespace

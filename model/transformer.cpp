@@ -71,6 +71,21 @@ struct Transformer::Block {
     return x2;
   }
 
+  // Decoding: x [n, d] at positions after `past`; the cache's layer rows are extended.
+  Tensor decode(const Tensor& x_in, Tensor& keys, Tensor& values, std::int64_t past) {
+    Tensor hn = ln1->forward(x_in);
+    Tensor a = attention.decode(hn, keys, values, past);
+    Tensor y1(x_in.device(), x_in.shape());
+    kernels::binary({.op = BinaryOp::Add, .a = &x_in, .b = &a, .out = &y1});
+    Tensor hn2 = ln2->forward(y1);
+    const std::int64_t rows[] = {hn2.dim(0)};
+    Tensor f = moe ? moe->forward(hn2) : dense->forward(hn2, rows);
+    Tensor y2(x_in.device(), x_in.shape());
+    kernels::binary({.op = BinaryOp::Add, .a = &y1, .b = &f, .out = &y2});
+    release_saved();
+    return y2;
+  }
+
   // Everything but the input x.
   void release_saved() {
     ln1->release();
@@ -124,6 +139,25 @@ Tensor Transformer::forward(const Tensor& tokens, std::int64_t batch) {
   final_out_ = final_norm_->forward(final_in_);
   Tensor logits(tokens.device(), {final_out_.dim(0), config_.vocab_size});  // fp32 for the cross-entropy
   kernels::matmul({.a = &final_out_, .b = &lm_head_->compute(), .c = &logits, .transpose_b = true});
+  return logits;
+}
+
+Tensor Transformer::decode(const Tensor& tokens, KvCache& cache) {
+  const std::int64_t n = tokens.dim(0), past = cache.length;
+  MOERUN_CHECK(past + n <= cache.capacity(), RuntimeError, "[decode] {} cached + {} new positions exceed the cache's {}",
+               past, n, cache.capacity());
+  MOERUN_CHECK(config_.position == PositionKind::Rope || past + n <= config_.seq_len, RuntimeError,
+               "[decode] position {} is past model.seq_len = {}, the last learned position", past + n - 1, config_.seq_len);
+  Tensor x = embedding_.forward_at(tokens, past);
+  for (auto& block : blocks_) {
+    const auto l = static_cast<std::size_t>(block->layer);
+    x = block->decode(x, cache.keys[l], cache.values[l], past);
+  }
+  cache.length = past + n;
+  Tensor out = final_norm_->forward(x);
+  final_norm_->release();
+  Tensor logits(tokens.device(), {n, config_.vocab_size});
+  kernels::matmul({.a = &out, .b = &lm_head_->compute(), .c = &logits, .transpose_b = true});
   return logits;
 }
 

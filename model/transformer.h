@@ -11,6 +11,7 @@
 
 #include "model/attention_layer.h"
 #include "model/embedding.h"
+#include "model/kv_cache.h"
 #include "model/norm.h"
 #include "model/moe_layer.h"
 
@@ -27,6 +28,10 @@ class Transformer {
   // tokens: i32 [batch * seq_len], kept alive by the caller until backward().
   // Returns logits [batch * seq_len, vocab]; keeps the activations for backward.
   Tensor forward(const Tensor& tokens, std::int64_t batch);
+  // Decoding (generation): tokens i32 [n], the next n positions of one sequence after the
+  // cache's; extends the cache and returns their logits [n, vocab] (fp32). The same function
+  // as forward() on the whole prefix, computed from the cached keys and values.
+  Tensor decode(const Tensor& tokens, KvCache& cache);
   // dlogits: gradient of the loss with respect to the logits. aux_scale: the weight of this
   // micro-batch's MoE auxiliary losses in the total loss. Accumulates parameter gradients.
   void backward(const Tensor& dlogits, double aux_scale);

@@ -189,6 +189,20 @@ struct AttentionArgs {
   Tensor* dqkv = nullptr;        // backward
 };
 
+// Causal attention of new tokens against a KV cache (decoding, forward only). qkv [t, 3d]: the
+// new tokens' q, k and v as the projection lays them out (q and k already rotated under RoPE).
+// keys, values [capacity, d] fp32: the cache; rows [0, past) hold the earlier positions, and
+// the new k and v are written to rows [past, past + t). Query i attends to rows [0, past + i]
+// with the same scale (1 / sqrt(head width)) and mask as attention_forward. out [t, d], in qkv's dtype.
+struct CachedAttentionArgs {
+  const Tensor* qkv = nullptr;
+  Tensor* keys = nullptr;
+  Tensor* values = nullptr;
+  std::int64_t past = 0;
+  std::int64_t heads = 0;
+  Tensor* out = nullptr;
+};
+
 // fp8 (e4m3) rows with fp32 scales: the packed format of parallel.dispatch_dtype = fp8.
 // quantize: each row of x [n, d] (f32 or bf16) becomes a row of packed (u8 [n, d + 4 d / block]):
 // d e4m3 bytes, then one fp32 scale per block of `block` values, scale = max|x| over the block
@@ -208,31 +222,48 @@ struct Fp8RowsArgs {
 // rotation (it is orthogonal), applied to dq and dk.
 struct RopeArgs {
   Tensor* qkv = nullptr;
-  std::int64_t seq = 0;
+  std::int64_t seq = 0;  // rows per sequence: row r is at position first_position + r % seq
+  std::int64_t first_position = 0;  // > 0 when decoding after a KV cache of that many positions
   std::int64_t heads = 0;
   float theta = 10000.0f;
   bool inverse = false;
 };
 
-// MoE router (top-k softmax gating) over logits [n, e].
-// forward:  probs = softmax(logits); lse[i] = logsumexp(logits[i]); index (i32 [n, k]) and
-//           vals = the k largest probs (descending, ties to the lower expert); gates = vals,
-//           divided by their row sum when renormalize.
-// backward: dvals from dgates (through the renormalization), then
-//           dprobs[i, e] = aux_weight[e] + sum_j [index[i, j] == e] dvals[i, j]
-//           dlogits = probs * (dprobs - <dprobs, probs>) + z_scale * lse[i] * probs[i, e]
-// aux_weight [e] carries the load-balancing loss gradient, z_scale the router z-loss's
-// (for z = c * mean(lse^2): z_scale = 2c / n).
+// MoE router (top-k gating) over logits [n, e], with scores s = softmax(logits) or
+// sigmoid(logits) (RouterScore).
+// forward:  probs = s (softmax) or s / sum(s) (sigmoid); lse[i] = logsumexp(logits[i]) (softmax)
+//           or log(sum(s)) (sigmoid); index (i32 [n, k]) = the k largest s + select_bias
+//           (descending, ties to the lower expert); gates = s at those experts, divided by
+//           their row sum when renormalize.
+// backward: ds from dgates (through the renormalization), plus the balancing term
+//           dprobs[i, e] = aux_weight[group of i, e] through probs; then
+//           softmax: dlogits = probs * (dprobs + ds - <dprobs + ds, probs>) + z_scale * lse[i] * probs
+//           sigmoid: dlogits = (ds + (dprobs - <dprobs, probs>) / sum(s)) * s * (1 - s)
+// aux_weight carries the load-balancing loss gradient, z_scale the router z-loss's
+// (for z = c * mean(lse^2): z_scale = 2c / n; softmax only).
+// How the router scores experts from its logits: a softmax over the experts (Switch, Mixtral), or
+// an independent sigmoid per expert (DeepSeek-V3).
+enum class RouterScore { Softmax, Sigmoid };
+
 struct RouterArgs {
   const Tensor* logits = nullptr;
+  // [n, e]: the distribution over experts that the balancing loss sees: the softmax, or the
+  // sigmoid scores divided by their sum over experts.
   Tensor* probs = nullptr;
+  // [n]: softmax: the logits' log-sum-exp (the z-loss's); sigmoid: the log of the scores' sum.
   Tensor* lse = nullptr;
-  Tensor* index = nullptr;
-  Tensor* gates = nullptr;
+  Tensor* index = nullptr;  // i32 [n, k]: the chosen experts, best first
+  Tensor* gates = nullptr;  // [n, k]: the chosen experts' scores (divided by their sum when renormalize)
   bool renormalize = true;
-  const Tensor* dgates = nullptr;      // backward
-  const Tensor* aux_weight = nullptr;  // backward
-  float z_scale = 0.0f;                // backward
+  RouterScore score = RouterScore::Softmax;
+  // Forward, optional [e]: added to the scores for the top-k choice only, never to the gates
+  // (DeepSeek-V3's aux-loss-free balancing bias).
+  const Tensor* select_bias = nullptr;
+  const Tensor* dgates = nullptr;  // backward
+  // Backward: [groups, e], d loss / d probs of every token, the same for each run of
+  // n / groups consecutive tokens (1 group: the micro-batch; one per sequence: per-sequence loss).
+  const Tensor* aux_weight = nullptr;
+  float z_scale = 0.0f;                // backward, softmax only
   Tensor* dlogits = nullptr;           // backward
 };
 
@@ -276,6 +307,7 @@ struct RouterArgs {
   X(void, router_backward, (const RouterArgs&))                                \
   X(void, attention_forward, (const AttentionArgs&))                           \
   X(void, attention_backward, (const AttentionArgs&))                          \
+  X(void, attention_cached, (const CachedAttentionArgs&))                      \
   /* primitives (or compiled kernels) created so far; flat in steady state */  \
   X(std::int64_t, primitives_created, (const Device& device))
 

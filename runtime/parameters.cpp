@@ -21,7 +21,8 @@ ParameterStore::ParameterStore(Device& device, std::uint64_t seed, double init_s
 }
 
 Parameter& ParameterStore::add(const std::string& name, Shape shape, Init init, ParamKind kind, int layer, int expert) {
-  MOERUN_CHECK(!by_name_.contains(name), RuntimeError, "[parameters] '{}' registered twice", name);
+  MOERUN_CHECK(!by_name_.contains(name) && !buffers_.contains(name), RuntimeError, "[parameters] '{}' registered twice",
+               name);
   auto p = std::make_unique<Parameter>();
   p->name = name;
   p->kind = kind;
@@ -45,6 +46,18 @@ Parameter& ParameterStore::add(const std::string& name, Shape shape, Init init, 
   Parameter& ref = *p;
   order_.push_back(p.get());
   by_name_.emplace(name, std::move(p));
+  return ref;
+}
+
+Buffer& ParameterStore::add_buffer(const std::string& name, Shape shape) {
+  MOERUN_CHECK(!by_name_.contains(name) && !buffers_.contains(name), RuntimeError, "[parameters] '{}' registered twice",
+               name);
+  auto b = std::make_unique<Buffer>();
+  b->name = name;
+  b->value = Tensor::zeros(device_, shape);
+  Buffer& ref = *b;
+  buffer_order_.push_back(b.get());
+  buffers_.emplace(name, std::move(b));
   return ref;
 }
 

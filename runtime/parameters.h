@@ -34,6 +34,13 @@ struct Parameter {
   const Tensor& compute() const { return compute_copy.defined() ? compute_copy : value; }
 };
 
+// Model state that training does not differentiate (the aux-free balancing bias): fp32, the
+// same on every rank, saved with the model in checkpoints; no gradient, no optimizer moments.
+struct Buffer {
+  std::string name;  // e.g. "layers.1.moe.router_bias"
+  Tensor value;
+};
+
 class ParameterStore {
  public:
   // compute_dtype: the dtype matmuls read weights in; bf16 gives every matrix a compute copy.
@@ -43,6 +50,9 @@ class ParameterStore {
   Parameter& add(const std::string& name, Shape shape, Init init, ParamKind kind = ParamKind::Dense, int layer = -1,
                  int expert = -1);
   Parameter& get(const std::string& name);
+  // Creates a zeroed buffer. Names are unique among parameters and buffers.
+  Buffer& add_buffer(const std::string& name, Shape shape);
+  const std::vector<Buffer*>& buffers() const { return buffer_order_; }
   bool contains(const std::string& name) const { return by_name_.contains(name); }
   // Frees a parameter (an expert that moved to another rank). Pointers to it become invalid.
   void remove(const std::string& name);
@@ -64,6 +74,8 @@ class ParameterStore {
   DType compute_dtype_;
   std::map<std::string, std::unique_ptr<Parameter>> by_name_;
   std::vector<Parameter*> order_;  // creation order: deterministic iteration
+  std::map<std::string, std::unique_ptr<Buffer>> buffers_;
+  std::vector<Buffer*> buffer_order_;
 };
 
 }  // namespace moerun

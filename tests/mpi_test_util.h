@@ -44,7 +44,15 @@ inline std::vector<std::string> tiny_training_overrides() {
           "eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "parallel.bucket_mb=0.01"};
 }
 
-// Per-step losses and the parameters one rank holds, by name.
+// The DeepSeek-MoE block on the tiny model: a shared expert, sigmoid scores, aux-free balancing
+// (a fast bias, so that it changes the routing within a test's steps) with the sequence-wise
+// loss as its complement, RMSNorm and RoPE.
+inline std::vector<std::string> deepseek_block_overrides() {
+  return {"model.shared_experts=1", "model.shared_d_ff=16", "model.router_score=\"sigmoid\"", "model.z_loss_coef=0",
+          "model.balance=\"aux_free\"", "model.balance_rate=0.01", "model.norm=\"rmsnorm\"", "model.position=\"rope\""};
+}
+
+// Per-step losses and the parameters (and model buffers) one rank holds, by name.
 struct RunResult {
   std::vector<double> losses;
   std::map<std::string, std::vector<float>> params;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/reference/reference.h"
+#include "runtime/bfloat16.h"
 #include "runtime/tensor.h"
 #include "test_device.h"
 
@@ -35,6 +36,18 @@ inline Tensor to_tensor(Device& dev, const Matrix& m) {
   std::vector<float> v(static_cast<std::size_t>(m.size()));
   for (Eigen::Index i = 0; i < m.size(); ++i) v[static_cast<std::size_t>(i)] = static_cast<float>(m.data()[i]);
   return Tensor::from_host(dev, {m.rows(), m.cols()}, v);
+}
+
+// m in the given dtype (bf16: rounded to nearest even), and m rounded as bf16 stores it.
+inline Tensor to_tensor_as(Device& dev, const Matrix& m, DType dtype) {
+  std::vector<float> v(static_cast<std::size_t>(m.size()));
+  for (Eigen::Index i = 0; i < m.size(); ++i) v[static_cast<std::size_t>(i)] = static_cast<float>(m.data()[i]);
+  return Tensor::from_host(dev, {m.rows(), m.cols()}, v, dtype);
+}
+inline Matrix rounded(const Matrix& m) {
+  Matrix r = m;
+  for (Eigen::Index i = 0; i < r.size(); ++i) r.data()[i] = bf16_to_float(float_to_bf16(static_cast<float>(r.data()[i])));
+  return r;
 }
 
 inline Tensor to_tensor(Device& dev, const Vector& x) {

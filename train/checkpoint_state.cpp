@@ -38,6 +38,10 @@ ckpt::CheckpointContent checkpoint_content(const TrainingState& s, std::int64_t 
       b.write(root, p.name, moments ? moment(s.optimizer, root, p.name) : &p.value);
     }
   };
+  for (const Buffer* buffer : s.params.buffers()) {  // the same on every rank: rank 0 writes it
+    b.declare(ckpt::Root::Model, buffer->name, buffer->value.shape());
+    if (dense_writer) b.write(ckpt::Root::Model, buffer->name, &buffer->value);
+  }
   for (const ckpt::Root root : ckpt::kRoots) {
     for (const Parameter* p : dense) {
       b.declare(root, p->name, p->value.shape());
@@ -92,6 +96,11 @@ std::optional<std::vector<Placement>> saved_placements(const ckpt::CheckpointRea
   return restored;
 }
 
+void load_model_values(const ckpt::CheckpointReader& file, ParameterStore& params, std::int64_t experts) {
+  for (Parameter* p : params.all()) ckpt::read_rows(file, ckpt::Root::Model, p->name, p->value.shape(), experts, p->value);
+  for (Buffer* b : params.buffers()) ckpt::read_rows(file, ckpt::Root::Model, b->name, b->value.shape(), 0, b->value);
+}
+
 void restore_state(const ckpt::CheckpointReader& file, const TrainingState& s) {
   const std::int64_t experts = s.config.model.experts;
   // Every tensor of the file must belong to this model: a checkpoint with a layer more is not
@@ -99,6 +108,7 @@ void restore_state(const ckpt::CheckpointReader& file, const TrainingState& s) {
   std::set<std::string> mine;  // this model's datasets, whichever experts this rank holds
   for (const Parameter* p : s.params.all())
     if (p->kind == ParamKind::Dense) mine.insert(ckpt::dataset_for(ckpt::Root::Model, p->name).path);
+  for (const Buffer* b : s.params.buffers()) mine.insert(ckpt::dataset_for(ckpt::Root::Model, b->name).path);
   for (int block : s.moe_blocks)
     for (const std::string& name : FeedForwardSet::weight_names(s.config.model, MoeLayer::expert_prefix(block), 0))
       mine.insert(ckpt::dataset_for(ckpt::Root::Model, name).path);
@@ -109,9 +119,9 @@ void restore_state(const ckpt::CheckpointReader& file, const TrainingState& s) {
                  "resume with the config stored in it (moerun-ckpt config {})",
                  file.path(), d.path, file.path());
   }
+  load_model_values(file, s.params, experts);
   for (Parameter* p : s.params.all()) {
     AdamW::Moments& m = s.optimizer.moments(p->name);
-    ckpt::read_rows(file, ckpt::Root::Model, p->name, p->value.shape(), experts, p->value);
     ckpt::read_rows(file, ckpt::Root::MomentM, p->name, p->value.shape(), experts, m.m, m.rows.begin);
     ckpt::read_rows(file, ckpt::Root::MomentV, p->name, p->value.shape(), experts, m.v, m.rows.begin);
   }

@@ -38,6 +38,9 @@ ckpt::CheckpointContent checkpoint_content(const TrainingState& state, std::int6
 
 // The saved placement when the file was written with this expert-parallel size and layers.
 std::optional<std::vector<Placement>> saved_placements(const ckpt::CheckpointReader& file, int ep, std::size_t layers);
+// The values of every parameter in `params` (experts: the rows of the ones it holds) and every
+// buffer, from the file's model. Generation loads a model with it.
+void load_model_values(const ckpt::CheckpointReader& file, ParameterStore& params, std::int64_t experts);
 // Parameters, moments (this rank's rows) and the load monitor, from the file.
 void restore_state(const ckpt::CheckpointReader& file, const TrainingState& state);
 

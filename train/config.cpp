@@ -149,7 +149,22 @@ const std::vector<Key>& keys() {
                           "RoPE base: pair i of a head turns by position x rope_theta^(-2i / head width)"));
     k.push_back(int_key("model.dense_every", &C::model, &ModelConfig::dense_every,
                         "every n-th block has a dense FFN instead of MoE; 0 = all MoE"));
-    k.push_back(float_key("model.aux_loss_coef", &C::model, &ModelConfig::aux_loss_coef, "load-balancing loss weight"));
+    k.push_back(enum_key("model.router_score", &C::model, &ModelConfig::router_score,
+                         {{"softmax", RouterScore::Softmax}, {"sigmoid", RouterScore::Sigmoid}},
+                         "expert scores from the router logits: softmax over the experts (Switch, Mixtral) or a sigmoid "
+                         "per expert (DeepSeek-V3; needs model.z_loss_coef = 0); the gates are the chosen scores, "
+                         "normalized over the k when top_k > 1"));
+    k.push_back(enum_key("model.balance", &C::model, &ModelConfig::balance,
+                         {{"aux_loss", Balance::AuxLoss}, {"seq_aux_loss", Balance::SeqAuxLoss},
+                          {"aux_free", Balance::AuxFree}, {"none", Balance::None}},
+                         "load balancing: aux_loss (Switch's loss per micro-batch), seq_aux_loss (the same per "
+                         "sequence), aux_free (DeepSeek-V3's selection bias, moved by model.balance_rate each step; "
+                         "a nonzero model.aux_loss_coef adds the sequence-wise loss), none"));
+    k.push_back(float_key("model.balance_rate", &C::model, &ModelConfig::balance_rate,
+                          "aux_free: bias += rate * sign(mean count - count) per expert after every step"));
+    k.push_back(float_key("model.aux_loss_coef", &C::model, &ModelConfig::aux_loss_coef,
+                          "load-balancing loss weight (model.balance = aux_loss or seq_aux_loss; aux_free's "
+                          "sequence-wise complement)"));
     k.push_back(float_key("model.z_loss_coef", &C::model, &ModelConfig::z_loss_coef, "router z-loss weight"));
     k.push_back(bool_key("model.tie_embeddings", &C::model, &ModelConfig::tie_embeddings, "LM head shares the token embedding"));
     k.push_back(float_key("model.init_std", &C::model, &ModelConfig::init_std, "std of the normal weight initialization"));
@@ -407,6 +422,22 @@ void apply_file_and_overrides(Config& c, const std::optional<std::string>& file,
   c.model.validate();
 }
 }  // namespace
+
+std::vector<std::string> Config::notes() const {
+  std::vector<std::string> notes;
+  if (balance.policy != BalancePolicy::None && parallel.ep == 1)
+    notes.push_back("balance.policy has no effect with parallel.ep = 1 (every rank holds every expert)");
+  if (model.router_zipf > 0)
+    notes.push_back(fmt::format("bench.router_zipf = {} biases the router (benchmark setting, changes the math)",
+                                model.router_zipf));
+  if (model.balance == Balance::AuxFree && model.aux_loss_coef > 0)
+    notes.push_back(fmt::format("model.balance = aux_free with model.aux_loss_coef = {}: the selection bias balances and the "
+                                "sequence-wise aux loss is added too (DeepSeek-V3 uses 1e-4); set model.aux_loss_coef = 0 "
+                                "for the bias alone", model.aux_loss_coef));
+  if (model.balance == Balance::None && model.aux_loss_coef > 0)
+    notes.push_back(fmt::format("model.balance = none ignores model.aux_loss_coef = {}", model.aux_loss_coef));
+  return notes;
+}
 
 void Config::validate(int world_size) const {
   model.validate();

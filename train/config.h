@@ -111,6 +111,9 @@ struct Config {
   // Rules that need the world size: batch divisibility, expert-parallel shape.
   void validate(int world_size) const;
   nlohmann::json to_json() const;
+  // Settings that are allowed but easy to misread (a key without effect in this combination, a
+  // benchmark setting that changes the math): one sentence each, for the run's log.
+  std::vector<std::string> notes() const;
   // Markdown table of every key: name, type, default, meaning.
   static std::string reference_markdown();
 

@@ -274,6 +274,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   if (!r.update_skipped) {
     kernels::clip_by_norm(grads, r.grad_norm, config_.train.grad_clip);
     optimizer_->step(step, r.lr);
+    for (std::size_t i = 0; i < moe_layers; ++i) model_->moe_layer(moe_blocks_[i]).after_step(r.expert_counts[i]);
   }
   if (config_.train.shard_optimizer && !r.update_skipped) {  // ZeRO-1: every rank gets the rows the others updated
     const auto gather_start = Clock::now();
@@ -304,11 +305,7 @@ void Trainer::log_start() {
                             recompute_name(config_.train.recompute), exchange == "none" ? "no" : exchange, device_.name()));
   log_->memory_estimate(memory_estimate_);
   log_->precision(config_.model.compute_dtype, device_.dtype_path(config_.model.compute_dtype));
-  if (rebalancer_->policy() != BalancePolicy::None && topology_->ep() == 1)
-    log_->message("note: balance.policy has no effect with parallel.ep = 1 (every rank holds every expert)");
-  if (config_.model.router_zipf > 0)
-    log_->message(fmt::format("note: bench.router_zipf = {} biases the router (benchmark setting, changes the math)",
-                              config_.model.router_zipf));
+  for (const std::string& note : config_.notes()) log_->message("note: " + note);
 }
 
 TrainSummary Trainer::run() {

@@ -165,11 +165,11 @@ Matrix gather_rows(const Matrix& src, const Index& index, const Vector* scale) {
   return dst;
 }
 
-Matrix rope(const Matrix& qkv, int seq, int heads, double theta, bool inverse) {
+Matrix rope(const Matrix& qkv, int seq, int heads, double theta, bool inverse, int first_position) {
   Matrix out = qkv;
   const Eigen::Index d = qkv.cols() / 3, hd = d / heads, half = hd / 2;
   for (Eigen::Index r = 0; r < qkv.rows(); ++r) {
-    const double pos = double(r % seq);
+    const double pos = double(first_position + r % seq);
     for (int part = 0; part < 2; ++part)
       for (int h = 0; h < heads; ++h)
         for (Eigen::Index i = 0; i < half; ++i) {
@@ -265,35 +265,66 @@ Matrix attention_backward(const Matrix& qkv, int batch, int seq, int heads, cons
   return dqkv;
 }
 
-Router router(const Matrix& logits, int k, bool renormalize) {
-  Router r{softmax_rows(logits), Vector(logits.rows()), Index(), Matrix(logits.rows(), k)};
-  const TopK top = top_k(r.probs, k);
-  r.index = top.indices;
-  for (Eigen::Index i = 0; i < logits.rows(); ++i) {
-    const double mx = logits.row(i).maxCoeff();
-    r.lse(i) = mx + std::log((logits.row(i).array() - mx).exp().sum());
-    const double total = renormalize ? top.values.row(i).sum() : 1.0;
-    r.gates.row(i) = top.values.row(i) / total;
+Router router(const Matrix& logits, int k, bool renormalize, bool sigmoid, const Vector* bias) {
+  const Eigen::Index n = logits.rows(), e = logits.cols();
+  Router r{Matrix(n, e), Vector(n), Index(static_cast<std::size_t>(n * k)), Matrix(n, k)};
+  Matrix scores = sigmoid ? Matrix((1.0 + (-logits.array()).exp()).inverse()) : softmax_rows(logits);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    if (sigmoid) {
+      const double sum = scores.row(i).sum();
+      r.probs.row(i) = scores.row(i) / sum;
+      r.lse(i) = std::log(sum);
+    } else {
+      r.probs.row(i) = scores.row(i);
+      const double mx = logits.row(i).maxCoeff();
+      r.lse(i) = mx + std::log((logits.row(i).array() - mx).exp().sum());
+    }
+    std::vector<int> order(static_cast<std::size_t>(e));
+    std::iota(order.begin(), order.end(), 0);
+    auto choice = [&](int j) { return scores(i, j) + (bias != nullptr ? (*bias)(j) : 0.0); };
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return choice(a) > choice(b); });
+    double total = 0.0;
+    for (int j = 0; j < k; ++j) total += scores(i, order[static_cast<std::size_t>(j)]);
+    for (int j = 0; j < k; ++j) {
+      const int expert = order[static_cast<std::size_t>(j)];
+      r.index[static_cast<std::size_t>(i * k + j)] = expert;
+      r.gates(i, j) = scores(i, expert) / (renormalize ? total : 1.0);
+    }
   }
   return r;
 }
 
-Matrix router_backward(const Matrix& logits, int k, bool renormalize, const Matrix& dgates, const Vector& aux_weight,
-                       double z_scale) {
-  const Router r = router(logits, k, renormalize);
-  Matrix dprobs = Matrix::Zero(logits.rows(), logits.cols());
-  for (Eigen::Index i = 0; i < logits.rows(); ++i) {
-    dprobs.row(i) = aux_weight.transpose();
+Matrix router_backward(const Matrix& logits, int k, bool renormalize, const Matrix& dgates, const Matrix& aux_weight,
+                       double z_scale, bool sigmoid, const Vector* bias) {
+  const Router r = router(logits, k, renormalize, sigmoid, bias);
+  const Eigen::Index n = logits.rows(), e = logits.cols(), per_group = n > 0 ? n / aux_weight.rows() : 1;
+  // dscores from the gates: g_j = s_j / sum of the chosen s (or s_j).
+  Matrix dscores = Matrix::Zero(n, e);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double scale = sigmoid ? std::exp(r.lse(i)) : 1.0;
     double vsum = 0.0;
-    for (int j = 0; j < k; ++j) vsum += r.probs(i, r.index[static_cast<std::size_t>(i * k + j)]);
+    for (int j = 0; j < k; ++j) vsum += r.probs(i, r.index[static_cast<std::size_t>(i * k + j)]) * scale;
     const double dot = dgates.row(i).dot(r.gates.row(i));
-    for (int j = 0; j < k; ++j) {
-      const double dv = renormalize ? (dgates(i, j) - dot) / vsum : dgates(i, j);
-      dprobs(i, r.index[static_cast<std::size_t>(i * k + j)]) += dv;
+    for (int j = 0; j < k; ++j)
+      dscores(i, r.index[static_cast<std::size_t>(i * k + j)]) += renormalize ? (dgates(i, j) - dot) / vsum : dgates(i, j);
+  }
+  Matrix dprobs(n, e);
+  for (Eigen::Index i = 0; i < n; ++i) dprobs.row(i) = aux_weight.row(i / per_group);
+  if (!sigmoid) {
+    Matrix dlogits = softmax_rows_backward(r.probs, dprobs + dscores);
+    for (Eigen::Index i = 0; i < n; ++i) dlogits.row(i) += z_scale * r.lse(i) * r.probs.row(i);
+    return dlogits;
+  }
+  // probs = s / sum(s): ds_j += (dprobs_j - <dprobs, probs>) / sum(s); then ds / dlogits = s (1 - s).
+  Matrix dlogits(n, e);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double sum = std::exp(r.lse(i));
+    const double inner = dprobs.row(i).dot(r.probs.row(i));
+    for (Eigen::Index j = 0; j < e; ++j) {
+      const double s = r.probs(i, j) * sum;
+      dlogits(i, j) = (dscores(i, j) + (dprobs(i, j) - inner) / sum) * s * (1.0 - s);
     }
   }
-  Matrix dlogits = softmax_rows_backward(r.probs, dprobs);
-  for (Eigen::Index i = 0; i < logits.rows(); ++i) dlogits.row(i) += z_scale * r.lse(i) * r.probs.row(i);
   return dlogits;
 }
 

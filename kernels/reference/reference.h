@@ -70,7 +70,7 @@ struct Fp8RoundTrip {
 Fp8RoundTrip fp8_round_trip(const Matrix& x, int block);
 
 // RoPE on the q and k parts of qkv [b*t, 3d] (half-split pairs; see RopeArgs), in double.
-Matrix rope(const Matrix& qkv, int seq, int heads, double theta, bool inverse = false);
+Matrix rope(const Matrix& qkv, int seq, int heads, double theta, bool inverse = false, int first_position = 0);
 
 struct Attention {
   Matrix out;    // [b*t, d]
@@ -85,9 +85,12 @@ struct Router {
   Index index;  // [n, k]
   Matrix gates;
 };
-Router router(const Matrix& logits, int k, bool renormalize);
-Matrix router_backward(const Matrix& logits, int k, bool renormalize, const Matrix& dgates, const Vector& aux_weight,
-                       double z_scale);
+// sigmoid: scores s = sigmoid(logits), probs = s / sum(s), lse = log(sum(s)); else the softmax.
+// bias (optional): added to the scores for the choice of the k, not to the gates.
+// aux_weight [groups, e]: d loss / d probs for each run of n / groups tokens.
+Router router(const Matrix& logits, int k, bool renormalize, bool sigmoid = false, const Vector* bias = nullptr);
+Matrix router_backward(const Matrix& logits, int k, bool renormalize, const Matrix& dgates, const Matrix& aux_weight,
+                       double z_scale, bool sigmoid = false, const Vector* bias = nullptr);
 
 struct AdamWState {
   Vector param, m, v;

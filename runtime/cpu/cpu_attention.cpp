@@ -149,3 +149,49 @@ void attention_backward(const AttentionArgs& p) {
 }
 
 }  // namespace moerun::cpu
+
+namespace moerun::cpu {
+
+// Decoding touches each cached key and value once per new token: a memory-bound loop, no
+// primitive. Scores and softmax in fp32 (double sums), as attention_forward computes them.
+void attention_cached(const CachedAttentionArgs& p) {
+  const std::int64_t t = p.qkv->dim(0), d = p.qkv->dim(1) / 3, h = p.heads, hd = d / h;
+  float* keys = static_cast<float*>(p.keys->data());
+  float* values = static_cast<float*>(p.values->data());
+  const float scale = static_cast<float>(1.0 / std::sqrt(double(hd)));
+  with_typed(*p.qkv, [&](const auto* qkv) {
+    for (std::int64_t i = 0; i < t; ++i)  // the new k and v join the cache
+      for (std::int64_t c = 0; c < d; ++c) {
+        keys[(p.past + i) * d + c] = load(qkv, i * 3 * d + d + c);
+        values[(p.past + i) * d + c] = load(qkv, i * 3 * d + 2 * d + c);
+      }
+  });
+  with_typed(*p.out, [&](auto* out) {
+    with_typed(*p.qkv, [&](const auto* qkv) {
+#pragma omp parallel for collapse(2) if (t * h > 1)
+      for (std::int64_t i = 0; i < t; ++i) {
+        for (std::int64_t head = 0; head < h; ++head) {
+          const std::int64_t visible = p.past + i + 1;
+          std::vector<float> scores(static_cast<std::size_t>(visible));
+          float top = -std::numeric_limits<float>::infinity();
+          for (std::int64_t j = 0; j < visible; ++j) {
+            float dot = 0.0f;
+            for (std::int64_t c = 0; c < hd; ++c) dot += load(qkv, i * 3 * d + head * hd + c) * keys[j * d + head * hd + c];
+            scores[static_cast<std::size_t>(j)] = dot * scale;
+            top = std::max(top, scores[static_cast<std::size_t>(j)]);
+          }
+          double sum = 0.0;
+          for (float& s : scores) sum += (s = std::exp(s - top));
+          std::vector<double> acc(static_cast<std::size_t>(hd), 0.0);
+          for (std::int64_t j = 0; j < visible; ++j)
+            for (std::int64_t c = 0; c < hd; ++c)
+              acc[static_cast<std::size_t>(c)] += double(scores[static_cast<std::size_t>(j)]) * values[j * d + head * hd + c];
+          for (std::int64_t c = 0; c < hd; ++c)
+            store(out, i * d + head * hd + c, static_cast<float>(acc[static_cast<std::size_t>(c)] / sum));
+        }
+      }
+    });
+  });
+}
+
+}  // namespace moerun::cpu

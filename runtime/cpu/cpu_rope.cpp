@@ -13,7 +13,7 @@ void rope(const RopeArgs& p) {
   std::vector<float> cosines(static_cast<std::size_t>(p.seq * half)), sines(cosines.size());
   for (std::int64_t pos = 0; pos < p.seq; ++pos) {
     for (std::int64_t i = 0; i < half; ++i) {
-      const double angle = double(pos) * std::pow(double(p.theta), -2.0 * double(i) / double(hd));
+      const double angle = double(p.first_position + pos) * std::pow(double(p.theta), -2.0 * double(i) / double(hd));
       cosines[static_cast<std::size_t>(pos * half + i)] = static_cast<float>(std::cos(angle));
       sines[static_cast<std::size_t>(pos * half + i)] = static_cast<float>((p.inverse ? -1.0 : 1.0) * std::sin(angle));
     }

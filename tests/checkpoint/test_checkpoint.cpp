@@ -22,9 +22,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Config tiny(std::int64_t ep, std::int64_t steps) {
+Config tiny(std::int64_t ep, std::int64_t steps, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> sets = tiny_training_overrides();
   sets.push_back("model.capacity_factor=1.0");
+  sets.insert(sets.end(), extra.begin(), extra.end());
   Config c = Config::load(std::nullopt, sets);
   c.train.steps = steps;
   c.parallel.ep = ep;
@@ -34,6 +35,7 @@ Config tiny(std::int64_t ep, std::int64_t steps) {
 std::map<std::string, std::vector<float>> values(Trainer& t) {
   std::map<std::string, std::vector<float>> out;
   for (Parameter* p : t.parameters().all()) out[p->name] = p->value.to_host();
+  for (Buffer* b : t.parameters().buffers()) out[b->name] = b->value.to_host();  // the aux-free bias
   return out;
 }
 
@@ -42,10 +44,10 @@ struct Reference {
   std::vector<double> losses;
   std::map<std::string, std::vector<float>> params;
 };
-Reference one_process_reference(std::int64_t steps) {
+Reference one_process_reference(std::int64_t steps, const std::vector<std::string>& extra) {
   LocalGroup alone;
   TestDevice dev;
-  Trainer t(tiny(1, steps), alone, dev, "");
+  Trainer t(tiny(1, steps, extra), alone, dev, "");
   Reference r;
   for (std::int64_t s = 1; s <= steps; ++s) r.losses.push_back(t.train_step(s).loss);
   r.params = values(t);
@@ -137,16 +139,15 @@ TEST(Checkpoint, ResumeIsBitIdenticalOnTheSameLayout) {
   }
 }
 
-TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
+static void expect_resume_on_other_world_shapes(const std::vector<std::string>& extra, const std::string& tag) {
   auto w = world();
-  if (w->size() != 4) GTEST_SKIP() << "needs 4 ranks (W=4 -> W=2 -> W=1)";
-  const std::string dir_a = shared_dir(*w, "reshape_a"), dir_b = dir_a + "_b";
+  const std::string dir_a = shared_dir(*w, "reshape_a" + tag), dir_b = dir_a + "_b";
   LocalGroup alone;
-  const auto [reference, p_reference] = one_process_reference(12);
+  const auto [reference, p_reference] = one_process_reference(12, extra);
   std::vector<double> losses;
   {  // W = 4, ep = 4, with an adaptive placement (expert 0 replicated) in the checkpoint
     TestDevice dev;
-    Config c = tiny(4, 12);
+    Config c = tiny(4, 12, extra);
     Trainer t(c, *w, dev, dir_a);
     for (std::int64_t s = 1; s <= 4; ++s) {
       losses.push_back(t.train_step(s).loss);
@@ -160,7 +161,7 @@ TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
   auto pair = w->split(w->rank() < 2 ? 0 : -1, w->rank(), "pair");
   if (pair) {  // W = 2, ep = 2
     TestDevice dev;
-    Trainer t(tiny(2, 12), *pair, dev, dir_b);
+    Trainer t(tiny(2, 12, extra), *pair, dev, dir_b);
     t.restore(dir_a);
     for (std::int64_t s = 5; s <= 8; ++s) losses.push_back(t.train_step(s).loss);
     t.save_checkpoint(8);
@@ -168,7 +169,7 @@ TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
   w->barrier();
   if (w->rank() == 0) {  // W = 1
     TestDevice dev;
-    Trainer t(tiny(1, 12), alone, dev, "");
+    Trainer t(tiny(1, 12, extra), alone, dev, "");
     t.restore(dir_b + "/checkpoints");
     for (std::int64_t s = 9; s <= 12; ++s) losses.push_back(t.train_step(s).loss);
     ASSERT_EQ(losses.size(), reference.size());
@@ -182,6 +183,17 @@ TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
   }
 }
 
+TEST(Checkpoint, ResumesOnOtherWorldShapesWithTheSameLosses) {
+  if (world()->size() != 4) GTEST_SKIP() << "needs 4 ranks (W=4 -> W=2 -> W=1)";
+  expect_resume_on_other_world_shapes({}, "");
+}
+
+// The aux-free bias is model state: saved, restored on another layout, the same on every rank.
+TEST(Checkpoint, DeepSeekBlockResumesOnOtherWorldShapesBiasIncluded) {
+  if (world()->size() != 4) GTEST_SKIP() << "needs 4 ranks (W=4 -> W=2 -> W=1)";
+  expect_resume_on_other_world_shapes(deepseek_block_overrides(), "_deepseek");
+}
+
 // ZeRO-1 leaves the file format alone: sharded moments are written as the logical tensors
 // (each rank its rows), so a sharded checkpoint resumes sharded on the same world and unsharded
 // on one process, both with the one-process losses and parameters. ep = 2 at 4 ranks shards
@@ -191,7 +203,7 @@ TEST(Checkpoint, ShardedOptimizerWritesTheLogicalTensors) {
   const std::string dir = shared_dir(*w, "zero1");
   const std::int64_t ep = w->size() >= 4 ? 2 : 1;
   LocalGroup alone;
-  const auto [reference, p_reference] = one_process_reference(8);
+  const auto [reference, p_reference] = one_process_reference(8, {});
   auto expect_reference = [&](const std::vector<double>& losses, Trainer& t) {
     for (std::size_t s = 0; s < losses.size(); ++s)
       EXPECT_NEAR(losses[s], reference[s + 4], 1e-5 * std::abs(reference[s + 4])) << "step " << s + 5;

@@ -66,4 +66,48 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
                          ::testing::Values(AttnCase{1, 1, 1, 4}, AttnCase{2, 5, 2, 3}, AttnCase{1, 7, 3, 4},
                                            AttnCase{0, 4, 2, 2}, AttnCase{3, 33, 4, 8}));
 
+// Decoding rotates new rows at their positions after the cache: rows [3, 7) of a sequence of 7,
+// rotated alone with first_position 3, equal the same rows rotated with the whole sequence.
+TEST(Rope, FirstPositionContinuesTheSequence) {
+  const int t = 7, h = 2, hd = 6, first = 3;
+  const std::int64_t d = h * hd;
+  const Matrix x = random_matrix(t, 3 * d, 193);
+  Tensor tail = to_tensor(device(), Matrix(x.bottomRows(t - first)));
+  kernels::rope({.qkv = &tail, .seq = t - first, .first_position = first, .heads = h, .theta = 100.0f});
+  EXPECT_TRUE(all_close(to_matrix(tail), Matrix(reference::rope(x, t, h, 100.0).bottomRows(t - first)), 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(to_matrix(tail), reference::rope(Matrix(x.bottomRows(t - first)), t - first, h, 100.0, false, first),
+                        1e-5, 1e-6));
+}
+
+// Decoding with a KV cache: a prefill of 5 positions, then one position at a time, gives the
+// rows of full causal attention over the whole sequence; the cache holds every k and v.
+TEST(CachedAttention, PrefillThenOneAtATimeEqualsFullAttention) {
+  const int t = 9, h = 3, hd = 4, prefill = 5;
+  const std::int64_t d = h * hd;
+  const Matrix qkv = random_matrix(t, 3 * d, 191);
+  const auto ref = reference::attention(qkv, 1, t, h);
+  for (const DType type : {DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(type));
+    // bf16: the reference sees the same rounded inputs.
+    const Matrix input = type == DType::F32 ? qkv : rounded(qkv);
+    const auto want = type == DType::F32 ? ref : reference::attention(input, 1, t, h);
+    Tensor keys = Tensor::zeros(device(), {t + 2, d}), values = Tensor::zeros(device(), {t + 2, d});
+    Matrix got(t, d);
+    for (std::int64_t past = 0; past < t;) {
+      const std::int64_t n = past == 0 ? prefill : 1;
+      const Tensor chunk = to_tensor_as(device(), Matrix(input.middleRows(past, n)), type);
+      Tensor out(device(), {n, d}, type);
+      kernels::attention_cached({.qkv = &chunk, .keys = &keys, .values = &values, .past = past, .heads = h, .out = &out});
+      got.middleRows(past, n) = to_matrix(out, n, d);
+      past += n;
+    }
+    EXPECT_TRUE(all_close(got, want.out, type == DType::F32 ? 1e-5 : 1e-2, type == DType::F32 ? 1e-5 : 1e-2));
+    EXPECT_TRUE(all_close(Matrix(to_matrix(keys, t + 2, d).topRows(t)), Matrix(input.middleCols(d, d)), 0.0, 0.0));
+  }
+  Tensor keys(device(), {4, d}), values(device(), {4, d}), out(device(), {2, d});
+  const Tensor two = to_tensor(device(), random_matrix(2, 3 * d, 192));
+  EXPECT_THROW(kernels::attention_cached({.qkv = &two, .keys = &keys, .values = &values, .past = 3, .heads = h, .out = &out}),
+               KernelError);  // 3 + 2 positions in a cache of 4
+}
+
 }  // namespace moerun::test

@@ -24,18 +24,6 @@ namespace {
 
 constexpr double kU = kBf16Epsilon;
 
-Matrix rounded(const Matrix& m) {
-  Matrix r = m;
-  for (Eigen::Index i = 0; i < r.size(); ++i) r.data()[i] = bf16_to_float(float_to_bf16(static_cast<float>(r.data()[i])));
-  return r;
-}
-
-Tensor to_tensor_as(Device& dev, const Matrix& m, DType dtype) {
-  std::vector<float> v(static_cast<std::size_t>(m.size()));
-  for (Eigen::Index i = 0; i < m.size(); ++i) v[static_cast<std::size_t>(i)] = static_cast<float>(m.data()[i]);
-  return Tensor::from_host(dev, {m.rows(), m.cols()}, v, dtype);
-}
-
 // Every entry of actual within bound(i) of expected; reports the worst entry.
 ::testing::AssertionResult within(const Matrix& actual, const Matrix& expected, const Matrix& bound) {
   for (Eigen::Index i = 0; i < actual.size(); ++i) {

@@ -19,8 +19,9 @@ namespace {
 constexpr std::int64_t kSteps = 12;
 constexpr int kExperts = 8;  // 2 per rank at ep 4: every policy has room to act
 
-Config tiny(std::int64_t ep, const std::string& policy) {
+Config tiny(std::int64_t ep, const std::string& policy, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> sets = tiny_training_overrides();
+  sets.insert(sets.end(), extra.begin(), extra.end());
   sets.insert(sets.end(), {"model.experts=8", "bench.router_zipf=1.2", "model.capacity_factor=1.0", "balance.interval=2",
                            "balance.threshold=0", "balance.force=true", "balance.max_experts_per_rank=6"});
   sets.push_back("balance.policy=\"" + policy + "\"");
@@ -64,6 +65,7 @@ AdaptiveRun train(const Config& c, ProcessGroup& group, const PlacementHook& for
     }
   }
   for (Parameter* p : trainer.parameters().all()) r.params[p->name] = p->value.to_host();
+  for (Buffer* b : trainer.parameters().buffers()) r.params[b->name] = b->value.to_host();
   return r;
 }
 
@@ -122,6 +124,20 @@ TEST(AdaptiveTraining, ForcedPlacementsMoveEveryExpertAndReplicateOneEverywhere)
 // ZeRO-1 with migration: at world 4 and ep 2 each expert's moments are split over its two
 // expert-data-parallel copies, and a moved expert's shard travels with it.
 TEST(AdaptiveTraining, ForcedPlacementsWithShardedOptimizer) { expect_forced_placements_keep_the_math(true); }
+
+// The DeepSeek-MoE block under the same forced placements: the aux-free bias stays with the
+// (replicated) router, so moving and replicating experts leaves its routing unchanged.
+TEST(AdaptiveTraining, DeepSeekBlockForcedPlacementsKeepTheMath) {
+  auto w = world();
+  if (w->size() == 1) GTEST_SKIP() << "placements need ep > 1";
+  LocalGroup alone;
+  const AdaptiveRun static_run = train(tiny(1, "none", deepseek_block_overrides()), alone);
+  const std::int64_t ep = w->size();
+  const AdaptiveRun run = train(tiny(ep, "none", deepseek_block_overrides()), *w, forced_placements(static_cast<int>(ep)));
+  EXPECT_EQ(run.changes, 4);
+  EXPECT_TRUE(run.params.contains("layers.0.moe.router_bias"));
+  expect_same_training(run, static_run);
+}
 
 TEST(AdaptiveTraining, PlannerDecisionsForEveryPolicyKeepTheMath) {
   auto w = world();

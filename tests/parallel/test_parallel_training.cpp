@@ -5,6 +5,7 @@
 // after 20 steps, in dropless mode and with a capacity factor.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -17,8 +18,10 @@ namespace {
 
 constexpr std::int64_t kSteps = 20;
 
-Config tiny(double capacity_factor, std::int64_t ep) {
-  Config c = Config::load(std::nullopt, tiny_training_overrides());
+Config tiny(double capacity_factor, std::int64_t ep, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> sets = tiny_training_overrides();
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  Config c = Config::load(std::nullopt, sets);
   c.model.capacity_factor = capacity_factor;
   c.train.steps = kSteps;
   c.parallel.ep = ep;
@@ -31,6 +34,7 @@ RunResult train(const Config& c, ProcessGroup& group) {
   RunResult r;
   for (std::int64_t step = 1; step <= c.train.steps; ++step) r.losses.push_back(trainer.train_step(step).loss);
   for (Parameter* p : trainer.parameters().all()) r.params[p->name] = p->value.to_host();
+  for (Buffer* b : trainer.parameters().buffers()) r.params[b->name] = b->value.to_host();
   return r;
 }
 
@@ -122,6 +126,26 @@ TEST(ParallelTraining, SharedExpertsRmsNormRopeSameAsOneProcess) {
   const RunResult reference = train(with(tiny(0.0, 1)), alone);
   SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << w->size() << ", shared experts, rmsnorm, rope");
   expect_same_training(train(with(tiny(0.0, w->size())), *w), reference);
+}
+
+// The DeepSeek-MoE block: sigmoid scores, the aux-free bias moved from the world's counts each
+// step (the same bias on every rank), the sequence-wise loss, a shared expert. The bias is
+// compared with the one-process run's like a parameter.
+TEST(ParallelTraining, DeepSeekBlockSameAsOneProcess) {
+  auto w = world();
+  LocalGroup alone;
+  const RunResult reference = train(tiny(1.0, 1, deepseek_block_overrides()), alone);
+  for (const char* name : {"layers.0.moe.router_bias", "layers.1.moe.router_bias"}) {
+    ASSERT_TRUE(reference.params.contains(name)) << name;
+    const auto& bias = reference.params.at(name);
+    EXPECT_TRUE(std::any_of(bias.begin(), bias.end(), [](float b) { return b != 0.0f; })) << name << " never moved";
+  }
+  for (std::int64_t ep = 2; ep <= w->size(); ep *= 2) {
+    SCOPED_TRACE(::testing::Message() << "world " << w->size() << ", ep " << ep << ", deepseek block");
+    const RunResult run = train(tiny(1.0, ep, deepseek_block_overrides()), *w);
+    EXPECT_TRUE(run.params.contains("layers.1.moe.router_bias"));
+    expect_same_training(run, reference);
+  }
 }
 
 }  // namespace moerun::test
