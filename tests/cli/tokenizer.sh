@@ -4,10 +4,14 @@
 # it with model.vocab_size from the tokenizer: the loss falls and the evaluation reports bits
 # per byte. A wrong model.vocab_size, and a tokenizer that is not the one the file was encoded
 # with, are refused naming the fix; a truncated token file is refused against its sidecar; a
-# separate held-out file (data.valid_source) is used for the validation loss.
-#   tokenizer.sh MOERUN MOERUN_DATA DOCS_DIR WORKDIR
+# separate held-out file (data.valid_source) is used for the validation loss. moerun-generate
+# continues a prompt from the checkpoint through the same tokenizer (found by the sidecar), the
+# same seed giving the same text; it refuses a changed tokenizer, a prompt longer than the
+# context, a change of the model's shape and a missing checkpoint; a byte-level model generates
+# through the byte codec.
+#   tokenizer.sh MOERUN MOERUN_DATA MOERUN_GENERATE DOCS_DIR WORKDIR
 set -u
-moerun=$1 data=$2 docs=$3 work=$4
+moerun=$1 data=$2 generate=$3 docs=$4 work=$5
 rm -rf "$work"
 mkdir -p "$work"
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -28,6 +32,22 @@ import json, sys
 steps = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
 assert steps[-1]["loss"] < 0.9 * steps[0]["loss"], (steps[0]["loss"], steps[-1]["loss"])
 PY
+# Generation from the checkpoint, through the sidecar's tokenizer.
+gen=(--checkpoint "$work/run" --prompt "The checkpoint" --max-new-tokens 24 --temperature 0.8 --top-k 40 --seed 3)
+"$generate" "${gen[@]}" > "$work/gen1.txt" 2> "$work/gen1.log" || { cat "$work/gen1.log"; fail "moerun-generate failed"; }
+"$generate" "${gen[@]}" > "$work/gen2.txt" 2> /dev/null || fail "moerun-generate failed the second time"
+grep -q "tokenizer SentencePiece $work/tok.model" "$work/gen1.log" || { cat "$work/gen1.log"; fail "generation's tokenizer"; }
+grep -q "24 new tokens" "$work/gen1.log" || { cat "$work/gen1.log"; fail "not 24 new tokens"; }
+head -c 14 "$work/gen1.txt" | grep -q "The checkpoint" || fail "the output does not start with the prompt"
+cmp -s "$work/gen1.txt" "$work/gen2.txt" || fail "the same seed gave different text"
+[ "$(wc -c < "$work/gen1.txt")" -gt 20 ] || fail "no text was generated"
+long=$(head -c 3000 "$work/corpus.txt")
+"$generate" --checkpoint "$work/run" --prompt "$long" > /dev/null 2> "$work/gen_long.log" && fail "a long prompt was accepted"
+grep -q "longer than the model's context model.seq_len = 64" "$work/gen_long.log" || fail "the long prompt is not named"
+"$generate" --checkpoint "$work/run" --set model.d_model=32 > /dev/null 2> "$work/gen_shape.log" && fail "a shape change"
+grep -q "model.d_model" "$work/gen_shape.log" || { cat "$work/gen_shape.log"; fail "the shape change is not named"; }
+"$generate" --checkpoint "$work/nowhere" > /dev/null 2> "$work/gen_missing.log" && fail "a missing checkpoint"
+grep -q "nowhere" "$work/gen_missing.log" || { cat "$work/gen_missing.log"; fail "the missing checkpoint is not named"; }
 "$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set model.vocab_size=700 --set train.steps=1 \
   --run-dir "$work/bad_vocab" > "$work/bad_vocab.log" 2>&1 && fail "a wrong vocabulary size was accepted"
 grep -q "tokenizer of 600 ids.*set model.vocab_size = 600" "$work/bad_vocab.log" || { cat "$work/bad_vocab.log"; fail "no fix named"; }
@@ -36,6 +56,8 @@ printf 'x' >> "$work/tok.model"
 "$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set model.vocab_size=600 --set train.steps=1 \
   --run-dir "$work/bad_tok" > "$work/bad_tok.log" 2>&1 && fail "another tokenizer was accepted"
 grep -q "is not the one" "$work/bad_tok.log" || { cat "$work/bad_tok.log"; fail "the tokenizer mismatch is not named"; }
+"$generate" --checkpoint "$work/run" --max-new-tokens 2 > /dev/null 2> "$work/gen_tok.log" && fail "generation took another tokenizer"
+grep -q "pass that tokenizer with --tokenizer" "$work/gen_tok.log" || { cat "$work/gen_tok.log"; fail "no --tokenizer named"; }
 cp "$work/tok.model.orig" "$work/tok.model"
 head -c 20000 "$work/corpus.u16" > "$work/cut.u16" && cp "$work/corpus.u16.json" "$work/cut.u16.json"
 "$moerun" "${small[@]}" --set data.source="$work/cut.u16" --set model.vocab_size=600 --set train.steps=1 \
@@ -53,4 +75,10 @@ grep -q "held out: $work/valid.u16" "$work/valid.log" && grep -q "bits/byte" "$w
 "$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set data.valid_fraction=1.5 --set model.vocab_size=600 \
   --dry-run > "$work/fraction.log" 2>&1 && fail "data.valid_fraction = 1.5 was accepted"
 grep -q "data.valid_fraction = 1.5 must be in (0, 1)" "$work/fraction.log" || fail "the bad fraction is not named"
+# A byte-level model on the same text generates through the byte codec.
+"$moerun" "${small[@]}" --set data.source="$work/corpus.txt" --set train.steps=2 --run-dir "$work/bytes" \
+  > "$work/bytes.log" 2>&1 || { cat "$work/bytes.log"; fail "byte-level training failed"; }
+"$generate" --checkpoint "$work/bytes" --prompt "moe" --max-new-tokens 8 > "$work/gen_bytes.txt" 2> "$work/gen_bytes.log" \
+  || { cat "$work/gen_bytes.log"; fail "byte-level generation failed"; }
+grep -q "tokenizer bytes" "$work/gen_bytes.log" || fail "the byte model did not use the byte codec"
 echo "tokenizer: OK"
