@@ -157,6 +157,10 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
   try {
     h5::Handle fapl = h5::plist(H5Pcreate(H5P_FILE_ACCESS));
     if (comm != MPI_COMM_NULL) h5::check(H5Pset_fapl_mpio(fapl.id(), comm, MPI_INFO_NULL), "H5Pset_fapl_mpio", tmp_path);
+    // The 1.8 object headers store attributes above 64 KiB densely (the load history of a
+    // fine-grained model: 64 experts x 4 layers x the window, as JSON, is larger); the 1.6
+    // default refuses them. Readable by HDF5 1.8 and later (h5py included).
+    h5::check(H5Pset_libver_bounds(fapl.id(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), "H5Pset_libver_bounds", tmp_path);
     h5::Handle file = h5::file(h5::check(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id()), "H5Fcreate",
                                          tmp_path + " (is the directory writable and on a file system MPI-IO can use?)"));
     h5::Handle lcpl = h5::plist(H5Pcreate(H5P_LINK_CREATE));

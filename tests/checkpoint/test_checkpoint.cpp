@@ -59,7 +59,8 @@ Reference one_process_reference(std::int64_t steps, const std::vector<std::strin
 // The checkpoint unit alone, without a model or a Trainer: a description of tensors (one
 // dense, one stacked over 4 experts whose rows come from different ranks, one written in row
 // pieces as ZeRO-1 moments are) goes in, the file holds the logical tensors, and read_rows
-// takes back any rows of them; a shape that differs is refused naming both shapes.
+// takes back any rows of them; a shape that differs is refused naming both shapes; a string
+// attribute larger than 64 KiB is stored.
 TEST(Checkpoint, ContentFromADescriptionOfTensors) {
   auto w = world();
   const int p = w->size(), r = w->rank();
@@ -83,6 +84,10 @@ TEST(Checkpoint, ContentFromADescriptionOfTensors) {
   if (r == 0) b.write(ckpt::Root::Model, "head.w", &dense);
   for (int e = 0; e < 4; ++e)
     if (e % p == r) b.write(ckpt::Root::Model, fmt::format("layers.1.moe.experts.{}.w1", e), &experts[static_cast<std::size_t>(e)]);
+  // A string attribute past HDF5's 64 KiB compact limit (a fine-grained model's load history).
+  std::string big(300 * 1024, 'x');
+  for (std::size_t i = 0; i < big.size(); i += 97) big[i] = static_cast<char>('a' + i % 26);
+  b.content().string_attributes["load_history"] = big;
   b.declare(ckpt::Root::Model, "norm.gamma", {4, 2});
   if (last > first) b.write(ckpt::Root::Model, "norm.gamma", &piece, first);
   if (r == 0) b.write(ckpt::Root::MomentM, "head.w", &dense);
@@ -90,6 +95,7 @@ TEST(Checkpoint, ContentFromADescriptionOfTensors) {
   const std::string path = ckpt::write_checkpoint(*w, mpi != nullptr ? mpi->comm() : MPI_COMM_NULL, dir, 7, b.content(), 2);
   const ckpt::CheckpointReader file(path);
   EXPECT_EQ(file.string_attribute("format"), ckpt::kFormatName);
+  EXPECT_EQ(file.string_attribute("load_history"), big);
   EXPECT_EQ(file.shape("/model/layers/1/moe/experts/w1"), (Shape{4, 2, 3}));
   Tensor back(dev, {3, 2});
   ckpt::read_rows(file, ckpt::Root::Model, "head.w", {3, 2}, 0, back);
