@@ -7,8 +7,8 @@
 # separate held-out file (data.valid_source) is used for the validation loss. moerun-generate
 # continues a prompt from the checkpoint through the same tokenizer (found by the sidecar), the
 # same seed giving the same text; it refuses a changed tokenizer, a prompt longer than the
-# context, a change of the model's shape and a missing checkpoint; a byte-level model generates
-# through the byte codec.
+# context, a file that is no tokenizer, a change of the model's shape and a missing checkpoint;
+# a byte-level model generates through the byte codec.
 #   tokenizer.sh MOERUN MOERUN_DATA MOERUN_GENERATE DOCS_DIR WORKDIR
 set -u
 moerun=$1 data=$2 generate=$3 docs=$4 work=$5
@@ -46,6 +46,9 @@ long=$(head -c 3000 "$work/corpus.txt")
 grep -q "longer than the model's context model.seq_len = 64" "$work/gen_long.log" || fail "the long prompt is not named"
 "$generate" --checkpoint "$work/run" --set model.d_model=32 > /dev/null 2> "$work/gen_shape.log" && fail "a shape change"
 grep -q "model.d_model" "$work/gen_shape.log" || { cat "$work/gen_shape.log"; fail "the shape change is not named"; }
+"$generate" --checkpoint "$work/run" --tokenizer "$work/corpus.txt" > /dev/null 2> "$work/gen_corrupt.log" \
+  && fail "a file that is not a tokenizer was accepted"
+grep -q "cannot load the SentencePiece model" "$work/gen_corrupt.log" || { cat "$work/gen_corrupt.log"; fail "corrupt tokenizer"; }
 "$generate" --checkpoint "$work/nowhere" > /dev/null 2> "$work/gen_missing.log" && fail "a missing checkpoint"
 grep -q "nowhere" "$work/gen_missing.log" || { cat "$work/gen_missing.log"; fail "the missing checkpoint is not named"; }
 "$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set model.vocab_size=700 --set train.steps=1 \
