@@ -2,11 +2,18 @@
 //
 //   moerun-data train  --input corpus.txt --model-prefix tok/corpus --vocab-size 8000 [--type bpe|unigram]
 //   moerun-data encode --model tok/corpus.model --input corpus.txt --output corpus.u16
+//   moerun-data decode --model tok/corpus.model --input corpus.u16 [--output corpus.txt]
 //
 // train writes <prefix>.model and <prefix>.vocab. encode writes the token ids (u16 when the
 // vocabulary fits in 16 bits, else u32: the extension must say which) and the sidecar
 // <output>.json (data/token_sidecar.h) that moerun reads to check the vocabulary and tokenizer
 // and to report bits per byte. Train with --set data.source=corpus.u16 --set model.vocab_size=8000.
+// decode writes the text back (stdout without --output).
+//
+// Tokenizers are trained lossless: no normalization (SentencePiece's default NFKC folds line
+// breaks and runs of spaces), no dummy space before each line, and bytes for characters outside
+// the pieces. decode(encode(text)) is the text byte for byte (tested), so generated text keeps
+// its line breaks and bits per byte count the text as it is.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <sentencepiece_processor.h>
@@ -15,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include "data/token_sidecar.h"
 #include "runtime/error.h"
@@ -26,7 +34,7 @@ using namespace moerun;
 int train(const std::string& input, const std::string& prefix, int vocab_size, const std::string& type) {
   const std::string args = fmt::format(
       "--input={} --model_prefix={} --vocab_size={} --model_type={} --character_coverage=1.0 --byte_fallback=true "
-      "--minloglevel=1",
+      "--normalization_rule_name=identity --remove_extra_whitespaces=false --add_dummy_prefix=false --minloglevel=1",
       input, prefix, vocab_size, type);
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);
   MOERUN_CHECK(status.ok(), DataError, "[moerun-data train] SentencePiece could not train on '{}': {}", input,
@@ -61,8 +69,8 @@ int encode(const std::string& model, const std::string& input, const std::string
   std::string line;
   std::vector<int> ids;
   while (std::getline(in, line)) {  // line by line: a corpus need not fit in memory
-    sidecar.text_bytes += static_cast<std::int64_t>(line.size()) + 1;
-    line += '\n';
+    if (!in.eof()) line += '\n';  // the last line keeps its missing line break missing
+    sidecar.text_bytes += static_cast<std::int64_t>(line.size());
     const auto encoded = processor.Encode(line, &ids);
     MOERUN_CHECK(encoded.ok(), DataError, "[moerun-data encode] '{}': {}", input, encoded.ToString());
     for (int id : ids) write_id(out, id, wide);
@@ -74,6 +82,45 @@ int encode(const std::string& model, const std::string& input, const std::string
   fmt::print("moerun-data: {} -> {} ({} tokens, {:.2f} bytes per token, vocabulary {}) and {}\n", input, output,
              sidecar.tokens, sidecar.bytes_per_token(), vocab, sidecar_path(output));
   fmt::print("train with: --set data.source={} --set model.vocab_size={}\n", output, vocab);
+  return 0;
+}
+
+// Reads a token file and writes its text, in pieces of about a million tokens cut before a
+// token that is not a byte (a character made of byte tokens stays whole).
+int decode(const std::string& model, const std::string& input, const std::string& output) {
+  sentencepiece::SentencePieceProcessor processor;
+  const auto status = processor.Load(model);
+  MOERUN_CHECK(status.ok(), DataError, "[moerun-data decode] cannot load the tokenizer '{}': {}", model, status.ToString());
+  const bool wide = input.ends_with(".u32");
+  MOERUN_CHECK(wide || input.ends_with(".u16"), DataError, "[moerun-data decode] '{}' must end in .u16 or .u32", input);
+  std::ifstream in(input, std::ios::binary);
+  MOERUN_CHECK(in.good(), DataError, "[moerun-data decode] cannot read '{}'", input);
+  std::ofstream file;
+  if (!output.empty()) {
+    file.open(output, std::ios::binary);
+    MOERUN_CHECK(file.good(), DataError, "[moerun-data decode] cannot write '{}'", output);
+  }
+  std::ostream& out = output.empty() ? std::cout : file;
+  std::vector<int> ids;
+  std::string text;
+  auto flush = [&] {
+    const auto decoded = processor.Decode(ids, &text);
+    MOERUN_CHECK(decoded.ok(), DataError, "[moerun-data decode] '{}': {}", input, decoded.ToString());
+    out << text;
+    ids.clear();
+  };
+  const int vocab = processor.GetPieceSize();
+  std::uint32_t id = 0;
+  for (std::int64_t position = 0; in.read(reinterpret_cast<char*>(&id), wide ? 4 : 2); ++position) {
+    if (!wide) id &= 0xffffu;
+    MOERUN_CHECK(static_cast<int>(id) < vocab, DataError, "[moerun-data decode] '{}' holds id {} at token {}, outside the "
+                 "tokenizer's {} pieces: it was encoded with another tokenizer", input, id, position, vocab);
+    if (ids.size() >= (1u << 20) && !processor.IsByte(static_cast<int>(id))) flush();
+    ids.push_back(static_cast<int>(id));
+  }
+  flush();
+  out.flush();
+  MOERUN_CHECK(out.good(), DataError, "[moerun-data decode] writing the text failed (disk full?)");
   return 0;
 }
 
@@ -93,9 +140,14 @@ int main(int argc, char** argv) {
   en->add_option("--model", model, "the tokenizer (<prefix>.model)")->required();
   en->add_option("--input", input, "the text")->required();
   en->add_option("--output", output, "the token file: .u16 or .u32")->required();
+  auto* de = app.add_subcommand("decode", "write the text of a token file");
+  de->add_option("--model", model, "the tokenizer (<prefix>.model)")->required();
+  de->add_option("--input", input, "the token file: .u16 or .u32")->required();
+  de->add_option("--output", output, "the text file (default: stdout)");
   CLI11_PARSE(app, argc, argv);
   try {
     if (tr->parsed()) return train(input, prefix, vocab_size, type);
+    if (de->parsed()) return decode(model, input, output);
     return encode(model, input, output);
   } catch (const moerun::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real tokenizer end to end (issue 16): moerun-data trains a BPE model on a text corpus (this
-# repository's docs), encodes the text into a .u16 file with its sidecar, and moerun trains on
+# repository's docs), encodes the text into a .u16 file with its sidecar (decoding it gives the
+# text back byte for byte), and moerun trains on
 # it with model.vocab_size from the tokenizer: the loss falls and the evaluation reports bits
 # per byte. A wrong model.vocab_size, and a tokenizer that is not the one the file was encoded
 # with, are refused naming the fix; a truncated token file is refused against its sidecar; a
@@ -21,6 +22,16 @@ cat "$docs"/*.md > "$work/corpus.txt"
 "$data" encode --model "$work/tok.model" --input "$work/corpus.txt" --output "$work/corpus.u16" > "$work/encode.log" 2>&1 \
   || { cat "$work/encode.log"; fail "moerun-data encode failed"; }
 grep -q '"vocab_size": 600' "$work/corpus.u16.json" || fail "the sidecar lacks the vocabulary"
+# Lossless: the token file decodes to the corpus byte for byte (line breaks, indentation, runs of
+# spaces), and so does a text without a final line break.
+"$data" decode --model "$work/tok.model" --input "$work/corpus.u16" --output "$work/back.txt" > /dev/null 2>&1 \
+  || fail "moerun-data decode failed"
+cmp -s "$work/corpus.txt" "$work/back.txt" || fail "decode(encode(corpus)) is not the corpus"
+printf '  indented,\ttab  and  no final newline \xc3\xa9' > "$work/tail.txt"
+"$data" encode --model "$work/tok.model" --input "$work/tail.txt" --output "$work/tail.u16" > /dev/null 2>&1 \
+  && "$data" decode --model "$work/tok.model" --input "$work/tail.u16" > "$work/tail_back.txt" 2>/dev/null \
+  || fail "encoding or decoding a short text failed"
+cmp -s "$work/tail.txt" "$work/tail_back.txt" || fail "a text without a final newline did not round-trip"
 small=(--set model.d_model=64 --set model.n_heads=2 --set model.d_ff=128 --set model.seq_len=64 --set train.global_batch=8
        --set train.micro_batch=8 --set eval.every=0 --set eval.examples=0 --set eval.heldout_batches=2 --set log.progress=lines)
 "$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set model.vocab_size=600 --set train.steps=80 \
