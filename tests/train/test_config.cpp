@@ -71,6 +71,23 @@ TEST(Config, UnknownKeysAndWrongTypesNameTheKey) {
   expect_error<ConfigError>([&] { Config::load(path, {}); }, {"train.stepz", "moerun_bad_key.toml", "train.steps"});
 }
 
+// Allowed but easy to misread: aux_free with a balancing-loss coefficient (the sequence-wise loss
+// is added), none with one (ignored); the default config has nothing to say.
+TEST(Config, NotesNameSettingsThatAreAllowedButEasyToMisread) {
+  EXPECT_TRUE(Config::load(std::nullopt, {}).notes().empty());
+  const auto contains = [](const std::vector<std::string>& notes, const std::string& fragment) {
+    for (const auto& n : notes)
+      if (n.find(fragment) != std::string::npos) return true;
+    return false;
+  };
+  const Config aux_free = Config::load(std::nullopt, {"model.balance=\"aux_free\"", "model.aux_loss_coef=0.001"});
+  EXPECT_TRUE(contains(aux_free.notes(), "sequence-wise aux loss is added too"));
+  EXPECT_TRUE(Config::load(std::nullopt, {"model.balance=\"aux_free\"", "model.aux_loss_coef=0"}).notes().empty());
+  EXPECT_TRUE(contains(Config::load(std::nullopt, {"model.balance=\"none\""}).notes(), "ignores model.aux_loss_coef"));
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.balance=\"aux_frei\""}); },
+                            {"model.balance", "aux_free"});
+}
+
 TEST(Config, MalformedTomlSaysWhere) {
   const std::string path = write_temp("moerun_malformed.toml", "[model]\nd_model = = 3\n");
   expect_error<ConfigError>([&] { Config::load(path, {}); }, {"moerun_malformed.toml", "line 2"});
