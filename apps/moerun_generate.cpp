@@ -52,7 +52,7 @@ int generate(const std::string& checkpoint, const std::string& prompt_text, std:
   std::cout << prompt_text << std::flush;
   std::vector<std::int32_t> so_far;
   std::string printed;
-  const auto generated = generator.generate(prompt, max_new, sampler, codec->end_of_text(), [&](std::int32_t id) {
+  generator.generate(prompt, max_new, sampler, codec->end_of_text(), [&](std::int32_t id) {
     // Decode the whole continuation each time: a piece may only make sense with its neighbours.
     so_far.push_back(id);
     const std::string text = codec->decode(so_far);
@@ -61,8 +61,6 @@ int generate(const std::string& checkpoint, const std::string& prompt_text, std:
       printed = text;
     }
   });
-  const std::string text = codec->decode(generated);
-  if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) std::cout << text.substr(printed.size());
   std::cout << "\n";
   const GenerationStats& s = generator.stats();
   fmt::print(stderr, "moerun-generate: {} prompt tokens in {:.1f} ms, {} new tokens at {:.1f} tokens/s{}\n", s.prompt_tokens,

@@ -58,32 +58,31 @@ struct Transformer::Block {
 
   // The block from its saved input x: saves what backward needs and returns the output.
   Tensor compute() {
-    h = ln1->forward(x);
-    Tensor a = attention.forward(h, batch_size);
-    x1 = Tensor(x.device(), x.shape());
-    kernels::binary({.op = BinaryOp::Add, .a = &x, .b = &a, .out = &x1});
+    return residual_block(x, [&](const Tensor& hn) { return attention.forward(hn, batch_size); });
+  }
+
+  // Decoding: x [n, d] at positions after `past`; the cache's layer rows are extended. The same
+  // block as compute(), attending to the cache; nothing is kept.
+  Tensor decode(const Tensor& input, Tensor& keys, Tensor& values, std::int64_t past) {
+    Tensor out = residual_block(input, [&](const Tensor& hn) { return attention.decode(hn, keys, values, past); });
+    release_saved();
+    return out;
+  }
+
+  // x1 = input + attend(ln1(input)), returns x1 + ffn(ln2(x1)); keeps h, x1 and h2.
+  template <class Attend>
+  Tensor residual_block(const Tensor& input, Attend&& attend) {
+    h = ln1->forward(input);
+    Tensor a = attend(h);
+    x1 = Tensor(input.device(), input.shape());
+    kernels::binary({.op = BinaryOp::Add, .a = &input, .b = &a, .out = &x1});
     a = Tensor();
     h2 = ln2->forward(x1);
     const std::int64_t rows[] = {h2.dim(0)};
     Tensor f = moe ? moe->forward(h2) : dense->forward(h2, rows);
-    Tensor x2(x.device(), x.shape());
+    Tensor x2(input.device(), input.shape());
     kernels::binary({.op = BinaryOp::Add, .a = &x1, .b = &f, .out = &x2});
     return x2;
-  }
-
-  // Decoding: x [n, d] at positions after `past`; the cache's layer rows are extended.
-  Tensor decode(const Tensor& x_in, Tensor& keys, Tensor& values, std::int64_t past) {
-    Tensor hn = ln1->forward(x_in);
-    Tensor a = attention.decode(hn, keys, values, past);
-    Tensor y1(x_in.device(), x_in.shape());
-    kernels::binary({.op = BinaryOp::Add, .a = &x_in, .b = &a, .out = &y1});
-    Tensor hn2 = ln2->forward(y1);
-    const std::int64_t rows[] = {hn2.dim(0)};
-    Tensor f = moe ? moe->forward(hn2) : dense->forward(hn2, rows);
-    Tensor y2(x_in.device(), x_in.shape());
-    kernels::binary({.op = BinaryOp::Add, .a = &y1, .b = &f, .out = &y2});
-    release_saved();
-    return y2;
   }
 
   // Everything but the input x.
