@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/checkpoint_reader.h"
@@ -276,9 +277,13 @@ int cmd_verify(const CheckpointReader& f, bool json) {
     if (!problem.empty()) j["problems"].push_back(problem);
     if (d.path.rfind(std::string(root_path(Root::Model)) + "/", 0) == 0) model[d.path.substr(6)] = true;
   }
-  for (const auto& d : f.datasets()) {  // every model tensor has both AdamW moments
+  // Every model tensor has both AdamW moments, but the buffers (state without a gradient).
+  std::set<std::string> buffers;
+  if (f.has_attribute("buffers"))
+    for (const auto& b : Json::parse(f.string_attribute("buffers"))) buffers.insert(b.get<std::string>());
+  for (const auto& d : f.datasets()) {
     const std::string model_root = root_path(Root::Model);
-    if (d.path.rfind(model_root + "/", 0) != 0) continue;
+    if (d.path.rfind(model_root + "/", 0) != 0 || buffers.contains(d.path)) continue;
     for (const Root root : {Root::MomentM, Root::MomentV}) {
       const std::string moment = root_path(root) + d.path.substr(model_root.size());
       if (!f.has(moment)) j["problems"].push_back(fmt::format("'{}' has no {} moment", d.path, root_path(root)));

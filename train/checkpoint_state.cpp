@@ -38,9 +38,11 @@ ckpt::CheckpointContent checkpoint_content(const TrainingState& s, std::int64_t 
       b.write(root, p.name, moments ? moment(s.optimizer, root, p.name) : &p.value);
     }
   };
+  nlohmann::json buffers = nlohmann::json::array();  // model datasets without moments
   for (const Buffer* buffer : s.params.buffers()) {  // the same on every rank: rank 0 writes it
     b.declare(ckpt::Root::Model, buffer->name, buffer->value.shape());
     if (dense_writer) b.write(ckpt::Root::Model, buffer->name, &buffer->value);
+    buffers.push_back(ckpt::dataset_for(ckpt::Root::Model, buffer->name).path);
   }
   for (const ckpt::Root root : ckpt::kRoots) {
     for (const Parameter* p : dense) {
@@ -73,6 +75,7 @@ ckpt::CheckpointContent checkpoint_content(const TrainingState& s, std::int64_t 
   nlohmann::json placement = nlohmann::json::array();
   for (const Placement& p : s.placements) placement.push_back(p.to_json());
   content.string_attributes["placement"] = placement.dump();
+  content.string_attributes["buffers"] = buffers.dump();
   nlohmann::json history = nlohmann::json::array();
   for (const auto& h : s.monitor.history()) history.push_back(h);
   content.string_attributes["load_average"] = nlohmann::json(s.monitor.average()).dump();

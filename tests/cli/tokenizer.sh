@@ -10,9 +10,9 @@
 # same seed giving the same text; it refuses a changed tokenizer, a prompt longer than the
 # context, a file that is no tokenizer, a change of the model's shape and a missing checkpoint;
 # a byte-level model generates through the byte codec.
-#   tokenizer.sh MOERUN MOERUN_DATA MOERUN_GENERATE DOCS_DIR WORKDIR
+#   tokenizer.sh MOERUN MOERUN_DATA MOERUN_GENERATE MOERUN_CKPT DOCS_DIR WORKDIR
 set -u
-moerun=$1 data=$2 generate=$3 docs=$4 work=$5
+moerun=$1 data=$2 generate=$3 ckpt=$4 docs=$5 work=$6
 rm -rf "$work"
 mkdir -p "$work"
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -89,9 +89,13 @@ grep -q "held out: $work/valid.u16" "$work/valid.log" && grep -q "bits/byte" "$w
 "$moerun" "${small[@]}" --set data.source="$work/corpus.u16" --set data.valid_fraction=1.5 --set model.vocab_size=600 \
   --dry-run > "$work/fraction.log" 2>&1 && fail "data.valid_fraction = 1.5 was accepted"
 grep -q "data.valid_fraction = 1.5 must be in (0, 1)" "$work/fraction.log" || fail "the bad fraction is not named"
-# A byte-level model on the same text generates through the byte codec.
-"$moerun" "${small[@]}" --set data.source="$work/corpus.txt" --set train.steps=2 --run-dir "$work/bytes" \
+# A byte-level model on the same text, with the DeepSeek router (its aux-free bias is a buffer:
+# the checkpoint verifies without moments for it), generates through the byte codec.
+"$moerun" "${small[@]}" --set data.source="$work/corpus.txt" --set train.steps=2 --set model.router_score=\"sigmoid\" \
+  --set model.z_loss_coef=0 --set model.balance=\"aux_free\" --run-dir "$work/bytes" \
   > "$work/bytes.log" 2>&1 || { cat "$work/bytes.log"; fail "byte-level training failed"; }
+"$ckpt" verify "$work/bytes" > "$work/verify.log" 2>&1 || { cat "$work/verify.log"; fail "the aux-free checkpoint fails verify"; }
+grep -q "router_bias" <("$ckpt" ls "$work/bytes") || fail "the aux-free checkpoint has no router_bias"
 "$generate" --checkpoint "$work/bytes" --prompt "moe" --max-new-tokens 8 > "$work/gen_bytes.txt" 2> "$work/gen_bytes.log" \
   || { cat "$work/gen_bytes.log"; fail "byte-level generation failed"; }
 grep -q "tokenizer bytes" "$work/gen_bytes.log" || fail "the byte model did not use the byte codec"
