@@ -1,8 +1,10 @@
 // moerun-ckpt: look inside moerun checkpoints. A plain serial program (no mpirun).
 //   moerun-ckpt info FILE            step, config summary, layout, sizes
 //   moerun-ckpt ls FILE              every tensor: name, shape, dtype, bytes
-//   moerun-ckpt show FILE TENSOR     min, max, mean, std, L2 norm, NaN/Inf count [--values N]
-//   moerun-ckpt stats FILE           per-layer and per-expert norms, router statistics
+//   moerun-ckpt show FILE TENSOR     min, max, mean, std, L2 norm, NaN/Inf count [--values N]; an expert's
+//                                    parameter name (layers.1.moe.experts.3.w1) shows that expert alone
+//   moerun-ckpt stats FILE           per tensor (parameters and AdamW moments) L2, std, max|x|, NaN/Inf;
+//                                    per expert L2, max|x| and NaN/Inf; router column norms
 //   moerun-ckpt placement FILE       expert -> ranks per layer, and the load history
 //   moerun-ckpt diff A B             per-tensor max abs / rel difference; exit 1 beyond --rtol/--atol
 //   moerun-ckpt verify FILE          checksums and structure; exit 1 on any failure
@@ -145,22 +147,28 @@ int cmd_ls(const CheckpointReader& f, bool json) {
   return 0;
 }
 
-std::string resolve_tensor(const CheckpointReader& f, const std::string& name) {
-  if (f.has(name)) return name;
+// A dataset path, or a parameter name; an expert's parameter name selects its row of the
+// stacked dataset ("layers.1.moe.experts.3.w1": row 3 of /model/layers/1/moe/experts/w1).
+DatasetRef resolve_tensor(const CheckpointReader& f, const std::string& name) {
+  if (f.has(name)) return {name, std::nullopt};
   for (const Root root : kRoots) {  // also accept parameter names
     const DatasetRef ref = dataset_for(root, name);
-    if (f.has(ref.path)) return ref.path;
+    if (f.has(ref.path)) return ref;
   }
   throw CheckpointError(fmt::format("no tensor '{}' in {}; `moerun-ckpt ls` lists them", name, f.path()), __FILE__, __LINE__);
 }
 
 int cmd_show(const CheckpointReader& f, const std::string& tensor, std::int64_t values, bool json) {
-  const std::string path = resolve_tensor(f, tensor);
-  const auto v = f.read(path);
+  const DatasetRef ref = resolve_tensor(f, tensor);
+  Shape shape = f.shape(ref.path);
+  if (ref.expert_row) shape.erase(shape.begin());  // one expert's tensor
+  const auto v = ref.expert_row ? f.read_row(ref.path, *ref.expert_row) : f.read(ref.path);
   const Stats s = stats_of(v.data(), v.size());
-  Json j{{"name", path}, {"shape", f.shape(path)}, {"stats", to_json(s)}};
-  std::string text = fmt::format("{} {}\n  min {:.6g}  max {:.6g}  mean {:.6g}  std {:.6g}  L2 {:.6g}  NaN {}  Inf {}\n", path,
-                                 shape_string(f.shape(path)), s.min, s.max, s.mean, s.std, s.l2, s.nan, s.inf);
+  const std::string name = ref.expert_row ? fmt::format("{} (expert {})", ref.path, *ref.expert_row) : ref.path;
+  Json j{{"name", ref.path}, {"shape", shape}, {"stats", to_json(s)}};
+  if (ref.expert_row) j["expert"] = *ref.expert_row;
+  std::string text = fmt::format("{} {}\n  min {:.6g}  max {:.6g}  mean {:.6g}  std {:.6g}  L2 {:.6g}  NaN {}  Inf {}\n", name,
+                                 shape_string(shape), s.min, s.max, s.mean, s.std, s.l2, s.nan, s.inf);
   if (values > 0) {
     std::vector<float> first(v.begin(), v.begin() + std::min<std::int64_t>(values, static_cast<std::int64_t>(v.size())));
     j["values"] = first;
@@ -170,24 +178,37 @@ int cmd_show(const CheckpointReader& f, const std::string& tensor, std::int64_t 
   return 0;
 }
 
+// Per tensor (parameters, buffers and both AdamW moments): L2, std, the largest magnitude and the
+// NaN/Inf counts; per expert of a stacked tensor: L2 and the largest magnitude. A diverging run
+// shows as a max-abs or a NaN count that stands out, in the moments (v) first; the per-expert
+// columns say which expert.
 int cmd_stats(const CheckpointReader& f, bool json) {
   Json j{{"tensors", Json::object()}, {"experts", Json::object()}, {"routers", Json::object()}};
   std::string text;
+  const auto max_abs = [](const Stats& s) { return s.count ? std::max(std::abs(s.min), std::abs(s.max)) : 0.0; };
   for (const auto& d : f.datasets()) {
-    if (d.path.rfind(std::string(root_path(Root::Model)) + "/", 0) != 0) continue;
     const auto v = f.read(d.path);
     const Stats s = stats_of(v.data(), v.size());
-    j["tensors"][d.path] = {{"l2", s.l2}, {"std", s.std}};
-    text += fmt::format("{:<52} L2 {:>10.4f}  std {:>9.5f}\n", d.path, s.l2, s.std);
-    if (d.stacked) {  // per-expert norms
+    j["tensors"][d.path] = {{"l2", s.l2}, {"std", s.std}, {"max_abs", max_abs(s)}, {"nan", s.nan}, {"inf", s.inf}};
+    text += fmt::format("{:<52} L2 {:>10.4g}  std {:>9.4g}  max|x| {:>9.4g}{}\n", d.path, s.l2, s.std, max_abs(s),
+                        s.nan + s.inf > 0 ? fmt::format("  NaN {} Inf {}", s.nan, s.inf) : "");
+    if (d.stacked) {  // per expert
       const std::int64_t per = numel(d.shape) / d.shape[0];
-      std::vector<double> norms;
-      for (std::int64_t e = 0; e < d.shape[0]; ++e) norms.push_back(stats_of(v.data() + e * per, static_cast<std::size_t>(per)).l2);
-      j["experts"][d.path] = norms;
-      text += fmt::format("    per expert L2: {:.4f}\n", fmt::join(norms, " "));
+      std::vector<double> norms, maxima;
+      std::vector<std::int64_t> nonfinite;
+      for (std::int64_t e = 0; e < d.shape[0]; ++e) {
+        const Stats row = stats_of(v.data() + e * per, static_cast<std::size_t>(per));
+        norms.push_back(row.l2);
+        maxima.push_back(max_abs(row));  // of the finite values
+        nonfinite.push_back(row.nan + row.inf);
+      }
+      j["experts"][d.path] = {{"l2", norms}, {"max_abs", maxima}, {"nonfinite", nonfinite}};
+      text += fmt::format("    per expert L2: {:.4g}\n    per expert max|x|: {:.4g}\n", fmt::join(norms, " "),
+                          fmt::join(maxima, " "));
+      if (s.nan + s.inf > 0) text += fmt::format("    per expert NaN/Inf: {}\n", fmt::join(nonfinite, " "));
     }
-    if (d.path.ends_with("/moe/router")) {  // [d_model, experts]: column norms
-      const std::int64_t rows = d.shape[0], cols = d.shape[1];
+    if (d.path.rfind(std::string(root_path(Root::Model)) + "/", 0) == 0 && d.path.ends_with("/moe/router")) {
+      const std::int64_t rows = d.shape[0], cols = d.shape[1];  // [d_model, experts]: column norms
       std::vector<double> col(static_cast<std::size_t>(cols), 0.0);
       for (std::int64_t r = 0; r < rows; ++r)
         for (std::int64_t c = 0; c < cols; ++c) col[static_cast<std::size_t>(c)] += double(v[r * cols + c]) * v[r * cols + c];
@@ -312,7 +333,7 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "step, config summary, layout, sizes");
   auto* ls = app.add_subcommand("ls", "every tensor: name, shape, dtype, bytes");
   auto* show = app.add_subcommand("show", "statistics of one tensor");
-  auto* stats = app.add_subcommand("stats", "per-layer and per-expert norms, router statistics");
+  auto* stats = app.add_subcommand("stats", "per tensor and per expert norms, max|x| and NaN/Inf (moments too)");
   auto* placement = app.add_subcommand("placement", "expert -> ranks table and load history");
   auto* diff = app.add_subcommand("diff", "per-tensor differences between two checkpoints");
   auto* verify = app.add_subcommand("verify", "checksums and structure");

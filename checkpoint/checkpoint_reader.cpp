@@ -1,5 +1,8 @@
 #include "checkpoint/checkpoint_reader.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -169,7 +172,18 @@ std::string CheckpointReader::verify(const std::string& dataset) const {
     read(dataset);
     return "";
   } catch (const Error& e) {
-    return e.what();
+    // A stacked dataset has a checksum per expert row: name the rows that fail.
+    h5::Handle ds = h5::dataset(h5::check(H5Dopen2(file_.id(), dataset.c_str(), H5P_DEFAULT), "H5Dopen2", dataset));
+    if (H5Aexists(ds.id(), "crc32_rows") <= 0) return e.what();
+    std::vector<std::int64_t> bad;
+    for (std::int64_t row = 0; row < shape(dataset)[0]; ++row) {
+      try {
+        read_row(dataset, row);
+      } catch (const Error&) {
+        bad.push_back(row);
+      }
+    }
+    return fmt::format("{} (expert row(s) {} fail their own checksums)", e.what(), fmt::join(bad, ", "));
   }
 }
 

@@ -37,7 +37,8 @@ class CheckpointReader {
   // Whole dataset (verifies its crc32) or one row of a stacked dataset (verifies crc32_rows).
   std::vector<float> read(const std::string& dataset) const;
   std::vector<float> read_row(const std::string& dataset, std::int64_t row) const;
-  // Recomputes a dataset's checksum; returns an empty string when it matches, else why not.
+  // Recomputes a dataset's checksum; returns an empty string when it matches, else why not
+  // (for a stacked dataset, with the expert rows whose own checksums fail).
   std::string verify(const std::string& dataset) const;
 
  private:
