@@ -6,7 +6,8 @@
 //   moerun-ckpt stats FILE           per tensor (parameters and AdamW moments) L2, std, max|x|, NaN/Inf;
 //                                    per expert L2, max|x| and NaN/Inf; router column norms
 //   moerun-ckpt placement FILE       expert -> ranks per layer, and the load history
-//   moerun-ckpt diff A B             per-tensor max abs / rel difference; exit 1 beyond --rtol/--atol
+//   moerun-ckpt diff A B             per tensor and per expert |A-B|/|A| (sorted), max abs / rel difference,
+//                                    the config keys that differ; exit 1 beyond --rtol/--atol
 //   moerun-ckpt verify FILE          checksums and structure; exit 1 on any failure
 // --json on every command prints one JSON document instead of text. FILE may be a directory
 // (its latest checkpoint).
@@ -248,17 +249,51 @@ int cmd_placement(const CheckpointReader& f, bool json) {
   return 0;
 }
 
+// ||a - b|| / ||a|| (0 when both are zero, inf when only a is).
+double relative_change(const float* a, const float* b, std::size_t n) {
+  double diff = 0, base = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    diff += d * d;
+    base += double(a[i]) * a[i];
+  }
+  if (base == 0) return diff == 0 ? 0.0 : INFINITY;
+  return std::sqrt(diff / base);
+}
+
+// The config keys whose values differ (flattened "section.key"), as [key, a, b].
+Json config_differences(const CheckpointReader& a, const CheckpointReader& b) {
+  Json out = Json::array();
+  if (!a.has_attribute("config") || !b.has_attribute("config")) return out;
+  const Json ca = Json::parse(a.string_attribute("config")).flatten(), cb = Json::parse(b.string_attribute("config")).flatten();
+  std::set<std::string> keys;
+  for (const auto& [k, v] : ca.items()) keys.insert(k);
+  for (const auto& [k, v] : cb.items()) keys.insert(k);
+  for (const std::string& k : keys) {
+    const Json va = ca.contains(k) ? ca[k] : Json(), vb = cb.contains(k) ? cb[k] : Json();
+    if (va != vb) {
+      std::string key = k.substr(1);  // "/model/d_model" -> "model.d_model"
+      for (char& c : key)
+        if (c == '/') c = '.';
+      out.push_back({key, va, vb});
+    }
+  }
+  return out;
+}
+
+// Per tensor: ||A - B|| / ||A||, the largest absolute and relative element differences, and for
+// stacked tensors the norm-relative change of each expert; sorted by the norm-relative change,
+// largest first; then the config keys that differ. Exit 1 when an element is beyond
+// atol + rtol |B| (or a tensor is missing or reshaped).
 int cmd_diff(const CheckpointReader& a, const CheckpointReader& b, double rtol, double atol, bool json) {
-  Json j = Json::array();
-  std::string text;
+  Json tensors = Json::array();
+  std::vector<std::string> missing;
   bool beyond = false;
   std::map<std::string, Shape> in_b;
   for (const auto& d : b.datasets()) in_b[d.path] = d.shape;
   for (const auto& d : a.datasets()) {
     if (!in_b.contains(d.path) || in_b[d.path] != d.shape) {
-      beyond = true;
-      j.push_back({{"name", d.path}, {"status", in_b.contains(d.path) ? "shape differs" : "only in A"}});
-      text += fmt::format("{:<56} {}\n", d.path, in_b.contains(d.path) ? "shape differs" : "only in A");
+      missing.push_back(fmt::format("{:<56} {}", d.path, in_b.contains(d.path) ? "shape differs" : "only in A"));
       continue;
     }
     const auto va = a.read(d.path), vb = b.read(d.path);
@@ -271,16 +306,47 @@ int cmd_diff(const CheckpointReader& a, const CheckpointReader& b, double rtol, 
       out = out || diff > atol + rtol * std::abs(double(vb[i])) || std::isnan(diff);
     }
     beyond = beyond || out;
-    j.push_back({{"name", d.path}, {"max_abs", max_abs}, {"max_rel", max_rel}, {"within", !out}});
-    text += fmt::format("{:<56} max abs {:.3e}  max rel {:.3e}{}\n", d.path, max_abs, max_rel, out ? "  BEYOND" : "");
+    Json t{{"name", d.path}, {"rel_change", relative_change(va.data(), vb.data(), va.size())}, {"max_abs", max_abs},
+           {"max_rel", max_rel}, {"within", !out}};
+    if (d.stacked) {
+      const std::size_t per = va.size() / static_cast<std::size_t>(d.shape[0]);
+      Json experts = Json::array();
+      for (std::int64_t e = 0; e < d.shape[0]; ++e)
+        experts.push_back(relative_change(va.data() + e * per, vb.data() + e * per, per));
+      t["experts"] = experts;
+    }
+    tensors.push_back(t);
   }
-  for (const auto& [path, shape] : in_b) {
-    if (!a.has(path)) {
-      beyond = true;
-      j.push_back({{"name", path}, {"status", "only in B"}});
-      text += fmt::format("{:<56} only in B\n", path);
+  for (const auto& [path, shape] : in_b)
+    if (!a.has(path)) missing.push_back(fmt::format("{:<56} only in B", path));
+  beyond = beyond || !missing.empty();
+  // Largest change first (NaN counts as largest).
+  const auto key = [](const Json& t) {
+    const double r = t["rel_change"].is_number() ? t["rel_change"].get<double>() : INFINITY;
+    return std::isnan(r) ? INFINITY : r;
+  };
+  std::stable_sort(tensors.begin(), tensors.end(), [&](const Json& x, const Json& y) { return key(x) > key(y); });
+  const Json config = config_differences(a, b);
+  std::string text;
+  for (const auto& t : tensors) {
+    text += fmt::format("{:<56} |A-B|/|A| {:.3e}  max abs {:.3e}  max rel {:.3e}{}\n", t["name"].get<std::string>(), key(t),
+                        t["max_abs"].get<double>(), t["max_rel"].get<double>(), t["within"].get<bool>() ? "" : "  BEYOND");
+    if (t.contains("experts")) {
+      std::vector<std::pair<double, std::size_t>> order;
+      for (std::size_t e = 0; e < t["experts"].size(); ++e) {
+        const double r = t["experts"][e].is_number() ? t["experts"][e].get<double>() : INFINITY;
+        order.emplace_back(std::isnan(r) ? INFINITY : r, e);
+      }
+      std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+      std::vector<std::string> parts;
+      for (std::size_t i = 0; i < std::min<std::size_t>(order.size(), 4); ++i)
+        parts.push_back(fmt::format("{}: {:.3e}", order[i].second, order[i].first));
+      text += fmt::format("    most changed experts: {}\n", fmt::join(parts, "  "));
     }
   }
+  for (const auto& m : missing) text += m + "\n";
+  for (const auto& c : config) text += fmt::format("config {}: {} -> {}\n", c[0].get<std::string>(), c[1].dump(), c[2].dump());
+  Json j{{"tensors", tensors}, {"missing", missing}, {"config", config}, {"within", !beyond}};
   print(json, j, text + (json ? "" : (beyond ? "differences beyond tolerance\n" : "all within tolerance\n")));
   return beyond ? 1 : 0;
 }
@@ -335,7 +401,7 @@ int main(int argc, char** argv) {
   auto* show = app.add_subcommand("show", "statistics of one tensor");
   auto* stats = app.add_subcommand("stats", "per tensor and per expert norms, max|x| and NaN/Inf (moments too)");
   auto* placement = app.add_subcommand("placement", "expert -> ranks table and load history");
-  auto* diff = app.add_subcommand("diff", "per-tensor differences between two checkpoints");
+  auto* diff = app.add_subcommand("diff", "per tensor and per expert changes between two checkpoints, sorted; config changes");
   auto* verify = app.add_subcommand("verify", "checksums and structure");
   auto* config = app.add_subcommand("config", "the run's resolved config as TOML (moerun --config reads it)");
   for (auto* c : {info, ls, show, stats, placement, diff, verify, config}) {

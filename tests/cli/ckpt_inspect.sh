@@ -3,7 +3,9 @@
 # file itself: `show` of one expert's parameter shows that expert only; `stats` reports, per
 # tensor and per expert, the largest magnitude and NaN/Inf counts, AdamW moments included (a NaN
 # written into one expert's second moment, checksums updated, is found in that expert);
-# `verify` names the expert row whose bytes were corrupted.
+# `verify` names the expert row whose bytes were corrupted; `diff` of two steps gives per tensor
+# and per expert ||A-B|| / ||A|| as numpy does, sorted largest first, and the config keys a
+# resume changed.
 #   ckpt_inspect.sh MOERUN MOERUN_CKPT WORKDIR
 set -u
 moerun=$1 ckpt=$2 work=$3
@@ -68,4 +70,26 @@ with open(sys.argv[1], "r+b") as raw:
 PY
 "$ckpt" verify "$work/bad.h5" > "$work/verify.log" 2>&1 && fail "verify passed a corrupted file"
 grep -q "experts/w1.*expert row(s) 3 fail" "$work/verify.log" || { cat "$work/verify.log"; fail "verify does not name row 3"; }
+# diff between step 3 and a resumed step 4 with another learning rate.
+"$moerun" --resume "$work/r" --set train.steps=4 --set train.lr=0.001 > "$work/resume.log" 2>&1 \
+  || { cat "$work/resume.log"; fail "resume failed"; }
+"$ckpt" --json diff "$file" "$work/r" > "$work/diff.json"
+[ $? -eq 1 ] || fail "diff of two steps did not exit 1"
+$py - "$file" "$work/r/checkpoints/step_00000004.h5" "$work/diff.json" <<'PY' || fail "diff disagrees with numpy"
+import json, sys
+import h5py, numpy as np
+a, b, d = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r"), json.load(open(sys.argv[3]))
+rel = [t["rel_change"] for t in d["tensors"]]
+assert rel == sorted(rel, reverse=True), "not sorted"
+for t in d["tensors"]:
+    x, y = a[t["name"]][()].astype(np.float64), b[t["name"]][()].astype(np.float64)
+    want = np.linalg.norm(x - y) / np.linalg.norm(x) if np.linalg.norm(x) > 0 else 0.0
+    assert abs(t["rel_change"] - want) <= 1e-6 * max(want, 1e-30) + 1e-12, (t["name"], t["rel_change"], want)
+    if "experts" in t:
+        per = [np.linalg.norm(x[e] - y[e]) / np.linalg.norm(x[e]) for e in range(x.shape[0])]
+        assert np.allclose(t["experts"], per, rtol=1e-6, atol=1e-12), (t["name"], t["experts"], per)
+keys = {c[0] for c in d["config"]}
+assert {"train.lr", "train.steps"} <= keys, keys
+PY
+"$ckpt" diff "$file" "$work/r" | grep -q "config train.lr: 0.003 -> 0.001" || fail "diff does not show the config change"
 echo "ckpt_inspect: OK"
