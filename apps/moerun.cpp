@@ -19,6 +19,7 @@
 #include "runtime/human_bytes.h"
 #include "train/config.h"
 #include "train/memory_plan.h"
+#include "train/metrics.h"
 #include "train/signals.h"
 #include "checkpoint/checkpoint_reader.h"
 #include "train/rank_agreement.h"
@@ -53,6 +54,16 @@ int choose_threads(const moerun::Config& config, moerun::ProcessGroup& world, st
   std::fflush(stdout);
   std::fflush(stderr);
   std::_Exit(1);
+}
+
+// Where a fatal error is recorded (train/metrics.h: record_run_failure): the run directory once
+// it is this job's, and this rank. The watchdog's thread reads them too.
+std::string g_failure_dir;
+int g_failure_rank = 0;
+
+void record_failure(const std::string& message) {
+  if (!g_failure_dir.empty())
+    moerun::record_run_failure(g_failure_dir, g_failure_rank, moerun::watchdog::current_step(), message);
 }
 
 // The resolved config a checkpoint was written with (its "config" attribute).
@@ -150,6 +161,7 @@ int main(int argc, char** argv) {
     }
     config.validate(size);
     moerun::check_ranks_agree(*world, config);  // before anything is written
+    moerun::watchdog::set_failure_hook([](const char* report) { record_failure(report); });
     moerun::watchdog::start(config.runtime.collective_timeout, rank);
     const struct StopWatchdog {
       ~StopWatchdog() { moerun::watchdog::stop(); }
@@ -164,6 +176,8 @@ int main(int argc, char** argv) {
                                    !resume.empty() ? moerun::RunDirectory::Start::Resume
                                    : overwrite     ? moerun::RunDirectory::Start::Overwrite
                                                    : moerun::RunDirectory::Start::Fresh);
+    g_failure_dir = run_dir;  // this job's directory from here on: failures are recorded in it
+    g_failure_rank = rank;
     if (rank == 0) std::printf("moerun: %d rank(s), %d compute thread(s) per rank (%s), run directory %s\n", size, threads,
                                threads_why.c_str(), run_dir.c_str());
     const auto device = moerun::make_device(config.runtime.device);
@@ -177,10 +191,12 @@ int main(int argc, char** argv) {
     if (!everywhere || rank == 0) {
       std::fprintf(stderr, "[rank %d] moerun %s error: %s\n", rank, std::string(moerun::subsystem_name(e.subsystem())).c_str(),
                    e.what());
+      record_failure(e.what());
     }
     end_after_error(size);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[rank %d] moerun error: %s\n", rank, e.what());
+    record_failure(e.what());
     end_after_error(size);
   }
   return 0;

@@ -21,6 +21,7 @@ std::atomic<const std::string*> g_group{nullptr};
 std::atomic<std::int64_t> g_step{0};
 double g_timeout = 0.0;
 int g_rank = 0;
+void (*g_failure_hook)(const char*) = nullptr;
 std::thread g_thread;
 std::mutex g_mutex;
 std::condition_variable g_wake;
@@ -39,13 +40,16 @@ void watch() {
     if (waited < g_timeout) continue;
     const char* call = g_call.load();
     const std::string* group = g_group.load();
-    std::fprintf(stderr,
-                 "[rank %d] moerun watchdog: no progress for %.0f s in %s on group '%s' at step %lld "
-                 "(runtime.collective_timeout = %.0f s): a peer rank is stopped, dead or stuck; ending the job. "
-                 "Completed checkpoints are intact; resume from the run directory's latest\n",
-                 g_rank, waited, call != nullptr ? call : "?", group != nullptr ? group->c_str() : "?",
-                 static_cast<long long>(g_step.load()), g_timeout);
+    char report[1024];
+    std::snprintf(report, sizeof report,
+                  "moerun watchdog: no progress for %.0f s in %s on group '%s' at step %lld "
+                  "(runtime.collective_timeout = %.0f s): a peer rank is stopped, dead or stuck; ending the job. "
+                  "Completed checkpoints are intact; resume from the run directory's latest",
+                  waited, call != nullptr ? call : "?", group != nullptr ? group->c_str() : "?",
+                  static_cast<long long>(g_step.load()), g_timeout);
+    std::fprintf(stderr, "[rank %d] %s\n", g_rank, report);
     std::fflush(stderr);
+    if (g_failure_hook != nullptr) g_failure_hook(report);
     _exit(1);  // a process exit: mpirun then ends every rank
   }
 }
@@ -72,6 +76,8 @@ void stop() {
 }
 
 void set_step(std::int64_t step) { g_step = step; }
+std::int64_t current_step() { return g_step.load(); }
+void set_failure_hook(void (*hook)(const char* report)) { g_failure_hook = hook; }
 
 Scope::Scope(const char* call, const std::string& group) : outer_(g_enabled.load() && g_entered_ns.load() == 0) {
   if (!outer_) return;  // nested calls keep the outer one's start and name

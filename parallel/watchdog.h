@@ -19,6 +19,10 @@ namespace moerun::watchdog {
 void start(double timeout_seconds, int world_rank);
 void stop();
 void set_step(std::int64_t step);  // named in the report
+std::int64_t current_step();        // the last set_step (0 before the first step)
+// Called with the report before the watchdog ends the process (the executable records the
+// failure in the run directory). Must not block; set before start().
+void set_failure_hook(void (*hook)(const char* report));
 
 // Marks the main thread as inside a blocking call for its lifetime. `call` must be a string
 // literal; `group` must outlive the scope.

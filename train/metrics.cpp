@@ -21,15 +21,39 @@ MetricsWriter::MetricsWriter(const std::string& run_dir) : run_dir_(run_dir) {
   MOERUN_CHECK(metrics_.good(), RuntimeError, "[run dir] cannot write '{}/metrics.jsonl'", run_dir);
 }
 
+namespace {
+nlohmann::json stamped(const nlohmann::json& record) {
+  nlohmann::json line = record;
+  if (line.is_object() && !line.contains("time")) line["time"] = unix_time();
+  return line;
+}
+}  // namespace
+
+double unix_time() {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  return double(ms.count()) / 1000.0;
+}
+
 void MetricsWriter::write_event(const nlohmann::json& record) {
   if (!events_.is_open()) events_.open(run_dir_ + "/events.jsonl", std::ios::app);
-  events_ << record.dump() << '\n';
+  events_ << stamped(record).dump() << '\n';
   events_.flush();
 }
 
 void MetricsWriter::write(const nlohmann::json& record) {
-  metrics_ << record.dump() << '\n';
+  metrics_ << stamped(record).dump() << '\n';
   metrics_.flush();
+}
+
+void record_run_failure(const std::string& run_dir, int rank, std::int64_t step, const std::string& message) {
+  const double time = unix_time();
+  const auto append = [&](const char* file, const nlohmann::json& line) {
+    std::ofstream out(run_dir + "/" + file, std::ios::app);
+    out << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+  };
+  append("events.jsonl", {{"event", "error"}, {"rank", rank}, {"step", step}, {"message", message}, {"time", time}});
+  append("metrics.jsonl", {{"status", "failed"}, {"rank", rank}, {"step", step}, {"error", message}, {"time", time}});
 }
 
 std::int64_t MetricsWriter::truncate_after(std::int64_t step) {

@@ -14,8 +14,8 @@ class MetricsWriter {
  public:
   // Creates the run directory (if needed) and opens metrics.jsonl for appending.
   explicit MetricsWriter(const std::string& run_dir);
-  void write(const nlohmann::json& record);  // one line of metrics.jsonl, flushed
-  void write_event(const nlohmann::json& record);  // one line of events.jsonl, flushed
+  void write(const nlohmann::json& record);  // one line of metrics.jsonl with its "time", flushed
+  void write_event(const nlohmann::json& record);  // one line of events.jsonl with its "time", flushed
   void write_file(const std::string& name, const std::string& text);  // e.g. config.json
   // A resume from `step`: metrics.jsonl keeps the lines up to that step (steps after it were
   // trained again, and the closing summary is gone); the whole old file is kept as
@@ -28,6 +28,15 @@ class MetricsWriter {
   std::ofstream metrics_;
   std::ofstream events_;
 };
+
+// A fatal error, recorded where a monitor reading the run directory sees it: an `error` event
+// in events.jsonl and a closing `"status": "failed"` line in metrics.jsonl (rank, step,
+// message, time). Appends with its own streams: any rank may call it, after any failure.
+void record_run_failure(const std::string& run_dir, int rank, std::int64_t step, const std::string& message);
+
+// Seconds since the Unix epoch (wall clock, millisecond resolution): every metrics and event
+// line carries it as "time".
+double unix_time();
 
 class ProgressLine {
  public:

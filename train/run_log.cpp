@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace moerun {
 
@@ -73,9 +74,12 @@ void RunLog::eval(std::int64_t step, const EvalResult& r) {
   if (!progress_) return;
   std::string text = fmt::format("eval step {}: held-out loss {:.4f}", step, r.heldout_loss);
   nlohmann::json j{{"step", step}, {"eval", true}, {"heldout_loss", r.heldout_loss}};
-  if (r.heldout_bpb > 0) {
+  if (r.heldout_bpb > 0) {  // text: comparable across tokenizers
     text += fmt::format(" ({:.3f} bits/byte)", r.heldout_bpb);
     j["heldout_bpb"] = r.heldout_bpb;
+  } else if (r.heldout_targets > 0) {  // token ids of unknown text: perplexity per token
+    j["heldout_ppl"] = std::exp(r.heldout_loss);
+    text += fmt::format(" (perplexity {:.2f})", std::exp(r.heldout_loss));
   }
   for (std::size_t i = 0; i < r.tasks.size(); ++i) {
     text += fmt::format(" | {} {:.1f}%", r.tasks[i], 100.0 * r.accuracy[i]);
@@ -96,12 +100,16 @@ void RunLog::summary(const Summary& s) {
                                  human_bytes(estimate), 100.0 * (estimate - peak) / std::max(1.0, peak),
                                  human_bytes(double(s.optimizer_state_bytes)), human_bytes(double(s.peak_rss_bytes))));
   if (metrics_) {
-    metrics_->write({{"summary", true}, {"steps", s.steps}, {"tokens_per_s", s.tokens_per_s},
+    metrics_->write({{"summary", true}, {"status", "completed"}, {"steps", s.steps}, {"tokens_per_s", s.tokens_per_s},
                      {"precision", precision_}, {"compute_path", compute_path_},
                      {"rebalances", s.rebalances}, {"peak_device_bytes", s.peak_device_bytes},
                      {"memory_estimate", s.estimate.to_json()}, {"optimizer_state_bytes", s.optimizer_state_bytes},
                      {"peak_rss_bytes", s.peak_rss_bytes}});
   }
+}
+
+void RunLog::stopped(std::int64_t step) {
+  if (metrics_) metrics_->write({{"status", "stopped"}, {"step", step}});
 }
 
 }  // namespace moerun

@@ -42,7 +42,9 @@ class RunLog {
     std::int64_t peak_device_bytes = 0, optimizer_state_bytes = 0, peak_rss_bytes = 0;
     MemoryEstimate estimate;
   };
-  void summary(const Summary& s);
+  void summary(const Summary& s);  // the closing line, "status": "completed"
+  // A run that ends early without failing (a checkpoint signal): its closing status line.
+  void stopped(std::int64_t step);
 
  private:
   std::unique_ptr<MetricsWriter> metrics_;  // rank 0 with a run directory

@@ -333,6 +333,7 @@ TrainSummary Trainer::run() {
       if (!run_dir_.empty() && last_saved != step) save_checkpoint(step);
       log_->message(fmt::format("signal received: checkpoint written after step {}, stopping", step));
       summary.stopped_by_signal = true;
+      log_->stopped(step);
       return summary;
     }
     if (config_.eval.every > 0 && step % config_.eval.every == 0 && step != config_.train.steps)

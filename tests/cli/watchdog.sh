@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The collective watchdog (issue 14): a 2-rank run with runtime.collective_timeout = 3 whose
 # second rank is stopped (SIGSTOP) must end on its own, quickly, non-zero, with rank 0 naming
-# the call and the group it waited in; without the watchdog it would wait forever.
+# the call and the group it waited in; without the watchdog it would wait forever. The run
+# directory says so too: an `error` event from the watchdog and a closing failed status line.
 #   watchdog.sh MOERUN MPIEXEC WORKDIR
 set -u
 moerun=$1 mpiexec=$2 work=$3
@@ -27,4 +28,7 @@ code=$?
 [ "$code" -ne 0 ] || fail "the job ended with exit code 0"
 grep -q "moerun watchdog: no progress for [0-9]* s in MPI_[A-Za-z]* on group" "$work/run.log" \
   || { cat "$work/run.log"; fail "no watchdog report naming the call and group"; }
+grep -q '"event":"error".*"message":"moerun watchdog: no progress' "$work/run/events.jsonl" \
+  || { cat "$work/run/events.jsonl"; fail "no error event in events.jsonl"; }
+tail -1 "$work/run/metrics.jsonl" | grep -q '"status":"failed"' || fail "metrics.jsonl does not end with a failed status"
 echo "watchdog: the job ended ${elapsed} s after a rank stopped (exit $code)"
