@@ -65,7 +65,9 @@ std::int64_t MetricsWriter::truncate_after(std::int64_t step) {
     std::ifstream in(path);
     for (std::string line; std::getline(in, line);) {
       const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      const bool keep = !j.is_discarded() && !j.contains("summary") && j.value("step", std::int64_t{0}) <= step;
+      // The closing lines (summary, status) belonged to the run that ended; the resumed run writes its own.
+      const bool keep = !j.is_discarded() && !j.contains("summary") && !j.contains("status") &&
+                        j.value("step", std::int64_t{0}) <= step;
       if (keep) kept.push_back(line);
       else superseded += line.empty() ? 0 : 1;
     }

@@ -18,7 +18,7 @@ class MetricsWriter {
   void write_event(const nlohmann::json& record);  // one line of events.jsonl with its "time", flushed
   void write_file(const std::string& name, const std::string& text);  // e.g. config.json
   // A resume from `step`: metrics.jsonl keeps the lines up to that step (steps after it were
-  // trained again, and the closing summary is gone); the whole old file is kept as
+  // trained again, and the closing summary or status line is gone); the whole old file is kept as
   // metrics.before-resume-<step>.jsonl. Returns how many lines were superseded.
   std::int64_t truncate_after(std::int64_t step);
   const std::string& run_dir() const { return run_dir_; }

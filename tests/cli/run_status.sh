@@ -21,6 +21,10 @@ bad=(--set train.steps=10 --set train.lr=1e30 --set train.warmup_steps=0 --set t
 grep -q '"event":"error".*"message":"\[nan guard\] step 2.*"rank":0,"step":2' "$work/nan/events.jsonl" \
   || { cat "$work/nan/events.jsonl"; fail "no error event naming the step"; }
 tail -1 "$work/nan/metrics.jsonl" | grep -q '"status":"failed"' || fail "metrics.jsonl does not end with a failed status"
+# Resuming the completed run drops its closing line; the resumed run writes its own.
+"$moerun" --resume "$work/ok" --set train.steps=4 > "$work/resume.log" 2>&1 || { cat "$work/resume.log"; fail "resume failed"; }
+[ "$(grep -c '"status":' "$work/ok/metrics.jsonl")" -eq 1 ] || fail "a resumed run keeps the old status line"
+tail -1 "$work/ok/metrics.jsonl" | grep -q '"status":"completed"' || fail "the resumed run does not close with its status"
 "$mpiexec" -np 2 --oversubscribe "$moerun" "${small[@]}" "${bad[@]}" --set parallel.ep=2 --run-dir "$work/nan2" \
   > "$work/nan2.log" 2>&1 && fail "the 2-rank NaN run exited 0"
 [ "$(grep -c '"event":"error"' "$work/nan2/events.jsonl")" -ge 1 ] || { cat "$work/nan2/events.jsonl"; fail "2 ranks: no error event"; }
