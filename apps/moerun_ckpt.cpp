@@ -130,6 +130,18 @@ int cmd_info(const CheckpointReader& f, bool json) {
       m["experts"].dump(), m["top_k"].dump(), m["d_ff"].dump(), m["expert_type"].get<std::string>(),
       m["capacity_factor"].dump(), params, tensors, double(bytes) / 1e6,
       double(std::filesystem::file_size(f.path())) / 1e6);
+  if (f.has_attribute("moerun_version")) {
+    j["moerun_version"] = f.string_attribute("moerun_version");
+    text += fmt::format("  written by {}\n", f.string_attribute("moerun_version"));
+  }
+  if (f.has_attribute("step_metrics")) {  // the numbers of the step the checkpoint follows
+    const Json m = Json::parse(f.string_attribute("step_metrics"));
+    j["step_metrics"] = m;
+    text += fmt::format("  at step {}: loss {:.6g}, aux {:.3g}, z {:.3g}, lr {:.4g}, grad norm {:.4g}, dropped {:.2f}%{}\n",
+                        f.int_attribute("step"), m.value("loss", 0.0), m.value("aux_loss", 0.0), m.value("z_loss", 0.0),
+                        m.value("lr", 0.0), m.value("grad_norm", 0.0), 100.0 * m.value("dropped_frac", 0.0),
+                        m.value("update_skipped", false) ? " (update skipped by the loss guard)" : "");
+  }
   text += "  config (moerun-ckpt config FILE > run.toml writes it as TOML; --resume starts from it):\n";
   for (const auto& [section, keys] : config.items())
     for (const auto& [key, value] : keys.items()) text += fmt::format("    {}.{} = {}\n", section, key, value.dump());

@@ -8,6 +8,7 @@
 #include "checkpoint/state_content.h"
 #include "model/feed_forward.h"
 #include "model/moe_layer.h"
+#include "train/rank_agreement.h"
 
 namespace moerun {
 
@@ -18,7 +19,7 @@ const Tensor* moment(AdamW& optimizer, ckpt::Root root, const std::string& name)
 }
 }  // namespace
 
-ckpt::CheckpointContent checkpoint_content(const TrainingState& s, std::int64_t step, int rebalances) {
+ckpt::CheckpointContent checkpoint_content(const TrainingState& s, std::int64_t step, int rebalances, const StepResult* last) {
   const Config& config = s.config;
   ckpt::ContentBuilder b;
   const bool dense_writer = s.topology.world().rank() == 0;
@@ -72,6 +73,14 @@ ckpt::CheckpointContent checkpoint_content(const TrainingState& s, std::int64_t 
   content.int_attributes["ep"] = s.topology.ep();
   content.int_attributes["rebalances"] = rebalances;
   content.string_attributes["config"] = config.to_json().dump();
+  content.string_attributes["moerun_version"] = program_version();
+  if (last != nullptr) {
+    content.string_attributes["step_metrics"] =
+        nlohmann::json{{"loss", last->loss},           {"aux_loss", last->aux_loss}, {"z_loss", last->z_loss},
+                       {"lr", last->lr},               {"grad_norm", last->grad_norm}, {"dropped_frac", last->dropped_frac},
+                       {"update_skipped", last->update_skipped}}
+            .dump();
+  }
   nlohmann::json placement = nlohmann::json::array();
   for (const Placement& p : s.placements) placement.push_back(p.to_json());
   content.string_attributes["placement"] = placement.dump();

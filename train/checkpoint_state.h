@@ -15,6 +15,7 @@
 #include "parallel/topology.h"
 #include "train/config.h"
 #include "train/optimizer.h"
+#include "train/step_stats.h"
 
 namespace moerun {
 
@@ -34,7 +35,10 @@ struct TrainingState {
 // The same datasets on every rank (from the model's shape, not from what a rank holds); the
 // pieces this rank writes: dense tensors from rank 0, each expert from its first holder in
 // the first EP group, and under ZeRO-1 each rank's rows of the moments.
-ckpt::CheckpointContent checkpoint_content(const TrainingState& state, std::int64_t step, int rebalances);
+// last: the numbers of the step just trained (loss, learning rate, gradient norm, ...), stored
+// for inspection (moerun-ckpt info); null when no step ran since the start or a restore.
+ckpt::CheckpointContent checkpoint_content(const TrainingState& state, std::int64_t step, int rebalances,
+                                           const StepResult* last = nullptr);
 
 // The saved placement when the file was written with this expert-parallel size and layers.
 std::optional<std::vector<Placement>> saved_placements(const ckpt::CheckpointReader& file, int ep, std::size_t layers);

@@ -292,6 +292,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   r.allreduce_bytes_inter_node = grad_groups_->bytes_inter_node();
   r.compute_ms = r.step_ms - r.a2a_ms - r.allreduce_ms;
   r.tokens = config_.train.global_batch * t;
+  last_step_ = r;
   return r;
 }
 
@@ -369,7 +370,8 @@ TrainSummary Trainer::run() {
 std::string Trainer::save_checkpoint(std::int64_t step) {
   const trace::Scope span("checkpoint", "checkpoint", static_cast<int>(step));
   const auto start = Clock::now();
-  const ckpt::CheckpointContent content = checkpoint_content(state(), step, rebalancer_->rebalances());
+  const ckpt::CheckpointContent content =
+      checkpoint_content(state(), step, rebalancer_->rebalances(), last_step_ ? &*last_step_ : nullptr);
   const auto* mpi = dynamic_cast<const MpiGroup*>(&world_);
   const std::string path = ckpt::write_checkpoint(world_, mpi ? mpi->comm() : MPI_COMM_NULL, run_dir_ + "/checkpoints", step,
                                                   content, static_cast<int>(config_.checkpoint.keep));

@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,7 @@ class Trainer {
   std::unique_ptr<LoadMonitor> monitor_;
   std::unique_ptr<Rebalancer> rebalancer_;
   std::int64_t start_step_ = 0;  // the last step already done (restore)
+  std::optional<StepResult> last_step_;  // the latest train_step's numbers, saved with checkpoints
   std::function<void()> step_callback_;
   LossSpikeGuard loss_guard_;
 };

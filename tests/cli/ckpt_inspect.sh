@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # moerun-ckpt where divergence is debugged (issue 19, first part), checked against numpy on the
-# file itself: `show` of one expert's parameter shows that expert only; `stats` reports, per
+# file itself: `info` gives the loss, learning rate and gradient norm of the step the checkpoint
+# follows and the moerun version; `show` of one expert's parameter shows that expert only; `stats` reports, per
 # tensor and per expert, the largest magnitude and NaN/Inf counts, AdamW moments included (a NaN
 # written into one expert's second moment, checksums updated, is found in that expert);
 # `verify` names the expert row whose bytes were corrupted; `diff` of two steps gives per tensor
@@ -19,6 +20,18 @@ $py -c "import h5py, numpy" 2> /dev/null || { echo "ckpt_inspect: SKIP (needs /u
   --set train.steps=3 --set log.progress=lines --run-dir "$work/r" > "$work/train.log" 2>&1 \
   || { cat "$work/train.log"; fail "training failed"; }
 file=$(ls "$work"/r/checkpoints/step_*.h5 | tail -1)
+# info: the numbers of the step the checkpoint follows, as metrics.jsonl logged them, and the version.
+"$ckpt" --json info "$file" > "$work/info.json" || fail "info failed"
+$py - "$work/info.json" "$work/r/metrics.jsonl" <<'PY' || fail "info does not give step 3's loss, lr and grad norm"
+import json, sys
+info = json.load(open(sys.argv[1]))
+step3 = [json.loads(l) for l in open(sys.argv[2]) if '"step_ms"' in l][-1]
+assert step3["step"] == 3 and info["step"] == 3
+for k in ("loss", "lr", "grad_norm"):
+    assert abs(info["step_metrics"][k] - step3[k]) <= 1e-12 * abs(step3[k]), (k, info["step_metrics"][k], step3[k])
+assert info["moerun_version"].startswith("moerun "), info["moerun_version"]
+PY
+"$ckpt" info "$file" | grep -q "at step 3: loss" || fail "info's text lacks the step's numbers"
 "$ckpt" --json show "$file" layers.0.moe.experts.2.w1 > "$work/show.json" || fail "show of one expert failed"
 "$ckpt" --json stats "$file" > "$work/stats.json" || fail "stats failed"
 $py - "$file" "$work/show.json" "$work/stats.json" <<'PY' || fail "show or stats disagree with numpy"
