@@ -332,11 +332,12 @@ int cmd_diff(const CheckpointReader& a, const CheckpointReader& b, double rtol, 
   for (const auto& [path, shape] : in_b)
     if (!a.has(path)) missing.push_back(fmt::format("{:<56} only in B", path));
   beyond = beyond || !missing.empty();
-  // Largest change first (NaN counts as largest).
-  const auto key = [](const Json& t) {
-    const double r = t["rel_change"].is_number() ? t["rel_change"].get<double>() : INFINITY;
+  // A change as stored (NaN and inf become JSON null), as a sort key: largest first, NaN largest.
+  const auto change = [](const Json& v) {
+    const double r = v.is_number() ? v.get<double>() : INFINITY;
     return std::isnan(r) ? INFINITY : r;
   };
+  const auto key = [&](const Json& t) { return change(t["rel_change"]); };
   std::stable_sort(tensors.begin(), tensors.end(), [&](const Json& x, const Json& y) { return key(x) > key(y); });
   const Json config = config_differences(a, b);
   std::string text;
@@ -345,10 +346,7 @@ int cmd_diff(const CheckpointReader& a, const CheckpointReader& b, double rtol, 
                         t["max_abs"].get<double>(), t["max_rel"].get<double>(), t["within"].get<bool>() ? "" : "  BEYOND");
     if (t.contains("experts")) {
       std::vector<std::pair<double, std::size_t>> order;
-      for (std::size_t e = 0; e < t["experts"].size(); ++e) {
-        const double r = t["experts"][e].is_number() ? t["experts"][e].get<double>() : INFINITY;
-        order.emplace_back(std::isnan(r) ? INFINITY : r, e);
-      }
+      for (std::size_t e = 0; e < t["experts"].size(); ++e) order.emplace_back(change(t["experts"][e]), e);
       std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
       std::vector<std::string> parts;
       for (std::size_t i = 0; i < std::min<std::size_t>(order.size(), 4); ++i)
