@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
   app.add_flag("--overwrite", overwrite,
                "start a fresh run in a --run-dir that already holds one (its contents are moved aside to "
                "<dir>.replaced-<time>, not deleted)");
+  app.set_version_flag("--version", moerun::program_version(), "print the version and the commit it was built from, and exit");
   app.add_flag("--config-reference", reference, "print every config key as a Markdown table and exit");
   app.add_flag("--dry-run", dry_run,
                "check the layout and print the memory estimate per rank (parameters, gradients, optimizer, "

@@ -65,7 +65,7 @@ int encode(const std::string& model, const std::string& input, const std::string
                "[moerun-data encode] a vocabulary of {} ids does not fit in 16 bits; write a .u32 file", vocab);
   std::ofstream out(output, std::ios::binary);
   MOERUN_CHECK(out.good(), DataError, "[moerun-data encode] cannot write '{}'", output);
-  TokenSidecar sidecar{std::filesystem::absolute(model).string(), file_checksum(model), vocab, 0, 0};
+  TokenSidecar sidecar{model, file_checksum(model), vocab, 0, 0};
   std::string line;
   std::vector<int> ids;
   while (std::getline(in, line)) {  // line by line: a corpus need not fit in memory

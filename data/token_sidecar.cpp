@@ -18,7 +18,12 @@ std::optional<TokenSidecar> read_sidecar(const std::string& token_file) {
   std::ifstream in(path);
   try {
     const nlohmann::json j = nlohmann::json::parse(in);
-    return TokenSidecar{j.at("tokenizer").get<std::string>(), j.at("tokenizer_checksum").get<std::string>(),
+    // Stored relative to the sidecar's folder, so that a corpus folder can move or be copied to
+    // another machine; absolute paths (sidecars written before) are kept as they are.
+    const std::filesystem::path stored = j.at("tokenizer").get<std::string>();
+    const std::filesystem::path tokenizer =
+        stored.is_absolute() ? stored : (std::filesystem::path(path).parent_path() / stored).lexically_normal();
+    return TokenSidecar{tokenizer.string(), j.at("tokenizer_checksum").get<std::string>(),
                         j.at("vocab_size").get<std::int64_t>(), j.at("tokens").get<std::int64_t>(),
                         j.at("text_bytes").get<std::int64_t>()};
   } catch (const nlohmann::json::exception& e) {
@@ -28,7 +33,10 @@ std::optional<TokenSidecar> read_sidecar(const std::string& token_file) {
 }
 
 void write_sidecar(const std::string& token_file, const TokenSidecar& s) {
-  const nlohmann::json j{{"tokenizer", s.tokenizer},   {"tokenizer_checksum", s.tokenizer_checksum},
+  namespace fs = std::filesystem;
+  const fs::path folder = fs::absolute(sidecar_path(token_file)).parent_path();
+  const std::string tokenizer = fs::absolute(s.tokenizer).lexically_relative(folder).string();
+  const nlohmann::json j{{"tokenizer", tokenizer},   {"tokenizer_checksum", s.tokenizer_checksum},
                          {"vocab_size", s.vocab_size}, {"tokens", s.tokens},
                          {"text_bytes", s.text_bytes}};
   std::ofstream out(sidecar_path(token_file));

@@ -12,7 +12,7 @@
 namespace moerun {
 
 struct TokenSidecar {
-  std::string tokenizer;           // path of the SentencePiece model, as given to encode
+  std::string tokenizer;           // path of the SentencePiece model (the file stores it relative to itself)
   std::string tokenizer_checksum;  // FNV-1a 64 of the model file, hex
   std::int64_t vocab_size = 0;
   std::int64_t tokens = 0;

@@ -11,7 +11,7 @@
 
 namespace moerun {
 
-const char* program_version() { return "moerun " MOERUN_VERSION " built " __DATE__ " " __TIME__; }
+const char* program_version() { return "moerun " MOERUN_VERSION " (commit " MOERUN_COMMIT ") built " __DATE__ " " __TIME__; }
 
 void check_ranks_agree(ProcessGroup& world, const Config& config) {
   if (world.size() == 1) return;

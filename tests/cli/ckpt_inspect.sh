@@ -29,7 +29,7 @@ step3 = [json.loads(l) for l in open(sys.argv[2]) if '"step_ms"' in l][-1]
 assert step3["step"] == 3 and info["step"] == 3
 for k in ("loss", "lr", "grad_norm"):
     assert abs(info["step_metrics"][k] - step3[k]) <= 1e-12 * abs(step3[k]), (k, info["step_metrics"][k], step3[k])
-assert info["moerun_version"].startswith("moerun "), info["moerun_version"]
+assert info["moerun_version"].startswith("moerun ") and "(commit " in info["moerun_version"], info["moerun_version"]
 PY
 "$ckpt" info "$file" | grep -q "at step 3: loss" || fail "info's text lacks the step's numbers"
 "$ckpt" --json show "$file" layers.0.moe.experts.2.w1 > "$work/show.json" || fail "show of one expert failed"

@@ -77,6 +77,12 @@ head -c 20000 "$work/corpus.u16" > "$work/cut.u16" && cp "$work/corpus.u16.json"
 "$moerun" "${small[@]}" --set data.source="$work/cut.u16" --set model.vocab_size=600 --set train.steps=1 \
   --run-dir "$work/cut" > "$work/cut.log" 2>&1 && fail "a truncated token file was accepted"
 grep -q "the file changed after moerun-data encode" "$work/cut.log" || { cat "$work/cut.log"; fail "truncation not named"; }
+# The sidecar names its tokenizer relative to itself: a corpus folder moved elsewhere still works.
+grep -q "\"tokenizer\": \"tok.model\"" "$work/corpus.u16.json" || { cat "$work/corpus.u16.json"; fail "the sidecar's path is not relative"; }
+mkdir -p "$work/moved" && cp "$work/corpus.u16" "$work/corpus.u16.json" "$work/tok.model" "$work/moved/"
+"$moerun" "${small[@]}" --set data.source="$work/moved/corpus.u16" --set model.vocab_size=600 --set train.steps=1 \
+  --run-dir "$work/moved_run" > "$work/moved.log" 2>&1 || { cat "$work/moved.log"; fail "a moved corpus folder failed"; }
+grep -q "tokenizer $work/moved/tok.model" "$work/moved.log" || { cat "$work/moved.log"; fail "the moved tokenizer is not found"; }
 # A separate held-out file (data.valid_source), encoded with the same tokenizer; a held-out fraction.
 cat "$docs"/../README.md "$docs"/../README.md > "$work/valid.txt"
 "$data" encode --model "$work/tok.model" --input "$work/valid.txt" --output "$work/valid.u16" > /dev/null 2>&1 \
