@@ -10,6 +10,8 @@ again (--rerun runs them all). Points that failed are retried. The sweep file:
     [sweep]
     scaling = "strong"   # strong: train.global_batch fixed; weak: it is the batch per rank
     warmup = 5           # leading steps left out of the timing (the first step builds caches)
+    repeat = 1           # runs per point; the CSV gives the median and the spread
+    noise_threshold = 0.2  # a point whose spread exceeds this fraction is flagged noisy
     [base]               # moerun config keys for every point
     "train.steps" = 30
     [axes]               # lists of values; every combination is a point
@@ -20,11 +22,15 @@ again (--rerun runs them all). Points that failed are retried. The sweep file:
 
 Axis names: ranks, ep, experts, top_k, capacity_factor, skew (data.skew), zipf
 (bench.router_zipf), policy (balance.policy), size, or any full config key ("model.d_ff").
-Python 3.11+ standard library; plots need matplotlib (Debian: python3-matplotlib) and are
+Before anything runs, the spec is checked: every config key against `moerun --config-reference`
+(an unknown key is named, with its close matches), then every point with `moerun --dry-run` at its
+rank count (a point moerun refuses is reported as invalid and not run; when every point is
+refused, nothing runs). Python 3.11+ standard library; plots need matplotlib (Debian: python3-matplotlib) and are
 skipped with a message without it.
 """
 import argparse
 import csv
+import difflib
 import itertools
 import json
 import os
@@ -58,13 +64,15 @@ BUILTIN_SIZES = {
 }
 
 COLUMNS = [
-    "point", "status", "ranks", "dp", "ep", "experts", "top_k", "capacity_factor", "skew", "zipf", "policy",
+    "point", "label", "status", "ranks", "dp", "ep", "experts", "top_k", "capacity_factor", "skew", "zipf", "policy",
     "d_model", "d_ff", "n_layers", "global_batch", "scaling", "oversubscribed", "timed_steps",
     "tokens_per_s", "tokens_per_s_per_rank", "speedup", "scaling_efficiency", "baseline_point",
     "step_ms", "step_ms_median", "compute_ms", "a2a_ms", "allreduce_ms", "rebalance_ms",
     "imbalance_mean", "imbalance_last", "expert_time_imbalance", "a2a_mib_per_step", "rebalances",
-    "final_loss", "peak_device_mib", "peak_rss_mib", "wall_s", "run_dir", "message",
+    "final_loss", "peak_device_mib", "peak_rss_mib", "repeats", "tokens_per_s_min", "tokens_per_s_max",
+    "tokens_per_s_spread", "step_ms_excess", "noisy", "wall_s", "run_dir", "message",
 ]
+AXIS_COLUMNS_AT = 4  # extra axes' columns go after point, label, status, ranks
 
 
 def fail(message: str) -> None:
@@ -93,13 +101,84 @@ def load_spec(path: pathlib.Path) -> dict:
             fail(f"{path}: unknown axis '{name}'; use one of ranks, size, {', '.join(AXIS_KEYS)} or a full "
                  f"config key such as model.d_ff (moerun --config-reference lists them)")
     sweep = spec.setdefault("sweep", {})
+    unknown = set(sweep) - {"scaling", "warmup", "repeat", "noise_threshold", "ranks"}
+    if unknown:
+        fail(f"{path}: unknown [sweep] key(s) {sorted(unknown)}; allowed: scaling, warmup, repeat, noise_threshold, ranks")
     if sweep.get("scaling", "strong") not in ("strong", "weak"):
         fail(f"{path}: sweep.scaling = {sweep['scaling']!r} must be \"strong\" or \"weak\"")
+    for key, low in (("repeat", 1), ("warmup", 0)):
+        if not isinstance(sweep.get(key, low), int) or sweep.get(key, low) < low:
+            fail(f"{path}: sweep.{key} = {sweep[key]!r} must be an integer >= {low}")
+    if not isinstance(sweep.get("noise_threshold", 0.2), (int, float)) or sweep.get("noise_threshold", 0.2) <= 0:
+        fail(f"{path}: sweep.noise_threshold = {sweep['noise_threshold']!r} must be a positive fraction, e.g. 0.2")
     spec["sizes"] = {**BUILTIN_SIZES, **spec.get("sizes", {})}
     for size in axes.get("size", []):
         if size not in spec["sizes"]:
             fail(f"{path}: size '{size}' is not defined; add [sizes.{size}] or use one of {sorted(spec['sizes'])}")
     return spec
+
+
+def config_reference(binary: pathlib.Path) -> dict[str, str]:
+    """Every config key moerun knows, with its type, from `moerun --config-reference`."""
+    try:
+        p = subprocess.run([str(binary), "--config-reference"], capture_output=True, text=True, timeout=60)
+    except OSError as e:
+        fail(f"cannot run {binary} --config-reference: {e.strerror}; build first: bash launch/build.sh (or set MOERUN_BIN)")
+    if p.returncode != 0:
+        fail(f"{binary} --config-reference failed: {p.stderr.strip()}")
+    rows = re.findall(r"^\| `([a-z_]+\.[a-z_0-9]+)` \| (\w+) \|", p.stdout, re.MULTILINE)
+    if not rows:
+        fail(f"{binary} --config-reference printed no keys; is it a moerun binary?")
+    return dict(rows)
+
+
+TYPE_CHECKS = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+               "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+               "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool)}
+
+
+def check_keys(spec: dict, path: pathlib.Path, reference: dict[str, str]) -> None:
+    """Every config key of the spec ([base], [sizes.*] and full-key axes) exists and has the right
+    type: a typo is refused here, before any point runs."""
+    uses = [(key, value, "[base]") for key, value in spec.get("base", {}).items()]
+    for size, keys in spec.get("sizes", {}).items():
+        if size in BUILTIN_SIZES and keys is BUILTIN_SIZES[size]:
+            continue
+        uses += [(key, value, f"[sizes.{size}]") for key, value in keys.items()]
+    for name, values in spec["axes"].items():
+        if name not in ("ranks", "size"):
+            key = AXIS_KEYS.get(name, name)
+            uses += [(key, value, f"axis '{name}'") for value in values if value != "ranks"]
+    problems = []
+    for key, value, where in uses:
+        if key not in reference:
+            close = difflib.get_close_matches(key, reference, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else "; moerun --config-reference lists the keys"
+            problems.append(f"{where}: unknown config key '{key}'{hint}")
+        elif not TYPE_CHECKS.get(reference[key], lambda v: True)(value):
+            article = "an" if reference[key][0] in "aeiou" else "a"
+            problems.append(f"{where}: {key} = {value!r} is not {article} {reference[key]} (moerun --config-reference)")
+    if problems:
+        fail(f"{path}: nothing was run:\n  " + "\n  ".join(dict.fromkeys(problems)))
+
+
+def preflight(points: list[dict], binary: pathlib.Path, cores: int) -> dict[str, str]:
+    """moerun --dry-run for every point at its rank count: the points moerun refuses, with its reason."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def refusal(point: dict) -> str | None:
+        cmd = [str(binary), "--dry-run", "--world-size", str(point["ranks"])]
+        for key, value in point["settings"].items():
+            cmd += ["--set", f"{key}={toml_value(value)}"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if p.returncode == 0:
+            return None
+        lines = [l for l in (p.stderr + p.stdout).splitlines() if "error" in l]
+        return re.sub(r"^\[rank \d+\] ", "", lines[0]) if lines else f"moerun --dry-run exit code {p.returncode}"
+
+    with ThreadPoolExecutor(max_workers=max(1, cores)) as pool:
+        reasons = list(pool.map(refusal, points))
+    return {p["name"]: why for p, why in zip(points, reasons) if why is not None}
 
 
 def toml_value(v) -> str:
@@ -141,7 +220,9 @@ def expand(spec: dict) -> list[dict]:
             if "train.global_batch" not in settings:
                 fail("weak scaling needs \"train.global_batch\" in [base]: the batch per rank, multiplied by the ranks")
             settings["train.global_batch"] = int(settings["train.global_batch"]) * ranks
-        point = {"name": slug(axis_values), "axes": axis_values, "ranks": ranks, "settings": settings}
+        label = "/".join(str(v) for v in axis_values.values())
+        point = {"name": slug(axis_values), "label": label, "axes": axis_values, "ranks": ranks, "settings": settings,
+                 "repeat": int(spec["sweep"].get("repeat", 1))}
         points.append(point)
     names = [p["name"] for p in points]
     if len(set(names)) != len(names):
@@ -192,6 +273,7 @@ def summarize(run_dir: pathlib.Path, warmup: int, ranks: int) -> dict:
         "dp": ranks // config["parallel"]["ep"], "timed_steps": len(timed),
         "tokens_per_s": tokens_per_step * len(timed) / (total_ms / 1000.0),
         "step_ms": mean("step_ms"), "step_ms_median": statistics.median(r["step_ms"] for r in timed),
+        "step_ms_excess": mean("step_ms") / statistics.median(r["step_ms"] for r in timed) - 1.0,
         "compute_ms": mean("compute_ms"), "a2a_ms": mean("a2a_ms"), "allreduce_ms": mean("allreduce_ms"),
         "rebalance_ms": rebalance_ms / len(timed),
         "imbalance_mean": statistics.fmean(r["imbalance"] for r in half), "imbalance_last": steps[-1]["imbalance"],
@@ -208,62 +290,124 @@ def summarize(run_dir: pathlib.Path, warmup: int, ranks: int) -> dict:
     }
 
 
-def run_point(point: dict, out: pathlib.Path, warmup: int, timeout: float, cores: int) -> dict:
+def run_dirs(point: dict, out: pathlib.Path) -> list[pathlib.Path]:
+    """One run directory per repeat: run, run-2, run-3, ..."""
     point_dir = out / "points" / point["name"]
-    run_dir = point_dir / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a partial run of an earlier attempt
-    point_dir.mkdir(parents=True, exist_ok=True)
-    oversubscribed = point["ranks"] > cores
-    cmd = moerun_command(point, run_dir, oversubscribed)
-    log_path = point_dir / "log.txt"
-    start = time.monotonic()
+    return [point_dir / ("run" if r == 1 else f"run-{r}") for r in range(1, point["repeat"] + 1)]
+
+
+def run_moerun(cmd: list[str], log_path: pathlib.Path, timeout: float) -> int | None:
+    """Runs one moerun job with its output in log_path: its exit code, or None after a timeout."""
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
         try:
-            code = proc.wait(timeout=timeout)
+            return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            code = None
-    wall = time.monotonic() - start
-    result = {"point": point["name"], "ranks": point["ranks"], "oversubscribed": oversubscribed, "wall_s": wall,
-              "run_dir": str(run_dir.relative_to(out)), "spec": spec_key(point)}
-    if code != 0:
-        lines = [l for l in log_path.read_text().splitlines() if "error" in l.lower()]
-        # moerun's own message first: Open MPI's abort banner ("with errorcode 1.") may come before it.
-        lines = [l for l in lines if "moerun" in l] + [l for l in lines if "moerun" not in l]
-        why = "timed out after %.0f s" % timeout if code is None else (lines[0] if lines else f"exit code {code}")
-        # moerun refuses a layout that does not fit before it starts: not a failure of the sweep.
-        invalid = code is not None and any("moerun config error" in l for l in lines)
-        result.update(status="invalid" if invalid else "failed", message=f"{why} (log: {log_path.relative_to(out)})")
-        for column, key in AXIS_KEYS.items():  # what the point asked for, since no run reports it
-            if key in point["settings"]:
-                result[column] = point["settings"][key]
+            return None
+
+
+def failure_reason(log_path: pathlib.Path, code: int | None, timeout: float) -> tuple[str, bool]:
+    """The line of the log that says why a run failed, and whether moerun refused its config."""
+    lines = [l for l in log_path.read_text(errors="replace").splitlines() if "error" in l.lower()]
+    # moerun's own message first: Open MPI's abort banner ("with errorcode 1.") may come before it.
+    lines = [l for l in lines if "moerun" in l] + [l for l in lines if "moerun" not in l]
+    why = "timed out after %.0f s" % timeout if code is None else (lines[0] if lines else f"exit code {code}")
+    return why, code is not None and any("moerun config error" in l for l in lines)
+
+
+def combine(summaries: list[dict], threshold: float) -> dict:
+    """One point's figures over its repeats: the median of each, the spread of the throughput, and
+    a flag when the repeats disagree or slow outlier steps raised a run's mean step time."""
+    combined = dict(summaries[0])
+    for key, value in summaries[0].items():
+        if isinstance(value, float):
+            combined[key] = statistics.median(s[key] for s in summaries)
+    tps = [s["tokens_per_s"] for s in summaries]
+    spread = (max(tps) - min(tps)) / statistics.median(tps) if len(tps) > 1 else None
+    excess = max(s["step_ms_excess"] for s in summaries)
+    combined.update(repeats=len(summaries), tokens_per_s_min=min(tps), tokens_per_s_max=max(tps),
+                    tokens_per_s_spread="" if spread is None else spread, step_ms_excess=excess)
+    reasons = []
+    if spread is not None and spread > threshold:
+        reasons.append(f"repeats differ by {spread:.0%} of the median throughput")
+    if excess > threshold:
+        reasons.append(f"outlier steps raise the mean step time {excess:.0%} above the median")
+    combined["noisy"] = bool(reasons)
+    combined["noise"] = "; ".join(reasons)
+    return combined
+
+
+def record_figures(result: dict, summaries: list[dict], threshold: float, note: str) -> None:
+    result.update(combine(summaries, threshold))
+    notes = [n for n in (note, ("noisy: " + result.pop("noise")) if result["noisy"] else result.pop("noise")) if n]
+    result.update(status="ok", message="; ".join(notes))
+
+
+def run_point(point: dict, out: pathlib.Path, warmup: int, timeout: float, cores: int, threshold: float) -> dict:
+    point_dir = out / "points" / point["name"]
+    point_dir.mkdir(parents=True, exist_ok=True)
+    oversubscribed = point["ranks"] > cores
+    result = {"point": point["name"], "label": point["label"], "ranks": point["ranks"],
+              "oversubscribed": oversubscribed, "run_dir": str(run_dirs(point, out)[0].relative_to(out)),
+              "spec": spec_key(point)}
+    start = time.monotonic()
+    summaries = []
+    for r, run_dir in enumerate(run_dirs(point, out), 1):
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a partial run of an earlier attempt
+        log_path = point_dir / ("log.txt" if r == 1 else f"log-{r}.txt")
+        code = run_moerun(moerun_command(point, run_dir, oversubscribed), log_path, timeout)
+        if code != 0:
+            why, invalid = failure_reason(log_path, code, timeout)
+            # moerun refuses a layout that does not fit before it starts: not a failure of the sweep.
+            result.update(status="invalid" if invalid else "failed", message=f"{why} (log: {log_path.relative_to(out)})")
+            for column, key in AXIS_KEYS.items():  # what the point asked for, since no run reports it
+                if key in point["settings"]:
+                    result[column] = point["settings"][key]
+            break
+        try:
+            summaries.append(summarize(run_dir, warmup, point["ranks"]))
+        except (OSError, RuntimeError, KeyError, ValueError) as e:
+            result.update(status="failed", message=f"the run finished but its files cannot be read: {e!r}")
+            break
     else:
-        result.update(status="ok", message="oversubscribed: timing meaningless" if oversubscribed else "")
-        result.update(summarize(run_dir, warmup, point["ranks"]))
+        record_figures(result, summaries, threshold, "oversubscribed: timing meaningless" if oversubscribed else "")
+    result["wall_s"] = time.monotonic() - start
     (point_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
-def collect_point(point: dict, out: pathlib.Path, warmup: int) -> dict:
-    run_dir = out / "points" / point["name"] / "run"
-    result = {"point": point["name"], "ranks": point["ranks"], "oversubscribed": False, "wall_s": "",
-              "run_dir": str(run_dir.relative_to(out)), "spec": spec_key(point), "status": "missing",
-              "message": f"no finished run in {run_dir}"}
-    try:
-        result.update(summarize(run_dir, warmup, point["ranks"]))
-    except (OSError, RuntimeError):
-        return result
-    result.update(status="ok", message="collected")
+def collect_point(point: dict, out: pathlib.Path, warmup: int, threshold: float) -> dict:
+    dirs = run_dirs(point, out)
+    result = {"point": point["name"], "label": point["label"], "ranks": point["ranks"], "oversubscribed": False,
+              "wall_s": "", "run_dir": str(dirs[0].relative_to(out)), "spec": spec_key(point), "status": "missing"}
+    summaries = []
+    for run_dir in dirs:
+        try:
+            summaries.append(summarize(run_dir, warmup, point["ranks"]))
+        except (OSError, RuntimeError, KeyError, ValueError):
+            result["message"] = f"no finished run in {run_dir}"
+            return result
+    record_figures(result, summaries, threshold, "collected")
+    return result
+
+
+def invalid_point(point: dict, why: str) -> dict:
+    """A point moerun --dry-run refused: reported, never run."""
+    result = {"point": point["name"], "label": point["label"], "ranks": point["ranks"], "oversubscribed": False,
+              "wall_s": "", "run_dir": "", "spec": spec_key(point), "status": "invalid", "message": why}
+    for column, key in AXIS_KEYS.items():
+        if key in point["settings"]:
+            result[column] = point["settings"][key]
     return result
 
 
 def spec_key(point: dict) -> dict:
-    return {"ranks": point["ranks"], "settings": point["settings"]}
+    return {"ranks": point["ranks"], "settings": point["settings"], "repeat": point["repeat"]}
 
 
 def add_scaling(results: list[dict], points: list[dict], scaling: str) -> None:
@@ -291,7 +435,7 @@ def add_scaling(results: list[dict], points: list[dict], scaling: str) -> None:
 
 
 def write_csv(results: list[dict], path: pathlib.Path, extra_axes: list[str]) -> None:
-    columns = COLUMNS[:3] + extra_axes + COLUMNS[3:]
+    columns = COLUMNS[:AXIS_COLUMNS_AT] + extra_axes + COLUMNS[AXIS_COLUMNS_AT:]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -329,45 +473,58 @@ def main() -> int:
     out = args.out or ROOT / "sweeps" / args.spec.stem
     points = expand(spec)
     warmup = int(spec["sweep"].get("warmup", 5))
+    threshold = float(spec["sweep"].get("noise_threshold", 0.2))
     scaling = spec["sweep"].get("scaling", "strong")
     cores = usable_cores()
     binary = pathlib.Path(os.environ.get("MOERUN_BIN", ROOT / "build/release/bin/moerun"))
+    if binary.exists():
+        check_keys(spec, args.spec, config_reference(binary))
+    elif not args.collect:
+        fail(f"{binary} not found; build first: bash launch/build.sh (or set MOERUN_BIN)")
     if args.dry_run:
         for p in points:
-            print(f"{p['name']}: " + " ".join(moerun_command(p, out / "points" / p["name"] / "run", p["ranks"] > cores)))
+            print(f"{p['name']}: " + " ".join(moerun_command(p, run_dirs(p, out)[0], p["ranks"] > cores)))
         return 0
-    if not binary.exists() and not args.collect:
-        fail(f"{binary} not found; build first: bash launch/build.sh (or set MOERUN_BIN)")
+    refused = {} if args.collect else preflight(points, binary, cores)
+    if points and len(refused) == len(points):
+        reasons = sorted(set(refused.values()))
+        fail(f"moerun refuses every point of {args.spec}, so nothing was run:\n  " + "\n  ".join(reasons[:5])
+             + ("\n  ..." if len(reasons) > 5 else ""))
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.spec, out / ("spec" + args.spec.suffix))
     results = []
-    print(f"sweep: {len(points)} point(s) -> {out} ({cores} core(s); points with more ranks are oversubscribed)")
+    print(f"sweep: {len(points)} point(s), {len(refused)} refused by moerun --dry-run, "
+          f"{points[0]['repeat']} run(s) each -> {out} ({cores} core(s); points with more ranks are oversubscribed)")
     for i, p in enumerate(points, 1):
         prefix = f"[{i}/{len(points)}] {p['name']}"
+        if p["name"] in refused:
+            results.append(invalid_point(p, refused[p["name"]]))
+            print(f"{prefix}: not run, {refused[p['name']]}")
+            continue
         done = out / "points" / p["name"] / "result.json"
         if done.exists() and not args.rerun:
             previous = json.loads(done.read_text())
             if previous.get("status") in ("ok", "invalid") and previous.get("spec") == spec_key(p):
                 print(f"{prefix}: done before, " + (f"{previous['tokens_per_s']:.0f} tokens/s" if previous["status"] == "ok"
                                                      else previous["message"]))
-                results.append(previous)
+                results.append({**previous, "label": p["label"]})
                 continue
         twin = next((r for r in results if r.get("spec") == spec_key(p) and r["status"] != "failed"), None)
         if twin is not None:  # e.g. ep = 1 and ep = "ranks" at one rank: run once, report under both names
             print(f"{prefix}: the same run as {twin['point']}")
-            results.append({**twin, "point": p["name"]})
+            results.append({**twin, "point": p["name"], "label": p["label"]})
             continue
         if args.collect:
-            r = collect_point(p, out, warmup)
+            r = collect_point(p, out, warmup, threshold)
             results.append(r)
             print(f"{prefix}: " + (f"{r['tokens_per_s']:.0f} tokens/s" if r["status"] == "ok" else r["message"]))
             continue
-        r = run_point(p, out, warmup, args.timeout, cores)
+        r = run_point(p, out, warmup, args.timeout, cores, threshold)
         results.append(r)
         if r["status"] == "ok":
             print(f"{prefix}: {r['tokens_per_s']:.0f} tokens/s, step {r['step_ms']:.1f} ms "
                   f"(all-to-all {r['a2a_ms']:.1f}, all-reduce {r['allreduce_ms']:.1f}), {r['wall_s']:.0f} s"
-                  + (" [oversubscribed]" if r["oversubscribed"] else ""))
+                  + (f" [{r['message']}]" if r["message"] else ""))
         elif r["status"] == "invalid":
             print(f"{prefix}: not a valid layout, {r['message']}")
         else:
@@ -379,18 +536,45 @@ def main() -> int:
             r[a] = p["axes"][a]
     csv_path = out / "results.csv"
     write_csv(results, csv_path, extra_axes)
+    write_axes(points, out / "axes.json", spec.get("base", {}))
     print(f"sweep: results in {csv_path}")
+    noisy = [r["label"] for r in results if r.get("noisy")]
+    if noisy:
+        print(f"sweep: {len(noisy)} noisy point(s) (spread > {threshold:.0%}; the 'noisy' column and the figures mark "
+              f"them; more steps or sweep.repeat help): {', '.join(noisy)}")
     if not args.no_plots:
-        python = python_with("matplotlib")
-        if python is None:
-            print("sweep: plots skipped: no python3 with matplotlib found (Debian: apt-get install python3-matplotlib)")
-        else:
-            subprocess.run([python, str(HERE / "plot.py"), str(csv_path), "--out", str(out)], check=True)
+        plot(csv_path, out, results)
     failed = [r["point"] for r in results if r["status"] in ("failed", "missing")]
     if failed:
         print(f"sweep: {len(failed)} point(s) failed: {', '.join(failed)}; run the sweep again to retry them")
         return 1
     return 0
+
+
+def write_axes(points: list[dict], path: pathlib.Path, base: dict) -> None:
+    """The axes and each point's values on them, for plot.py's panels and colours; and labels.md,
+    the table from the short labels the figures use to each point's full setting."""
+    axes = list(points[0]["axes"]) if points else []
+    path.write_text(json.dumps({"axes": axes, "points": {p["name"]: p["axes"] for p in points}}, indent=1) + "\n")
+    lines = [f"Labels in the figures are the values of {' / '.join(axes)}; every point also has the spec's [base].", "",
+             "| label | point (run directory under points/) | settings beyond [base] |", "|---|---|---|"]
+    for p in points:
+        settings = " ".join(f"{k}={toml_value(v)}" for k, v in p["settings"].items() if base.get(k) != v)
+        lines.append(f"| `{p['label']}` | {p['name']} | ranks={p['ranks']} {settings} |")
+    (path.parent / "labels.md").write_text("\n".join(lines) + "\n")
+
+
+def plot(csv_path: pathlib.Path, out: pathlib.Path, results: list[dict]) -> None:
+    if not any(r["status"] == "ok" for r in results):
+        print("sweep: no point finished, so there is nothing to plot")
+        return
+    python = python_with("matplotlib")
+    if python is None:
+        print("sweep: plots skipped: no python3 with matplotlib found (Debian: apt-get install python3-matplotlib)")
+        return
+    p = subprocess.run([python, str(HERE / "plot.py"), str(csv_path), "--out", str(out)])
+    if p.returncode != 0:
+        print(f"sweep: plot.py failed (exit {p.returncode}); results.csv is complete, the figures are not")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""A small sweep end to end: launch/sweep.py runs every point under mpirun, writes results.csv
-with the documented columns and plausible values, reuses finished points when run again, reports
-an impossible layout as invalid, and (when matplotlib is importable) writes the PNGs.
+"""A small sweep end to end: launch/sweep.py runs every point under mpirun (twice: repeat = 2),
+writes results.csv with the documented columns, plausible values and the spread over the repeats,
+reuses finished points when run again, reports an impossible layout as invalid without running it,
+refuses a spec with a typo before anything runs, and (when matplotlib is importable) writes the
+PNGs, which launch/plot.py --strict checks for size and overlapping legends.
 
     test_sweep.py <repository root> <moerun binary> <work directory>
 """
@@ -22,6 +24,7 @@ sweep = [sys.executable, str(root / "launch/sweep.py")]
 [sweep]
 scaling = "strong"
 warmup = 2
+repeat = 2
 [base]
 "train.steps" = 6
 "train.global_batch" = 8
@@ -69,6 +72,18 @@ for name, r in rows.items():
     check(r["d_model"] == "64", f"{name}: size 'tiny' not applied")
     check(int(r["dp"]) * int(r["ep"]) == int(r["ranks"]), f"{name}: dp x ep != ranks")
 check(rows["ranks2-epranks-sizetiny"]["ep"] == "2", "ep = \"ranks\" did not become 2")
+# repeat = 2: two runs per point, the median throughput between their extremes, the spread
+# computed from them, and a noisy flag that agrees with the spread.
+for name, r in rows.items():
+    low, high, tps = float(r["tokens_per_s_min"]), float(r["tokens_per_s_max"]), float(r["tokens_per_s"])
+    check(r["repeats"] == "2" and low <= tps <= high, f"{name}: repeats {r['repeats']}, {low} <= {tps} <= {high}")
+    check(abs(float(r["tokens_per_s_spread"]) - (high - low) / tps) < 1e-4 * max(1.0, (high - low) / tps),
+          f"{name}: spread {r['tokens_per_s_spread']} is not (max - min) / median")
+    noisy = float(r["tokens_per_s_spread"]) > 0.2 or float(r["step_ms_excess"]) > 0.2
+    check(r["noisy"] == str(noisy), f"{name}: noisy = {r['noisy']} but spread {r['tokens_per_s_spread']}")
+    check(r["label"] == name.replace("ranks", "", 1).replace("-ep", "/").replace("-size", "/"),
+          f"{name}: label {r['label']}")
+    check((out / "points" / name / "run-2" / "metrics.jsonl").exists() or "the same run" in p.stdout, f"{name}: no run-2")
 check(float(rows["ranks2-epranks-sizetiny"]["a2a_mib_per_step"]) > 0, "expert parallelism sent no all-to-all bytes")
 check(float(rows["ranks1-ep1-sizetiny"]["scaling_efficiency"]) == 1.0, "the baseline's efficiency is not 1")
 eff = float(rows["ranks2-ep1-sizetiny"]["scaling_efficiency"])
@@ -86,6 +101,11 @@ if has_matplotlib:
         check((out / png).stat().st_size > 1000, f"{png} missing or empty")
     check((run_dir.parent / "expert_load.png").exists() and (run_dir.parent / "imbalance.png").exists(),
           "the per-run figures are missing")
+    python = next(c for c in (sys.executable, "/usr/bin/python3")
+                  if subprocess.run([c, "-c", "import matplotlib"], capture_output=True).returncode == 0)
+    strict = subprocess.run([python, str(root / "launch/plot.py"), str(out / "results.csv"), "--strict"],
+                            capture_output=True, text=True)
+    check(strict.returncode == 0, f"the sweep's figures have layout problems: {strict.stderr}")
 else:
     print("SKIP plot checks: no python3 with matplotlib on this machine (apt-get install python3-matplotlib)")
 
@@ -108,14 +128,29 @@ check(collected["ranks2-ep1-sizetiny"]["tokens_per_s"] == rows["ranks2-ep1-sizet
 check(collected["ranks1-ep1-sizetiny"]["status"] == "missing" and p.returncode != 0,
       "--collect did not report a point without a finished run")
 
-# A layout moerun refuses is reported as invalid, with moerun's message; JSON specs work.
-(work / "bad.json").write_text(json.dumps({"base": {"train.steps": 2}, "axes": {"ranks": [2], "ep": ["ranks"],
-                                                                                   "experts": [3]}}))
+# A layout moerun refuses is reported as invalid, with moerun's message, and never run; JSON specs work.
+(work / "bad.json").write_text(json.dumps({"base": {"train.steps": 2, "model.d_model": 32, "model.d_ff": 64},
+                                           "axes": {"ranks": [2], "ep": ["ranks"], "experts": [3, 4]}}))
 p = run(str(work / "bad.json"), "--out", str(work / "bad"), "--no-plots")
 check(p.returncode == 0, "an invalid layout failed the sweep")
 with open(work / "bad/results.csv") as f:
-    bad = list(csv.DictReader(f))[0]
-check(bad["status"] == "invalid" and "not divisible by parallel.ep" in bad["message"] and bad["experts"] == "3", f"invalid point: {bad}")
+    bad = {r["experts"]: r for r in csv.DictReader(f)}
+check(bad["3"]["status"] == "invalid" and "not divisible by parallel.ep" in bad["3"]["message"], f"invalid point: {bad['3']}")
+check(not (work / "bad/points/ranks2-epranks-experts3").exists(), "the refused point was run")
+check(bad["4"]["status"] == "ok", f"the valid point beside it: {bad['4']}")
+
+# A typo in [base] or a value of the wrong type is refused before anything runs, naming the key
+# and its close matches; so is a sweep whose every point moerun refuses.
+(work / "typo.toml").write_text('[base]\n"train.step" = 6\n"model.experts" = "8"\n[axes]\nranks = [1]\n')
+p = run(str(work / "typo.toml"), "--out", str(work / "typo"))
+check(p.returncode != 0 and "unknown config key 'train.step'; did you mean train.steps" in p.stderr
+      and "model.experts = '8' is not an integer" in p.stderr, "a typo was not refused clearly")
+check(not (work / "typo").exists(), "a spec with a typo started running")
+(work / "refused.toml").write_text('[axes]\nranks = [1]\npolicy = ["atuo"]\n')
+p = run(str(work / "refused.toml"), "--out", str(work / "refused"))
+check(p.returncode != 0 and "refuses every point" in p.stderr and "'atuo' is not one of" in p.stderr,
+      "a spec whose every point is refused was not stopped")
+check("Traceback" not in p.stderr, "a traceback")
 
 # A malformed sweep file is refused with a message naming the problem.
 (work / "broken.toml").write_text("[axes]\nranks = 2\n")
