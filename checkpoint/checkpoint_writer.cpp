@@ -39,23 +39,6 @@ std::int64_t row_elements(const DatasetSpec& spec) {
   return n;
 }
 
-void write_int_attribute(hid_t object, const std::string& name, std::int64_t value) {
-  h5::Handle space = h5::dataspace(H5Screate(H5S_SCALAR));
-  h5::Handle attr = h5::attribute(h5::check(H5Acreate2(object, name.c_str(), H5T_NATIVE_INT64, space.id(), H5P_DEFAULT, H5P_DEFAULT),
-                                            "H5Acreate2", name));
-  h5::check(H5Awrite(attr.id(), H5T_NATIVE_INT64, &value), "H5Awrite", name);
-}
-
-void write_string_attribute(hid_t object, const std::string& name, const std::string& value) {
-  h5::Handle type = h5::datatype(H5Tcopy(H5T_C_S1));
-  H5Tset_size(type.id(), std::max<std::size_t>(1, value.size()));
-  H5Tset_strpad(type.id(), H5T_STR_NULLPAD);
-  h5::Handle space = h5::dataspace(H5Screate(H5S_SCALAR));
-  h5::Handle attr = h5::attribute(
-      h5::check(H5Acreate2(object, name.c_str(), type.id(), space.id(), H5P_DEFAULT, H5P_DEFAULT), "H5Acreate2", name));
-  h5::check(H5Awrite(attr.id(), type.id(), value.empty() ? "" : value.data()), "H5Awrite", name);
-}
-
 void write_u32_array_attribute(hid_t object, const std::string& name, const std::vector<std::uint32_t>& values) {
   const hsize_t n = values.size();
   h5::Handle space = h5::dataspace(H5Screate_simple(1, &n, nullptr));
@@ -209,11 +192,11 @@ std::string write_checkpoint(ProcessGroup& world, MPI_Comm comm, const std::stri
         row_crc[r] = crc[first_slot[i] + r];
         whole = r == 0 ? row_crc[r] : crc32_combine_parts(whole, row_crc[r], row_bytes);
       }
-      write_int_attribute(datasets[i].id(), "crc32", whole);
+      h5::write_int_attribute(datasets[i].id(), "crc32", whole);
       if (spec.stacked) write_u32_array_attribute(datasets[i].id(), "crc32_rows", row_crc);
     }
-    for (const auto& [name, value] : content.int_attributes) write_int_attribute(file.id(), name, value);
-    for (const auto& [name, value] : content.string_attributes) write_string_attribute(file.id(), name, value);
+    for (const auto& [name, value] : content.int_attributes) h5::write_int_attribute(file.id(), name, value);
+    for (const auto& [name, value] : content.string_attributes) h5::write_string_attribute(file.id(), name, value);
     datasets.clear();
     h5::check(file.close(), "H5Fclose", tmp_path + " (flushing the file)");  // collective: all data is on disk after it
     world.barrier();

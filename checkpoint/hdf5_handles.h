@@ -6,6 +6,7 @@
 
 #include <hdf5.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -58,6 +59,10 @@ class Handle {
   hid_t id_ = H5I_INVALID_HID;
   Closer closer_ = nullptr;
 };
+
+// Scalar attributes on a file, group or dataset.
+void write_int_attribute(hid_t object, const std::string& name, std::int64_t value);
+void write_string_attribute(hid_t object, const std::string& name, const std::string& value);
 
 inline Handle file(hid_t id) { return Handle(id, H5Fclose); }
 inline Handle group(hid_t id) { return Handle(id, H5Gclose); }

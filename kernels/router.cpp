@@ -30,6 +30,10 @@ void router_forward(const RouterArgs& p) {
   const RouterDims d = check_common("router_forward", p);
   detail::check_f32("router_forward", "logits", p.logits, {d.n, d.e});
   if (p.select_bias != nullptr) detail::check_f32("router_forward", "select_bias", p.select_bias, {d.e});
+  if (p.forced_index != nullptr) {
+    detail::check_dtype("router_forward", "forced_index", *p.forced_index, DType::I32);
+    detail::check_shape("router_forward", "forced_index", *p.forced_index, {d.n, d.k});
+  }
   const ScopedKernelTimer timer(device, "router_forward");
   table.router_forward(p);
 }

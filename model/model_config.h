@@ -77,6 +77,10 @@ struct ModelConfig {
   // Benchmark only (bench.router_zipf): a fixed bias on the router logits that makes expert
   // popularity follow Zipf(s). It changes the model's math; 0 = off.
   double router_zipf = 0.0;
+  // Benchmark only (bench.router_balanced): token-copy i of a micro-batch goes to expert i mod
+  // experts whatever the scores, so every expert gets the same number of copies (within one) on
+  // every rank: the balanced step time that bounds any placement's gain. Changes the math.
+  bool router_balanced = false;
   // train.precision: the dtype of activations, matmul operands and the token exchange. bf16 is
   // mixed precision (fp32 master weights, gradients, optimizer and residual stream; see
   // docs/precision.md); f32 computes everything in fp32.

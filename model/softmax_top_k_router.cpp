@@ -53,7 +53,8 @@ class SoftmaxTopKRouter final : public Router {
     gates_ = Tensor(dev, {n, k});
     kernels::router_forward({.logits = &logits, .probs = &probs_, .lse = &lse_, .index = &index_, .gates = &gates_,
                              .renormalize = config_.renormalize_gates(), .score = config_.router_score,
-                             .select_bias = select_bias_ != nullptr ? &select_bias_->value : nullptr});
+                             .select_bias = select_bias_ != nullptr ? &select_bias_->value : nullptr,
+                             .forced_index = config_.router_balanced ? &balanced_index(dev, n) : nullptr});
     // Capacity and sort by expert (host bookkeeping on the choices).
     const std::vector<std::int32_t> choices = index_.to_host_i32();
     out_.routing = plan_routing(choices, n, k, e, config_.capacity(n));
@@ -113,6 +114,17 @@ class SoftmaxTopKRouter final : public Router {
   }
 
  private:
+  // bench.router_balanced: copy c = i k + j of the micro-batch to expert c mod experts (distinct
+  // within a token since k <= experts). Built once per token count.
+  const Tensor& balanced_index(Device& dev, std::int64_t n) {
+    if (!balanced_index_.defined() || balanced_index_.dim(0) != n) {
+      std::vector<std::int32_t> index(static_cast<std::size_t>(n * config_.top_k));
+      for (std::size_t c = 0; c < index.size(); ++c) index[c] = static_cast<std::int32_t>(c % std::size_t(config_.experts));
+      balanced_index_ = Tensor::from_host(dev, {n, config_.top_k}, index);
+    }
+    return balanced_index_;
+  }
+
   // The router computes in fp32 under mixed precision too (logits, softmax, top-k, gates,
   // losses): h is widened (exactly) and the fp32 master weights are read, not the bf16 copy.
   static Tensor fp32(const Tensor& h) {
@@ -151,6 +163,7 @@ class SoftmaxTopKRouter final : public Router {
   const ModelConfig& config_;
   Parameter& weights_;  // [d, experts]
   Tensor bias_;         // [experts]: bench.router_zipf's fixed logit bias (empty when off)
+  Tensor balanced_index_;  // i32 [n, k]: bench.router_balanced's forced choice (empty when off)
   Buffer* select_bias_ = nullptr;  // [experts]: aux_free's selection bias (null otherwise)
   RouterOutput out_;
   // Saved by forward for backward.

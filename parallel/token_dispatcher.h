@@ -46,6 +46,16 @@ struct DispatchStats {
   std::int64_t bytes_inter_node = 0;
   std::int64_t messages_intra_node = 0;
   std::int64_t messages_inter_node = 0;
+
+  DispatchStats& operator+=(const DispatchStats& o) {
+    seconds += o.seconds;
+    bytes_sent += o.bytes_sent;
+    rows_sent += o.rows_sent;
+    bytes_inter_node += o.bytes_inter_node;
+    messages_intra_node += o.messages_intra_node;
+    messages_inter_node += o.messages_inter_node;
+    return *this;
+  }
 };
 
 class TokenDispatcher {

@@ -233,8 +233,8 @@ struct RopeArgs {
 // sigmoid(logits) (RouterScore).
 // forward:  probs = s (softmax) or s / sum(s) (sigmoid); lse[i] = logsumexp(logits[i]) (softmax)
 //           or log(sum(s)) (sigmoid); index (i32 [n, k]) = the k largest s + select_bias
-//           (descending, ties to the lower expert); gates = s at those experts, divided by
-//           their row sum when renormalize.
+//           (descending, ties to the lower expert), or forced_index when given; gates = s at
+//           those experts, divided by their row sum when renormalize.
 // backward: ds from dgates (through the renormalization), plus the balancing term
 //           dprobs[i, e] = aux_weight[group of i, e] through probs; then
 //           softmax: dlogits = probs * (dprobs + ds - <dprobs + ds, probs>) + z_scale * lse[i] * probs
@@ -259,6 +259,9 @@ struct RouterArgs {
   // Forward, optional [e]: added to the scores for the top-k choice only, never to the gates
   // (DeepSeek-V3's aux-loss-free balancing bias).
   const Tensor* select_bias = nullptr;
+  // Forward, optional i32 [n, k]: the experts each token takes instead of its top-k, with their
+  // scores as gates (bench.router_balanced's forced-balanced routing; distinct per row).
+  const Tensor* forced_index = nullptr;
   const Tensor* dgates = nullptr;  // backward
   // Backward: [groups, e], d loss / d probs of every token, the same for each run of
   // n / groups consecutive tokens (1 group: the micro-batch; one per sequence: per-sequence loss).

@@ -267,6 +267,10 @@ const std::vector<Key>& keys() {
     k.push_back(float_key("bench.router_zipf", &C::model, &ModelConfig::router_zipf,
                           "BENCHMARK ONLY, changes the math: fixed router logit bias making expert popularity "
                           "follow Zipf(s); 0 = off"));
+    k.push_back(bool_key("bench.router_balanced", &C::model, &ModelConfig::router_balanced,
+                         "BENCHMARK ONLY, changes the math: forced-balanced routing, token-copy i of a micro-batch to "
+                         "expert i mod experts (gates are those experts' scores); the step time of perfect balance, "
+                         "the bound on any placement's gain (docs/adaptive-ep.md)"));
     k.push_back(int_key("checkpoint.every", &C::checkpoint, &CheckpointConfig::every,
                         "steps between checkpoints in <run-dir>/checkpoints; 0 = only at the end and on SIGTERM/SIGUSR1"));
     k.push_back(int_key("checkpoint.keep", &C::checkpoint, &CheckpointConfig::keep, "newest checkpoints kept"));
@@ -277,6 +281,9 @@ const std::vector<Key>& keys() {
     k.push_back(bool_key("log.trace", &C::log, &LogConfig::trace,
                          "write a per-rank timeline (Chrome trace-event JSON) to <run-dir>/trace/rank_<r>.json; "
                          "launch/merge_traces.py <run-dir> joins the ranks for Perfetto"));
+    k.push_back(bool_key("log.routing_trace", &C::log, &LogConfig::routing_trace,
+                         "write every step's routed token-copies per MoE layer, source rank and expert (and the "
+                         "processed copies per expert) to <run-dir>/routing/steps_<first step>.h5 (HDF5, h5py-readable)"));
     k.push_back(string_key("runtime.device", &C::runtime, &RuntimeConfig::device,
                            "compute backend by name: cpu (oneDNN); the registry lists what a build has"));
     k.push_back(float_key("runtime.collective_timeout", &C::runtime, &RuntimeConfig::collective_timeout,
@@ -430,6 +437,8 @@ std::vector<std::string> Config::notes() const {
   if (model.router_zipf > 0)
     notes.push_back(fmt::format("bench.router_zipf = {} biases the router (benchmark setting, changes the math)",
                                 model.router_zipf));
+  if (model.router_balanced)
+    notes.push_back("bench.router_balanced = true forces balanced routing (benchmark setting, changes the math)");
   if (model.balance == Balance::AuxFree && model.aux_loss_coef > 0)
     notes.push_back(fmt::format("model.balance = aux_free with model.aux_loss_coef = {}: the selection bias balances and the "
                                 "sequence-wise aux loss is added too (DeepSeek-V3 uses 1e-4); set model.aux_loss_coef = 0 "
@@ -490,6 +499,9 @@ void Config::validate(int world_size) const {
                  balance.max_experts_per_rank, parallel.ep, model.experts, (model.experts + parallel.ep - 1) / parallel.ep);
   }
   MOERUN_CHECK(model.router_zipf >= 0.0, ConfigError, "bench.router_zipf = {} must be >= 0", model.router_zipf);
+  MOERUN_CHECK(!(model.router_balanced && model.router_zipf > 0.0), ConfigError,
+               "bench.router_balanced = true and bench.router_zipf = {} contradict each other (forced balance vs a "
+               "skew); set one of them", model.router_zipf);
   MOERUN_CHECK(parallel.bucket_mb > 0.0, ConfigError, "parallel.bucket_mb = {} must be > 0", parallel.bucket_mb);
   MOERUN_CHECK(train.lr > 0.0, ConfigError, "train.lr = {} must be > 0", train.lr);
   MOERUN_CHECK(train.min_lr_ratio >= 0.0 && train.min_lr_ratio <= 1.0, ConfigError,

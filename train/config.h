@@ -81,6 +81,7 @@ struct LogConfig {
   std::int64_t every = 10;         // steps between progress lines when not redrawing
   std::string progress = "auto";   // auto, redraw, lines
   bool trace = false;              // per-rank Chrome trace in <run-dir>/trace/
+  bool routing_trace = false;      // routed counts per step, layer, source rank and expert in <run-dir>/routing/
 };
 
 struct RuntimeConfig {

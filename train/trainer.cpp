@@ -59,6 +59,8 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   monitor_ = std::make_unique<LoadMonitor>(static_cast<int>(moe_blocks_.size()), static_cast<int>(config_.model.experts),
                                            static_cast<int>(config_.balance.window));
   rebalancer_ = std::make_unique<Rebalancer>(config_, *topology_, *monitor_, *log_);
+  if (config_.log.routing_trace && !run_dir_.empty())
+    routing_trace_ = std::make_unique<RoutingTraceLog>(world_, config_, run_dir_, moe_blocks_.size());
   if (config_.log.trace && !run_dir_.empty()) {
     world_.barrier();  // every rank's time zero at the same moment: one time axis after merging
     trace::start(world_.rank());
@@ -233,19 +235,13 @@ StepResult Trainer::train_step(std::int64_t step) {
   const std::vector<Placement> current = placements();
   local.grad_squares = local_grad_squares(current);
   local.signal = checkpoint_signal_received();
-  for (auto& d : dispatchers_) {
-    const DispatchStats s = d->take_stats();
-    local.a2a.seconds += s.seconds;
-    local.a2a.bytes_sent += s.bytes_sent;
-    local.a2a.bytes_inter_node += s.bytes_inter_node;
-    local.a2a.messages_intra_node += s.messages_intra_node;
-    local.a2a.messages_inter_node += s.messages_inter_node;
-  }
+  for (auto& d : dispatchers_) local.a2a += d->take_stats();
   const GlobalStepNumbers global = reduce_step_numbers(world_, local);
   const StepShape shape{.targets = double(global_targets), .micro_batches = double(config_.micro_batches_per_step()),
                         .dp = topology_->dp(), .ep = topology_->ep(), .ep_group_first_rank = world_.rank() - topology_->ep_rank(),
                         .moe_layers = moe_layers, .experts = experts};
   fill_global_numbers(global, shape, !current.empty(), r);
+  if (routing_trace_) routing_trace_->record(step, local.routed, r.expert_kept);
   // The load that costs time is what the experts process: copies kept after the capacity cut.
   std::vector<std::vector<double>> group_counts(moe_layers, std::vector<double>(experts));
   for (std::size_t layer = 0; layer < moe_layers; ++layer)

@@ -29,6 +29,7 @@
 #include "train/memory_plan.h"
 #include "train/optimizer.h"
 #include "train/rebalancer.h"
+#include "train/routing_trace.h"
 #include "train/run_log.h"
 #include "train/step_stats.h"
 
@@ -102,6 +103,7 @@ class Trainer {
   std::unique_ptr<RunLog> log_;
   std::unique_ptr<LoadMonitor> monitor_;
   std::unique_ptr<Rebalancer> rebalancer_;
+  std::unique_ptr<RoutingTraceLog> routing_trace_;  // log.routing_trace; null when off
   std::int64_t start_step_ = 0;  // the last step already done (restore)
   std::optional<StepResult> last_step_;  // the latest train_step's numbers, saved with checkpoints
   std::function<void()> step_callback_;

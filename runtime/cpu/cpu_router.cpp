@@ -29,6 +29,7 @@ void router_forward(const RouterArgs& p) {
   const bool sigmoid = p.score == RouterScore::Sigmoid;
   const float* logits = f32(p.logits);
   const float* bias = p.select_bias != nullptr ? f32(p.select_bias) : nullptr;
+  const std::int32_t* forced = p.forced_index != nullptr ? i32(p.forced_index) : nullptr;
   float* probs = f32(p.probs);
   float* lse = f32(p.lse);
   std::int32_t* index = i32(p.index);
@@ -48,8 +49,12 @@ void router_forward(const RouterArgs& p) {
     std::vector<std::int32_t> order(static_cast<std::size_t>(e));
     std::iota(order.begin(), order.end(), 0);
     const float* c = choice.data();
-    std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                      [c](std::int32_t a, std::int32_t b) { return c[a] > c[b] || (c[a] == c[b] && a < b); });
+    if (forced != nullptr) {
+      std::copy(forced + i * k, forced + (i + 1) * k, order.begin());
+    } else {
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [c](std::int32_t a, std::int32_t b) { return c[a] > c[b] || (c[a] == c[b] && a < b); });
+    }
     float total = 0.0f;
     for (std::int64_t j = 0; j < k; ++j) total += scores[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
     const float norm = p.renormalize ? 1.0f / total : 1.0f;

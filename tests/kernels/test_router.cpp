@@ -81,6 +81,42 @@ TEST(RouterBias, ChangesTheChoiceNotTheGates) {
   }
 }
 
+// Forced-balanced routing (bench.router_balanced): the given experts are chosen whatever the
+// scores, their scores are the gates, and the gradient through those gates matches finite
+// differences with the choice held fixed.
+TEST(RouterForced, TakesTheGivenExpertsWithTheirScoresAsGates) {
+  const std::int64_t n = 10, e = 5, k = 2;
+  const Matrix logits = random_matrix(n, e, 191, 2.0), w = random_matrix(n, k, 192);
+  std::vector<std::int32_t> forced(static_cast<std::size_t>(n * k));
+  for (std::int64_t i = 0; i < n * k; ++i) forced[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % e);
+  for (const bool sigmoid : {false, true}) {
+    Tensor lt = to_tensor(device(), logits), wt = to_tensor(device(), w), at = Tensor::zeros(device(), {1, e});
+    Tensor ft = Tensor::from_host(device(), {n, k}, forced);
+    Tensor probs(device(), {n, e}), lse(device(), {n}), index(device(), {n, k}, DType::I32), gates(device(), {n, k});
+    Tensor dlogits(device(), {n, e});
+    RouterArgs args{.logits = &lt, .probs = &probs, .lse = &lse, .index = &index, .gates = &gates,
+                    .score = sigmoid ? RouterScore::Sigmoid : RouterScore::Softmax, .forced_index = &ft,
+                    .dgates = &wt, .aux_weight = &at, .dlogits = &dlogits};
+    kernels::router_forward(args);
+    kernels::router_backward(args);
+    EXPECT_EQ(index.to_host_i32(), forced);
+    // The gates as a function of the logits with the choice fixed: scores at the forced experts,
+    // over their sum (renormalize).
+    auto forced_gates = [&](const Matrix& m) {
+      Matrix scores = sigmoid ? Matrix((1.0 + (-m.array()).exp()).inverse()) : reference::softmax_rows(m);
+      Matrix g(n, k);
+      for (std::int64_t i = 0; i < n; ++i) {
+        for (std::int64_t j = 0; j < k; ++j) g(i, j) = scores(i, forced[static_cast<std::size_t>(i * k + j)]);
+        g.row(i) /= g.row(i).sum();
+      }
+      return g;
+    };
+    EXPECT_TRUE(all_close(to_matrix(gates, n, k), forced_gates(logits), kRtol, kAtol));
+    auto loss = [&](const Matrix& m) { return forced_gates(m).cwiseProduct(w).sum(); };
+    EXPECT_TRUE(all_close(to_matrix(dlogits, n, e), numeric_gradient(loss, logits), kFdRtol, kFdAtol));
+  }
+}
+
 // Bad arguments name the problem.
 TEST(RouterErrors, SigmoidRefusesTheZLossAndAuxRowsMustDivideTheTokens) {
   const std::int64_t n = 6, e = 4, k = 2;

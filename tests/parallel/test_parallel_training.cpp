@@ -9,6 +9,9 @@
 #include <cmath>
 #include <map>
 
+#include "checkpoint/routing_trace_file.h"
+#include "runtime/error.h"
+#include "expect_error.h"
 #include "mpi_test_util.h"
 #include "test_device.h"
 #include "train/trainer.h"
@@ -146,6 +149,63 @@ TEST(ParallelTraining, DeepSeekBlockSameAsOneProcess) {
     EXPECT_TRUE(run.params.contains("layers.1.moe.router_bias"));
     expect_same_training(run, reference);
   }
+}
+
+// log.routing_trace: the counts each rank routed, summed over the ranks, are the one-process
+// run's (the same math routes the same tokens); each rank routed its own tokens' k copies; and
+// under bench.router_balanced every (rank, expert) cell holds exactly its share.
+TEST(RoutingTrace, RanksSumToTheOneProcessCountsAndForcedBalanceIsExact) {
+  auto w = world();
+  const std::string dir = shared_dir(*w, "routing_trace");
+  auto traced = [&](std::int64_t ep, bool balanced) {
+    Config c = tiny(0.0, ep, {"log.routing_trace=true"});
+    c.train.steps = 4;
+    c.model.router_balanced = balanced;
+    return c;
+  };
+  auto run = [&](const Config& c, ProcessGroup& group, const std::string& run_dir) {
+    TestDevice dev;
+    Trainer trainer(c, group, dev, run_dir);
+    for (std::int64_t step = 1; step <= c.train.steps; ++step) trainer.train_step(step);
+  };
+  if (w->rank() == 0) {
+    LocalGroup alone;
+    run(traced(1, false), alone, dir + "/one");
+  }
+  run(traced(w->size(), false), *w, dir + "/world");
+  run(traced(w->size(), true), *w, dir + "/balanced");
+  if (w->rank() != 0) return;
+  const auto one = ckpt::read_routing_trace(dir + "/one/routing/steps_1.h5");
+  const auto all = ckpt::read_routing_trace(dir + "/world/routing/steps_1.h5");
+  const auto& s = all.shape;
+  ASSERT_EQ(s.ranks, w->size());
+  ASSERT_EQ(all.step, (std::vector<std::int64_t>{1, 2, 3, 4}));
+  ASSERT_EQ(one.routed.size() * std::size_t(s.ranks), all.routed.size());
+  const std::int64_t copies_per_rank = s.tokens_per_step / s.ranks * s.top_k;
+  std::int64_t differ = 0, total = 0;
+  for (std::int64_t step = 0; step < 4; ++step)
+    for (std::int64_t l = 0; l < s.layers; ++l) {
+      for (std::int64_t r = 0; r < s.ranks; ++r) {
+        std::int64_t sent = 0;
+        for (std::int64_t e = 0; e < s.experts; ++e) sent += all.routed[std::size_t(((step * s.layers + l) * s.ranks + r) * s.experts + e)];
+        EXPECT_EQ(sent, copies_per_rank) << "step " << step << " layer " << l << " rank " << r;
+      }
+      for (std::int64_t e = 0; e < s.experts; ++e) {
+        std::int64_t sum = 0;
+        for (std::int64_t r = 0; r < s.ranks; ++r) sum += all.routed[std::size_t(((step * s.layers + l) * s.ranks + r) * s.experts + e)];
+        const std::int64_t expected = one.routed[std::size_t((step * s.layers + l) * s.experts + e)];
+        differ += std::abs(sum - expected);
+        total += expected;
+        EXPECT_EQ(all.kept[std::size_t((step * s.layers + l) * s.experts + e)], sum) << "dropless: kept = routed";
+      }
+    }
+  // Router near-ties may round the other way with another batch split (a copy or two).
+  EXPECT_LE(differ, total / 200) << differ << " of " << total << " copies routed differently";
+  const auto balanced = ckpt::read_routing_trace(dir + "/balanced/routing/steps_1.h5");
+  for (const std::int64_t count : balanced.routed) EXPECT_EQ(count, copies_per_rank / s.experts);
+  // Unreadable traces name the file and what it is not.
+  expect_error<CheckpointError>([&] { ckpt::read_routing_trace(dir + "/none.h5"); }, "does not exist");
+  expect_error<CheckpointError>([&] { ckpt::read_routing_trace(dir + "/one/config.json"); }, "is not an HDF5 file");
 }
 
 }  // namespace moerun::test

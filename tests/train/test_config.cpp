@@ -57,6 +57,8 @@ TEST(Config, UnknownKeysAndWrongTypesNameTheKey) {
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.d_model=big"}); }, {"model.d_model", "integer", "big"});
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.d_model=1.5"}); }, {"model.d_model", "integer"});
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"model.expert_type=relu"}); }, {"model.expert_type", "swiglu"});
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"bench.router_balanced=true", "bench.router_zipf=1.2"}).validate(1); },
+                            {"bench.router_balanced", "bench.router_zipf = 1.2", "set one of them"});
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"no-equals-sign"}); }, {"section.key=value"});
   // Options with named values are parsed into enums once, here; an unknown name lists the known ones.
   expect_error<ConfigError>([] { Config::load(std::nullopt, {"balance.policy=\"greedy\""}); },
