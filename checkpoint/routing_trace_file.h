@@ -30,7 +30,6 @@ class RoutingTraceWriter {
   // routed: [layers][ranks][experts] copies routed by each source rank; kept: [layers][experts]
   // copies processed, summed over the world.
   void append(std::int64_t step, std::span<const std::int64_t> routed, std::span<const std::int64_t> kept);
-  std::int64_t steps() const { return steps_; }
 
  private:
   struct Impl;
