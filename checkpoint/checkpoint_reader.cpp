@@ -50,21 +50,12 @@ bool CheckpointReader::has_attribute(const std::string& name) const { return H5A
 
 std::int64_t CheckpointReader::int_attribute(const std::string& name) const {
   MOERUN_CHECK(has_attribute(name), CheckpointError, "[checkpoint] '{}' lacks attribute '{}'", path_, name);
-  h5::Handle attr = h5::attribute(h5::check(H5Aopen(file_.id(), name.c_str(), H5P_DEFAULT), "H5Aopen", name));
-  std::int64_t v = 0;
-  h5::check(H5Aread(attr.id(), H5T_NATIVE_INT64, &v), "H5Aread", name);
-  return v;
+  return h5::read_int_attribute(file_.id(), name);
 }
 
 std::string CheckpointReader::string_attribute(const std::string& name) const {
   MOERUN_CHECK(has_attribute(name), CheckpointError, "[checkpoint] '{}' lacks attribute '{}'", path_, name);
-  h5::Handle attr = h5::attribute(h5::check(H5Aopen(file_.id(), name.c_str(), H5P_DEFAULT), "H5Aopen", name));
-  h5::Handle type = h5::datatype(H5Aget_type(attr.id()));
-  const std::size_t size = H5Tget_size(type.id());
-  std::string v(size, '\0');
-  h5::check(H5Aread(attr.id(), type.id(), v.data()), "H5Aread", name);
-  v.erase(std::find(v.begin(), v.end(), '\0'), v.end());
-  return v;
+  return h5::read_string_attribute(file_.id(), name);
 }
 
 std::vector<std::string> CheckpointReader::attribute_names() const {

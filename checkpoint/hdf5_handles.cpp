@@ -37,4 +37,20 @@ void write_string_attribute(hid_t object, const std::string& name, const std::st
   check(H5Awrite(attr.id(), type.id(), value.empty() ? "" : value.data()), "H5Awrite", name);
 }
 
+std::int64_t read_int_attribute(hid_t object, const std::string& name) {
+  Handle attr = attribute(check(H5Aopen(object, name.c_str(), H5P_DEFAULT), "H5Aopen", name));
+  std::int64_t value = 0;
+  check(H5Aread(attr.id(), H5T_NATIVE_INT64, &value), "H5Aread", name);
+  return value;
+}
+
+std::string read_string_attribute(hid_t object, const std::string& name) {
+  Handle attr = attribute(check(H5Aopen(object, name.c_str(), H5P_DEFAULT), "H5Aopen", name));
+  Handle type = datatype(H5Aget_type(attr.id()));
+  std::string value(H5Tget_size(type.id()), '\0');
+  check(H5Aread(attr.id(), type.id(), value.data()), "H5Aread", name);
+  value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
+  return value;
+}
+
 }  // namespace moerun::h5

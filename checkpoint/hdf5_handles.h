@@ -63,6 +63,9 @@ class Handle {
 // Scalar attributes on a file, group or dataset.
 void write_int_attribute(hid_t object, const std::string& name, std::int64_t value);
 void write_string_attribute(hid_t object, const std::string& name, const std::string& value);
+// Reads of attributes that exist (callers check H5Aexists with their own message first).
+std::int64_t read_int_attribute(hid_t object, const std::string& name);
+std::string read_string_attribute(hid_t object, const std::string& name);
 
 inline Handle file(hid_t id) { return Handle(id, H5Fclose); }
 inline Handle group(hid_t id) { return Handle(id, H5Gclose); }

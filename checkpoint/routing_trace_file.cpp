@@ -56,20 +56,11 @@ void append_row(hid_t dataset, std::int64_t at, const std::int64_t* values, cons
 std::int64_t int_attribute(hid_t file, const char* name, const std::string& path) {
   MOERUN_CHECK(H5Aexists(file, name) > 0, CheckpointError, "[routing trace] '{}' has no attribute '{}'; is it a routing "
                "trace written by moerun (log.routing_trace = true)?", path, name);
-  h5::Handle attr = h5::attribute(h5::check(H5Aopen(file, name, H5P_DEFAULT), "H5Aopen", path));
-  std::int64_t value = 0;
-  h5::check(H5Aread(attr.id(), H5T_NATIVE_INT64, &value), "H5Aread", path);
-  return value;
+  return h5::read_int_attribute(file, name);
 }
 
-std::string string_attribute(hid_t file, const char* name, const std::string& path) {
-  if (H5Aexists(file, name) <= 0) return "";
-  h5::Handle attr = h5::attribute(h5::check(H5Aopen(file, name, H5P_DEFAULT), "H5Aopen", path));
-  h5::Handle type = h5::datatype(H5Aget_type(attr.id()));
-  std::string value(H5Tget_size(type.id()), '\0');
-  h5::check(H5Aread(attr.id(), type.id(), value.data()), "H5Aread", path);
-  value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
-  return value;
+std::string string_attribute(hid_t file, const char* name) {
+  return H5Aexists(file, name) > 0 ? h5::read_string_attribute(file, name) : "";
 }
 
 std::vector<std::int64_t> read_all(hid_t file, const char* name, std::int64_t elements, const std::string& path) {
@@ -128,13 +119,13 @@ RoutingTrace read_routing_trace(const std::string& path) {
   h5::Handle file = h5::file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
   MOERUN_CHECK(bool(file), CheckpointError, "[routing trace] '{}' is not an HDF5 file (truncated or corrupt?)", path);
   const hid_t f = file.id();
-  MOERUN_CHECK(string_attribute(f, "format", path) == kFormat, CheckpointError,
+  MOERUN_CHECK(string_attribute(f, "format") == kFormat, CheckpointError,
                "[routing trace] '{}' is not a moerun routing trace (its format attribute is '{}')", path,
-               string_attribute(f, "format", path));
+               string_attribute(f, "format"));
   RoutingTrace t;
   t.shape = {int_attribute(f, "layers", path), int_attribute(f, "ranks", path), int_attribute(f, "experts", path),
              int_attribute(f, "top_k", path),  int_attribute(f, "dp", path),    int_attribute(f, "ep", path),
-             int_attribute(f, "tokens_per_step", path), string_attribute(f, "config", path)};
+             int_attribute(f, "tokens_per_step", path), string_attribute(f, "config")};
   h5::Handle step = h5::dataset(h5::check(H5Dopen2(f, "step", H5P_DEFAULT), "H5Dopen2", path + ": step"));
   h5::Handle space = h5::dataspace(H5Dget_space(step.id()));
   hsize_t steps = 0;
