@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "parallel/eplb.h"
 #include "runtime/error.h"
 
 namespace moerun {
@@ -15,6 +16,7 @@ std::string balance_policy_name(BalancePolicy p) {
     case BalancePolicy::Migrate: return "migrate";
     case BalancePolicy::Replicate: return "replicate";
     case BalancePolicy::Auto: return "auto";
+    case BalancePolicy::Eplb: return "eplb";
   }
   return "?";
 }
@@ -282,8 +284,10 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   auto candidate = [&](BalancePolicy policy) {
     std::vector<Placement> out;
     for (std::size_t l = 0; l < in.current.size(); ++l) {
-      out.push_back(policy == BalancePolicy::Migrate ? plan_migrate(in.loads[l], in.current[l])
-                                                     : plan_replicate(in.loads[l], in.current[l], in.max_experts_per_rank));
+      const Placement& now = in.current[l];
+      if (policy == BalancePolicy::Migrate) out.push_back(plan_migrate(in.loads[l], now));
+      else if (policy == BalancePolicy::Eplb) out.push_back(plan_eplb(in.loads[l], now.ep_size(), in.max_experts_per_rank, in.node_of_rank));
+      else out.push_back(plan_replicate(in.loads[l], now, in.max_experts_per_rank));
     }
     return out;
   };

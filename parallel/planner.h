@@ -23,8 +23,8 @@
 
 namespace moerun {
 
-enum class BalancePolicy { None, Migrate, Replicate, Auto };
-std::string balance_policy_name(BalancePolicy p);  // none, migrate, replicate, auto
+enum class BalancePolicy { None, Migrate, Replicate, Auto, Eplb };
+std::string balance_policy_name(BalancePolicy p);  // none, migrate, replicate, auto, eplb
 
 struct CostModel {
   double seconds_per_copy = 1e-6;    // expert FFN forward + backward of one token-copy
@@ -50,6 +50,7 @@ struct PlannerInput {
   CostModel cost;
   BalancePolicy policy = BalancePolicy::Auto;
   int max_experts_per_rank = 0;  // expert slots per rank (replicas included)
+  std::vector<int> node_of_rank;  // [ep_rank] its node, for eplb (empty: one node)
   double threshold = 1.1;        // act only when the current imbalance exceeds this
   int interval = 50;             // steps the new placement is expected to last
   double min_gain = 0.05;        // minimum predicted relative step-time gain

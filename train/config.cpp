@@ -251,9 +251,11 @@ const std::vector<Key>& keys() {
                         "treats consecutive blocks of n ranks as nodes (to study multi-node layouts on one machine)"));
     k.push_back(enum_key("balance.policy", &C::balance, &BalanceConfig::policy,
                          {{"none", BalancePolicy::None}, {"migrate", BalancePolicy::Migrate},
-                          {"replicate", BalancePolicy::Replicate}, {"auto", BalancePolicy::Auto}},
+                          {"replicate", BalancePolicy::Replicate}, {"auto", BalancePolicy::Auto}, {"eplb", BalancePolicy::Eplb}},
                            "adaptive expert placement: none (static), migrate (permute experts), replicate (extra "
-                           "copies of hot experts), auto (the cost model chooses); needs parallel.ep > 1"));
+                           "copies of hot experts), auto (the cost model chooses between migrate and replicate), eplb (DeepSeek's "
+                           "EPLB: experts packed onto nodes, hot ones replicated within the node, for comparison); needs "
+                           "parallel.ep > 1"));
     k.push_back(int_key("balance.interval", &C::balance, &BalanceConfig::interval, "steps between placement decisions"));
     k.push_back(float_key("balance.threshold", &C::balance, &BalanceConfig::threshold,
                           "act only when the load imbalance (max rank load / mean) exceeds this"));

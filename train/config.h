@@ -63,7 +63,7 @@ struct ParallelConfig {
 };
 
 struct BalanceConfig {
-  BalancePolicy policy = BalancePolicy::None;  // none, migrate, replicate, auto
+  BalancePolicy policy = BalancePolicy::None;  // none, migrate, replicate, auto, eplb
   std::int64_t interval = 50;    // steps between decisions
   double threshold = 1.1;        // act only when the load imbalance exceeds this
   double min_gain = 0.05;        // act only for a predicted step-time gain of at least this fraction

@@ -87,6 +87,7 @@ PlannerInput Rebalancer::planner_input(const std::vector<Placement>& current) co
   in.recent_loads.assign(history.end() - recent, history.end());
   in.current = current;
   in.policy = policy_;
+  in.node_of_rank = topology_.node_of_ep_rank();
   in.threshold = config_.balance.threshold;
   in.interval = static_cast<int>(config_.balance.interval);
   in.force = config_.balance.force;

@@ -141,7 +141,7 @@ TEST(AdaptiveTraining, DeepSeekBlockForcedPlacementsKeepTheMath) {
 
 TEST(AdaptiveTraining, PlannerDecisionsForEveryPolicyKeepTheMath) {
   auto w = world();
-  for (const char* policy : {"migrate", "replicate", "auto"}) {
+  for (const char* policy : {"migrate", "replicate", "auto", "eplb"}) {
     for (std::int64_t ep = 2; ep <= w->size(); ep *= 2) {
       if (w->size() % ep != 0 || kExperts % ep != 0) continue;
       SCOPED_TRACE(::testing::Message() << "policy " << policy << ", world " << w->size() << ", ep " << ep);
