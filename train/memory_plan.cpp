@@ -111,6 +111,8 @@ MemoryEstimate estimate_memory(const Config& c, int world_size, bool staged_comm
       dense += matrices * d * ff;
     }
   }
+  est.dense_parameters = dense;
+  est.expert_parameters = experts;
   est.parameters = kFloat * (dense + experts);
   // Mixed precision: a compute-dtype copy of every matrix (all but norms and biases).
   if (m.compute_dtype != DType::F32) {

@@ -20,6 +20,8 @@ struct MemoryEstimate {
   int world_size = 1;
   std::int64_t experts_per_rank = 0;   // expert FFNs held by one rank, per MoE layer
   std::int64_t parameters = 0;         // bytes on one rank: dense parameters and its experts (fp32 masters)
+  std::int64_t dense_parameters = 0;   // values: replicated on every rank
+  std::int64_t expert_parameters = 0;  // values: this rank's experts, all MoE layers
   std::int64_t compute_copies = 0;     // bf16 copies of the matrices under mixed precision
   DType precision = DType::F32;        // the compute dtype (train.precision)
   std::int64_t gradients = 0;

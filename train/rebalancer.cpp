@@ -25,8 +25,9 @@ nlohmann::json placements_json(const std::vector<Placement>& placements) {
 }  // namespace
 
 Rebalancer::Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log)
-    : config_(config), topology_(topology), monitor_(monitor), log_(log), policy_(config.balance.policy) {
-  if (topology_.ep() > 1) ep_bandwidth_ = measure_ep_bandwidth();
+    : config_(config), topology_(topology), monitor_(monitor), log_(log), policy_(config.balance.policy),
+      cost_(config.balance.window) {
+  if (topology_.ep() > 1) cost_.set_ep_bandwidth(measure_ep_bandwidth());
 }
 
 double Rebalancer::measure_ep_bandwidth() {
@@ -48,25 +49,6 @@ double Rebalancer::measure_ep_bandwidth() {
   return topology_.world().all_reduce_value(bw, ReduceOp::Min);  // every rank plans with the same number
 }
 
-void Rebalancer::observe(const StepResult& last) {
-  const double alpha = 2.0 / (double(config_.balance.window) + 1.0);
-  const double spc = last.kept_copies > 0 ? last.expert_seconds_total / last.kept_copies : 0.0;
-  seconds_per_copy_ = seconds_per_copy_ == 0.0 ? spc : (1 - alpha) * seconds_per_copy_ + alpha * spc;
-  if (!last.rank_copies.empty()) {  // across-rank regression of expert seconds on copies
-    const double n = double(last.rank_copies.size());
-    double mx = 0, my = 0;
-    for (std::size_t q = 0; q < last.rank_copies.size(); ++q) mx += last.rank_copies[q] / n, my += last.rank_expert_seconds[q] / n;
-    double sxy = 0, sxx = 0;
-    for (std::size_t q = 0; q < last.rank_copies.size(); ++q) {
-      sxy += (last.rank_copies[q] - mx) * (last.rank_expert_seconds[q] - my);
-      sxx += (last.rank_copies[q] - mx) * (last.rank_copies[q] - mx);
-    }
-    cov_copies_seconds_ = (1 - alpha) * cov_copies_seconds_ + alpha * sxy;
-    var_copies_ = (1 - alpha) * var_copies_ + alpha * sxx;
-  }
-  step_seconds_avg_ = step_seconds_avg_ == 0.0 ? last.step_ms / 1000 : (1 - alpha) * step_seconds_avg_ + alpha * last.step_ms / 1000;
-}
-
 void Rebalancer::report_measured(std::int64_t step, const StepResult& last) {
   if (!pending_) return;
   pending_->measured.push_back(last.step_ms / 1000);
@@ -79,40 +61,7 @@ void Rebalancer::report_measured(std::int64_t step, const StepResult& last) {
 }
 
 PlannerInput Rebalancer::planner_input(const std::vector<Placement>& current) const {
-  PlannerInput in;
-  in.loads = monitor_.average();
-  // The last `window` steps one by one: a placement must help them, not only their average.
-  const auto& history = monitor_.history();
-  const auto recent = static_cast<std::ptrdiff_t>(std::min<std::size_t>(history.size(), static_cast<std::size_t>(config_.balance.window)));
-  in.recent_loads.assign(history.end() - recent, history.end());
-  in.current = current;
-  in.policy = policy_;
-  in.node_of_rank = topology_.node_of_ep_rank();
-  in.threshold = config_.balance.threshold;
-  in.interval = static_cast<int>(config_.balance.interval);
-  in.force = config_.balance.force;
-  in.min_gain = config_.balance.min_gain;
-  in.max_experts_per_rank = static_cast<int>(config_.balance.max_experts_per_rank > 0
-                                                  ? config_.balance.max_experts_per_rank
-                                                  : config_.model.experts / config_.parallel.ep + 1);
-  const double d = double(config_.model.d_model), ff = double(config_.model.d_ff);
-  const double matrices = config_.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0;
-  // What moving copies between ranks changes is the marginal cost of a copy, not the average:
-  // part of each rank's expert time does not shrink with fewer copies (smaller groups run at a
-  // lower GFLOP/s). Use the regression slope when the loads were uneven enough to measure it.
-  in.cost.seconds_per_copy = var_copies_ > 0 ? std::clamp(cov_copies_seconds_ / var_copies_, 0.0, seconds_per_copy_)
-                                             : seconds_per_copy_;
-  in.cost.bytes_per_copy = 4.0 * d * sizeof(float);  // dispatch and combine, forward and backward
-  in.cost.bandwidth = ep_bandwidth_;
-  // Migrations cost more than their bytes (allocation, new communicators): use what the
-  // previous ones achieved once there is one.
-  in.cost.migration_bandwidth = migration_bandwidth_ > 0 ? migration_bandwidth_ : ep_bandwidth_;
-  in.cost.expert_state_bytes = 3.0 * matrices * d * ff * sizeof(float);  // weights and two moments
-  // Calibrate: the rest of the step is whatever the model does not explain now.
-  CostModel probe = in.cost;
-  probe.fixed_seconds = 0.0;
-  in.cost.fixed_seconds = std::max(0.0, step_seconds_avg_ - predict(in.loads, current, probe).step_seconds);
-  return in;
+  return make_planner_input(config_, monitor_, current, cost_.measurements(), topology_.node_of_ep_rank());
 }
 
 namespace {
@@ -140,7 +89,7 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
 bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std::vector<Placement>& current,
                             const Apply& apply) {
   if (current.empty() || policy_ == BalancePolicy::None) return false;
-  observe(last);
+  cost_.observe(last);
   report_measured(step, last);
   if (step % config_.balance.interval != 0 || step == config_.train.steps) return false;
   const trace::Scope span("rebalance", "rebalance decision");
@@ -154,7 +103,7 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
     if (decision.migrate_bytes > 0) {  // the slowest rank's time, identical everywhere
       const double slowest = topology_.world().all_reduce_value(migrate_seconds, ReduceOp::Max);
       const double achieved = decision.migrate_bytes / std::max(1e-6, slowest);
-      migration_bandwidth_ = migration_bandwidth_ == 0.0 ? achieved : 0.5 * (migration_bandwidth_ + achieved);
+      cost_.migrated(achieved);
     }
     ++rebalances_;
     pending_ = PendingCheck{step, decision.after.step_seconds, {}};

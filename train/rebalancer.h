@@ -17,6 +17,7 @@
 #include "parallel/planner.h"
 #include "parallel/topology.h"
 #include "train/config.h"
+#include "train/planner_input.h"
 #include "train/run_log.h"
 #include "train/step_stats.h"
 
@@ -36,7 +37,6 @@ class Rebalancer {
   void set_rebalances(int n) { rebalances_ = n; }  // from a checkpoint
 
  private:
-  void observe(const StepResult& last);  // the cost model's measured inputs
   void report_measured(std::int64_t step, const StepResult& last);
   PlannerInput planner_input(const std::vector<Placement>& current) const;
   double measure_ep_bandwidth();
@@ -47,13 +47,7 @@ class Rebalancer {
   RunLog& log_;
   BalancePolicy policy_ = BalancePolicy::None;
   int rebalances_ = 0;
-  double ep_bandwidth_ = 0.0;         // bytes/s of the EP exchange, measured at start
-  double seconds_per_copy_ = 0.0;     // moving average of expert compute per token-copy
-  double cov_copies_seconds_ = 0.0;   // moving averages of the across-rank covariance of copies and
-  double var_copies_ = 0.0;           // expert seconds, and of the variance of copies: their ratio is
-                                      // the marginal cost of one more copy on a rank
-  double step_seconds_avg_ = 0.0;     // moving average of the step time
-  double migration_bandwidth_ = 0.0;  // bytes/s that past migrations achieved (0: none yet)
+  CostObserver cost_;                 // the cost model's measured inputs
   struct PendingCheck {               // a decision whose effect is measured a few steps later
     std::int64_t decision_step = 0;
     double predicted_seconds = 0.0;

@@ -10,22 +10,18 @@
 
 namespace moerun {
 
-namespace {
-// The hierarchical exchange pays off when the EP group spans nodes and some node holds
-// several of its ranks (their rows for another node then travel as one message).
-bool use_hierarchical(ExchangeRoute route, const std::vector<int>& node_of_ep_rank) {
+bool use_hierarchical_exchange(ExchangeRoute route, const std::vector<int>& node_of_ep_rank) {
   if (route != ExchangeRoute::Auto) return route == ExchangeRoute::Hierarchical;
   std::map<int, int> ranks_on_node;
   for (int n : node_of_ep_rank) ++ranks_on_node[n];
   return ranks_on_node.size() > 1 &&
          std::any_of(ranks_on_node.begin(), ranks_on_node.end(), [](const auto& kv) { return kv.second > 1; });
 }
-}  // namespace
 
 std::vector<std::unique_ptr<TokenDispatcher>> make_dispatchers(const Config& config, const Topology& topology) {
   const int experts = static_cast<int>(config.model.experts);
   std::vector<std::unique_ptr<TokenDispatcher>> out;
-  const bool hierarchical = use_hierarchical(config.parallel.all_to_all, topology.node_of_ep_rank());
+  const bool hierarchical = use_hierarchical_exchange(config.parallel.all_to_all, topology.node_of_ep_rank());
   for (int block = 0; block < config.model.n_layers; ++block) {  // each MoE layer gets its own placement
     if (topology.ep() == 1) {
       out.push_back(std::make_unique<LocalTokenDispatcher>(experts));

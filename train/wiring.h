@@ -13,6 +13,11 @@
 
 namespace moerun {
 
+// parallel.all_to_all resolved for an EP group whose ranks sit on these nodes: auto takes the
+// hierarchical exchange when the group spans nodes and some node holds several of its ranks
+// (their rows for another node then travel as one message). The step simulator asks the same.
+bool use_hierarchical_exchange(ExchangeRoute route, const std::vector<int>& node_of_ep_rank);
+
 // One dispatcher per block, each with the static placement. Collective over the EP group
 // (the node-leader exchange splits groups).
 std::vector<std::unique_ptr<TokenDispatcher>> make_dispatchers(const Config& config, const Topology& topology);

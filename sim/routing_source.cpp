@@ -1,0 +1,118 @@
+#include "sim/routing_source.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "runtime/error.h"
+
+namespace moerun::sim {
+
+RoutingSpec RoutingSpec::parse(const std::string& text) {
+  RoutingSpec s;
+  if (text == "uniform") return s;
+  if (text == "balanced") return s.kind = Kind::Balanced, s;
+  if (text.starts_with("zipf:")) {
+    s.kind = Kind::Zipf;
+    try {
+      std::size_t used = 0;
+      s.zipf = std::stod(text.substr(5), &used);
+      if (used != text.size() - 5 || !(s.zipf >= 0)) throw std::invalid_argument("");
+    } catch (const std::exception&) {
+      MOERUN_THROW(ConfigError, "routing '{}': the Zipf exponent must be a number >= 0, as in zipf:1.2", text);
+    }
+    return s;
+  }
+  if (text.starts_with("trace:") && text.size() > 6) return s.kind = Kind::Trace, s.trace = text.substr(6), s;
+  MOERUN_THROW(ConfigError, "routing '{}' is not one of: uniform, balanced, zipf:S (S >= 0), trace:PATH (a routing trace "
+               "written with log.routing_trace = true)", text);
+}
+
+std::string RoutingSpec::describe() const {
+  switch (kind) {
+    case Kind::Uniform: return "uniform";
+    case Kind::Balanced: return "balanced";
+    case Kind::Zipf: return fmt::format("zipf:{:g}", zipf);
+    case Kind::Trace: return "trace:" + trace;
+  }
+  return "?";
+}
+
+RoutingSource::RoutingSource(const RoutingSpec& spec, const Config& config, int world_size, int moe_layers, std::uint64_t seed)
+    : spec_(spec), world_(world_size), layers_(moe_layers), experts_(config.model.experts), rng_(seed) {
+  tokens_per_rank_ = config.micro_batches_per_rank(world_size) * config.train.micro_batch * config.model.seq_len;
+  copies_per_rank_ = tokens_per_rank_ * config.model.top_k;
+  const double s = spec.kind == RoutingSpec::Kind::Zipf ? spec.zipf : 0.0;
+  for (std::int64_t e = 0; e < experts_; ++e) probability_.push_back(1.0 / std::pow(double(e + 1), s));
+  const double sum = std::accumulate(probability_.begin(), probability_.end(), 0.0);
+  for (double& p : probability_) p /= sum;
+  if (spec.kind != RoutingSpec::Kind::Trace) return;
+  trace_ = ckpt::read_routing_trace(spec.trace);
+  const auto& shape = trace_.shape;
+  MOERUN_CHECK(shape.layers == moe_layers, ConfigError,
+               "routing trace '{}' has {} MoE layers but the config has {}: replay a trace of the same model depth",
+               spec.trace, shape.layers, moe_layers);
+  MOERUN_CHECK(experts_ % shape.experts == 0, ConfigError,
+               "routing trace '{}' has {} experts but the config has {}: the config's experts must be the trace's or a "
+               "multiple of them (each traced expert is then split)",
+               spec.trace, shape.experts, experts_);
+  MOERUN_CHECK(!trace_.step.empty(), ConfigError, "routing trace '{}' holds no steps", spec.trace);
+}
+
+Routing RoutingSource::next() {
+  const auto E = static_cast<std::size_t>(experts_);
+  Routing out(static_cast<std::size_t>(layers_), std::vector<std::vector<double>>(static_cast<std::size_t>(world_), std::vector<double>(E, 0.0)));
+  if (spec_.kind == RoutingSpec::Kind::Balanced) {
+    for (auto& layer : out)
+      for (auto& rank : layer) std::fill(rank.begin(), rank.end(), double(copies_per_rank_) / double(experts_));
+    return out;
+  }
+  if (spec_.kind == RoutingSpec::Kind::Trace) {
+    const auto& shape = trace_.shape;
+    const auto step = static_cast<std::size_t>(next_step_++ % trace_steps());
+    const double traced_tokens_per_rank = double(shape.tokens_per_step) / double(shape.ranks);
+    const double scale = double(tokens_per_rank_) / traced_tokens_per_rank;
+    const std::int64_t split = experts_ / shape.experts;
+    for (std::size_t l = 0; l < out.size(); ++l)
+      for (std::size_t r = 0; r < out[l].size(); ++r) {
+        const std::size_t src = r % static_cast<std::size_t>(shape.ranks);
+        const std::int64_t* row = &trace_.routed[((step * static_cast<std::size_t>(shape.layers) + l) * static_cast<std::size_t>(shape.ranks) + src) *
+                                                 static_cast<std::size_t>(shape.experts)];
+        for (std::int64_t te = 0; te < shape.experts; ++te) {
+          if (split == 1) {
+            out[l][r][static_cast<std::size_t>(te)] = scale * double(row[te]);
+            continue;
+          }
+          // Split the traced expert's copies over its `split` experts, each copy at random.
+          std::int64_t left = row[te];
+          for (std::int64_t c = 0; c < split; ++c) {
+            std::binomial_distribution<std::int64_t> take(left, 1.0 / double(split - c));
+            const std::int64_t n = c + 1 == split ? left : take(rng_);
+            out[l][r][static_cast<std::size_t>(te * split + c)] = scale * double(n);
+            left -= n;
+          }
+        }
+      }
+    return out;
+  }
+  // Sampled: copies fall on experts by sequential binomials (a multinomial), at most one copy
+  // of a token per expert; what a full expert cannot take goes to the others.
+  for (auto& layer : out)
+    for (auto& rank : layer) {
+      std::int64_t left = copies_per_rank_;
+      double p_left = 1.0;
+      for (std::size_t e = 0; e < E && left > 0; ++e) {
+        const double p = std::clamp(probability_[e] / std::max(p_left, 1e-300), 0.0, 1.0);
+        std::binomial_distribution<std::int64_t> take(left, p);
+        const std::int64_t n = std::min(e + 1 == E ? left : take(rng_), tokens_per_rank_);
+        rank[e] = double(n);
+        left -= n;
+        p_left -= probability_[e];
+      }
+    }
+  return out;
+}
+
+}  // namespace moerun::sim

@@ -1,0 +1,310 @@
+#include "sim/step_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "runtime/error.h"
+#include "train/memory_plan.h"
+#include "train/wiring.h"
+
+namespace moerun::sim {
+namespace {
+
+constexpr double kF32 = 4.0;
+
+// Ring all-reduce of `payload` bytes over p ranks: bytes each rank puts on the wire.
+double ring_wire_bytes(double payload, int p) { return p > 1 ? 2.0 * (p - 1) / p * payload : 0.0; }
+
+}  // namespace
+
+StepModel::StepModel(const Config& config, int world_size, int ranks_per_node, const Hardware& hardware)
+    : config_(config), hw_(hardware), world_(world_size), ep_(static_cast<int>(config.parallel.ep)),
+      dp_(world_size / static_cast<int>(config.parallel.ep)), ranks_per_node_(std::max(1, ranks_per_node)) {
+  config.validate(world_size);  // the same refusals as moerun (layout, batch split, memory)
+  const ModelConfig& m = config.model;
+  for (std::int64_t l = 0; l < m.n_layers; ++l) moe_layers_ += m.is_moe_layer(l) ? 1 : 0;
+  micro_batches_ = config.micro_batches_per_rank(world_size);
+  tokens_ = config.train.micro_batch * m.seq_len;
+  const DType c = m.compute_dtype;
+  const double a = double(dtype_size(c));
+  row_bytes_ = double(m.d_model) * a;
+  for (int r = 0; r < ep_; ++r) node_of_ep_rank_.push_back(r / ranks_per_node_);
+  hierarchical_ = ep_ > 1 && use_hierarchical_exchange(config.parallel.all_to_all, node_of_ep_rank_);
+
+  // Dense compute of one micro-batch, forward and backward: every GEMM's backward is a data
+  // gradient [m, k] = [m, n] x [n, k]^T and a weight gradient [k, n] = [k, m] x [m, n].
+  const double T = double(tokens_), d = double(m.d_model), heads = double(m.n_heads), hd = double(m.head_dim());
+  const double b = double(config.train.micro_batch), s = double(m.seq_len), v = double(m.vocab_size);
+  const double e = double(m.experts), k = double(m.top_k);
+  auto gemm3 = [&](DType t, double rows, double n, double inner) {
+    return hw_.gemm_seconds(t, rows, n, inner) + hw_.gemm_seconds(t, rows, inner, n, GemmRole::DataGrad) +
+           hw_.gemm_seconds(t, inner, n, rows, GemmRole::WeightGrad);
+  };
+  const bool full = config.train.recompute == Recompute::Full;
+  double block = 0.0;
+  const double attention_forward =
+      hw_.gemm_seconds(c, T, 3 * d, d) + hw_.gemm_seconds(c, T, d, d) + hw_.attention_seconds(c, b, s, heads, hd, false);
+  block += gemm3(c, T, 3 * d, d) + gemm3(c, T, d, d) + hw_.attention_seconds(c, b, s, heads, hd, false) +
+           hw_.attention_seconds(c, b, s, heads, hd, true);
+  // Two norms (forward reads and writes [T, d], backward about twice that), two residual adds,
+  // RoPE on q and k: memory-bound.
+  const double norms = 2 * (elementwise(2 * T * d * kF32) + elementwise(4 * T * d * kF32));
+  const double residual = 2 * (elementwise(3 * T * d * kF32) + elementwise(3 * T * d * kF32));
+  block += norms + residual;
+  double moe_dense = 0.0, dense_ffn = 0.0;
+  // Router [T, E] in fp32, softmax and top-k, gathering the copies into expert order and the
+  // weighted combine (forward and backward).
+  moe_dense += gemm3(DType::F32, T, e, d) + elementwise(4 * T * e * kF32) + 4 * elementwise(2 * T * k * d * a);
+  if (m.shared_width() > 0) moe_dense += ffn_seconds(T, double(m.shared_width()), config.train.recompute == Recompute::Moe);
+  dense_ffn = ffn_seconds(T, double(m.d_ff), false);
+  for (std::int64_t l = 0; l < m.n_layers; ++l) {
+    dense_ += block + (m.is_moe_layer(l) ? moe_dense : dense_ffn);
+    // train.recompute = full runs each block's forward again in its backward.
+    if (full) dense_ += attention_forward + norms / 3 + (m.is_moe_layer(l) ? 0.0 : ffn_seconds(T, double(m.d_ff), false) / 3);
+  }
+  // Embedding gather and its scatter-add, the final norm, the LM head, softmax cross-entropy.
+  dense_ += elementwise(2 * T * d * kF32) + elementwise(3 * T * d * kF32) + elementwise(6 * T * d * kF32);
+  dense_ += gemm3(c, T, v, d) + elementwise(5 * T * v * kF32);
+  dense_ *= double(micro_batches_);
+
+  // Per step: AdamW reads parameter, gradient and both moments and writes three of them (and
+  // the compute copy under mixed precision); the gradient norm reads the gradients; the next
+  // step's gradients are zeroed.
+  const MemoryEstimate mem = estimate_memory(config, world_size, false);
+  const double params = double(mem.dense_parameters + mem.expert_parameters);
+  optimizer_ = params * (7 * kF32 + (c == DType::BF16 ? 2.0 : 0.0)) / (1e9 * hw_.optimizer_gbps) +
+               elementwise(params * kF32) + elementwise(params * kF32);
+
+  // Gradient all-reduce: dense over the world, experts over their expert-data-parallel copies,
+  // in buckets of parallel.bucket_mb; a group that spans nodes runs at the inter-node rate.
+  const double wire = config.parallel.grad_reduce_dtype == DType::BF16 ? 2.0 : kF32;
+  const double bucket = std::max(1.0, config.parallel.bucket_mb * 1024 * 1024);
+  auto reduce = [&](double payload, int p, bool spans_nodes) {
+    if (p <= 1 || payload <= 0) return 0.0;
+    const LinkFit& fit = (spans_nodes ? hw_.inter_node : hw_.intra_node).all_reduce;
+    const double wire_bytes = ring_wire_bytes(payload, p);
+    (spans_nodes ? allreduce_inter_bytes_ : allreduce_intra_bytes_) += wire_bytes;
+    return std::ceil(payload / bucket) * fit.seconds(0.0) + wire_bytes / (1e9 * fit.gbps);
+  };
+  const bool world_spans = world_size > ranks_per_node_;
+  const bool edp_spans = dp_ > 1 && (ep_ * (dp_ - 1)) / ranks_per_node_ > 0;
+  allreduce_ = reduce(double(mem.dense_parameters) * wire, world_size, world_spans) +
+               reduce(double(mem.expert_parameters) * wire, dp_, edp_spans);
+  expert_grad_bytes_ = (m.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0) * d * double(m.d_ff) * wire;
+  allreduce_ *= 1.0 - hw_.allreduce_hidden;
+  // The step's two small all-reduces (global target count; the packed step numbers).
+  if (world_size > 1) allreduce_ += 2 * (world_spans ? hw_.inter_node : hw_.intra_node).all_reduce.seconds(0.0);
+}
+
+double StepModel::elementwise(double bytes) const { return bytes / (1e9 * hw_.elementwise_gbps) + 1e-6 * hw_.kernel_overhead_us; }
+
+double StepModel::ffn_seconds(double rows, double width, bool recompute_hidden) const {
+  if (rows <= 0) return 0.0;
+  const ModelConfig& m = config_.model;
+  const DType c = m.compute_dtype;
+  const double d = double(m.d_model), a = double(dtype_size(c));
+  const double inputs = m.expert_type == ExpertType::SwiGlu ? 2.0 : 1.0;  // x W1 (and x W3)
+  const double up = hw_.gemm_seconds(c, rows, width, d), down = hw_.gemm_seconds(c, rows, d, width);
+  // Forward: the up projection(s), the activation, the down projection. Backward: data and
+  // weight gradients of each (the up projections' data gradients summed: one GEMM each), the
+  // activation's backward; recompute_hidden runs the up projections again.
+  const double forward = inputs * up + down + elementwise((inputs + 1) * rows * width * a);
+  const double backward = inputs * (hw_.gemm_seconds(c, rows, d, width, GemmRole::DataGrad) +
+                                    hw_.gemm_seconds(c, d, width, rows, GemmRole::WeightGrad)) +
+                          hw_.gemm_seconds(c, rows, width, d, GemmRole::DataGrad) +
+                          hw_.gemm_seconds(c, width, d, rows, GemmRole::WeightGrad) +
+                          elementwise((2 * inputs + 1) * rows * width * a) + (recompute_hidden ? inputs * up : 0.0);
+  return forward + backward;
+}
+
+double StepModel::expert_seconds(double rows) const {
+  return ffn_seconds(rows, double(config_.model.d_ff), config_.train.recompute != Recompute::None);
+}
+
+double StepModel::exchange_bandwidth() const {
+  const bool spans = ep_ > ranks_per_node_;
+  return 1e9 * (spans ? hw_.inter_node : hw_.intra_node).all_to_all.gbps;
+}
+
+StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& copies) const {
+  Exchange x;
+  const auto p = static_cast<std::size_t>(ep_);
+  const LinkFit &intra = hw_.intra_node.all_to_all, &inter = hw_.inter_node.all_to_all;
+  auto node = [&](std::size_t r) { return node_of_ep_rank_[r]; };
+  const bool spans = ep_ > ranks_per_node_;
+  std::vector<double> send_intra(p, 0.0), send_inter(p, 0.0), recv_intra(p, 0.0), recv_inter(p, 0.0);
+  for (std::size_t s = 0; s < p; ++s)
+    for (std::size_t t = 0; t < p; ++t) {
+      if (s == t || copies[s][t] <= 0) continue;
+      const double bytes = copies[s][t] * row_bytes_;
+      const bool far = node(s) != node(t);
+      x.bytes += bytes;
+      if (s == 0) x.rank0_bytes += bytes;
+      if (far) x.bytes_inter += bytes;
+      (far ? x.messages_inter : x.messages_intra) += 1;
+      (far ? send_inter : send_intra)[s] += bytes;
+      (far ? recv_inter : recv_intra)[t] += bytes;
+    }
+  if (!hierarchical_) {
+    // Every rank sends and receives at once; the slowest rank's larger direction sets the time.
+    const double alpha = 1e-6 * (spans ? inter.alpha_us : intra.alpha_us);
+    for (std::size_t r = 0; r < p; ++r) {
+      const double out = send_intra[r] / (1e9 * intra.gbps) + send_inter[r] / (1e9 * inter.gbps);
+      const double in = recv_intra[r] / (1e9 * intra.gbps) + recv_inter[r] / (1e9 * inter.gbps);
+      x.seconds = std::max(x.seconds, alpha + std::max(out, in));
+    }
+    return x;
+  }
+  // Through node leaders (parallel/node_leader_exchange), counted as the runtime counts it:
+  // 1. rows within the node go directly; 2. members hand their rows for other nodes to the
+  // node's leader (its lowest rank); 3. leaders exchange one message per node pair; 4. leaders
+  // hand each member what arrived for it. Each phase is as slow as its busiest rank.
+  x = Exchange{};
+  const int nodes = node_of_ep_rank_.back() + 1;
+  std::vector<std::size_t> leader(static_cast<std::size_t>(nodes), p);
+  for (std::size_t r = 0; r < p; ++r)
+    if (leader[static_cast<std::size_t>(node(r))] == p) leader[static_cast<std::size_t>(node(r))] = r;
+  auto sent = [&](std::size_t from, double bytes, bool far) {
+    if (bytes <= 0) return;
+    x.bytes += bytes;
+    if (from == 0) x.rank0_bytes += bytes;
+    if (far) x.bytes_inter += bytes;
+    (far ? x.messages_inter : x.messages_intra) += 1;
+  };
+  const auto n = static_cast<std::size_t>(nodes);
+  std::vector<double> direct_out(p, 0.0), direct_in(p, 0.0), to_leader(n, 0.0), from_leader(n, 0.0);
+  std::vector<std::vector<double>> pair(n, std::vector<double>(n, 0.0));
+  for (std::size_t s = 0; s < p; ++s) {
+    double outgoing = 0.0;
+    for (std::size_t t = 0; t < p; ++t) {
+      if (s == t || copies[s][t] <= 0) continue;
+      const double bytes = copies[s][t] * row_bytes_;
+      if (node(s) == node(t)) {
+        sent(s, bytes, false);  // 1.
+        direct_out[s] += bytes;
+        direct_in[t] += bytes;
+      } else {
+        outgoing += bytes;
+        pair[static_cast<std::size_t>(node(s))][static_cast<std::size_t>(node(t))] += bytes;
+      }
+    }
+    if (leader[static_cast<std::size_t>(node(s))] != s) sent(s, outgoing, false);  // 2.
+    if (leader[static_cast<std::size_t>(node(s))] != s) to_leader[static_cast<std::size_t>(node(s))] += outgoing;
+  }
+  double phase3 = 0.0;
+  for (std::size_t a = 0; a < n; ++a) {
+    double out = 0.0, in = 0.0;
+    for (std::size_t b = 0; b < n; ++b) {
+      if (a == b) continue;
+      sent(leader[a], pair[a][b], true);  // 3.
+      out += pair[a][b];
+      in += pair[b][a];
+    }
+    phase3 = std::max(phase3, std::max(out, in) / (1e9 * inter.gbps));
+  }
+  for (std::size_t t = 0; t < p; ++t) {  // 4.
+    const std::size_t l = leader[static_cast<std::size_t>(node(t))];
+    if (l == t) continue;
+    double arriving = 0.0;
+    for (std::size_t s = 0; s < p; ++s)
+      if (node(s) != node(t)) arriving += copies[s][t] * row_bytes_;
+    sent(l, arriving, false);
+    from_leader[static_cast<std::size_t>(node(t))] += arriving;
+  }
+  double phase1 = 0.0, phase2 = 0.0, phase4 = 0.0;
+  for (std::size_t r = 0; r < p; ++r) phase1 = std::max(phase1, std::max(direct_out[r], direct_in[r]) / (1e9 * intra.gbps));
+  for (std::size_t a = 0; a < n; ++a) {
+    phase2 = std::max(phase2, to_leader[a] / (1e9 * intra.gbps));
+    phase4 = std::max(phase4, from_leader[a] / (1e9 * intra.gbps));
+  }
+  x.seconds = 3e-6 * intra.alpha_us + 1e-6 * inter.alpha_us + phase1 + phase2 + phase3 + phase4;
+  return x;
+}
+
+StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& placements) const {
+  const ModelConfig& m = config_.model;
+  MOERUN_CHECK(static_cast<int>(routed.size()) == moe_layers_ && static_cast<int>(placements.size()) == moe_layers_,
+               RuntimeError, "[sim] routing for {} layers and {} placements; the config has {} MoE layers", routed.size(),
+               placements.size(), moe_layers_);
+  StepTime t;
+  t.dense = dense_;
+  t.optimizer = optimizer_;
+  t.allreduce = allreduce_;
+  t.allreduce_bytes_intra_node = allreduce_intra_bytes_;
+  t.allreduce_bytes_inter_node = allreduce_inter_bytes_;
+  const auto p = static_cast<std::size_t>(ep_);
+  const auto experts = static_cast<std::size_t>(m.experts);
+  const double mb = double(micro_batches_);
+  const double capacity = m.capacity_factor > 0 ? double(m.capacity(tokens_)) : 1e300;  // per source, expert, micro-batch
+  for (std::size_t l = 0; l < routed.size(); ++l) {
+    const Placement& pl = placements[l];
+    double layer_expert = 0.0, layer_a2a = 0.0;
+    // Replicated experts' gradients are summed over their replicas inside the EP group.
+    double replica_reduce = 0.0;
+    for (std::size_t e = 0; e < experts; ++e) {
+      const auto k = static_cast<int>(pl.replicas(static_cast<int>(e)).size());
+      if (k > 1) replica_reduce = std::max(replica_reduce, hw_.intra_node.all_reduce.seconds(ring_wire_bytes(expert_grad_bytes_, k)));
+    }
+    t.allreduce += replica_reduce;
+    for (int g = 0; g < dp_; ++g) {
+      // Copies per micro-batch: rows[rank][expert] at the experts, copies[src][dst] exchanged.
+      std::vector<std::vector<double>> rows(p, std::vector<double>(experts, 0.0)), copies(p, std::vector<double>(p, 0.0));
+      for (std::size_t s = 0; s < p; ++s) {
+        const std::vector<double>& mine = routed[l][static_cast<std::size_t>(g) * p + s];
+        for (std::size_t e = 0; e < experts; ++e) {
+          const double kept = std::min(mine[e] / mb, capacity);
+          if (kept <= 0) continue;
+          const int expert = static_cast<int>(e);
+          if (pl.holds(static_cast<int>(s), expert)) {
+            rows[s][e] += kept;
+            copies[s][s] += kept;
+            continue;
+          }
+          double shares = 0.0;
+          for (const Replica& r : pl.replicas(expert)) shares += double(r.share);
+          for (const Replica& r : pl.replicas(expert)) {
+            const double part = kept * double(r.share) / shares;
+            rows[static_cast<std::size_t>(r.rank)][e] += part;
+            copies[s][static_cast<std::size_t>(r.rank)] += part;
+          }
+        }
+      }
+      std::vector<double> rank_seconds(p, 0.0), rank_copies(p, 0.0);
+      for (std::size_t r = 0; r < p; ++r)
+        for (std::size_t e = 0; e < experts; ++e)
+          if (rows[r][e] > 0) rank_seconds[r] += expert_seconds(rows[r][e]), rank_copies[r] += rows[r][e];
+      if (g == 0) {
+        t.rank_expert_seconds.resize(p, 0.0);
+        t.rank_copies.resize(p, 0.0);
+        for (std::size_t r = 0; r < p; ++r) t.rank_expert_seconds[r] += mb * rank_seconds[r], t.rank_copies[r] += mb * rank_copies[r];
+      }
+      layer_expert = std::max(layer_expert, *std::max_element(rank_seconds.begin(), rank_seconds.end()));
+      const double mean = std::accumulate(rank_copies.begin(), rank_copies.end(), 0.0) / double(p);
+      if (mean > 0) t.imbalance = std::max(t.imbalance, *std::max_element(rank_copies.begin(), rank_copies.end()) / mean);
+      if (ep_ > 1) {
+        // The forward dispatch and the backward of the combine send copies[src][dst]; the
+        // forward combine and the backward of the dispatch send them back; plus the counts.
+        std::vector<std::vector<double>> back(p, std::vector<double>(p));
+        for (std::size_t s = 0; s < p; ++s)
+          for (std::size_t d = 0; d < p; ++d) back[d][s] = copies[s][d];
+        const bool spans = ep_ > ranks_per_node_;
+        double seconds = 1e-6 * (spans ? hw_.inter_node : hw_.intra_node).all_to_all.alpha_us;
+        for (const Exchange& x : {exchange(copies), exchange(back)}) {
+          seconds += 2 * x.seconds;
+          t.a2a_bytes += 2 * mb * x.bytes;
+          if (g == 0) t.a2a_bytes_rank0 += 2 * mb * x.rank0_bytes;
+          t.a2a_bytes_inter_node += 2 * mb * x.bytes_inter;
+          t.a2a_messages_intra_node += 2 * mb * x.messages_intra;
+          t.a2a_messages_inter_node += 2 * mb * x.messages_inter;
+        }
+        layer_a2a = std::max(layer_a2a, seconds);
+      }
+    }
+    t.expert += mb * layer_expert;
+    t.all_to_all += mb * layer_a2a;
+  }
+  return t;
+}
+
+}  // namespace moerun::sim

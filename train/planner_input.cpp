@@ -1,0 +1,72 @@
+#include "train/planner_input.h"
+
+#include <algorithm>
+
+namespace moerun {
+
+void CostObserver::observe(const StepResult& last) {
+  const double spc = last.kept_copies > 0 ? last.expert_seconds_total / last.kept_copies : 0.0;
+  seconds_per_copy_ = seconds_per_copy_ == 0.0 ? spc : (1 - alpha_) * seconds_per_copy_ + alpha_ * spc;
+  if (!last.rank_copies.empty()) {  // across-rank regression of expert seconds on copies
+    const double n = double(last.rank_copies.size());
+    double mx = 0, my = 0;
+    for (std::size_t q = 0; q < last.rank_copies.size(); ++q) mx += last.rank_copies[q] / n, my += last.rank_expert_seconds[q] / n;
+    double sxy = 0, sxx = 0;
+    for (std::size_t q = 0; q < last.rank_copies.size(); ++q) {
+      sxy += (last.rank_copies[q] - mx) * (last.rank_expert_seconds[q] - my);
+      sxx += (last.rank_copies[q] - mx) * (last.rank_copies[q] - mx);
+    }
+    cov_copies_seconds_ = (1 - alpha_) * cov_copies_seconds_ + alpha_ * sxy;
+    var_copies_ = (1 - alpha_) * var_copies_ + alpha_ * sxx;
+  }
+  step_seconds_avg_ = step_seconds_avg_ == 0.0 ? last.step_ms / 1000 : (1 - alpha_) * step_seconds_avg_ + alpha_ * last.step_ms / 1000;
+}
+
+CostMeasurements CostObserver::measurements() const {
+  return {.seconds_per_copy = seconds_per_copy_,
+          .marginal_seconds_per_copy = var_copies_ > 0 ? cov_copies_seconds_ / var_copies_ : -1.0,
+          .step_seconds = step_seconds_avg_,
+          .ep_bandwidth = ep_bandwidth_,
+          .migration_bandwidth = migration_bandwidth_};
+}
+
+PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor, const std::vector<Placement>& current,
+                                const CostMeasurements& measured, std::vector<int> node_of_rank) {
+  PlannerInput in;
+  in.loads = monitor.average();
+  // The last `window` steps one by one: a placement must help them, not only their average.
+  const auto& history = monitor.history();
+  const auto recent = static_cast<std::ptrdiff_t>(std::min<std::size_t>(history.size(), static_cast<std::size_t>(config.balance.window)));
+  in.recent_loads.assign(history.end() - recent, history.end());
+  in.current = current;
+  in.policy = config.balance.policy;
+  in.node_of_rank = std::move(node_of_rank);
+  in.threshold = config.balance.threshold;
+  in.interval = static_cast<int>(config.balance.interval);
+  in.force = config.balance.force;
+  in.min_gain = config.balance.min_gain;
+  in.max_experts_per_rank = static_cast<int>(config.balance.max_experts_per_rank > 0
+                                                  ? config.balance.max_experts_per_rank
+                                                  : config.model.experts / config.parallel.ep + 1);
+  const double d = double(config.model.d_model), ff = double(config.model.d_ff);
+  const double matrices = config.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0;
+  // What moving copies between ranks changes is the marginal cost of a copy, not the average:
+  // part of each rank's expert time does not shrink with fewer copies (smaller groups run at a
+  // lower GFLOP/s). Use the regression slope when the loads were uneven enough to measure it.
+  in.cost.seconds_per_copy = measured.marginal_seconds_per_copy >= 0
+                                 ? std::clamp(measured.marginal_seconds_per_copy, 0.0, measured.seconds_per_copy)
+                                 : measured.seconds_per_copy;
+  in.cost.bytes_per_copy = 4.0 * d * sizeof(float);  // dispatch and combine, forward and backward
+  in.cost.bandwidth = measured.ep_bandwidth;
+  // Migrations cost more than their bytes (allocation, new communicators): use what the
+  // previous ones achieved once there is one.
+  in.cost.migration_bandwidth = measured.migration_bandwidth > 0 ? measured.migration_bandwidth : measured.ep_bandwidth;
+  in.cost.expert_state_bytes = 3.0 * matrices * d * ff * sizeof(float);  // weights and two moments
+  // Calibrate: the rest of the step is whatever the model does not explain now.
+  CostModel probe = in.cost;
+  probe.fixed_seconds = 0.0;
+  in.cost.fixed_seconds = std::max(0.0, measured.step_seconds - predict(in.loads, current, probe).step_seconds);
+  return in;
+}
+
+}  // namespace moerun
