@@ -51,15 +51,26 @@ Prediction predict(const std::vector<std::vector<double>>& loads, const std::vec
     pr.layer_imbalance.push_back(mean > 0 ? mx / mean : 1.0);
     pr.imbalance = std::max(pr.imbalance, pr.layer_imbalance.back());
     pr.step_seconds += mx * cost.seconds_per_copy;
-    // Copies that cross ranks: sources without a local replica send theirs away.
+    // Copies that cross ranks: sources without a local replica send theirs to the replicas.
+    // The exchange lasts as long as its busiest rank sends or receives: a rank holding hot
+    // experts receives from every other rank, which an average would hide.
+    const auto p = static_cast<std::size_t>(pl.ep_size());
+    std::vector<double> sent(p, 0.0), received(p, 0.0);
     double crossing = 0.0;
     for (int e = 0; e < pl.experts(); ++e) {
-      const double per_source = loads[l][static_cast<std::size_t>(e)] / pl.ep_size();
-      crossing += per_source * double(pl.ep_size() - static_cast<int>(pl.replicas(e).size()));
+      const double per_source = loads[l][static_cast<std::size_t>(e)] / double(p);
+      double shares = 0.0;
+      for (const Replica& r : pl.replicas(e)) shares += double(r.share);
+      const double away = per_source * double(p - pl.replicas(e).size());
+      crossing += away;
+      for (const Replica& r : pl.replicas(e)) received[static_cast<std::size_t>(r.rank)] += away * double(r.share) / shares;
+      for (std::size_t s = 0; s < p; ++s)
+        if (!pl.holds(static_cast<int>(s), e)) sent[s] += per_source;
     }
-    pr.crossing_copies += crossing / pl.ep_size();
+    pr.crossing_copies += crossing / double(p);
+    const double busiest = std::max(*std::max_element(sent.begin(), sent.end()), *std::max_element(received.begin(), received.end()));
+    pr.step_seconds += busiest * cost.bytes_per_copy / cost.bandwidth;
   }
-  pr.step_seconds += pr.crossing_copies * cost.bytes_per_copy / cost.bandwidth;
   return pr;
 }
 

@@ -4,7 +4,8 @@
 //
 // Cost model of one training step:
 //   step = fixed + sum over layers of [ max over ranks of (copies the rank's experts process)
-//          x seconds_per_copy ] + (copies crossing ranks per rank) x bytes_per_copy / bandwidth
+//          x seconds_per_copy + max over ranks of (crossing copies it sends or receives)
+//          x bytes_per_copy / bandwidth ]
 // A new placement is applied when its predicted gain over the next `interval` steps exceeds
 // the one-off cost of moving expert state, (new replicas x expert_state_bytes) /
 // migration_bandwidth, and the predicted step time falls by at least `min_gain` (a fraction):

@@ -1,7 +1,8 @@
 // RoutingSource: where each simulated step's token-copies go, per MoE layer, source rank and
 // expert. Synthetic, or replayed from a routing trace (log.routing_trace) of a real run.
 //
-//   uniform     every copy picks an expert uniformly (sampled, so counts vary step to step)
+//   uniform     every copy picks an expert uniformly (sampled, so counts vary step to step;
+//               counts with a variance above 25 are drawn from the normal approximation)
 //   zipf:S      expert e with probability proportional to 1 / (e + 1)^S, as bench.router_zipf
 //               biases the router (expert 0 hottest; the contiguous placement then puts the
 //               hot experts together); copies of one token are distinct experts, so a source
@@ -46,6 +47,9 @@ class RoutingSource {
   ckpt::RoutingTrace trace_;
   std::int64_t next_step_ = 0;
   std::mt19937_64 rng_;
+  std::normal_distribution<double> normal_;
+  std::uniform_real_distribution<double> uniform_;
+  std::int64_t binomial(std::int64_t n, double p);
 };
 
 }  // namespace moerun::sim
