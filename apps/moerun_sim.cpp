@@ -93,7 +93,8 @@ int run_main(const std::optional<std::string>& config_file, const std::vector<st
              world / config.parallel.ep, config.parallel.ep, ranks_per_node > 0 ? ranks_per_node : hw.ranks_per_node,
              r.hierarchical ? ", hierarchical exchange" : "", config.model.experts == 0 ? "" : fmt::format("{} experts", config.model.experts),
              hw.name, hw.source, options.routing.describe(), balance_policy_name(config.balance.policy));
-  fmt::print("  step {:.2f} ms median ({:.2f} ms mean with rebalancing amortized, {:.2f}% of it), {:.0f} tokens/s\n",
+  fmt::print("  step {:.2f} ms (median, second half), {:.2f} ms with the run's migrations spread over its steps ({:.2f}% of "
+             "it), {:.0f} tokens/s\n",
              1000 * r.median_step, 1000 * r.mean_step, 100 * r.rebalance_share, double(r.tokens_per_step) / r.mean_step);
   fmt::print("  expert {:.2f} ms (slowest rank), dense+optimizer {:.2f} ms, all-to-all {:.2f} ms, exposed all-reduce {:.2f} ms; "
              "imbalance {:.3f}; {} rebalance(s); memory per rank {}\n",

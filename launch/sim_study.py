@@ -53,10 +53,10 @@ def points(spec):
 def run_point(args, spec, point, index):
     study = spec["study"]
     hardware = point.get("hardware", study["hardware"])
-    rpn = point.get("ranks_per_node", study.get("ranks_per_node", 0))
+    # Ranks per node: the axis, else [study], else the hardware file's.
+    rpn = point.get("ranks_per_node", study.get("ranks_per_node", 0)) or \
+        tomllib.loads((ROOT / hardware).read_text())["hardware"]["ranks_per_node"]
     if "nodes" in point:
-        if not rpn:
-            fail("a nodes axis needs ranks_per_node in [study] or [axes]")
         world = point["nodes"] * rpn
     else:
         world = point.get("world", 1)
@@ -74,8 +74,15 @@ def run_point(args, spec, point, index):
         cmd += ["--ranks-per-node", str(rpn)]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
     row = dict(point, world=world, hardware=pathlib.Path(hardware).stem)
+    # A point already simulated by the same command and binary is read back, not run again.
+    stamp = json.dumps([cmd, (args.bin / "moerun-sim").stat().st_mtime])
+    if (out / "summary.json").exists() and (out / "command.json").exists() and (out / "command.json").read_text() == stamp:
+        r = subprocess.CompletedProcess(cmd, 0)
+    else:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 0:
+            (out / "command.json").write_text(stamp)
     if r.returncode != 0:
         return dict(row, status="invalid", message=r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed")
     summary = json.loads((out / "summary.json").read_text())
@@ -140,18 +147,23 @@ def plot(args, spec, rows):
         handles, labels = axes[0][0].get_legend_handles_labels()
         P.save(fig, out, P.figure_legend(fig, handles, labels))
     elif kind == "exchange":
-        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        panels = list(dict.fromkeys(r.get("model.seq_len") for r in ok))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.8, 4.2), squeeze=False)
         series = list(dict.fromkeys((r["hardware"], r["parallel.all_to_all"]) for r in ok))
         colour = P.colours([f"{h} {a}" for h, a in series])
-        for h, a in series:
-            mine = sorted((r for r in ok if r["hardware"] == h and r["parallel.all_to_all"] == a), key=lambda r: r["nodes"])
-            ax.plot([r["nodes"] for r in mine], [r["a2a_ms"] for r in mine], "o-", color=colour[f"{h} {a}"], label=f"{h}, {a}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("nodes")
-        ax.set_ylabel("all-to-all ms per step")
+        for ax, panel in zip(axes[0], panels):
+            for h, a in series:
+                mine = sorted((r for r in ok if r["hardware"] == h and r["parallel.all_to_all"] == a and
+                               r.get("model.seq_len") == panel), key=lambda r: r["nodes"])
+                ax.plot([r["nodes"] for r in mine], [r["a2a_ms"] for r in mine], "o-", color=colour[f"{h} {a}"], label=f"{h}, {a}")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("nodes")
+            ax.set_ylabel("all-to-all ms per step")
+            if panel is not None:
+                ax.set_title(f"{panel} tokens per rank", fontsize=9)
         fig.suptitle(title, fontsize=10)
-        P.save(fig, out, P.figure_legend(fig, *ax.get_legend_handles_labels()))
+        P.save(fig, out, P.figure_legend(fig, *axes[0][0].get_legend_handles_labels()))
     elif kind == "breakdown":
         fig, ax = plt.subplots(figsize=(8, 0.5 * len(ok) + 1.8))
         labels = [" ".join(f"{r[a]}" for a in spec["axes"]) for r in ok]

@@ -264,6 +264,54 @@ Placement plan_replicate(const std::vector<double>& loads, const Placement& curr
   return to_placement(bins, experts);
 }
 
+Placement plan_add_replicas(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank) {
+  // Greedy: one more replica of the expert with the highest load per replica, on the least
+  // loaded rank with a free slot that lacks it, while that lowers the busiest rank's load.
+  // With equal shares each of an expert's R replicas processes load / R (expected_rank_loads),
+  // so a new replica changes only that expert's ranks.
+  const int p = current.ep_size(), experts = current.experts();
+  std::vector<std::vector<int>> holders(static_cast<std::size_t>(experts));
+  std::vector<int> slots(static_cast<std::size_t>(p), 0);
+  std::vector<double> rank_load(static_cast<std::size_t>(p), 0.0);
+  for (int e = 0; e < experts; ++e) {
+    for (const Replica& r : current.replicas(e)) holders[static_cast<std::size_t>(e)].push_back(r.rank);
+    for (int r : holders[static_cast<std::size_t>(e)]) {
+      ++slots[static_cast<std::size_t>(r)];
+      rank_load[static_cast<std::size_t>(r)] += loads[static_cast<std::size_t>(e)] / double(holders[static_cast<std::size_t>(e)].size());
+    }
+  }
+  auto per_replica = [&](int e) { return loads[static_cast<std::size_t>(e)] / double(holders[static_cast<std::size_t>(e)].size()); };
+  for (;;) {
+    int hottest = -1;
+    for (int e = 0; e < experts; ++e)
+      if (static_cast<int>(holders[static_cast<std::size_t>(e)].size()) < p && (hottest < 0 || per_replica(e) > per_replica(hottest))) hottest = e;
+    if (hottest < 0) break;
+    auto& h = holders[static_cast<std::size_t>(hottest)];
+    int target = -1;
+    for (int r = 0; r < p; ++r) {
+      if (slots[static_cast<std::size_t>(r)] >= max_experts_per_rank || std::find(h.begin(), h.end(), r) != h.end()) continue;
+      if (target < 0 || rank_load[static_cast<std::size_t>(r)] < rank_load[static_cast<std::size_t>(target)]) target = r;
+    }
+    if (target < 0) break;
+    // The busiest rank before and after: the expert's holders shed load, the target takes some.
+    const double load = loads[static_cast<std::size_t>(hottest)], R = double(h.size());
+    std::vector<double> next = rank_load;
+    for (int r : h) next[static_cast<std::size_t>(r)] -= load / R - load / (R + 1);
+    next[static_cast<std::size_t>(target)] += load / (R + 1);
+    if (*std::max_element(next.begin(), next.end()) >= *std::max_element(rank_load.begin(), rank_load.end()) - 1e-9) break;
+    rank_load = std::move(next);
+    h.push_back(target);
+    ++slots[static_cast<std::size_t>(target)];
+  }
+  std::vector<std::vector<Replica>> replicas(static_cast<std::size_t>(experts));
+  for (int e = 0; e < experts; ++e) {
+    auto& h = holders[static_cast<std::size_t>(e)];
+    std::sort(h.begin(), h.end());
+    for (int r : h) replicas[static_cast<std::size_t>(e)].push_back({r, 1});
+  }
+  return Placement(p, std::move(replicas));
+}
+
 namespace {
 
 // The step time a placement is judged by: predicted from each recent step's loads, the median
@@ -292,13 +340,19 @@ PlannerDecision plan_placement(const PlannerInput& in) {
     d.reason = fmt::format("imbalance {:.3f} <= threshold {:.3f}", d.before.imbalance, in.threshold);
     return d;
   }
-  auto candidate = [&](BalancePolicy policy) {
-    std::vector<Placement> out;
+  // Candidates per policy. replicate also tries adding replicas around the current placement
+  // (few bytes to move); the better net gain wins.
+  using Plan = std::vector<Placement>;
+  auto candidates = [&](BalancePolicy policy) {
+    std::vector<Plan> out(policy == BalancePolicy::Replicate ? 2 : 1);
     for (std::size_t l = 0; l < in.current.size(); ++l) {
       const Placement& now = in.current[l];
-      if (policy == BalancePolicy::Migrate) out.push_back(plan_migrate(in.loads[l], now));
-      else if (policy == BalancePolicy::Eplb) out.push_back(plan_eplb(in.loads[l], now.ep_size(), in.max_experts_per_rank, in.node_of_rank));
-      else out.push_back(plan_replicate(in.loads[l], now, in.max_experts_per_rank));
+      if (policy == BalancePolicy::Migrate) out[0].push_back(plan_migrate(in.loads[l], now));
+      else if (policy == BalancePolicy::Eplb) out[0].push_back(plan_eplb(in.loads[l], now.ep_size(), in.max_experts_per_rank, in.node_of_rank));
+      else {
+        out[0].push_back(plan_replicate(in.loads[l], now, in.max_experts_per_rank));
+        out[1].push_back(plan_add_replicas(in.loads[l], now, in.max_experts_per_rank));
+      }
     }
     return out;
   };
@@ -306,20 +360,23 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   if (in.policy == BalancePolicy::Auto) tried = {BalancePolicy::Migrate, BalancePolicy::Replicate};
   else tried = {in.policy};
   const double judged_before = judged_step_seconds(in, in.current);
-  double judged_after = judged_before;
+  double judged_after = judged_before, best_net = 0.0;
   bool have = false;
   for (BalancePolicy policy : tried) {
-    std::vector<Placement> plan = candidate(policy);
-    const double judged = judged_step_seconds(in, plan);
-    const double bytes = migration_bytes(in.current, plan, in.cost);
-    // Better judged time wins; ties go to fewer bytes moved.
-    if (!have || judged < judged_after - 1e-12 || (judged <= judged_after + 1e-12 && bytes < d.migrate_bytes)) {
-      have = true;
-      d.chosen = policy;
-      d.after = predict(in.loads, plan, in.cost);
-      d.placements = std::move(plan);
-      d.migrate_bytes = bytes;
-      judged_after = judged;
+    for (Plan& plan : candidates(policy)) {
+      const double judged = judged_step_seconds(in, plan);
+      const double bytes = migration_bytes(in.current, plan, in.cost);
+      // What the candidate saves over the interval, less what moving to it costs.
+      const double net = (judged_before - judged) * in.interval - bytes / in.cost.migration_bandwidth;
+      if (!have || net > best_net + 1e-12 || (net >= best_net - 1e-12 && bytes < d.migrate_bytes)) {
+        have = true;
+        d.chosen = policy;
+        d.after = predict(in.loads, plan, in.cost);
+        d.placements = std::move(plan);
+        d.migrate_bytes = bytes;
+        judged_after = judged;
+        best_net = net;
+      }
     }
   }
   // Step times as judged (the median over recent steps when they are given), for the gates

@@ -79,6 +79,9 @@ double migration_bytes(const std::vector<Placement>& from, const std::vector<Pla
 // Candidate placements for one layer.
 Placement plan_migrate(const std::vector<double>& loads, const Placement& current);
 Placement plan_replicate(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank);
+// Replicas added to the current placement (nothing else moves): few bytes, for large groups
+// where re-packing every expert would move more state than the gain repays.
+Placement plan_add_replicas(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank);
 
 PlannerDecision plan_placement(const PlannerInput& input);
 

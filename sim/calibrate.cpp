@@ -139,7 +139,11 @@ Link measure_link(ProcessGroup& world, bool quick) {
     ar_seconds.push_back(timed_collective(world, [&] { world.all_reduce(std::span<float>(data)); }));
     ar_bytes.push_back(2.0 * double(p - 1) / double(p) * 4.0 * double(n));
   }
-  return {.all_to_all = fit_line(a2a_bytes, a2a_seconds), .all_reduce = fit_line(ar_bytes, ar_seconds)};
+  // Alphas per message: an all-to-all sends p - 1 of them, a ring all-reduce 2 (p - 1) in sequence.
+  LinkFit a2a = fit_line(a2a_bytes, a2a_seconds), ar = fit_line(ar_bytes, ar_seconds);
+  a2a.alpha_us /= double(p - 1);
+  ar.alpha_us /= 2.0 * double(p - 1);
+  return {.all_to_all = a2a, .all_reduce = ar};
 }
 
 // Share of a large all-reduce that completes while the rank computes: run it alone, the

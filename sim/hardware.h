@@ -30,7 +30,8 @@ struct PeakRate {
   double gflops(double rows) const { return 1000.0 * tflops * efficiency * rows / (rows + half_rows); }
 };
 
-// alpha (latency per operation) + bytes / bandwidth.
+// alpha (latency of one message: an all-to-all sends one to every peer, a ring all-reduce 2 (p - 1)
+// in sequence) + bytes / bandwidth.
 struct LinkFit {
   double alpha_us = 0.0;
   double gbps = 1.0;  // GB/s (1e9 bytes/s)

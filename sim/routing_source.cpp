@@ -72,8 +72,10 @@ Routing RoutingSource::next() {
   if (spec_.kind == RoutingSpec::Kind::Trace) {
     const auto& shape = trace_.shape;
     const auto step = static_cast<std::size_t>(next_step_++ % trace_steps());
-    const double traced_tokens_per_rank = double(shape.tokens_per_step) / double(shape.ranks);
-    const double scale = double(tokens_per_rank_) / traced_tokens_per_rank;
+    // Copies per rank scale with tokens per rank and top_k (a top-2 trace replayed for top-8
+    // sends four times the copies); an expert still takes at most one copy per token.
+    const double traced_copies_per_rank = double(shape.tokens_per_step) / double(shape.ranks) * double(shape.top_k);
+    const double scale = double(copies_per_rank_) / traced_copies_per_rank;
     const std::int64_t split = experts_ / shape.experts;
     for (std::size_t l = 0; l < out.size(); ++l)
       for (std::size_t r = 0; r < out[l].size(); ++r) {
@@ -82,14 +84,14 @@ Routing RoutingSource::next() {
                                                  static_cast<std::size_t>(shape.experts)];
         for (std::int64_t te = 0; te < shape.experts; ++te) {
           if (split == 1) {
-            out[l][r][static_cast<std::size_t>(te)] = scale * double(row[te]);
+            out[l][r][static_cast<std::size_t>(te)] = std::min(scale * double(row[te]), double(tokens_per_rank_));
             continue;
           }
           // Split the traced expert's copies over its `split` experts, each copy at random.
           std::int64_t left = row[te];
           for (std::int64_t c = 0; c < split; ++c) {
             const std::int64_t n = c + 1 == split ? left : binomial(left, 1.0 / double(split - c));
-            out[l][r][static_cast<std::size_t>(te * split + c)] = scale * double(n);
+            out[l][r][static_cast<std::size_t>(te * split + c)] = std::min(scale * double(n), double(tokens_per_rank_));
             left -= n;
           }
         }

@@ -12,7 +12,9 @@
 //               differs: source rank r replays the trace's rank r mod R, scaled by the ratio
 //               of tokens per rank; with m times the trace's experts, each traced expert's
 //               copies are split over m experts at random (expert e takes traced expert
-//               e / m's copies). The MoE layers must match; top_k is the config's.
+//               e / m's copies). Copies scale with tokens per rank and top_k (a top-2 trace
+//               replayed for top-8 sends four times the copies, at most one per token and
+//               expert). The MoE layers must match.
 #pragma once
 
 #include <cstdint>

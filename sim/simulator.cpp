@@ -94,17 +94,16 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
     extra = std::max(extra, slots);
   }
   result.extra_replica_bytes = static_cast<std::int64_t>(extra * per_expert);
-  // Summary over the second half of the steps (the first are warm-up for the planner).
+  // The steady step: the median over the second half (the first half is the planner's warm-up).
+  // Every migration of the run is then spread over all of its steps.
   std::vector<double> totals;
-  double sum = 0.0, rebalance = 0.0;
-  for (std::size_t i = result.steps.size() / 2; i < result.steps.size(); ++i) {
+  for (std::size_t i = result.steps.size() / 2; i < result.steps.size(); ++i)
     totals.push_back(result.steps[i].time.total() - result.steps[i].time.rebalance);
-    sum += result.steps[i].time.total();
-    rebalance += result.steps[i].time.rebalance;
-  }
+  double rebalance = 0.0;
+  for (const SimStep& s : result.steps) rebalance += s.time.rebalance;
   result.median_step = median(totals);
-  result.mean_step = totals.empty() ? 0.0 : sum / double(totals.size());
-  result.rebalance_share = sum > 0 ? rebalance / sum : 0.0;
+  result.mean_step = result.median_step + rebalance / double(std::max<std::size_t>(1, result.steps.size()));
+  result.rebalance_share = result.mean_step > 0 ? (result.mean_step - result.median_step) / result.mean_step : 0.0;
   return result;
 }
 

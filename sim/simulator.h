@@ -41,8 +41,8 @@ struct SimResult {
   std::int64_t tokens_per_step = 0;
   int rebalances = 0;
   bool hierarchical = false;
-  // Over the steps after the first `warmup` (the median step, and the mean with rebalancing
-  // amortized): seconds.
+  // Seconds: the median step over the second half of the run (steady state), and that plus
+  // every migration of the run spread over all its steps; the migrations' share of the latter.
   double median_step = 0.0, mean_step = 0.0, rebalance_share = 0.0;
 };
 

@@ -85,7 +85,8 @@ StepModel::StepModel(const Config& config, int world_size, int ranks_per_node, c
     const LinkFit& fit = (spans_nodes ? hw_.inter_node : hw_.intra_node).all_reduce;
     const double wire_bytes = ring_wire_bytes(payload, p);
     (spans_nodes ? allreduce_inter_bytes_ : allreduce_intra_bytes_) += wire_bytes;
-    return std::ceil(payload / bucket) * fit.seconds(0.0) + wire_bytes / (1e9 * fit.gbps);
+    // A ring all-reduce of one bucket is 2 (p - 1) messages in sequence.
+    return std::ceil(payload / bucket) * 2.0 * (p - 1) * fit.seconds(0.0) + wire_bytes / (1e9 * fit.gbps);
   };
   const bool world_spans = world_size > ranks_per_node_;
   const bool edp_spans = dp_ > 1 && (ep_ * (dp_ - 1)) / ranks_per_node_ > 0;
@@ -94,7 +95,8 @@ StepModel::StepModel(const Config& config, int world_size, int ranks_per_node, c
   expert_grad_bytes_ = (m.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0) * d * double(m.d_ff) * wire;
   allreduce_ *= 1.0 - hw_.allreduce_hidden;
   // The step's two small all-reduces (global target count; the packed step numbers).
-  if (world_size > 1) allreduce_ += 2 * (world_spans ? hw_.inter_node : hw_.intra_node).all_reduce.seconds(0.0);
+  if (world_size > 1)
+    allreduce_ += 2 * 2.0 * (world_size - 1) * (world_spans ? hw_.inter_node : hw_.intra_node).all_reduce.seconds(0.0);
 }
 
 double StepModel::elementwise(double bytes) const { return bytes / (1e9 * hw_.elementwise_gbps) + 1e-6 * hw_.kernel_overhead_us; }
@@ -132,8 +134,8 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
   const auto p = static_cast<std::size_t>(ep_);
   const LinkFit &intra = hw_.intra_node.all_to_all, &inter = hw_.inter_node.all_to_all;
   auto node = [&](std::size_t r) { return node_of_ep_rank_[r]; };
-  const bool spans = ep_ > ranks_per_node_;
   std::vector<double> send_intra(p, 0.0), send_inter(p, 0.0), recv_intra(p, 0.0), recv_inter(p, 0.0);
+  std::vector<double> send_latency(p, 0.0), recv_latency(p, 0.0);  // alpha per message
   for (std::size_t s = 0; s < p; ++s)
     for (std::size_t t = 0; t < p; ++t) {
       if (s == t || copies[s][t] <= 0) continue;
@@ -145,14 +147,16 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
       (far ? x.messages_inter : x.messages_intra) += 1;
       (far ? send_inter : send_intra)[s] += bytes;
       (far ? recv_inter : recv_intra)[t] += bytes;
+      send_latency[s] += 1e-6 * (far ? inter.alpha_us : intra.alpha_us);
+      recv_latency[t] += 1e-6 * (far ? inter.alpha_us : intra.alpha_us);
     }
   if (!hierarchical_) {
-    // Every rank sends and receives at once; the slowest rank's larger direction sets the time.
-    const double alpha = 1e-6 * (spans ? inter.alpha_us : intra.alpha_us);
+    // Every rank sends and receives at once, alpha per message; the slowest rank's larger
+    // direction sets the time.
     for (std::size_t r = 0; r < p; ++r) {
-      const double out = send_intra[r] / (1e9 * intra.gbps) + send_inter[r] / (1e9 * inter.gbps);
-      const double in = recv_intra[r] / (1e9 * intra.gbps) + recv_inter[r] / (1e9 * inter.gbps);
-      x.seconds = std::max(x.seconds, alpha + std::max(out, in));
+      const double out = send_latency[r] + send_intra[r] / (1e9 * intra.gbps) + send_inter[r] / (1e9 * inter.gbps);
+      const double in = recv_latency[r] + recv_intra[r] / (1e9 * intra.gbps) + recv_inter[r] / (1e9 * inter.gbps);
+      x.seconds = std::max(x.seconds, std::max(out, in));
     }
     return x;
   }
@@ -173,7 +177,9 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
     (far ? x.messages_inter : x.messages_intra) += 1;
   };
   const auto n = static_cast<std::size_t>(nodes);
+  // Bytes and messages per phase: each message costs its link's alpha.
   std::vector<double> direct_out(p, 0.0), direct_in(p, 0.0), to_leader(n, 0.0), from_leader(n, 0.0);
+  std::vector<double> direct_out_msgs(p, 0.0), direct_in_msgs(p, 0.0), to_leader_msgs(n, 0.0), from_leader_msgs(n, 0.0);
   std::vector<std::vector<double>> pair(n, std::vector<double>(n, 0.0));
   for (std::size_t s = 0; s < p; ++s) {
     double outgoing = 0.0;
@@ -184,13 +190,18 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
         sent(s, bytes, false);  // 1.
         direct_out[s] += bytes;
         direct_in[t] += bytes;
+        direct_out_msgs[s] += 1;
+        direct_in_msgs[t] += 1;
       } else {
         outgoing += bytes;
         pair[static_cast<std::size_t>(node(s))][static_cast<std::size_t>(node(t))] += bytes;
       }
     }
-    if (leader[static_cast<std::size_t>(node(s))] != s) sent(s, outgoing, false);  // 2.
-    if (leader[static_cast<std::size_t>(node(s))] != s) to_leader[static_cast<std::size_t>(node(s))] += outgoing;
+    if (leader[static_cast<std::size_t>(node(s))] != s && outgoing > 0) {  // 2.
+      sent(s, outgoing, false);
+      to_leader[static_cast<std::size_t>(node(s))] += outgoing;
+      to_leader_msgs[static_cast<std::size_t>(node(s))] += 1;
+    }
   }
   double phase3 = 0.0;
   for (std::size_t a = 0; a < n; ++a) {
@@ -198,10 +209,10 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
     for (std::size_t b = 0; b < n; ++b) {
       if (a == b) continue;
       sent(leader[a], pair[a][b], true);  // 3.
-      out += pair[a][b];
-      in += pair[b][a];
+      out += pair[a][b] / (1e9 * inter.gbps) + (pair[a][b] > 0 ? 1e-6 * inter.alpha_us : 0.0);
+      in += pair[b][a] / (1e9 * inter.gbps) + (pair[b][a] > 0 ? 1e-6 * inter.alpha_us : 0.0);
     }
-    phase3 = std::max(phase3, std::max(out, in) / (1e9 * inter.gbps));
+    phase3 = std::max(phase3, std::max(out, in));
   }
   for (std::size_t t = 0; t < p; ++t) {  // 4.
     const std::size_t l = leader[static_cast<std::size_t>(node(t))];
@@ -209,16 +220,21 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
     double arriving = 0.0;
     for (std::size_t s = 0; s < p; ++s)
       if (node(s) != node(t)) arriving += copies[s][t] * row_bytes_;
+    if (arriving <= 0) continue;
     sent(l, arriving, false);
     from_leader[static_cast<std::size_t>(node(t))] += arriving;
+    from_leader_msgs[static_cast<std::size_t>(node(t))] += 1;
   }
+  const double a_intra = 1e-6 * intra.alpha_us, bw_intra = 1e9 * intra.gbps;
   double phase1 = 0.0, phase2 = 0.0, phase4 = 0.0;
-  for (std::size_t r = 0; r < p; ++r) phase1 = std::max(phase1, std::max(direct_out[r], direct_in[r]) / (1e9 * intra.gbps));
+  for (std::size_t r = 0; r < p; ++r)
+    phase1 = std::max(phase1, std::max(direct_out_msgs[r] * a_intra + direct_out[r] / bw_intra,
+                                       direct_in_msgs[r] * a_intra + direct_in[r] / bw_intra));
   for (std::size_t a = 0; a < n; ++a) {
-    phase2 = std::max(phase2, to_leader[a] / (1e9 * intra.gbps));
-    phase4 = std::max(phase4, from_leader[a] / (1e9 * intra.gbps));
+    phase2 = std::max(phase2, to_leader_msgs[a] * a_intra + to_leader[a] / bw_intra);
+    phase4 = std::max(phase4, from_leader_msgs[a] * a_intra + from_leader[a] / bw_intra);
   }
-  x.seconds = 3e-6 * intra.alpha_us + 1e-6 * inter.alpha_us + phase1 + phase2 + phase3 + phase4;
+  x.seconds = phase1 + phase2 + phase3 + phase4;
   return x;
 }
 
@@ -244,7 +260,9 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
     double replica_reduce = 0.0;
     for (std::size_t e = 0; e < experts; ++e) {
       const auto k = static_cast<int>(pl.replicas(static_cast<int>(e)).size());
-      if (k > 1) replica_reduce = std::max(replica_reduce, hw_.intra_node.all_reduce.seconds(ring_wire_bytes(expert_grad_bytes_, k)));
+      const LinkFit& fit = hw_.intra_node.all_reduce;
+      if (k > 1)
+        replica_reduce = std::max(replica_reduce, 2.0 * (k - 1) * fit.seconds(0.0) + ring_wire_bytes(expert_grad_bytes_, k) / (1e9 * fit.gbps));
     }
     t.allreduce += replica_reduce;
     for (int g = 0; g < dp_; ++g) {
@@ -289,7 +307,8 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
         for (std::size_t s = 0; s < p; ++s)
           for (std::size_t d = 0; d < p; ++d) back[d][s] = copies[s][d];
         const bool spans = ep_ > ranks_per_node_;
-        double seconds = 1e-6 * (spans ? hw_.inter_node : hw_.intra_node).all_to_all.alpha_us;
+        // The counts: one small message to every other rank of the group.
+        double seconds = 1e-6 * (spans ? hw_.inter_node : hw_.intra_node).all_to_all.alpha_us * double(p - 1);
         for (const Exchange& x : {exchange(copies), exchange(back)}) {
           seconds += 2 * x.seconds;
           t.a2a_bytes += 2 * mb * x.bytes;

@@ -183,3 +183,43 @@ TEST(Planner, PersistentSkewIsBalancedWhenJudgedOnTheSteps) {
 }
 
 }  // namespace moerun::test
+
+namespace moerun::test {
+
+TEST(Planner, AddedReplicasKeepEveryCurrentReplicaAndLowerTheBusiestRank) {
+  const int experts = 64, ep = 16, slots = experts / ep + 1;
+  std::vector<double> loads = zipf(experts, 1.2, 1 << 16);
+  const Placement now = Placement::contiguous(experts, ep);
+  const Placement added = plan_add_replicas(loads, now, slots);
+  for (int e = 0; e < experts; ++e)
+    for (const Replica& r : now.replicas(e)) EXPECT_TRUE(added.holds(r.rank, e)) << "expert " << e << " left rank " << r.rank;
+  EXPECT_LE(added.max_slots_used(), slots);
+  const auto before = expected_rank_loads(loads, now), after = expected_rank_loads(loads, added);
+  EXPECT_LT(*std::max_element(after.begin(), after.end()), 0.5 * *std::max_element(before.begin(), before.end()));
+  // Only the new replicas move: at most one per rank here, far fewer than re-packing moves.
+  CostModel c = cost();
+  const double few = migration_bytes({now}, {added}, c), many = migration_bytes({now}, {plan_replicate(loads, now, slots)}, c);
+  EXPECT_LE(few, ep * c.expert_state_bytes);
+  EXPECT_LT(few, many);
+}
+
+TEST(Planner, AShortIntervalTakesTheCheapCandidateWhenRepackingDoesNotPay) {
+  const int experts = 256, ep = 64;
+  PlannerInput in;
+  in.loads = {zipf(experts, 1.2, 1 << 20)};
+  in.current = {Placement::contiguous(experts, ep)};
+  in.cost = cost();
+  in.cost.fixed_seconds = 0.0;
+  in.cost.expert_state_bytes = 1e9;  // expensive state: re-packing every expert cannot pay in 5 steps
+  in.policy = BalancePolicy::Auto;
+  in.max_experts_per_rank = experts / ep + 1;
+  in.interval = 5;
+  const PlannerDecision d = plan_placement(in);
+  ASSERT_TRUE(d.apply) << d.reason;
+  EXPECT_EQ(d.chosen, BalancePolicy::Replicate);
+  EXPECT_LE(d.migrate_bytes, ep * in.cost.expert_state_bytes);
+  for (int e = 0; e < experts; ++e)
+    for (const Replica& r : in.current[0].replicas(e)) EXPECT_TRUE(d.placements[0].holds(r.rank, e));
+}
+
+}  // namespace moerun::test

@@ -65,6 +65,11 @@ TEST(SimHardware, PresetsLoadAndSayWhereTheirNumbersComeFrom) {
     EXPECT_GT(hw.gemm_seconds(DType::F32, 1024, 1024, 1024), hw.gemm_seconds(DType::BF16, 1024, 1024, 1024)) << name;
     EXPECT_GT(hw.intra_node.all_to_all.gbps, hw.inter_node.all_to_all.gbps) << name;
   }
+  for (const char* name : {"zen4-2cores-1rank", "zen4-2cores-2ranks"}) {  // what calibrate wrote
+    const sim::Hardware hw = sim::load_hardware(source_dir() + "/sim/hardware/measured/" + name + ".toml");
+    EXPECT_TRUE(hw.measured()) << name;
+    EXPECT_FALSE(hw.gemm_bf16.weight_grad.empty()) << name;
+  }
 }
 
 TEST(SimHardware, AMissingOrNegativeFieldIsNamedWithTheFile) {
@@ -154,6 +159,31 @@ TEST(SimStepModel, BalancedRoutingOverTwoRanksGivesTheDerivedStep) {
   EXPECT_DOUBLE_EQ(t.a2a_bytes_rank0, 2 * 2 * 4 * bytes);
   EXPECT_DOUBLE_EQ(t.a2a_bytes, 2 * t.a2a_bytes_rank0);
   EXPECT_DOUBLE_EQ(t.a2a_messages_intra_node, 2 * 2 * 4 * 2);
+}
+
+TEST(SimStepModel, AFlatExchangeChargesEveryMessageAtItsLinksRate) {
+  // EP 4 over two nodes of two: each rank sends to one rank on its node and two on the other.
+  const Config config = config_of({"parallel.ep=4", "parallel.all_to_all=flat", "train.global_batch=8", "train.micro_batch=2"});
+  const sim::Hardware hw = exact_hardware();
+  const sim::StepModel model(config, 4, 2, hw);
+  ASSERT_FALSE(model.hierarchical());
+  sim::RoutingSource balanced(sim::RoutingSpec::parse("balanced"), config, 4, model.moe_layers(), 1);
+  const sim::StepTime t = model.step(balanced.next(), std::vector<Placement>(2, Placement::contiguous(4, 4)));
+  // 128 copies per rank, 32 to each expert (one per rank): 32 rows of 256 bytes to each peer.
+  const double bytes = 32 * 64 * 4.0;
+  const double one = (10e-6 + bytes / 1e9) + 2 * (100e-6 + bytes / 0.1e9);  // per exchange, every rank alike
+  const double counts = 3 * 100e-6;  // the counts: one message to each of the 3 peers, at the group's inter-node alpha
+  EXPECT_NEAR(t.all_to_all, 2 * (4 * one + counts), 1e-12);
+  EXPECT_DOUBLE_EQ(t.a2a_bytes_inter_node, 2 * 4 * 4 * 2 * bytes);
+  EXPECT_DOUBLE_EQ(t.a2a_messages_inter_node, 2 * 4 * 4 * 2);
+  EXPECT_DOUBLE_EQ(t.a2a_messages_intra_node, 2 * 4 * 4 * 1);
+  // Through node leaders the same rows travel in fewer, larger inter-node messages.
+  const Config leaders = config_of({"parallel.ep=4", "parallel.all_to_all=hierarchical", "train.global_batch=8", "train.micro_batch=2"});
+  const sim::StepModel via(leaders, 4, 2, hw);
+  ASSERT_TRUE(via.hierarchical());
+  const sim::StepTime h = via.step(balanced.next(), std::vector<Placement>(2, Placement::contiguous(4, 4)));
+  EXPECT_DOUBLE_EQ(h.a2a_messages_inter_node, 2 * 4 * 2);  // one per ordered node pair and exchange
+  EXPECT_DOUBLE_EQ(h.a2a_bytes_inter_node, t.a2a_bytes_inter_node);
 }
 
 TEST(SimStepModel, SkewSetsTheStepByTheSlowestRankAndReplicationHelps) {
