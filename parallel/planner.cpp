@@ -265,9 +265,7 @@ Placement plan_replicate(const std::vector<double>& loads, const Placement& curr
 }
 
 Placement plan_add_replicas(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank) {
-  // Greedy: one more replica of the expert with the highest load per replica, on the least
-  // loaded rank with a free slot that lacks it, while that lowers the busiest rank's load.
-  // With equal shares each of an expert's R replicas processes load / R (expected_rank_loads),
+  // Greedy, from the current placement: replicas that relieve the busiest rank (below). With equal shares each of an expert's R replicas processes load / R (expected_rank_loads),
   // so a new replica changes only that expert's ranks.
   const int p = current.ep_size(), experts = current.experts();
   std::vector<std::vector<int>> holders(static_cast<std::size_t>(experts));
@@ -282,26 +280,36 @@ Placement plan_add_replicas(const std::vector<double>& loads, const Placement& c
   }
   auto per_replica = [&](int e) { return loads[static_cast<std::size_t>(e)] / double(holders[static_cast<std::size_t>(e)].size()); };
   for (;;) {
-    int hottest = -1;
-    for (int e = 0; e < experts; ++e)
-      if (static_cast<int>(holders[static_cast<std::size_t>(e)].size()) < p && (hottest < 0 || per_replica(e) > per_replica(hottest))) hottest = e;
-    if (hottest < 0) break;
-    auto& h = holders[static_cast<std::size_t>(hottest)];
-    int target = -1;
-    for (int r = 0; r < p; ++r) {
-      if (slots[static_cast<std::size_t>(r)] >= max_experts_per_rank || std::find(h.begin(), h.end(), r) != h.end()) continue;
-      if (target < 0 || rank_load[static_cast<std::size_t>(r)] < rank_load[static_cast<std::size_t>(target)]) target = r;
+    // Relieve the busiest rank: a replica of one of its experts, hottest per replica first, on
+    // the least loaded rank with a free slot that lacks it, if that rank stays below the
+    // busiest's load. The busiest load never rises; every step takes a slot.
+    const auto busiest = static_cast<int>(std::max_element(rank_load.begin(), rank_load.end()) - rank_load.begin());
+    const double top = rank_load[static_cast<std::size_t>(busiest)];
+    std::vector<int> mine;
+    for (int e = 0; e < experts; ++e) {
+      const auto& h = holders[static_cast<std::size_t>(e)];
+      if (static_cast<int>(h.size()) < p && std::find(h.begin(), h.end(), busiest) != h.end()) mine.push_back(e);
     }
-    if (target < 0) break;
-    // The busiest rank before and after: the expert's holders shed load, the target takes some.
-    const double load = loads[static_cast<std::size_t>(hottest)], R = double(h.size());
-    std::vector<double> next = rank_load;
-    for (int r : h) next[static_cast<std::size_t>(r)] -= load / R - load / (R + 1);
-    next[static_cast<std::size_t>(target)] += load / (R + 1);
-    if (*std::max_element(next.begin(), next.end()) >= *std::max_element(rank_load.begin(), rank_load.end()) - 1e-9) break;
-    rank_load = std::move(next);
-    h.push_back(target);
-    ++slots[static_cast<std::size_t>(target)];
+    std::stable_sort(mine.begin(), mine.end(), [&](int a, int b) { return per_replica(a) > per_replica(b); });
+    bool added = false;
+    for (int e : mine) {
+      auto& h = holders[static_cast<std::size_t>(e)];
+      int target = -1;
+      for (int r = 0; r < p; ++r) {
+        if (slots[static_cast<std::size_t>(r)] >= max_experts_per_rank || std::find(h.begin(), h.end(), r) != h.end()) continue;
+        if (target < 0 || rank_load[static_cast<std::size_t>(r)] < rank_load[static_cast<std::size_t>(target)]) target = r;
+      }
+      if (target < 0) continue;
+      const double load = loads[static_cast<std::size_t>(e)], R = double(h.size());
+      if (rank_load[static_cast<std::size_t>(target)] + load / (R + 1) >= top - 1e-9) continue;
+      for (int r : h) rank_load[static_cast<std::size_t>(r)] -= load / R - load / (R + 1);
+      rank_load[static_cast<std::size_t>(target)] += load / (R + 1);
+      h.push_back(target);
+      ++slots[static_cast<std::size_t>(target)];
+      added = true;
+      break;
+    }
+    if (!added) break;
   }
   std::vector<std::vector<Replica>> replicas(static_cast<std::size_t>(experts));
   for (int e = 0; e < experts; ++e) {
