@@ -47,8 +47,8 @@ StepModel::StepModel(const Config& config, int world_size, int ranks_per_node, c
       hw_.gemm_seconds(c, T, 3 * d, d) + hw_.gemm_seconds(c, T, d, d) + hw_.attention_seconds(c, b, s, heads, hd, false);
   block += gemm3(c, T, 3 * d, d) + gemm3(c, T, d, d) + hw_.attention_seconds(c, b, s, heads, hd, false) +
            hw_.attention_seconds(c, b, s, heads, hd, true);
-  // Two norms (forward reads and writes [T, d], backward about twice that), two residual adds,
-  // RoPE on q and k: memory-bound.
+  // Two norms (forward reads and writes [T, d], backward about twice that) and two residual
+  // adds: memory-bound. (RoPE's rotation of q and k is not charged: a few percent of a norm.)
   const double norms = 2 * (elementwise(2 * T * d * kF32) + elementwise(4 * T * d * kF32));
   const double residual = 2 * (elementwise(3 * T * d * kF32) + elementwise(3 * T * d * kF32));
   block += norms + residual;
