@@ -3,19 +3,11 @@
 #include <algorithm>
 #include <numeric>
 
+#include "parallel/planner.h"
 #include "runtime/error.h"
 
 namespace moerun {
 namespace {
-
-// Indices of `weights`, heaviest first (ties: lower index first).
-std::vector<int> heaviest_first(const std::vector<double>& weights) {
-  std::vector<int> order(weights.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return weights[static_cast<std::size_t>(a)] > weights[static_cast<std::size_t>(b)]; });
-  return order;
-}
 
 // Every rank with a free slot already holds expert e: move another expert x from a full rank q
 // that lacks e to a rank r with room that lacks x, so that q can take e. Returns q, or

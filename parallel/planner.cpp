@@ -163,22 +163,22 @@ int moved_experts(const Placement& from, const Placement& to) {
   return moved;
 }
 
-// Experts by load, heaviest first (ties: lower id first).
-std::vector<int> by_load(const std::vector<double>& loads) {
-  std::vector<int> order(loads.size());
+}  // namespace
+
+std::vector<int> heaviest_first(const std::vector<double>& weights) {
+  std::vector<int> order(weights.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return loads[static_cast<std::size_t>(a)] > loads[static_cast<std::size_t>(b)]; });
+                   [&](int a, int b) { return weights[static_cast<std::size_t>(a)] > weights[static_cast<std::size_t>(b)]; });
   return order;
 }
-}  // namespace
 
 Placement plan_migrate(const std::vector<double>& loads, const Placement& current) {
   // Longest-processing-time bin packing with equal slots per rank (a permutation: no copies).
   const int p = current.ep_size(), experts = current.experts(), slots = experts / p;
   std::vector<double> bin_load(static_cast<std::size_t>(p), 0.0);
   std::vector<std::vector<int>> bins(static_cast<std::size_t>(p));
-  for (int e : by_load(loads)) {
+  for (int e : heaviest_first(loads)) {
     int best = -1;
     for (int b = 0; b < p; ++b) {
       if (static_cast<int>(bins[static_cast<std::size_t>(b)].size()) >= slots) continue;

@@ -76,6 +76,9 @@ Prediction predict(const std::vector<std::vector<double>>& loads, const std::vec
 // Bytes of expert state that must move from `from` to `to` in one EP group.
 double migration_bytes(const std::vector<Placement>& from, const std::vector<Placement>& to, const CostModel& cost);
 
+// Indices of `weights`, heaviest first (ties: lower index first).
+std::vector<int> heaviest_first(const std::vector<double>& weights);
+
 // Candidate placements for one layer.
 Placement plan_migrate(const std::vector<double>& loads, const Placement& current);
 Placement plan_replicate(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank);

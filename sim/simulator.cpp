@@ -30,20 +30,6 @@ StepResult observed(const StepTime& t) {
   return r;
 }
 
-// Copies the experts of one EP group processed, per layer and expert (what the monitor records).
-std::vector<std::vector<double>> group_counts(const Routing& routed, const Config& config, int world_size) {
-  const double mb = double(config.micro_batches_per_rank(world_size));
-  const double capacity = config.model.capacity_factor > 0
-                              ? double(config.model.capacity(config.train.micro_batch * config.model.seq_len))
-                              : 1e300;
-  const double dp = double(world_size / config.parallel.ep);
-  std::vector<std::vector<double>> out(routed.size(), std::vector<double>(static_cast<std::size_t>(config.model.experts), 0.0));
-  for (std::size_t l = 0; l < routed.size(); ++l)
-    for (const auto& rank : routed[l])
-      for (std::size_t e = 0; e < rank.size(); ++e) out[l][e] += mb * std::min(rank[e] / mb, capacity) / dp;
-  return out;
-}
-
 }  // namespace
 
 SimResult simulate(const Config& config, const Hardware& hardware, const SimOptions& options) {
@@ -64,7 +50,7 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
   for (std::int64_t step = 1; step <= options.steps; ++step) {
     const Routing routed = routing.next();
     SimStep s{.step = step, .time = model.step(routed, placements)};
-    monitor.record(group_counts(routed, config, options.world_size));
+    monitor.record(s.time.expert_copies);
     if (balancing) cost.observe(observed(s.time));
     // As training decides: after the step, every balance.interval steps, not after the last.
     if (balancing && step % config.balance.interval == 0 && step != options.steps) {

@@ -253,6 +253,7 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
   const auto experts = static_cast<std::size_t>(m.experts);
   const double mb = double(micro_batches_);
   const double capacity = m.capacity_factor > 0 ? double(m.capacity(tokens_)) : 1e300;  // per source, expert, micro-batch
+  t.expert_copies.assign(routed.size(), std::vector<double>(experts, 0.0));
   for (std::size_t l = 0; l < routed.size(); ++l) {
     const Placement& pl = placements[l];
     double layer_expert = 0.0, layer_a2a = 0.0;
@@ -273,6 +274,7 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
         for (std::size_t e = 0; e < experts; ++e) {
           const double kept = std::min(mine[e] / mb, capacity);
           if (kept <= 0) continue;
+          t.expert_copies[l][e] += mb * kept / double(dp_);
           const int expert = static_cast<int>(e);
           if (pl.holds(static_cast<int>(s), expert)) {
             rows[s][e] += kept;

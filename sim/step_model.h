@@ -43,6 +43,9 @@ struct StepTime {
   // The first EP group's ranks: expert seconds and processed copies, all layers (what the
   // runtime's cost observer reads).
   std::vector<double> rank_expert_seconds, rank_copies;
+  // [moe layer][expert]: copies the experts processed in one EP group (the mean over groups),
+  // what the load monitor records.
+  std::vector<std::vector<double>> expert_copies;
   double total() const { return expert + dense + optimizer + all_to_all + allreduce + rebalance; }
 };
 
