@@ -37,3 +37,10 @@ function(moerun_add_mpi_test)
     PROCESSORS ${T_NP}
     ENVIRONMENT "${MOERUN_MPI_TEST_ENV}")
 endfunction()
+
+# Runs an added test on the strict test backend (runtime/strict/strict_device.h): device memory
+# the host cannot touch, asynchronous copies, recorded kernel shapes.
+function(moerun_on_strict_device test)
+  set_property(TEST ${test} APPEND PROPERTY ENVIRONMENT "MOERUN_TEST_DEVICE=strict")
+  set_property(TEST ${test} APPEND PROPERTY LABELS strict)
+endfunction()

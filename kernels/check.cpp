@@ -18,6 +18,7 @@ Dispatch table_for(std::string_view kernel, std::initializer_list<const Tensor*>
     }
   }
   MOERUN_CHECK(device != nullptr, KernelError, "[{}] called without tensors", kernel);
+  device->on_kernel(kernel, tensors);  // a compiling backend sees every shape it will run
   return {device->kernels(), *device};
 }
 

@@ -11,14 +11,25 @@ HostAccess::HostAccess(const Tensor& tensor, Mode mode) : tensor_(tensor), mode_
     return;
   }
   staging_.resize(tensor.bytes());
-  if (mode & Read) tensor.device().copy_device_to_host(staging_.data(), tensor.data(), tensor.bytes());
   data_ = staging_.data();
+  if (!(mode & Read)) return;
+  // The copy leaves on the transfer queue once the kernels that wrote the tensor are done, and
+  // MPI may read the staging buffer only when the copy's event has completed.
+  Device& dev = tensor.device();
+  dev.queue_wait(Queue::Transfer, dev.record_event(Queue::Compute));
+  dev.copy_device_to_host_async(Queue::Transfer, staging_.data(), tensor.data(), tensor.bytes());
+  dev.host_wait(dev.record_event(Queue::Transfer));
 }
 
 HostAccess::~HostAccess() {
-  if (!staging_.empty() && (mode_ & Write)) {
-    tensor_.device().copy_host_to_device(const_cast<void*>(tensor_.data()), staging_.data(), tensor_.bytes());
-  }
+  if (staging_.empty() || !(mode_ & Write)) return;
+  // Kernels after this point read the tensor only after the copy; the staging buffer is freed
+  // only after the copy read it.
+  Device& dev = tensor_.device();
+  dev.copy_host_to_device_async(Queue::Transfer, const_cast<void*>(tensor_.data()), staging_.data(), tensor_.bytes());
+  const Event arrived = dev.record_event(Queue::Transfer);
+  dev.queue_wait(Queue::Compute, arrived);
+  dev.host_wait(arrived);
 }
 
 CommSpan HostAccess::span() const {

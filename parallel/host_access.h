@@ -1,6 +1,8 @@
 // The one place that knows whether MPI can read device memory. When the device is
 // host-accessible (the CPU backend) MPI gets the tensor's own pointer; otherwise the data is
-// staged through a host buffer with the device's copy calls (and copied back when MPI wrote).
+// staged through a host buffer with the device's asynchronous copies, ordered by events: the
+// read waits for the kernels that wrote the tensor and MPI waits for the copy; the write-back
+// makes later kernels wait for it (docs/device.md, "Queues and events").
 #pragma once
 
 #include <vector>

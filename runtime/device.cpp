@@ -26,11 +26,41 @@ void Device::deallocate(void* ptr, std::size_t bytes) {
   --stats_.allocations;
 }
 
+void Device::count_transfer(CopyKind kind, std::size_t bytes) {
+  if (kind == CopyKind::DeviceToHost) {
+    ++transfers_.device_to_host_copies;
+    transfers_.device_to_host_bytes += static_cast<std::int64_t>(bytes);
+  } else if (kind == CopyKind::HostToDevice) {
+    ++transfers_.host_to_device_copies;
+    transfers_.host_to_device_bytes += static_cast<std::int64_t>(bytes);
+  }
+}
+
+TransferStats Device::take_transfer_stats() {
+  const TransferStats taken = transfers_;
+  transfers_ = {};
+  return taken;
+}
+
 void Device::copy_host_to_device(void* dst, const void* host_src, std::size_t bytes) {
-  if (bytes != 0) do_copy(dst, host_src, bytes, CopyKind::HostToDevice);
+  if (bytes == 0) return;
+  count_transfer(CopyKind::HostToDevice, bytes);
+  do_copy(dst, host_src, bytes, CopyKind::HostToDevice);
 }
 void Device::copy_device_to_host(void* host_dst, const void* src, std::size_t bytes) {
-  if (bytes != 0) do_copy(host_dst, src, bytes, CopyKind::DeviceToHost);
+  if (bytes == 0) return;
+  count_transfer(CopyKind::DeviceToHost, bytes);
+  do_copy(host_dst, src, bytes, CopyKind::DeviceToHost);
+}
+void Device::copy_device_to_host_async(Queue queue, void* host_dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
+  count_transfer(CopyKind::DeviceToHost, bytes);
+  do_copy_async(queue, host_dst, src, bytes, CopyKind::DeviceToHost);
+}
+void Device::copy_host_to_device_async(Queue queue, void* dst, const void* host_src, std::size_t bytes) {
+  if (bytes == 0) return;
+  count_transfer(CopyKind::HostToDevice, bytes);
+  do_copy_async(queue, dst, host_src, bytes, CopyKind::HostToDevice);
 }
 void Device::copy_device_to_device(void* dst, const void* src, std::size_t bytes) {
   if (bytes != 0) do_copy(dst, src, bytes, CopyKind::DeviceToDevice);

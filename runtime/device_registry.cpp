@@ -4,6 +4,7 @@
 
 #include "runtime/cpu/cpu_device.h"
 #include "runtime/named_registry.h"
+#include "runtime/strict/strict_device.h"
 
 namespace moerun {
 
@@ -12,7 +13,9 @@ namespace {
 // target linked into moerun_devices (runtime/CMakeLists.txt), and one entry here.
 const NamedRegistry<std::function<std::unique_ptr<Device>()>>& backends() {
   static const NamedRegistry<std::function<std::unique_ptr<Device>()>> registry(
-      "runtime.device", {{"cpu", [] { return std::make_unique<CpuDevice>(); }}});
+      "runtime.device", {{"cpu", [] { return std::make_unique<CpuDevice>(); }},
+                         // the tests' accelerator stand-in (runtime/strict/strict_device.h)
+                         {"strict", [] { return std::make_unique<StrictDevice>(); }}});
   return registry;
 }
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "parallel/process_group.h"
 #include "parallel/token_dispatcher.h"
+#include "runtime/device.h"
 
 namespace moerun {
 
@@ -34,6 +35,7 @@ struct StepResult {
   std::int64_t allreduce_bytes_intra_node = 0;  // gradient payload reduced in groups within a node
   std::int64_t allreduce_bytes_inter_node = 0;  // and in groups spanning nodes
   std::int64_t tokens = 0;  // input tokens in the global batch
+  TransferStats device_transfers;  // this rank's host <-> device copies during the step
   double dropped_frac = 0.0;
   std::vector<std::vector<std::int64_t>> expert_counts;  // [moe layer][expert] routed copies, global
   std::vector<std::vector<std::int64_t>> expert_kept;    // [moe layer][expert] processed copies, global

@@ -187,6 +187,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   const trace::Scope span("step", "step", static_cast<int>(step));
   watchdog::set_step(step);
   const auto start = Clock::now();
+  (void)device_.take_transfer_stats();  // count this step's host round trips, not the pause before it
   const std::int64_t m = config_.train.micro_batch, t = config_.model.seq_len;
   const std::int64_t local_micro = config_.micro_batches_per_rank(world_.size());
   const std::int64_t first_sequence = world_.rank() * local_micro * m;
@@ -278,6 +279,8 @@ StepResult Trainer::train_step(std::int64_t step) {
     r.allreduce_ms += ms_since(gather_start);
   }
   device_.synchronize();
+  r.device_transfers = device_.take_transfer_stats();
+  device_.end_step();  // a compiling backend's step marker (after warm-up, shapes are frozen)
   r.step_ms = ms_since(start);
   r.a2a_ms = 1000.0 * local.a2a.seconds;
   r.a2a_bytes = local.a2a.bytes_sent;

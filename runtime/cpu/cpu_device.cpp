@@ -13,8 +13,14 @@ CpuDevice::CpuDevice() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
 std::string CpuDevice::dtype_path(DType dtype) const { return dtype == DType::BF16 ? cpu::bf16_path() : "native"; }
 
 CpuDevice::~CpuDevice() {
-  deallocate(scratch_, scratch_bytes_);
+  release_scratch();
   release_cached();
+}
+
+void CpuDevice::release_scratch() {
+  deallocate(scratch_, scratch_bytes_);
+  scratch_ = nullptr;
+  scratch_bytes_ = 0;
 }
 
 namespace {

@@ -1,6 +1,8 @@
 // CpuDevice: the oneDNN CPU backend's Device. Owns the oneDNN engine and stream, the
 // primitive cache, a reusable scratch buffer, a block cache for memory, and the backend's
-// KernelTable (cpu_kernels.cpp). Memory is host memory, so host_accessible() is true.
+// KernelTable (cpu_kernels.cpp). Memory is host memory, so host_accessible() is true. It runs
+// eagerly: asynchronous copies are done when they return and every event has completed.
+// The strict test backend (runtime/strict/) derives from it to reuse its kernels.
 //
 // Block cache: training frees and re-allocates the same activation buffers every
 // micro-batch; handing them back to malloc made the kernel zero fresh pages each time (a
@@ -20,7 +22,7 @@
 
 namespace moerun {
 
-class CpuDevice final : public Device {
+class CpuDevice : public Device {
  public:
   CpuDevice();
   ~CpuDevice() override;
@@ -42,6 +44,9 @@ class CpuDevice final : public Device {
   void release_cached();
 
  protected:
+  // Frees the scratch buffer now (a derived device with its own memory calls it in its
+  // destructor, while its do_deallocate still runs).
+  void release_scratch();
   void* do_allocate(std::size_t bytes) override;
   void do_deallocate(void* ptr, std::size_t bytes) override;
   void do_copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) override;
