@@ -1,5 +1,7 @@
 #include "model/feed_forward.h"
 
+#include <numeric>
+
 #include "kernels/activation.h"
 #include "kernels/matmul.h"
 #include "runtime/error.h"
@@ -66,14 +68,19 @@ void FeedForwardSet::accumulate_weight_grad(const std::vector<Tensor>& a, const 
   kernels::grouped_matmul(args);
 }
 
+Tensor FeedForwardSet::rows_buffer(Device& dev, std::int64_t rows, std::int64_t cols, DType dtype) const {
+  // Rows past the experts' are padding: zeros in, zeros out (the matmuls never write them).
+  return padded_ ? Tensor::zeros(dev, {rows, cols}, dtype) : Tensor(dev, {rows, cols}, dtype);
+}
+
 void FeedForwardSet::compute_hidden(const std::vector<Tensor>& xs) {
   Device& dev = x_->device();
   const std::int64_t rows = x_->dim(0), ff = d_ff_;
-  pre_ = Tensor(dev, {rows, ff}, x_->dtype());
+  pre_ = rows_buffer(dev, rows, ff, x_->dtype());
   auto pres = split(pre_);
   apply_weights(xs, &Weights::w1, pres, false, false);
   if (config_.expert_type == ExpertType::SwiGlu) {
-    up_ = Tensor(dev, {rows, ff}, x_->dtype());
+    up_ = rows_buffer(dev, rows, ff, x_->dtype());
     auto ups = split(up_);
     apply_weights(xs, &Weights::w3, ups, false, false);
   }
@@ -92,6 +99,9 @@ Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> co
   counts_.assign(counts.begin(), counts.end());
   x_ = &x;
   const std::int64_t rows = x.dim(0), ff = d_ff_;
+  const std::int64_t counted = std::accumulate(counts_.begin(), counts_.end(), std::int64_t{0});
+  MOERUN_CHECK(counted <= rows, RuntimeError, "[feed_forward] row counts add up to {} but x has {} rows", counted, rows);
+  padded_ = counted < rows;
   compute_hidden(split(x));
   Tensor act(dev, {rows, ff}, x.dtype());
   if (config_.expert_type == ExpertType::SwiGlu) {
@@ -103,7 +113,7 @@ Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> co
     pre_ = Tensor();
     up_ = Tensor();
   }
-  Tensor out(dev, {rows, config_.d_model}, x.dtype());
+  Tensor out = rows_buffer(dev, rows, config_.d_model, x.dtype());
   auto acts = split(act);
   auto outs = split(out);
   apply_weights(acts, &Weights::w2, outs, false, false);
@@ -125,12 +135,12 @@ Tensor FeedForwardSet::backward(const Tensor& dy) {
     kernels::activation_forward({.activation = Activation::Gelu, .x = &pre_, .out = &act});
   }
   const auto dys = split(dy), acts = split(act);
-  Tensor dact(dev, {rows, ff}, act_dtype);
+  Tensor dact = rows_buffer(dev, rows, ff, act_dtype);
   auto dacts = split(dact);
   apply_weights(dys, &Weights::w2, dacts, true, false);  // dact = dy W2^T
   accumulate_weight_grad(acts, dys, &Weights::w2);       // dW2 += act^T dy
   act = Tensor();
-  Tensor dx(dev, {rows, config_.d_model}, act_dtype);
+  Tensor dx = rows_buffer(dev, rows, config_.d_model, act_dtype);
   auto dxs = split(dx);
   if (swiglu) {
     Tensor dgate(dev, {rows, ff}, act_dtype), dup(dev, {rows, ff}, act_dtype);

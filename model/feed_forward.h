@@ -29,6 +29,9 @@ class FeedForwardSet {
   // The shape of one of those weights: w2 is [d_ff, d_model], w1 and w3 [d_model, d_ff].
   static Shape weight_shape(const ModelConfig& config, const std::string& name, std::int64_t d_ff = 0);
   // x [rows, d] grouped by expert, counts[i] rows for the i-th FFN; x stays alive until backward.
+  // Rows past the counted ones are padding (static shapes: expert slots no expert occupies):
+  // every per-row kernel still covers them, so shapes do not change with the expert count, and
+  // their outputs and gradients are zero.
   Tensor forward(const Tensor& x, std::span<const std::int64_t> counts);
   Tensor backward(const Tensor& dy);  // returns dx [rows, d]; accumulates weight gradients
   std::size_t size() const { return experts_.size(); }
@@ -57,7 +60,11 @@ class FeedForwardSet {
   std::int64_t d_ff_;
   std::vector<Weights> experts_;
   bool recompute_hidden_ = false;
+  // A [rows, cols] buffer: zeroed when the input has padding rows that no matmul writes.
+  Tensor rows_buffer(Device& dev, std::int64_t rows, std::int64_t cols, DType dtype) const;
+
   std::vector<std::int64_t> counts_;
+  bool padded_ = false;
   const Tensor* x_ = nullptr;
   Tensor pre_;  // [rows, ff]: x W1
   Tensor up_;   // [rows, ff]: x W3 (SwiGLU)

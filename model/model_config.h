@@ -12,6 +12,11 @@ namespace moerun {
 
 enum class ExpertType { Gelu, SwiGlu };
 
+// moe.shapes: whether the device path's per-step shapes may follow the routing (dynamic) or
+// are functions of the config only (static: fixed expert slots of `capacity` rows, padding
+// included), as a compiled accelerator needs (docs/device.md).
+enum class MoeShapes { Dynamic, Static };
+
 // model.position: a learned position embedding added to the tokens' (GPT-2), or rotary
 // embeddings of q and k in every attention layer (RoPE, with model.rope_theta; Llama, Mixtral).
 enum class PositionKind { Learned, Rope };
@@ -59,6 +64,8 @@ struct ModelConfig {
   // Expert capacity = ceil(capacity_factor * tokens * top_k / experts) per source micro-batch;
   // token-copies past it are dropped (they pass through the residual). 0 = dropless.
   double capacity_factor = 1.25;
+  MoeShapes shapes = MoeShapes::Dynamic;
+  bool static_shapes() const { return shapes == MoeShapes::Static; }
   std::string router = "softmax_topk";  // routing policy by name (model/router.h)
   ExpertType expert_type = ExpertType::Gelu;
   NormKind norm = NormKind::LayerNorm;

@@ -46,8 +46,36 @@ void MoeLayer::release() {
   experts_->release();
   if (shared_) shared_->release();
   router_->release();
-  for (Tensor* t : {&token_of_copy_, &routed_, &expert_in_, &expert_out_, &routed_out_}) *t = Tensor();
+  for (Tensor* t : {&token_of_row_, &gate_of_row_, &row_gates_, &routed_, &expert_in_, &expert_out_, &routed_out_})
+    *t = Tensor();
   routed_by_ = nullptr;
+}
+
+void MoeLayer::lay_out_rows(Device& dev, const RoutingPlan& routing, std::int64_t tokens) {
+  if (!config_.static_shapes()) {  // the kept copies, sorted by expert: as many rows as copies
+    token_of_row_ = Tensor::from_host(dev, {routing.kept()}, routing.token_of_copy);
+    gate_of_row_ = Tensor::from_host(dev, {routing.kept()}, routing.slot_of_copy);
+    return;
+  }
+  // Static: the send buffer's fixed slots, padding rows -1 (docs/device.md).
+  capacity_ = config_.capacity(tokens);
+  const std::vector<std::int32_t> at = dispatcher_.static_send_rows(routing.kept_per_expert, capacity_);
+  const std::int64_t rows = std::int64_t{dispatcher_.placement().ep_size()} * dispatcher_.slots_per_rank() * capacity_;
+  std::vector<std::int32_t> token(static_cast<std::size_t>(rows), -1), gate(static_cast<std::size_t>(rows), -1);
+  for (std::size_t i = 0; i < at.size(); ++i) {
+    token[static_cast<std::size_t>(at[i])] = routing.token_of_copy[i];
+    gate[static_cast<std::size_t>(at[i])] = routing.slot_of_copy[i];
+  }
+  token_of_row_ = Tensor::from_host(dev, {rows}, token);
+  gate_of_row_ = Tensor::from_host(dev, {rows}, gate);
+}
+
+Tensor MoeLayer::to_experts(const Tensor& rows) {
+  return config_.static_shapes() ? dispatcher_.dispatch_static(rows, capacity_) : dispatcher_.dispatch(dispatch_, rows);
+}
+
+Tensor MoeLayer::from_experts(const Tensor& rows) {
+  return config_.static_shapes() ? dispatcher_.combine_static(rows, capacity_) : dispatcher_.combine(dispatch_, rows);
 }
 
 Tensor MoeLayer::forward(const Tensor& h) {
@@ -56,28 +84,36 @@ Tensor MoeLayer::forward(const Tensor& h) {
   // 1. Route: each token's experts and gates, the copies each expert keeps, balancing losses.
   const RouterOutput& route = router_->forward(h);
   routed_by_ = &route;
-  const std::int64_t kept = route.routing.kept();
-  token_of_copy_ = Tensor::from_host(dev, {kept}, route.routing.token_of_copy);
+  lay_out_rows(dev, route.routing, n);
+  const std::int64_t rows = token_of_row_.dim(0);
+  row_gates_ = Tensor(dev, {rows, 1});
+  kernels::gather_rows({.src = &route.gates, .index = &gate_of_row_, .dst = &row_gates_});
   // 2. Dispatch token-copies to the experts' ranks, run the experts, combine.
-  routed_ = Tensor(dev, {kept, d}, h.dtype());  // the exchange carries the compute dtype
-  kernels::gather_rows({.src = &h, .index = &token_of_copy_, .dst = &routed_});
-  dispatch_ = dispatcher_.plan(route.routing.kept_per_expert);
+  routed_ = Tensor(dev, {rows, d}, h.dtype());  // the exchange carries the compute dtype
+  kernels::gather_rows({.src = &h, .index = &token_of_row_, .dst = &routed_});
+  std::vector<std::int64_t> expert_rows;
+  if (config_.static_shapes()) {
+    expert_rows.assign(dispatcher_.local_experts().size(), std::int64_t{dispatcher_.placement().ep_size()} * capacity_);
+  } else {
+    dispatch_ = dispatcher_.plan(route.routing.kept_per_expert);
+    expert_rows = dispatch_.recv_per_local_expert;
+  }
   expert_in_ = dispatch_tokens(routed_);
   const auto expert_start = std::chrono::steady_clock::now();
   {
     const trace::Scope span("experts", "experts forward", layer_);
-    expert_out_ = experts_->forward(expert_in_, dispatch_.recv_per_local_expert);
+    expert_out_ = experts_->forward(expert_in_, expert_rows);
     dev.synchronize();
   }
   stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
-  routed_out_ = dispatcher_.combine(dispatch_, expert_out_);
-  // 3. Gate-weighted sum back onto the tokens.
+  routed_out_ = from_experts(expert_out_);
+  // 3. Gate-weighted sum back onto the tokens (padding rows add nothing).
   Tensor y = Tensor::zeros(dev, {n, d});
-  const Tensor gates_flat = route.copy_gates.reshaped({kept});
-  kernels::scatter_add_rows({.src = &routed_out_, .index = &token_of_copy_, .scale = &gates_flat, .dst = &y});
+  const Tensor gates_flat = row_gates_.reshaped({rows});
+  kernels::scatter_add_rows({.src = &routed_out_, .index = &token_of_row_, .scale = &gates_flat, .dst = &y});
   if (shared_) {  // the always-active experts, on every token
-    const std::int64_t rows[] = {n};
-    const Tensor shared_out = shared_->forward(h, rows);
+    const std::int64_t shared_rows[] = {n};
+    const Tensor shared_out = shared_->forward(h, shared_rows);
     kernels::binary({.op = BinaryOp::Add, .a = &y, .b = &shared_out, .out = &y});
   }
   stats_.assigned_per_expert = route.routing.assigned_per_expert;
@@ -96,7 +132,7 @@ Tensor MoeLayer::dispatch_tokens(const Tensor& rows) {
     const std::int64_t block = config_.fp8_scale_block > 0 ? config_.fp8_scale_block : d;
     Tensor packed(dev, {rows.dim(0), kernels::fp8_row_bytes(d, block)}, DType::U8);
     kernels::quantize_fp8({.x = &rows, .packed = &packed, .block = block});
-    Tensor arrived = dispatcher_.dispatch(dispatch_, packed);
+    Tensor arrived = to_experts(packed);
     Tensor out(dev, {arrived.dim(0), d}, rows.dtype());
     kernels::dequantize_fp8({.packed = &arrived, .block = block, .y = &out});
     return out;
@@ -104,30 +140,30 @@ Tensor MoeLayer::dispatch_tokens(const Tensor& rows) {
   if (config_.dispatch_dtype == DispatchDtype::Bf16 && rows.dtype() != DType::BF16) {
     Tensor narrow(dev, rows.shape(), DType::BF16);
     kernels::convert(rows, narrow);
-    Tensor arrived = dispatcher_.dispatch(dispatch_, narrow);
+    Tensor arrived = to_experts(narrow);
     Tensor out(dev, arrived.shape(), rows.dtype());
     kernels::convert(arrived, out);
     return out;
   }
-  return dispatcher_.dispatch(dispatch_, rows);
+  return to_experts(rows);
 }
 
 Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
   Device& dev = dy.device();
-  const std::int64_t n = dy.dim(0), d = config_.d_model;
-  const std::int64_t kept = routed_by_->routing.kept();
+  const std::int64_t n = dy.dim(0), d = config_.d_model, rows = token_of_row_.dim(0);
   // Gate-weighted sum: d routed_out = gate * dy[token], d gate = <routed_out, dy[token]>.
-  Tensor dy_copies(dev, {kept, d});
-  kernels::gather_rows({.src = &dy, .index = &token_of_copy_, .dst = &dy_copies});
-  Tensor dcopy_gates(dev, {kept});
-  kernels::row_dot({.a = &routed_out_, .b = &dy_copies, .out = &dcopy_gates});
+  Tensor dy_rows(dev, {rows, d});
+  kernels::gather_rows({.src = &dy, .index = &token_of_row_, .dst = &dy_rows});
+  Tensor drow_gates(dev, {rows, 1});
+  Tensor drow_gates_flat = drow_gates.reshaped({rows});
+  kernels::row_dot({.a = &routed_out_, .b = &dy_rows, .out = &drow_gates_flat});
   routed_out_ = Tensor();
-  const Tensor gates_flat = routed_by_->copy_gates.reshaped({kept});
-  Tensor drouted_out(dev, {kept, d}, config_.compute_dtype);
-  kernels::gather_rows({.src = &dy, .index = &token_of_copy_, .scale = &gates_flat, .dst = &drouted_out});
-  dy_copies = Tensor();
+  const Tensor gates_flat = row_gates_.reshaped({rows});
+  Tensor drouted_out(dev, {rows, d}, config_.compute_dtype);
+  kernels::gather_rows({.src = &dy, .index = &token_of_row_, .scale = &gates_flat, .dst = &drouted_out});
+  dy_rows = Tensor();
   // Experts, along the same routes: gradients of outputs go to the ranks that computed them.
-  Tensor dexpert_out = dispatcher_.dispatch(dispatch_, drouted_out);
+  Tensor dexpert_out = to_experts(drouted_out);
   const auto expert_start = std::chrono::steady_clock::now();
   Tensor dexpert_in;
   {
@@ -137,9 +173,9 @@ Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
   }
   stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
   expert_out_ = Tensor();
-  Tensor drouted = dispatcher_.combine(dispatch_, dexpert_in);
+  Tensor drouted = from_experts(dexpert_in);
   Tensor dh = Tensor::zeros(dev, {n, d});
-  kernels::scatter_add_rows({.src = &drouted, .index = &token_of_copy_, .dst = &dh});
+  kernels::scatter_add_rows({.src = &drouted, .index = &token_of_row_, .dst = &dh});
   drouted = Tensor();
   dexpert_in = Tensor();
   expert_in_ = Tensor();
@@ -149,8 +185,10 @@ Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
     kernels::binary({.op = BinaryOp::Add, .a = &dh, .b = &dh_shared, .out = &dh});
   }
   // Router: its weights, and its part of dh, from the gates' gradient and the balancing losses.
-  router_->backward(dcopy_gates, aux_scale, dh);
-  token_of_copy_ = Tensor();
+  Tensor dgates = Tensor::zeros(dev, {n * config_.top_k, 1});
+  kernels::scatter_add_rows({.src = &drow_gates, .index = &gate_of_row_, .dst = &dgates});
+  router_->backward(dgates, aux_scale, dh);
+  for (Tensor* t : {&token_of_row_, &gate_of_row_, &row_gates_}) *t = Tensor();
   routed_by_ = nullptr;
   return dh;
 }

@@ -4,6 +4,12 @@
 // FFNs, combine, and the gate-weighted sum; with model.shared_experts, an always-active FFN on
 // every token added to it. Dropped token-copies contribute nothing here and pass via the
 // residual.
+//
+// The copies travel as rows: token_of_row (which token) and gate_of_row (which of the
+// token's k gates). With dynamic shapes the rows are the kept copies sorted by expert; with
+// static shapes (moe.shapes = static) they are the dispatcher's fixed send slots, and rows no
+// copy fills are padding (index -1: zero rows that add nothing). The rest of the layer is the
+// same code for both.
 #pragma once
 
 #include <memory>
@@ -61,15 +67,23 @@ class MoeLayer {
   // The forward dispatch, in parallel.dispatch_dtype: rows leave as computed, rounded to
   // bf16, or packed as fp8 with scales, and arrive in the compute dtype.
   Tensor dispatch_tokens(const Tensor& rows);
+  // Builds token_of_row_ and gate_of_row_ from the routing plan (and capacity_ when static).
+  void lay_out_rows(Device& dev, const RoutingPlan& routing, std::int64_t tokens);
+  // The exchange there and back: planned (dynamic) or in fixed slots (static).
+  Tensor to_experts(const Tensor& rows);
+  Tensor from_experts(const Tensor& rows);
 
   // Saved by forward for backward (the router keeps its own).
   const RouterOutput* routed_by_ = nullptr;  // the router's last forward
-  DispatchPlan dispatch_;
-  Tensor token_of_copy_;                 // i32 [kept]
-  Tensor routed_;                        // [kept, d] inputs sorted by expert
+  DispatchPlan dispatch_;                // dynamic shapes only
+  std::int64_t capacity_ = 0;            // static shapes: rows per slot
+  Tensor token_of_row_;                  // i32 [rows]: source token, -1 for padding
+  Tensor gate_of_row_;                   // i32 [rows]: index into the router's [tokens * k] gates, -1 for padding
+  Tensor row_gates_;                     // [rows, 1]: each row's gate (0 for padding)
+  Tensor routed_;                        // [rows, d] inputs in row order
   Tensor expert_in_;                     // [received, d] (may view routed_)
   Tensor expert_out_;                    // [received, d]
-  Tensor routed_out_;                    // [kept, d] (may view expert_out_)
+  Tensor routed_out_;                    // [rows, d] (may view expert_out_)
 };
 
 }  // namespace moerun

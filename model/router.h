@@ -21,7 +21,7 @@ namespace moerun {
 
 struct RouterOutput {
   RoutingPlan routing;  // kept copies sorted by expert, counts per expert, drops
-  Tensor copy_gates;    // [kept, 1]: the gate of each kept copy, in routing order
+  Tensor gates;         // [tokens * top_k, 1]: every choice's gate (routing.slot_of_copy indexes it)
   double aux_loss = 0.0;  // coefficient included
   double z_loss = 0.0;    // coefficient included
 };
@@ -31,10 +31,10 @@ class Router {
   virtual ~Router() = default;
   // h [tokens, d], kept alive by the caller until backward.
   virtual const RouterOutput& forward(const Tensor& h) = 0;
-  // dcopy_gates [kept]: the loss gradient of each kept copy's gate. Adds the router weights'
-  // gradient, and the gradient with respect to h into dh [tokens, d]. aux_scale weighs this
-  // micro-batch's balancing losses in the total loss.
-  virtual void backward(const Tensor& dcopy_gates, double aux_scale, Tensor& dh) = 0;
+  // dgates [tokens * top_k, 1]: the loss gradient of every choice's gate (zero for dropped
+  // copies). Adds the router weights' gradient, and the gradient with respect to h into
+  // dh [tokens, d]. aux_scale weighs this micro-batch's balancing losses in the total loss.
+  virtual void backward(const Tensor& dgates, double aux_scale, Tensor& dh) = 0;
   // Forgets what forward saved.
   virtual void release() = 0;
   // Once per optimizer step, after the update: the step's token-copies routed to each expert,

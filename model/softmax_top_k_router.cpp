@@ -58,23 +58,16 @@ class SoftmaxTopKRouter final : public Router {
     // Capacity and sort by expert (host bookkeeping on the choices).
     const std::vector<std::int32_t> choices = index_.to_host_i32();
     out_.routing = plan_routing(choices, n, k, e, config_.capacity(n));
-    const std::int64_t kept = out_.routing.kept();
-    slot_of_copy_ = Tensor::from_host(dev, {kept}, out_.routing.slot_of_copy);
-    out_.copy_gates = Tensor(dev, {kept, 1});
-    const Tensor gate_column = gates_.reshaped({n * k, 1});
-    kernels::gather_rows({.src = &gate_column, .index = &slot_of_copy_, .dst = &out_.copy_gates});
+    out_.gates = gates_.reshaped({n * k, 1});
     out_.aux_loss = balance_loss(choices, n);
     out_.z_loss = n > 0 ? config_.z_loss_coef * kernels::sum_squares(lse_) / double(n) : 0.0;
     return out_;
   }
 
-  void backward(const Tensor& dcopy_gates, double aux_scale, Tensor& dh) override {
+  void backward(const Tensor& dgates, double aux_scale, Tensor& dh) override {
     Device& dev = dh.device();
-    const std::int64_t n = dh.dim(0), k = config_.top_k, kept = out_.routing.kept();
-    // Gradients of the kept gates (dropped copies get none), then the balancing and z terms.
-    Tensor dgates = Tensor::zeros(dev, {n * k, 1});
-    const Tensor dcopy_column = dcopy_gates.reshaped({kept, 1});
-    kernels::scatter_add_rows({.src = &dcopy_column, .index = &slot_of_copy_, .dst = &dgates});
+    const std::int64_t n = dh.dim(0), k = config_.top_k;
+    // The gates' gradients (dropped copies have none), then the balancing and z terms.
     // d aux / d P_{g,e} summed over a group's tokens: c E f_{g,e} / (tokens per group) / groups = c E f_{g,e} / n.
     std::vector<float> aux_weight(balance_fractions_.size(), 0.0f);
     for (std::size_t i = 0; i < aux_weight.size() && n > 0; ++i)
@@ -109,7 +102,7 @@ class SoftmaxTopKRouter final : public Router {
   }
 
   void release() override {
-    for (Tensor* t : {&probs_, &lse_, &index_, &gates_, &slot_of_copy_, &out_.copy_gates}) *t = Tensor();
+    for (Tensor* t : {&probs_, &lse_, &index_, &gates_, &out_.gates}) *t = Tensor();
     h_ = nullptr;
   }
 
@@ -169,7 +162,6 @@ class SoftmaxTopKRouter final : public Router {
   // Saved by forward for backward.
   const Tensor* h_ = nullptr;
   Tensor probs_, lse_, index_, gates_;  // router outputs, [n, e], [n], i32 [n, k], [n, k]
-  Tensor slot_of_copy_;                 // i32 [kept]: index into the [n * k] gates
   std::vector<double> balance_fractions_;  // [groups * e]: f_{g,e}
 };
 

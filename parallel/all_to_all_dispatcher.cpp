@@ -169,6 +169,40 @@ Tensor AllToAllDispatcher::combine(const DispatchPlan& plan, const Tensor& rows)
   return permute(back, inverse(by_rank_order(plan)));
 }
 
+void AllToAllDispatcher::exchange_slots(const Tensor& send, Tensor& recv, std::int64_t capacity) {
+  MOERUN_CHECK(static_slots_ > 0, RuntimeError, "[static dispatch] no expert slots set (set_static_slots)");
+  const std::int64_t block = std::int64_t{static_slots_} * capacity;
+  const std::vector<std::int64_t> rows(static_cast<std::size_t>(group_.size()), block);
+  exchange(send, rows, recv, rows, [block](int, int) { return block; });
+}
+
+Tensor AllToAllDispatcher::dispatch_static(const Tensor& rows, std::int64_t capacity) {
+  const trace::Scope span("all-to-all", "dispatch (static)");
+  Tensor received(rows.device(), rows.shape(), rows.dtype());  // [source][slot][capacity]
+  exchange_slots(rows, received, capacity);
+  return permute(received, slot_major(capacity));  // -> [slot][source][capacity]
+}
+
+Tensor AllToAllDispatcher::combine_static(const Tensor& rows, std::int64_t capacity) {
+  const trace::Scope span("all-to-all", "combine (static)");
+  Tensor by_source = permute(rows, inverse(slot_major(capacity)));
+  Tensor back(rows.device(), by_source.shape(), rows.dtype());
+  exchange_slots(by_source, back, capacity);
+  return back;
+}
+
+std::vector<std::int32_t> AllToAllDispatcher::slot_major(std::int64_t capacity) const {
+  // Whole slots move: row (q, j, c) of the source-major layout goes to (j, q, c). Every slot,
+  // occupied or not, so that the shape is the same whatever the placement.
+  const std::int64_t p = group_.size(), s = static_slots_;
+  std::vector<std::int32_t> index;
+  index.reserve(static_cast<std::size_t>(s * p * capacity));
+  for (std::int64_t j = 0; j < s; ++j)
+    for (std::int64_t q = 0; q < p; ++q)
+      for (std::int64_t c = 0; c < capacity; ++c) index.push_back(static_cast<std::int32_t>((q * s + j) * capacity + c));
+  return index;
+}
+
 DispatchStats AllToAllDispatcher::take_stats() { return std::exchange(stats_, DispatchStats{}); }
 
 }  // namespace moerun

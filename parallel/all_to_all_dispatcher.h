@@ -31,6 +31,13 @@ class AllToAllDispatcher final : public TokenDispatcher {
   const Placement& placement() const override { return placement_; }
   void set_placement(Placement placement) override;
   std::string exchange_name() const override { return exchange_->name(); }
+  int ep_rank() const override { return group_.rank(); }
+  int slots_per_rank() const override { return static_slots_; }
+  // moe.shapes = static: the expert slots per rank (at least the most experts any placement
+  // puts on a rank); 0 (the default) refuses the static calls.
+  void set_static_slots(int slots) { static_slots_ = slots; }
+  Tensor dispatch_static(const Tensor& rows, std::int64_t capacity) override;
+  Tensor combine_static(const Tensor& rows, std::int64_t capacity) override;
   // The node of each EP rank (Topology::node_of_ep_rank), for the intra/inter-node accounting
   // and, with `hierarchical`, the route through node leaders. Collective over the EP group
   // (it creates the node and leader groups); every rank passes the same arguments.
@@ -46,7 +53,13 @@ class AllToAllDispatcher final : public TokenDispatcher {
   void exchange(const Tensor& send, std::span<const std::int64_t> send_rows, Tensor& recv,
                 std::span<const std::int64_t> recv_rows, const RowsBetween& rows_between);
 
+  // The fixed exchange of static shapes: `capacity`-row slots, S per rank, in both directions.
+  void exchange_slots(const Tensor& send, Tensor& recv, std::int64_t capacity);
+  // [source][slot][capacity] rows -> [slot][source][capacity]: the gather index.
+  std::vector<std::int32_t> slot_major(std::int64_t capacity) const;
+
   ProcessGroup& group_;
+  int static_slots_ = 0;
   Placement placement_;
   std::vector<int> local_;
   DispatchStats stats_;

@@ -79,6 +79,23 @@ class TokenDispatcher {
   virtual Tensor combine(const DispatchPlan& plan, const Tensor& rows) = 0;
   // (optional) what crossed ranks since the last call; the local dispatcher sends nothing.
   virtual DispatchStats take_stats() { return {}; }
+
+  // Static shapes (moe.shapes = static; docs/device.md): token-copies travel in fixed slots of
+  // `capacity` rows, one slot per (destination rank, expert slot there), slots_per_rank() per
+  // rank; rows a slot does not fill are padding. An expert's slot on a rank is its position
+  // among that rank's local experts. No count exchange: every shape follows from the config.
+  virtual int ep_rank() const = 0;
+  virtual int slots_per_rank() const = 0;
+  // For this rank's kept copies, sorted by expert (kept_per_expert[e] of expert e, each at most
+  // `capacity`): each copy's row in the send buffer [ep * slots_per_rank * capacity]. The
+  // placement splits an expert's copies over its replicas as in plan().
+  std::vector<std::int32_t> static_send_rows(std::span<const std::int64_t> kept_per_expert, std::int64_t capacity) const;
+  // The send buffer [ep * S * capacity, d] -> [S * ep * capacity, d]: each slot's rows, source
+  // rank by source rank (the local experts' slots first, then unoccupied slots: all padding).
+  // May return a view of `rows`.
+  virtual Tensor dispatch_static(const Tensor& rows, std::int64_t capacity) = 0;
+  // The reverse: [S * ep * capacity, d] back into the send buffer's layout.
+  virtual Tensor combine_static(const Tensor& rows, std::int64_t capacity) = 0;
 };
 
 class LocalTokenDispatcher final : public TokenDispatcher {
@@ -91,6 +108,11 @@ class LocalTokenDispatcher final : public TokenDispatcher {
   DispatchPlan plan(std::span<const std::int64_t> rows_per_expert) override;
   Tensor dispatch(const DispatchPlan&, const Tensor& rows) override { return rows.view(); }
   Tensor combine(const DispatchPlan&, const Tensor& rows) override { return rows.view(); }
+  int ep_rank() const override { return 0; }
+  int slots_per_rank() const override { return static_cast<int>(experts_.size()); }
+  // One rank, one slot per expert: the send buffer is already grouped by expert.
+  Tensor dispatch_static(const Tensor& rows, std::int64_t) override { return rows.view(); }
+  Tensor combine_static(const Tensor& rows, std::int64_t) override { return rows.view(); }
 
  private:
   Placement placement_;  // every expert on the one rank

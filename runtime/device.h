@@ -92,12 +92,20 @@ class Device {
   // Host <-> device copies since the last call (synchronous and asynchronous alike).
   TransferStats take_transfer_stats();
 
+  // Step markers: the trainer brackets every optimizer step (what lies between steps, such as
+  // rebalancing, checkpoints and evaluation, is outside). begin_step restarts the transfer
+  // counters; a compiling backend may treat a step as one graph.
+  void begin_step() {
+    transfers_ = {};
+    on_begin_step();
+  }
+  void end_step() { on_end_step(); }
+
   // Shapes, for backends that compile kernels ahead of time. kernels/ reports every kernel
-  // call with its tensors (before dispatch); the trainer marks the end of every optimizer step
-  // and, when every per-step shape is a function of the config (moe.shapes = static), declares
-  // that no new shape may appear after `warmup_steps` steps. (optional) all default to no-ops.
+  // call with its tensors (before dispatch). When every per-step shape is a function of the
+  // config (moe.shapes = static), the trainer declares that no step after the first
+  // `warmup_steps` runs a kernel with a new shape. (optional) all default to no-ops.
   virtual void on_kernel(std::string_view /*kernel*/, std::initializer_list<const Tensor*> /*tensors*/) {}
-  virtual void end_step() {}
   virtual void expect_static_shapes(int /*warmup_steps*/) {}
   // Distinct kernel shape signatures seen so far (0 when the backend does not record them).
   virtual std::int64_t shape_signatures() const { return 0; }
@@ -122,6 +130,8 @@ class Device {
   virtual void do_queue_wait(Queue /*queue*/, Event /*event*/) {}
   virtual void do_host_wait(Event /*event*/) {}
   virtual bool do_query(Event /*event*/) { return true; }
+  virtual void on_begin_step() {}
+  virtual void on_end_step() {}
 
  private:
   void count_transfer(CopyKind kind, std::size_t bytes);

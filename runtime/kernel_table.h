@@ -122,7 +122,8 @@ struct TopKArgs {
 
 // gather:      dst[i, :] = src[index[i], :] (* scale[i])            dst [n, d], src [m, d]
 // scatter_add: dst[index[i], :] += src[i, :] (* scale[i])           src [n, d], dst [m, d]
-// index is i32 [n]; scale is optional [n].
+// index is i32 [n]; scale is optional [n]. index[i] = -1 marks a padding row (static shapes):
+// gather writes zeros to dst[i, :], scatter_add skips src[i, :].
 struct IndexRowsArgs {
   const Tensor* src = nullptr;
   const Tensor* index = nullptr;

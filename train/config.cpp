@@ -127,6 +127,11 @@ const std::vector<Key>& keys() {
                         "hidden width of each shared expert; 0 = model.d_ff"));
     k.push_back(float_key("model.capacity_factor", &C::model, &ModelConfig::capacity_factor,
                           "expert capacity = ceil(factor * tokens * top_k / experts) per micro-batch; 0 = dropless"));
+    k.push_back(enum_key("moe.shapes", &C::model, &ModelConfig::shapes,
+                         {{"dynamic", MoeShapes::Dynamic}, {"static", MoeShapes::Static}},
+                         "per-step device shapes: dynamic (sized by the routed counts) or static (functions of the "
+                         "config only: fixed expert slots of capacity rows with padding, for compiled accelerators; "
+                         "needs model.capacity_factor > 0; docs/device.md)"));
     k.push_back(string_key("model.router", &C::model, &ModelConfig::router,
                            "routing policy: softmax_topk (softmax probabilities, top-k gates, capacity, Switch aux "
                            "loss and z-loss)"));
@@ -493,8 +498,10 @@ void Config::validate(int world_size) const {
   at_least(balance.window, 1, "balance.window", "steps of the moving average");
   MOERUN_CHECK(balance.min_gain >= 0.0 && balance.min_gain < 1.0, ConfigError,
                "balance.min_gain = {} must be in [0, 1)", balance.min_gain);
-  at_least(balance.max_experts_per_rank, 0, "balance.max_experts_per_rank", "0 = experts / ep + 1");
-  if (balance.max_experts_per_rank > 0 && balance.policy != BalancePolicy::None && parallel.ep > 1) {
+  at_least(balance.max_experts_per_rank, 0, "balance.max_experts_per_rank",
+           "0 = experts / ep + 1, or experts / ep under moe.shapes = static");
+  if (balance.max_experts_per_rank > 0 && (balance.policy != BalancePolicy::None || model.static_shapes()) &&
+      parallel.ep > 1) {
     MOERUN_CHECK(balance.max_experts_per_rank * parallel.ep >= model.experts, ConfigError,
                  "balance.max_experts_per_rank = {} x parallel.ep = {} leaves no room for the {} experts; allow at "
                  "least {} per rank",

@@ -123,6 +123,13 @@ struct Config {
   // Every rank reads its own share of the global batch, so the batch splits over all ranks.
   std::int64_t micro_batches_per_step() const { return train.global_batch / train.micro_batch; }
   std::int64_t micro_batches_per_rank(int world_size) const { return micro_batches_per_step() / world_size; }
+  // Expert slots per rank, replicas included: balance.max_experts_per_rank, or by default one
+  // spare slot over experts / ep (none under moe.shapes = static, so that every rank always
+  // holds the same number of experts and the expert shapes never change).
+  std::int64_t expert_slots_per_rank() const {
+    if (balance.max_experts_per_rank > 0) return balance.max_experts_per_rank;
+    return (model.experts + parallel.ep - 1) / parallel.ep + (model.static_shapes() ? 0 : 1);
+  }
 };
 
 }  // namespace moerun

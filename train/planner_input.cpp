@@ -45,9 +45,7 @@ PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor
   in.interval = static_cast<int>(config.balance.interval);
   in.force = config.balance.force;
   in.min_gain = config.balance.min_gain;
-  in.max_experts_per_rank = static_cast<int>(config.balance.max_experts_per_rank > 0
-                                                  ? config.balance.max_experts_per_rank
-                                                  : config.model.experts / config.parallel.ep + 1);
+  in.max_experts_per_rank = static_cast<int>(config.expert_slots_per_rank());
   const double d = double(config.model.d_model), ff = double(config.model.d_ff);
   const double matrices = config.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0;
   // What moving copies between ranks changes is the marginal cost of a copy, not the average:

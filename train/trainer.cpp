@@ -45,6 +45,7 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   for (auto& d : dispatchers_) per_block.push_back(d.get());
   model_ = std::make_unique<Transformer>(config_.model, *params_, per_block);
   model_->set_recompute(config_.train.recompute);
+  if (config_.model.static_shapes()) device.expect_static_shapes(1);  // the first step compiles every shape
   moe_blocks_ = model_->moe_layer_ids();
   // Before the optimizer: under ZeRO-1 the buckets decide whose rows are whose.
   grad_groups_ = std::make_unique<GradientGroups>(*topology_, config_);
@@ -187,7 +188,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   const trace::Scope span("step", "step", static_cast<int>(step));
   watchdog::set_step(step);
   const auto start = Clock::now();
-  (void)device_.take_transfer_stats();  // count this step's host round trips, not the pause before it
+  device_.begin_step();  // the step's own host round trips are counted from here
   const std::int64_t m = config_.train.micro_batch, t = config_.model.seq_len;
   const std::int64_t local_micro = config_.micro_batches_per_rank(world_.size());
   const std::int64_t first_sequence = world_.rank() * local_micro * m;

@@ -29,6 +29,7 @@ std::vector<std::unique_ptr<TokenDispatcher>> make_dispatchers(const Config& con
     }
     auto dispatcher = std::make_unique<AllToAllDispatcher>(topology.ep_group(), Placement::contiguous(experts, topology.ep()));
     dispatcher->set_nodes(topology.node_of_ep_rank(), hierarchical);
+    if (config.model.static_shapes()) dispatcher->set_static_slots(static_cast<int>(config.expert_slots_per_rank()));
     out.push_back(std::move(dispatcher));
   }
   return out;

@@ -160,6 +160,10 @@ TopK top_k(const Matrix& x, int k) {
 Matrix gather_rows(const Matrix& src, const Index& index, const Vector* scale) {
   Matrix dst(static_cast<Eigen::Index>(index.size()), src.cols());
   for (std::size_t i = 0; i < index.size(); ++i) {
+    if (index[i] < 0) {  // padding
+      dst.row(static_cast<Eigen::Index>(i)).setZero();
+      continue;
+    }
     dst.row(static_cast<Eigen::Index>(i)) = src.row(index[i]) * (scale ? (*scale)(static_cast<Eigen::Index>(i)) : 1.0);
   }
   return dst;
@@ -212,6 +216,7 @@ Fp8RoundTrip fp8_round_trip(const Matrix& x, int block) {
 
 Matrix scatter_add_rows(const Matrix& src, const Index& index, Matrix dst, const Vector* scale) {
   for (std::size_t i = 0; i < index.size(); ++i) {
+    if (index[i] < 0) continue;  // padding
     dst.row(index[i]) += src.row(static_cast<Eigen::Index>(i)) * (scale ? (*scale)(static_cast<Eigen::Index>(i)) : 1.0);
   }
   return dst;

@@ -96,7 +96,7 @@ void top_k(const TopKArgs& p) {
 namespace {
 void check_indices(std::string_view kernel, const std::int32_t* index, std::int64_t n, std::int64_t limit) {
   for (std::int64_t i = 0; i < n; ++i) {
-    MOERUN_CHECK(index[i] >= 0 && index[i] < limit, KernelError, "[{}] index[{}] = {} is outside [0, {})", kernel, i,
+    MOERUN_CHECK(index[i] >= -1 && index[i] < limit, KernelError, "[{}] index[{}] = {} is outside [-1, {})", kernel, i,
                  index[i], limit);
   }
 }
@@ -107,8 +107,12 @@ template <class Src, class Dst>
 void gather_typed(const Src* src, const std::int32_t* index, const float* scale, Dst* dst, std::int64_t n, std::int64_t d) {
 #pragma omp parallel for if (n * d > (1 << 15))
   for (std::int64_t i = 0; i < n; ++i) {
-    const Src* s = src + static_cast<std::int64_t>(index[i]) * d;
     Dst* o = dst + i * d;
+    if (index[i] < 0) {  // a padding row
+      for (std::int64_t j = 0; j < d; ++j) store(o, j, 0.0f);
+      continue;
+    }
+    const Src* s = src + static_cast<std::int64_t>(index[i]) * d;
     const float w = scale ? scale[i] : 1.0f;
     for (std::int64_t j = 0; j < d; ++j) store(o, j, load(s, j) * w);
   }
@@ -120,6 +124,7 @@ void scatter_add_typed(const Src* src, const std::int32_t* index, const float* s
   // Sequential over i: several rows may land on one destination, and the order of their
   // additions must not depend on threads (bit-identical runs).
   for (std::int64_t i = 0; i < n; ++i) {
+    if (index[i] < 0) continue;  // a padding row
     const Src* s = src + i * d;
     Dst* o = dst + static_cast<std::int64_t>(index[i]) * d;
     const float w = scale ? scale[i] : 1.0f;
@@ -139,9 +144,14 @@ void gather_rows(const IndexRowsArgs& p) {
     const auto* src = static_cast<const char*>(p.src->data());
     auto* dst = static_cast<char*>(p.dst->data());
 #pragma omp parallel for if (n * d > (1 << 15))
-    for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(dst + static_cast<std::size_t>(i) * row_bytes, src + static_cast<std::size_t>(index[i]) * row_bytes,
-                  row_bytes);
+    for (std::int64_t i = 0; i < n; ++i) {
+      char* o = dst + static_cast<std::size_t>(i) * row_bytes;
+      if (index[i] < 0) {
+        std::memset(o, 0, row_bytes);
+      } else {
+        std::memcpy(o, src + static_cast<std::size_t>(index[i]) * row_bytes, row_bytes);
+      }
+    }
     return;
   }
   with_typed(*p.src, [&](const auto* src) {

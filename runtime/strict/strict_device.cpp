@@ -69,7 +69,7 @@ StrictDevice::~StrictDevice() {
 void StrictDevice::on_kernel(std::string_view kernel, std::initializer_list<const Tensor*> tensors) {
   std::string signature = signature_of(kernel, tensors);
   if (signatures_.count(signature) != 0) return;
-  MOERUN_CHECK(static_after_ < 0 || steps_ < static_after_, DeviceError,
+  MOERUN_CHECK(static_after_ < 0 || !in_step_ || steps_ < static_after_, DeviceError,
                "[strict device] new kernel shape after warm-up (step {}, warm-up {} steps): {}. A compiled "
                "accelerator would recompile here: some per-step shape depends on the data, not only on the config",
                steps_ + 1, static_after_, signature);

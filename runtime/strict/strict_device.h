@@ -7,8 +7,10 @@
 //     event recorded after it, when a later kernel or copy on its queue needs it, or when a
 //     queue that waits for it runs. Code that reads a host buffer before waiting sees stale data.
 //   - Shapes are recorded: every kernel's signature (name, dtypes, shapes). After
-//     expect_static_shapes(warmup) and that many end_step() calls, a new signature throws a
-//     DeviceError naming the kernel and shapes ("a compiled accelerator would recompile here").
+//     expect_static_shapes(warmup), a new signature inside a step (between begin_step and
+//     end_step) after the first `warmup` steps throws a DeviceError naming the kernel and
+//     shapes ("a compiled accelerator would recompile here"). Work between steps (evaluation,
+//     rebalancing, checkpoints) compiles as graphs of its own and is not checked.
 // Kernels run eagerly on the Compute queue (with every earlier Compute operation done first).
 #pragma once
 
@@ -32,7 +34,6 @@ class StrictDevice final : public CpuDevice {
   void synchronize() override;
 
   void on_kernel(std::string_view kernel, std::initializer_list<const Tensor*> tensors) override;
-  void end_step() override { ++steps_; }
   void expect_static_shapes(int warmup_steps) override { static_after_ = warmup_steps; }
   std::int64_t shape_signatures() const override { return static_cast<std::int64_t>(signatures_.size()); }
 
@@ -49,6 +50,11 @@ class StrictDevice final : public CpuDevice {
   void do_queue_wait(Queue queue, Event event) override;
   void do_host_wait(Event event) override;
   bool do_query(Event event) override;
+  void on_begin_step() override { in_step_ = true; }
+  void on_end_step() override {
+    in_step_ = false;
+    ++steps_;
+  }
 
  private:
   struct Operation {
@@ -66,7 +72,8 @@ class StrictDevice final : public CpuDevice {
   std::uint64_t next_event_ = 1;
   std::set<std::uint64_t> completed_;
   std::unordered_set<std::string> signatures_;
-  int steps_ = 0;
+  int steps_ = 0;  // steps ended
+  bool in_step_ = false;
   int static_after_ = -1;  // -1: shapes may change (dynamic mode)
 };
 

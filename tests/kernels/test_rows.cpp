@@ -69,19 +69,21 @@ TEST(TopK, MatchesReferenceWithDeterministicTies) {
   EXPECT_EQ(idx.to_host_i32(), (std::vector<std::int32_t>{1, 2, 0}));
 }
 
+// Every fourth index is -1, a padding row (static shapes): zeros gathered, nothing scattered.
 TEST(IndexRows, GatherScatterWithScaleAndTheirGradients) {
   for (std::int64_t n : {0, 1, 3, 127}) {
     SCOPED_TRACE(n);
     const std::int64_t m = 9, d = 6;
     const Matrix src = random_matrix(m, d, 141);
     reference::Index index(static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < n; ++i) index[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 5 + 3) % m);
+    for (std::int64_t i = 0; i < n; ++i) index[static_cast<std::size_t>(i)] = i % 4 == 2 ? -1 : static_cast<std::int32_t>((i * 5 + 3) % m);
     const Vector scale = random_vector(n, 142);
     const Matrix w = random_matrix(n, d, 143);  // upstream gradient of the gathered rows
     Tensor st = to_tensor(device(), src), it = to_tensor(device(), index), sc = to_tensor(device(), scale);
     Tensor gathered(device(), {n, d});
     kernels::gather_rows({.src = &st, .index = &it, .scale = &sc, .dst = &gathered});
     EXPECT_TRUE(all_close(to_matrix(gathered, n, d), reference::gather_rows(src, index, &scale), kRtol, kAtol));
+    if (n > 2) EXPECT_TRUE(to_matrix(gathered, n, d).row(2).isZero()) << "a padding row must gather zeros";
     // Gradients of L = <w, gather(src, index) * scale>: dsrc = scatter_add(w * scale), dscale = row_dot(gather(src), w).
     Tensor wt = to_tensor(device(), w), dsrc = Tensor::zeros(device(), {m, d}), plain(device(), {n, d}), dscale(device(), {n});
     kernels::scatter_add_rows({.src = &wt, .index = &it, .scale = &sc, .dst = &dsrc});
@@ -100,12 +102,14 @@ TEST(IndexRows, GatherScatterWithScaleAndTheirGradients) {
 
 TEST(IndexRows, OutOfRangeIndexIsAnError) {
   Tensor src = Tensor::zeros(device(), {3, 2}), dst(device(), {1, 2});
-  Tensor idx = to_tensor(device(), reference::Index{3});
-  try {
-    kernels::gather_rows({.src = &src, .index = &idx, .dst = &dst});
-    FAIL() << "expected KernelError";
-  } catch (const KernelError& e) {
-    EXPECT_NE(std::string(e.what()).find("gather_rows"), std::string::npos) << e.what();
+  for (std::int32_t bad : {3, -2}) {
+    Tensor idx = to_tensor(device(), reference::Index{bad});
+    try {
+      kernels::gather_rows({.src = &src, .index = &idx, .dst = &dst});
+      FAIL() << "expected KernelError";
+    } catch (const KernelError& e) {
+      EXPECT_NE(std::string(e.what()).find("gather_rows"), std::string::npos) << e.what();
+    }
   }
 }
 
