@@ -1,5 +1,6 @@
 #include "model/feed_forward.h"
 
+#include <deque>
 #include <numeric>
 
 #include "kernels/activation.h"
@@ -51,9 +52,12 @@ std::vector<Tensor> FeedForwardSet::split(const Tensor& t) const {
 void FeedForwardSet::apply_weights(const std::vector<Tensor>& a, Parameter* Weights::*w, std::vector<Tensor>& out,
                                    bool transpose_w, bool accumulate) {
   GroupedMatmulArgs args;
+  std::deque<Tensor> views;  // the blocks' row views, alive until the call
   for (std::size_t i = 0; i < experts_.size(); ++i) {
-    args.groups.push_back({.a = &a[i], .b = &(experts_[i].*w)->compute(), .c = &out[i], .transpose_b = transpose_w,
-                           .accumulate = accumulate});
+    const Tensor& weight = (experts_[i].*w)->compute();
+    for_each_block(a[i], out[i], views, [&](const Tensor& ai, Tensor& oi) {
+      args.groups.push_back({.a = &ai, .b = &weight, .c = &oi, .transpose_b = transpose_w, .accumulate = accumulate});
+    });
   }
   kernels::grouped_matmul(args);
 }
@@ -61,11 +65,27 @@ void FeedForwardSet::apply_weights(const std::vector<Tensor>& a, Parameter* Weig
 void FeedForwardSet::accumulate_weight_grad(const std::vector<Tensor>& a, const std::vector<Tensor>& b,
                                             Parameter* Weights::*w) {
   GroupedMatmulArgs args;
+  std::deque<Tensor> views;
   for (std::size_t i = 0; i < experts_.size(); ++i) {
-    args.groups.push_back(
-        {.a = &a[i], .b = &b[i], .c = &(experts_[i].*w)->grad, .transpose_a = true, .accumulate = true});
+    Tensor& grad = (experts_[i].*w)->grad;
+    for_each_block(a[i], b[i], views, [&](const Tensor& ai, Tensor& bi) {
+      args.groups.push_back({.a = &ai, .b = &bi, .c = &grad, .transpose_a = true, .accumulate = true});
+    });
   }
   kernels::grouped_matmul(args);
+}
+
+template <class Fn>
+void FeedForwardSet::for_each_block(const Tensor& a, const Tensor& b, std::deque<Tensor>& views, Fn&& fn) const {
+  if (block_rows_ == 0) {
+    fn(a, const_cast<Tensor&>(b));
+    return;
+  }
+  for (std::int64_t r = 0; r < a.dim(0); r += block_rows_) {
+    const Tensor& ai = views.emplace_back(a.rows(r, r + block_rows_));
+    Tensor& bi = views.emplace_back(b.rows(r, r + block_rows_));
+    fn(ai, bi);
+  }
 }
 
 Tensor FeedForwardSet::rows_buffer(Device& dev, std::int64_t rows, std::int64_t cols, DType dtype) const {

@@ -8,6 +8,7 @@
 // the weights' compute copies and accumulate weight gradients in fp32.
 #pragma once
 
+#include <deque>
 #include <span>
 #include <vector>
 
@@ -35,6 +36,9 @@ class FeedForwardSet {
   Tensor forward(const Tensor& x, std::span<const std::int64_t> counts);
   Tensor backward(const Tensor& dy);  // returns dx [rows, d]; accumulates weight gradients
   std::size_t size() const { return experts_.size(); }
+  // Blockwise static shapes: every matmul runs on blocks of `rows` rows (each expert's count
+  // is a multiple of it), so that no matmul shape depends on the routing. 0 = whole groups.
+  void set_block_rows(std::int64_t rows) { block_rows_ = rows; }
   // train.recompute = moe: forward drops x W1 (and x W3); backward recomputes them.
   void set_recompute_hidden(bool on) { recompute_hidden_ = on; }
   // Forgets what forward saved (train.recompute = full runs forward again before backward).
@@ -60,11 +64,16 @@ class FeedForwardSet {
   std::int64_t d_ff_;
   std::vector<Weights> experts_;
   bool recompute_hidden_ = false;
+  // fn(a block of a, the same rows of b) for each block of block_rows_ rows (or the whole
+  // tensors when 0); the views live in `views` until the caller's kernel call.
+  template <class Fn>
+  void for_each_block(const Tensor& a, const Tensor& b, std::deque<Tensor>& views, Fn&& fn) const;
   // A [rows, cols] buffer: zeroed when the input has padding rows that no matmul writes.
   Tensor rows_buffer(Device& dev, std::int64_t rows, std::int64_t cols, DType dtype) const;
 
   std::vector<std::int64_t> counts_;
   bool padded_ = false;
+  std::int64_t block_rows_ = 0;
   const Tensor* x_ = nullptr;
   Tensor pre_;  // [rows, ff]: x W1
   Tensor up_;   // [rows, ff]: x W3 (SwiGLU)

@@ -45,10 +45,15 @@ void ModelConfig::validate() const {
                top_k, experts, experts);
   MOERUN_CHECK(capacity_factor >= 0.0 && std::isfinite(capacity_factor), ConfigError,
                "model.capacity_factor = {} must be >= 0 (0 = dropless; 1.0-2.0 is usual)", capacity_factor);
-  MOERUN_CHECK(shapes == MoeShapes::Dynamic || capacity_factor > 0.0, ConfigError,
-               "moe.shapes = static needs a fixed expert capacity, but model.capacity_factor = 0 (dropless): set "
-               "model.capacity_factor > 0 (1.0-2.0 is usual), or keep moe.shapes = dynamic for dropless training "
-               "(the blockwise dropless static mode, moe.block_size, is not implemented yet)");
+  MOERUN_CHECK(block_size >= 0, ConfigError, "moe.block_size = {} must be positive (or 0 = not blockwise)", block_size);
+  MOERUN_CHECK(!blockwise() || block_size > 0, ConfigError,
+               "moe.shapes = static with model.capacity_factor = 0 (dropless) needs moe.block_size > 0: token-copies "
+               "travel in blocks of that many rows (128 or 256 is usual; smaller wastes less padding, larger makes "
+               "bigger matmuls), or set model.capacity_factor > 0 for the capacity mode");
+  MOERUN_CHECK(block_size == 0 || blockwise(), ConfigError,
+               "moe.block_size = {} applies only to moe.shapes = static with model.capacity_factor = 0 (blockwise "
+               "dropless); set moe.block_size = 0, or those two keys",
+               block_size);
   MOERUN_CHECK(dense_every >= 0, ConfigError, "model.dense_every = {} must be >= 0 (0 = every block MoE)", dense_every);
   MOERUN_CHECK(aux_loss_coef >= 0.0 && z_loss_coef >= 0.0, ConfigError,
                "model.aux_loss_coef = {} and model.z_loss_coef = {} must be >= 0", aux_loss_coef, z_loss_coef);

@@ -65,7 +65,11 @@ struct ModelConfig {
   // token-copies past it are dropped (they pass through the residual). 0 = dropless.
   double capacity_factor = 1.25;
   MoeShapes shapes = MoeShapes::Dynamic;
+  // Static and dropless (capacity_factor = 0): token-copies in blocks of block_size rows, one
+  // expert per block, buffers for the worst-case block count.
+  std::int64_t block_size = 0;
   bool static_shapes() const { return shapes == MoeShapes::Static; }
+  bool blockwise() const { return static_shapes() && capacity_factor == 0.0; }
   std::string router = "softmax_topk";  // routing policy by name (model/router.h)
   ExpertType expert_type = ExpertType::Gelu;
   NormKind norm = NormKind::LayerNorm;

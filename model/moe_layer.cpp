@@ -25,6 +25,7 @@ MoeLayer::MoeLayer(ParameterStore& params, const ModelConfig& config, int layer,
     shared_ = std::make_unique<FeedForwardSet>(params, config, block_prefix(layer) + ".moe.shared", std::vector<int>{0},
                                                ParamKind::Dense, layer, true, config.shared_width());
   }
+  if (config.blockwise()) experts_->set_block_rows(config.block_size);
   MOERUN_CHECK(dispatcher.num_experts() == config.experts, RuntimeError,
                "[moe layer {}] the dispatcher routes to {} experts but the model has {}", layer, dispatcher.num_experts(),
                config.experts);
@@ -34,6 +35,7 @@ void MoeLayer::attach_local_experts(ParameterStore& params) {
   experts_ = std::make_unique<FeedForwardSet>(params, config_, expert_prefix(layer_), dispatcher_.local_experts(),
                                               ParamKind::Expert, layer_, /*create=*/false);
   experts_->set_recompute_hidden(recompute_experts_);
+  if (config_.blockwise()) experts_->set_block_rows(config_.block_size);
 }
 
 void MoeLayer::set_recompute_experts(bool on) {
@@ -57,10 +59,21 @@ void MoeLayer::lay_out_rows(Device& dev, const RoutingPlan& routing, std::int64_
     gate_of_row_ = Tensor::from_host(dev, {routing.kept()}, routing.slot_of_copy);
     return;
   }
-  // Static: the send buffer's fixed slots, padding rows -1 (docs/device.md).
-  capacity_ = config_.capacity(tokens);
-  const std::vector<std::int32_t> at = dispatcher_.static_send_rows(routing.kept_per_expert, capacity_);
-  const std::int64_t rows = std::int64_t{dispatcher_.placement().ep_size()} * dispatcher_.slots_per_rank() * capacity_;
+  // Static: the send buffer's fixed slots or blocks, padding rows -1 (docs/device.md).
+  std::vector<std::int32_t> at;
+  std::int64_t rows = 0;
+  const std::int64_t ep = dispatcher_.placement().ep_size();
+  if (config_.blockwise()) {
+    const std::int64_t b = config_.block_size;
+    blocks_ = dispatcher_.static_send_blocks(routing.kept_per_expert, b,
+                                             dispatcher_.worst_case_blocks(tokens * config_.top_k, b));
+    at = blocks_.row_of_copy;
+    rows = ep * blocks_.blocks * b;
+  } else {
+    capacity_ = config_.capacity(tokens);
+    at = dispatcher_.static_send_rows(routing.kept_per_expert, capacity_);
+    rows = ep * dispatcher_.slots_per_rank() * capacity_;
+  }
   std::vector<std::int32_t> token(static_cast<std::size_t>(rows), -1), gate(static_cast<std::size_t>(rows), -1);
   for (std::size_t i = 0; i < at.size(); ++i) {
     token[static_cast<std::size_t>(at[i])] = routing.token_of_copy[i];
@@ -71,10 +84,12 @@ void MoeLayer::lay_out_rows(Device& dev, const RoutingPlan& routing, std::int64_
 }
 
 Tensor MoeLayer::to_experts(const Tensor& rows) {
+  if (config_.blockwise()) return dispatcher_.dispatch_blocks(block_route_, rows);
   return config_.static_shapes() ? dispatcher_.dispatch_static(rows, capacity_) : dispatcher_.dispatch(dispatch_, rows);
 }
 
 Tensor MoeLayer::from_experts(const Tensor& rows) {
+  if (config_.blockwise()) return dispatcher_.combine_blocks(block_route_, rows);
   return config_.static_shapes() ? dispatcher_.combine_static(rows, capacity_) : dispatcher_.combine(dispatch_, rows);
 }
 
@@ -92,7 +107,12 @@ Tensor MoeLayer::forward(const Tensor& h) {
   routed_ = Tensor(dev, {rows, d}, h.dtype());  // the exchange carries the compute dtype
   kernels::gather_rows({.src = &h, .index = &token_of_row_, .dst = &routed_});
   std::vector<std::int64_t> expert_rows;
-  if (config_.static_shapes()) {
+  if (config_.blockwise()) {
+    block_route_ = dispatcher_.plan_blocks(blocks_, config_.block_size);
+    expert_rows = block_route_.rows_per_local_expert;
+    stats_.blocks_active += blocks_.active;
+    stats_.blocks_worst_case += blocks_.blocks * dispatcher_.placement().ep_size();
+  } else if (config_.static_shapes()) {
     expert_rows.assign(dispatcher_.local_experts().size(), std::int64_t{dispatcher_.placement().ep_size()} * capacity_);
   } else {
     dispatch_ = dispatcher_.plan(route.routing.kept_per_expert);

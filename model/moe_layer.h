@@ -31,6 +31,10 @@ struct MoeStats {
   double aux_loss = 0.0;  // coefficient included
   double z_loss = 0.0;    // coefficient included
   double expert_seconds = 0.0;  // this rank's expert FFN time, forward + backward, since reset
+  // Blockwise static shapes, since reset: blocks this rank filled, and the block places its
+  // send buffers have (the worst case, every destination).
+  std::int64_t blocks_active = 0;
+  std::int64_t blocks_worst_case = 0;
 };
 
 class MoeLayer {
@@ -45,7 +49,10 @@ class MoeLayer {
   void set_recompute_experts(bool on);
   // Forgets what forward saved (train.recompute = full runs forward again before backward).
   void release();
-  void reset_expert_seconds() { stats_.expert_seconds = 0.0; }
+  void reset_expert_seconds() {
+    stats_.expert_seconds = 0.0;
+    stats_.blocks_active = stats_.blocks_worst_case = 0;
+  }
   // Between steps, after the placement changed: rebuild the expert FFNs from the parameters
   // of the experts the dispatcher now routes here (they must already be in `params`).
   void attach_local_experts(ParameterStore& params);
@@ -76,7 +83,9 @@ class MoeLayer {
   // Saved by forward for backward (the router keeps its own).
   const RouterOutput* routed_by_ = nullptr;  // the router's last forward
   DispatchPlan dispatch_;                // dynamic shapes only
-  std::int64_t capacity_ = 0;            // static shapes: rows per slot
+  std::int64_t capacity_ = 0;            // static capacity mode: rows per slot
+  BlockLayout blocks_;                   // blockwise: this micro-batch's send blocks
+  BlockRoute block_route_;               // blockwise: where received blocks go
   Tensor token_of_row_;                  // i32 [rows]: source token, -1 for padding
   Tensor gate_of_row_;                   // i32 [rows]: index into the router's [tokens * k] gates, -1 for padding
   Tensor row_gates_;                     // [rows, 1]: each row's gate (0 for padding)

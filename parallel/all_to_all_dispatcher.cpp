@@ -191,6 +191,59 @@ Tensor AllToAllDispatcher::combine_static(const Tensor& rows, std::int64_t capac
   return back;
 }
 
+BlockRoute AllToAllDispatcher::plan_blocks(const BlockLayout& layout, std::int64_t block) {
+  const auto start = Clock::now();
+  const int p = group_.size();
+  const std::int64_t n = layout.blocks, l = static_cast<std::int64_t>(local_.size());
+  // The labels: a fixed n per pair of ranks.
+  std::vector<std::int64_t> sent(layout.labels.begin(), layout.labels.end());
+  std::vector<std::int64_t> received(sent.size(), -1);
+  const std::vector<std::int64_t> sizes(static_cast<std::size_t>(p), n);
+  group_.all_to_all_v(sent, sizes, block_offsets(sizes), received, sizes, block_offsets(sizes));
+  // Active blocks by local expert (source by source), then the unused places: a permutation.
+  BlockRoute route;
+  route.rows_per_local_expert.assign(static_cast<std::size_t>(l), 0);
+  route.order.reserve(received.size() * static_cast<std::size_t>(block));
+  auto take = [&](std::size_t place) {
+    for (std::int64_t c = 0; c < block; ++c) route.order.push_back(static_cast<std::int32_t>(std::int64_t(place) * block + c));
+  };
+  for (std::int64_t j = 0; j < l; ++j)
+    for (std::size_t place = 0; place < received.size(); ++place)
+      if (received[place] == j) {
+        take(place);
+        route.rows_per_local_expert[static_cast<std::size_t>(j)] += block;
+        ++route.active_blocks;
+      }
+  // The unused places run as blocks of the last local expert (zeros in, zeros out), so that
+  // every step runs the same number of block matmuls.
+  for (std::size_t place = 0; place < received.size(); ++place)
+    if (received[place] < 0) {
+      take(place);
+      if (l > 0) route.rows_per_local_expert.back() += block;
+    }
+  stats_.seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  return route;
+}
+
+Tensor AllToAllDispatcher::dispatch_blocks(const BlockRoute& route, const Tensor& rows) {
+  const trace::Scope span("all-to-all", "dispatch (blocks)");
+  Tensor received(rows.device(), rows.shape(), rows.dtype());
+  const std::int64_t per_rank = rows.dim(0) / group_.size();
+  const std::vector<std::int64_t> counts(static_cast<std::size_t>(group_.size()), per_rank);
+  exchange(rows, counts, received, counts, [per_rank](int, int) { return per_rank; });
+  return permute(received, route.order);
+}
+
+Tensor AllToAllDispatcher::combine_blocks(const BlockRoute& route, const Tensor& rows) {
+  const trace::Scope span("all-to-all", "combine (blocks)");
+  Tensor by_source = permute(rows, inverse(route.order));
+  Tensor back(rows.device(), by_source.shape(), rows.dtype());
+  const std::int64_t per_rank = rows.dim(0) / group_.size();
+  const std::vector<std::int64_t> counts(static_cast<std::size_t>(group_.size()), per_rank);
+  exchange(by_source, counts, back, counts, [per_rank](int, int) { return per_rank; });
+  return back;
+}
+
 std::vector<std::int32_t> AllToAllDispatcher::slot_major(std::int64_t capacity) const {
   // Whole slots move: row (q, j, c) of the source-major layout goes to (j, q, c). Every slot,
   // occupied or not, so that the shape is the same whatever the placement.

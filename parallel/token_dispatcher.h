@@ -22,6 +22,22 @@
 
 namespace moerun {
 
+// Blockwise static shapes: what one rank's blocks look like, and where received blocks go.
+struct BlockLayout {
+  std::int64_t blocks = 0;                // block places per destination rank (the worst case)
+  std::vector<std::int32_t> row_of_copy;  // [kept] each copy's row in the send buffer [ep * blocks * block]
+  std::vector<std::int32_t> labels;       // [ep * blocks]: the destination-local expert of each block, -1 unused
+  std::int64_t active = 0;                // blocks that hold copies
+};
+struct BlockRoute {
+  std::vector<std::int32_t> order;                 // [ep * blocks * block]: received row of each expert-input row
+  // Blocks x block per local expert; the unused places count as the last expert's (padding that
+  // runs: every step runs all ep x blocks block matmuls; active_blocks says how many a backend
+  // could skip).
+  std::vector<std::int64_t> rows_per_local_expert;
+  std::int64_t active_blocks = 0;                   // received blocks that hold copies
+};
+
 struct DispatchPlan {
   std::vector<std::int64_t> send_per_expert;       // [experts] rows this rank sends, by global expert
   std::vector<std::int64_t> recv_per_local_expert;  // [local experts] rows this rank receives per hosted expert
@@ -96,6 +112,27 @@ class TokenDispatcher {
   virtual Tensor dispatch_static(const Tensor& rows, std::int64_t capacity) = 0;
   // The reverse: [S * ep * capacity, d] back into the send buffer's layout.
   virtual Tensor combine_static(const Tensor& rows, std::int64_t capacity) = 0;
+
+  // Blockwise dropless static shapes: each (destination rank, expert) share of this rank's
+  // copies is cut into blocks of `block` rows (the last one padded); every rank sends `blocks`
+  // block places to every rank, labelled with the destination-local expert (-1: unused), the
+  // labels in a small fixed-size exchange of their own.
+  // The worst-case block places per destination for `copies` token-copies (all of them to one
+  // rank, as many experts as can hold a partial block): ceil((copies - (P-1)) / block) + (P-1),
+  // P = ep x slots per rank.
+  std::int64_t worst_case_blocks(std::int64_t copies, std::int64_t block) const;
+  BlockLayout static_send_blocks(std::span<const std::int64_t> kept_per_expert, std::int64_t block,
+                                 std::int64_t blocks) const;
+  // Exchanges the labels; the received blocks grouped by local expert, the unused places last.
+  virtual BlockRoute plan_blocks(const BlockLayout& layout, std::int64_t block) = 0;
+  // [ep * blocks * block, d] send buffer -> [ep * blocks * block, d] grouped by local expert.
+  virtual Tensor dispatch_blocks(const BlockRoute& route, const Tensor& rows) = 0;
+  virtual Tensor combine_blocks(const BlockRoute& route, const Tensor& rows) = 0;
+
+ private:
+  // Each ep rank's experts, ascending (an expert's slot is its position); a ConfigError when
+  // a rank holds more than slots_per_rank().
+  std::vector<std::vector<int>> hosted_experts() const;
 };
 
 class LocalTokenDispatcher final : public TokenDispatcher {
@@ -113,6 +150,10 @@ class LocalTokenDispatcher final : public TokenDispatcher {
   // One rank, one slot per expert: the send buffer is already grouped by expert.
   Tensor dispatch_static(const Tensor& rows, std::int64_t) override { return rows.view(); }
   Tensor combine_static(const Tensor& rows, std::int64_t) override { return rows.view(); }
+  // One rank: the blocks are already in expert order, active ones first.
+  BlockRoute plan_blocks(const BlockLayout& layout, std::int64_t block) override;
+  Tensor dispatch_blocks(const BlockRoute&, const Tensor& rows) override { return rows.view(); }
+  Tensor combine_blocks(const BlockRoute&, const Tensor& rows) override { return rows.view(); }
 
  private:
   Placement placement_;  // every expert on the one rank

@@ -2,6 +2,8 @@
 // only, and all-reduces the verdict so that every rank exits with the same code.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "parallel/mpi_group.h"
 
 int main(int argc, char** argv) {
@@ -9,7 +11,7 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) {
+  if (rank != 0 && std::getenv("MOERUN_TEST_ALL_RANKS") == nullptr) {  // set it to see every rank's output
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
   }

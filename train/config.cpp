@@ -130,8 +130,11 @@ const std::vector<Key>& keys() {
     k.push_back(enum_key("moe.shapes", &C::model, &ModelConfig::shapes,
                          {{"dynamic", MoeShapes::Dynamic}, {"static", MoeShapes::Static}},
                          "per-step device shapes: dynamic (sized by the routed counts) or static (functions of the "
-                         "config only: fixed expert slots of capacity rows with padding, for compiled accelerators; "
-                         "needs model.capacity_factor > 0; docs/device.md)"));
+                         "config only, for compiled accelerators: with model.capacity_factor > 0 fixed expert slots of "
+                         "capacity rows; with 0, blockwise dropless in blocks of moe.block_size rows; docs/device.md)"));
+    k.push_back(int_key("moe.block_size", &C::model, &ModelConfig::block_size,
+                        "moe.shapes = static with model.capacity_factor = 0: rows per block of blockwise dropless "
+                        "(one expert per block, buffers for the worst-case block count); 0 = not blockwise"));
     k.push_back(string_key("model.router", &C::model, &ModelConfig::router,
                            "routing policy: softmax_topk (softmax probabilities, top-k gates, capacity, Switch aux "
                            "loss and z-loss)"));
@@ -498,6 +501,11 @@ void Config::validate(int world_size) const {
   at_least(balance.window, 1, "balance.window", "steps of the moving average");
   MOERUN_CHECK(balance.min_gain >= 0.0 && balance.min_gain < 1.0, ConfigError,
                "balance.min_gain = {} must be in [0, 1)", balance.min_gain);
+  MOERUN_CHECK(model.block_size <= train.micro_batch * model.seq_len, ConfigError,
+               "moe.block_size = {} is larger than the {} tokens of a micro-batch (train.micro_batch = {} x "
+               "model.seq_len = {}): a block would always be mostly padding; choose at most {}",
+               model.block_size, train.micro_batch * model.seq_len, train.micro_batch, model.seq_len,
+               train.micro_batch * model.seq_len);
   at_least(balance.max_experts_per_rank, 0, "balance.max_experts_per_rank",
            "0 = experts / ep + 1, or experts / ep under moe.shapes = static");
   if (balance.max_experts_per_rank > 0 && (balance.policy != BalancePolicy::None || model.static_shapes()) &&

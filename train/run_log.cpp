@@ -70,6 +70,8 @@ void RunLog::step(std::int64_t step, const StepResult& r) {
                                {"to_host_bytes", r.device_transfers.device_to_host_bytes},
                                {"to_device_copies", r.device_transfers.host_to_device_copies},
                                {"to_device_bytes", r.device_transfers.host_to_device_bytes}}}};
+  if (r.blocks_worst_case > 0)  // blockwise static shapes: what a backend could skip
+    line["blocks"] = {{"active", r.blocks_active}, {"worst_case", r.blocks_worst_case}};
   if (r.update_skipped) line["update_skipped"] = true;  // the loss-spike guard dropped the update
   metrics_->write(line);
 }

@@ -77,4 +77,12 @@ void fill_global_numbers(const GlobalStepNumbers& g, const StepShape& shape, boo
   r.stop_requested = g.signal;
 }
 
+void add_expert_work(const std::vector<const MoeStats*>& layers, LocalStepNumbers& local, StepResult& r) {
+  for (const MoeStats* layer : layers) {
+    local.expert_seconds += layer->expert_seconds;
+    r.blocks_active += layer->blocks_active;
+    r.blocks_worst_case += layer->blocks_worst_case;
+  }
+}
+
 }  // namespace moerun

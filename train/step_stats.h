@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "model/moe_layer.h"
 #include "parallel/process_group.h"
 #include "parallel/token_dispatcher.h"
 #include "runtime/device.h"
@@ -36,6 +37,9 @@ struct StepResult {
   std::int64_t allreduce_bytes_inter_node = 0;  // and in groups spanning nodes
   std::int64_t tokens = 0;  // input tokens in the global batch
   TransferStats device_transfers;  // this rank's host <-> device copies during the step
+  // Blockwise static shapes, this rank: blocks its micro-batches filled, and the block places
+  // its send buffers have (the worst case); both 0 otherwise.
+  std::int64_t blocks_active = 0, blocks_worst_case = 0;
   double dropped_frac = 0.0;
   std::vector<std::vector<std::int64_t>> expert_counts;  // [moe layer][expert] routed copies, global
   std::vector<std::vector<std::int64_t>> expert_kept;    // [moe layer][expert] processed copies, global
@@ -88,5 +92,8 @@ struct StepShape {
   std::size_t moe_layers = 0, experts = 0;
 };
 void fill_global_numbers(const GlobalStepNumbers& g, const StepShape& shape, bool per_rank, StepResult& r);
+
+// This rank's expert compute time into `local`, and its block counts into `r`, from its MoE layers.
+void add_expert_work(const std::vector<const MoeStats*>& layers, LocalStepNumbers& local, StepResult& r);
 
 }  // namespace moerun

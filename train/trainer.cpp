@@ -232,7 +232,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   model_->set_backward_hook(nullptr);
   StepResult r;
   r.allreduce_ms = 1000.0 * grad_groups_->sync().finish();
-  for (int block : moe_blocks_) local.expert_seconds += model_->moe_layer(block).stats().expert_seconds;
+  add_expert_work(model_->moe_stats(), local, r);
   local.nonfinite_grads = first_nonfinite_grad(nullptr);
   const std::vector<Placement> current = placements();
   local.grad_squares = local_grad_squares(current);
