@@ -169,26 +169,23 @@ Tensor AllToAllDispatcher::combine(const DispatchPlan& plan, const Tensor& rows)
   return permute(back, inverse(by_rank_order(plan)));
 }
 
-void AllToAllDispatcher::exchange_slots(const Tensor& send, Tensor& recv, std::int64_t capacity) {
-  MOERUN_CHECK(static_slots_ > 0, RuntimeError, "[static dispatch] no expert slots set (set_static_slots)");
-  const std::int64_t block = std::int64_t{static_slots_} * capacity;
-  const std::vector<std::int64_t> rows(static_cast<std::size_t>(group_.size()), block);
-  exchange(send, rows, recv, rows, [block](int, int) { return block; });
+Tensor AllToAllDispatcher::exchange_equal(const Tensor& send) {
+  const std::int64_t per_rank = send.dim(0) / group_.size();
+  const std::vector<std::int64_t> rows(static_cast<std::size_t>(group_.size()), per_rank);
+  Tensor recv(send.device(), send.shape(), send.dtype());
+  exchange(send, rows, recv, rows, [per_rank](int, int) { return per_rank; });
+  return recv;
 }
 
 Tensor AllToAllDispatcher::dispatch_static(const Tensor& rows, std::int64_t capacity) {
   const trace::Scope span("all-to-all", "dispatch (static)");
-  Tensor received(rows.device(), rows.shape(), rows.dtype());  // [source][slot][capacity]
-  exchange_slots(rows, received, capacity);
-  return permute(received, slot_major(capacity));  // -> [slot][source][capacity]
+  MOERUN_CHECK(static_slots_ > 0, RuntimeError, "[static dispatch] no expert slots set (set_static_slots)");
+  return permute(exchange_equal(rows), slot_major(capacity));  // [source][slot][capacity] -> [slot][source][capacity]
 }
 
 Tensor AllToAllDispatcher::combine_static(const Tensor& rows, std::int64_t capacity) {
   const trace::Scope span("all-to-all", "combine (static)");
-  Tensor by_source = permute(rows, inverse(slot_major(capacity)));
-  Tensor back(rows.device(), by_source.shape(), rows.dtype());
-  exchange_slots(by_source, back, capacity);
-  return back;
+  return exchange_equal(permute(rows, inverse(slot_major(capacity))));
 }
 
 BlockRoute AllToAllDispatcher::plan_blocks(const BlockLayout& layout, std::int64_t block) {
@@ -227,21 +224,12 @@ BlockRoute AllToAllDispatcher::plan_blocks(const BlockLayout& layout, std::int64
 
 Tensor AllToAllDispatcher::dispatch_blocks(const BlockRoute& route, const Tensor& rows) {
   const trace::Scope span("all-to-all", "dispatch (blocks)");
-  Tensor received(rows.device(), rows.shape(), rows.dtype());
-  const std::int64_t per_rank = rows.dim(0) / group_.size();
-  const std::vector<std::int64_t> counts(static_cast<std::size_t>(group_.size()), per_rank);
-  exchange(rows, counts, received, counts, [per_rank](int, int) { return per_rank; });
-  return permute(received, route.order);
+  return permute(exchange_equal(rows), route.order);
 }
 
 Tensor AllToAllDispatcher::combine_blocks(const BlockRoute& route, const Tensor& rows) {
   const trace::Scope span("all-to-all", "combine (blocks)");
-  Tensor by_source = permute(rows, inverse(route.order));
-  Tensor back(rows.device(), by_source.shape(), rows.dtype());
-  const std::int64_t per_rank = rows.dim(0) / group_.size();
-  const std::vector<std::int64_t> counts(static_cast<std::size_t>(group_.size()), per_rank);
-  exchange(by_source, counts, back, counts, [per_rank](int, int) { return per_rank; });
-  return back;
+  return exchange_equal(permute(rows, inverse(route.order)));
 }
 
 std::vector<std::int32_t> AllToAllDispatcher::slot_major(std::int64_t capacity) const {

@@ -56,8 +56,9 @@ class AllToAllDispatcher final : public TokenDispatcher {
   void exchange(const Tensor& send, std::span<const std::int64_t> send_rows, Tensor& recv,
                 std::span<const std::int64_t> recv_rows, const RowsBetween& rows_between);
 
-  // The fixed exchange of static shapes: `capacity`-row slots, S per rank, in both directions.
-  void exchange_slots(const Tensor& send, Tensor& recv, std::int64_t capacity);
+  // The fixed exchange of static shapes: every rank sends the same share of `send` (its rows
+  // over the group size) to every rank; returns what arrived, in source order.
+  Tensor exchange_equal(const Tensor& send);
   // [source][slot][capacity] rows -> [slot][source][capacity]: the gather index.
   std::vector<std::int32_t> slot_major(std::int64_t capacity) const;
 

@@ -1,6 +1,7 @@
 #include "runtime/strict/strict_device.h"
 
 #include <cstring>
+#include <set>
 #include <utility>
 
 #include "runtime/error.h"
@@ -100,7 +101,7 @@ void StrictDevice::do_copy_async(Queue queue, void* dst, const void* src, std::s
 }
 
 Event StrictDevice::do_record_event(Queue queue) {
-  const std::uint64_t id = next_event_++;
+  const std::uint64_t id = 2 * next_event_++ + static_cast<std::uint64_t>(queue);  // the queue in the low bit
   pending_[static_cast<int>(queue)].push_back({.kind = Operation::Signal, .event = id});
   return {id};
 }
@@ -109,16 +110,14 @@ void StrictDevice::do_queue_wait(Queue queue, Event event) {
   if (event.id != 0) pending_[static_cast<int>(queue)].push_back({.kind = Operation::Wait, .event = event.id});
 }
 
-bool StrictDevice::do_query(Event event) { return event.id == 0 || completed_.count(event.id) != 0; }
+bool StrictDevice::do_query(Event event) {
+  // A queue signals its events in the order they were recorded.
+  return event.id == 0 || signalled_[event.id % 2] >= event.id;
+}
 
 void StrictDevice::do_host_wait(Event event) {
   if (do_query(event)) return;
-  for (Queue q : {Queue::Compute, Queue::Transfer}) {
-    for (const Operation& op : pending_[static_cast<int>(q)]) {
-      if (op.kind == Operation::Signal && op.event == event.id) return run(q, event.id);
-    }
-  }
-  MOERUN_THROW(DeviceError, "[strict device] host_wait on event {} that no queue will signal", event.id);
+  run(static_cast<Queue>(event.id % 2), event.id);
 }
 
 void StrictDevice::flush(Queue queue) { run(queue, 0); }
@@ -140,14 +139,11 @@ void StrictDevice::run(Queue queue, std::uint64_t until) {
         break;
       }
       case Operation::Signal:
-        completed_.insert(op.event);
+        signalled_[static_cast<int>(queue)] = op.event;
         if (op.event == until) return;
         break;
       case Operation::Wait:
-        if (!do_query({op.event})) {
-          const Queue other = queue == Queue::Compute ? Queue::Transfer : Queue::Compute;
-          run(other, op.event);
-        }
+        if (!do_query({op.event})) run(static_cast<Queue>(op.event % 2), op.event);
         break;
     }
   }

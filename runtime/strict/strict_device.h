@@ -15,7 +15,6 @@
 #pragma once
 
 #include <deque>
-#include <set>
 #include <string>
 #include <unordered_set>
 
@@ -70,7 +69,7 @@ class StrictDevice final : public CpuDevice {
   KernelTable strict_table_;
   std::deque<Operation> pending_[2];
   std::uint64_t next_event_ = 1;
-  std::set<std::uint64_t> completed_;
+  std::uint64_t signalled_[2] = {0, 0};  // per queue: the last event it signalled
   std::unordered_set<std::string> signatures_;
   int steps_ = 0;  // steps ended
   bool in_step_ = false;
