@@ -10,6 +10,7 @@
 #include <map>
 
 #include "mpi_test_util.h"
+#include "scripted_placements.h"
 #include "test_device.h"
 #include "train/trainer.h"
 
@@ -17,7 +18,7 @@ namespace moerun::test {
 namespace {
 
 constexpr std::int64_t kSteps = 12;
-constexpr int kExperts = 8;  // 2 per rank at ep 4: every policy has room to act
+constexpr int kExperts = kScriptedExperts;  // 2 per rank at ep 4: every policy has room to act
 
 Config tiny(std::int64_t ep, const std::string& policy, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> sets = tiny_training_overrides();
@@ -77,27 +78,8 @@ const AdaptiveRun& reference() {
   return r;
 }
 
-// Placements that move every expert (step 2), replicate expert 0 on every rank with uneven
-// shares (4), return to static (6), and mix two replicas with a lone expert (8).
 PlacementHook forced_placements(int p) {
-  return [p](std::int64_t step, const Trainer& t) -> std::optional<std::vector<Placement>> {
-    std::vector<std::vector<Replica>> reps(kExperts);
-    if (step == 2) {  // rotate: every expert to the next rank
-      for (int e = 0; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {{(e / (kExperts / p) + 1) % p, 1}};
-    } else if (step == 4) {  // expert 0 on every rank, with uneven shares; the rest as before
-      for (int r = 0; r < p; ++r) reps[0].push_back({r, r + 1});
-      for (int e = 1; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {t.placements()[0].replicas(e)[0]};
-    } else if (step == 6) {  // back to static, dropping the replicas
-      return std::vector<Placement>(t.placements().size(), Placement::contiguous(kExperts, p));
-    } else if (step == 8) {  // two replicas of expert 3, expert 1 alone on the last rank
-      for (int e = 0; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {{e % p, 1}};
-      reps[3] = {{0, 1}, {p - 1, 2}};
-      reps[1] = {{p - 1, 1}};
-    } else {
-      return std::nullopt;
-    }
-    return std::vector<Placement>(t.placements().size(), Placement(p, reps));
-  };
+  return [p](std::int64_t step, const Trainer& t) { return scripted_placements(step, t.placements(), p); };
 }
 
 void expect_forced_placements_keep_the_math(bool shard_optimizer) {

@@ -15,6 +15,7 @@
 
 #include "expect_error.h"
 #include "mpi_test_util.h"
+#include "scripted_placements.h"
 #include "runtime/device_registry.h"
 #include "runtime/error.h"
 #include "test_device.h"
@@ -22,8 +23,6 @@
 
 namespace moerun::test {
 namespace {
-
-constexpr int kExperts = 8;
 
 enum class Mode { Capacity, Blockwise };
 const char* name(Mode m) { return m == Mode::Capacity ? "capacity" : "blockwise"; }
@@ -53,27 +52,6 @@ struct ShapedRun : RunResult {
   int changes = 0;
 };
 
-// Every 2 steps a new placement: rotate every expert, replicate expert 0 everywhere with uneven
-// shares, back to contiguous, two replicas of one expert beside a lone one.
-std::optional<std::vector<Placement>> forced(std::int64_t step, const Trainer& t, int p) {
-  std::vector<std::vector<Replica>> reps(kExperts);
-  if (step == 2) {
-    for (int e = 0; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {{(e / (kExperts / p) + 1) % p, 1}};
-  } else if (step == 4) {
-    for (int r = 0; r < p; ++r) reps[0].push_back({r, r + 1});
-    for (int e = 1; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {t.placements()[0].replicas(e)[0]};
-  } else if (step == 6) {
-    return std::vector<Placement>(t.placements().size(), Placement::contiguous(kExperts, p));
-  } else if (step == 8) {
-    for (int e = 0; e < kExperts; ++e) reps[static_cast<std::size_t>(e)] = {{e % p, 1}};
-    reps[3] = {{0, 1}, {p - 1, 2}};
-    reps[1] = {{p - 1, 1}};
-  } else {
-    return std::nullopt;
-  }
-  return std::vector<Placement>(t.placements().size(), Placement(p, reps));
-}
-
 ShapedRun train(const Config& c, ProcessGroup& group, Device& dev, bool force_placements) {
   Trainer trainer(c, group, dev, "");
   ShapedRun r;
@@ -82,7 +60,7 @@ ShapedRun train(const Config& c, ProcessGroup& group, Device& dev, bool force_pl
     r.losses.push_back(s.loss);
     r.dropped.push_back(s.dropped_frac);
     if (force_placements && c.parallel.ep > 1) {
-      if (auto p = forced(step, trainer, static_cast<int>(c.parallel.ep))) {
+      if (auto p = scripted_placements(step, trainer.placements(), static_cast<int>(c.parallel.ep))) {
         trainer.apply_placements(*p);
         ++r.changes;
       }
@@ -163,7 +141,7 @@ TEST(StaticShapes, NoNewKernelShapeAfterTheFirstStepThroughRebalancingAndResume)
         trainer.train_step(step);
         if (step == 1) shapes_after_first = dev->shape_signatures();
         if (ep > 1) {
-          if (auto p = forced(step, trainer, static_cast<int>(ep))) {
+          if (auto p = scripted_placements(step, trainer.placements(), static_cast<int>(ep))) {
             trainer.apply_placements(*p);
             ++changes;
           }
