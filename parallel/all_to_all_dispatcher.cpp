@@ -129,16 +129,20 @@ void AllToAllDispatcher::exchange(const Tensor& send, std::span<const std::int64
                                   std::span<const std::int64_t> recv_rows, const RowsBetween& rows_between) {
   const auto start = Clock::now();
   const auto row_bytes = static_cast<std::int64_t>(send.dim(1) * dtype_size(send.dtype()));
+  const auto self = static_cast<std::size_t>(group_.rank());
+  const std::vector<std::int64_t> send_at = block_offsets(send_rows), recv_at = block_offsets(recv_rows);
   {
-    HostAccess send_host(send, HostAccess::Read);
-    HostAccess recv_host(recv, HostAccess::Write);
+    // The own block stays on the device: only the rows that cross ranks are staged.
+    auto own = [&](const std::vector<std::int64_t>& at, std::span<const std::int64_t> rows, bool end) {
+      return static_cast<std::size_t>((at[self] + (end ? rows[self] : 0)) * row_bytes);
+    };
+    HostAccess send_host(send, HostAccess::Read, own(send_at, send_rows, false), own(send_at, send_rows, true));
+    HostAccess recv_host(recv, HostAccess::Write, own(recv_at, recv_rows, false), own(recv_at, recv_rows, true));
     exchange_->exchange(std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(send_host.data()), send.bytes()),
                         send_rows, std::span<std::uint8_t>(static_cast<std::uint8_t*>(recv_host.data()), recv.bytes()),
                         recv_rows, row_bytes, rows_between, stats_);
   }
   // Rows for this rank's own experts never leave the device.
-  const auto self = static_cast<std::size_t>(group_.rank());
-  const std::vector<std::int64_t> send_at = block_offsets(send_rows), recv_at = block_offsets(recv_rows);
   Tensor own = recv.rows(recv_at[self], recv_at[self] + recv_rows[self]);
   own.copy_from(send.rows(send_at[self], send_at[self] + send_rows[self]));
   stats_.seconds += std::chrono::duration<double>(Clock::now() - start).count();

@@ -4,7 +4,18 @@
 
 namespace moerun {
 
-HostAccess::HostAccess(const Tensor& tensor, Mode mode) : tensor_(tensor), mode_(mode) {
+namespace {
+// The staged ranges of a tensor of `bytes`: all of it but [skip_begin, skip_end).
+template <class Fn>
+void for_each_staged(std::size_t bytes, std::size_t skip_begin, std::size_t skip_end, Fn&& fn) {
+  if (skip_end <= skip_begin) return fn(std::size_t{0}, bytes);
+  if (skip_begin > 0) fn(std::size_t{0}, skip_begin);
+  if (skip_end < bytes) fn(skip_end, bytes - skip_end);
+}
+}  // namespace
+
+HostAccess::HostAccess(const Tensor& tensor, Mode mode, std::size_t skip_begin, std::size_t skip_end)
+    : tensor_(tensor), mode_(mode), skip_begin_(skip_begin), skip_end_(skip_end) {
   if (tensor.bytes() == 0) return;
   if (tensor.device().host_accessible()) {
     data_ = const_cast<void*>(tensor.data());
@@ -17,7 +28,10 @@ HostAccess::HostAccess(const Tensor& tensor, Mode mode) : tensor_(tensor), mode_
   // MPI may read the staging buffer only when the copy's event has completed.
   Device& dev = tensor.device();
   dev.queue_wait(Queue::Transfer, dev.record_event(Queue::Compute));
-  dev.copy_device_to_host_async(Queue::Transfer, staging_.data(), tensor.data(), tensor.bytes());
+  const auto* src = static_cast<const char*>(tensor.data());
+  for_each_staged(tensor.bytes(), skip_begin_, skip_end_, [&](std::size_t at, std::size_t n) {
+    dev.copy_device_to_host_async(Queue::Transfer, staging_.data() + at, src + at, n);
+  });
   dev.host_wait(dev.record_event(Queue::Transfer));
 }
 
@@ -26,7 +40,10 @@ HostAccess::~HostAccess() {
   // Kernels after this point read the tensor only after the copy; the staging buffer is freed
   // only after the copy read it.
   Device& dev = tensor_.device();
-  dev.copy_host_to_device_async(Queue::Transfer, const_cast<void*>(tensor_.data()), staging_.data(), tensor_.bytes());
+  auto* dst = static_cast<char*>(const_cast<void*>(tensor_.data()));
+  for_each_staged(tensor_.bytes(), skip_begin_, skip_end_, [&](std::size_t at, std::size_t n) {
+    dev.copy_host_to_device_async(Queue::Transfer, dst + at, staging_.data() + at, n);
+  });
   const Event arrived = dev.record_event(Queue::Transfer);
   dev.queue_wait(Queue::Compute, arrived);
   dev.host_wait(arrived);

@@ -15,7 +15,9 @@ namespace moerun {
 class HostAccess {
  public:
   enum Mode { Read = 1, Write = 2, ReadWrite = 3 };
-  HostAccess(const Tensor& tensor, Mode mode);
+  // Bytes [skip_begin, skip_end) are neither staged nor written back (a rank's own block of an
+  // exchange, which stays on the device); the staging buffer holds garbage there.
+  HostAccess(const Tensor& tensor, Mode mode, std::size_t skip_begin = 0, std::size_t skip_end = 0);
   ~HostAccess();  // copies staged data back to the device for Write modes
   HostAccess(const HostAccess&) = delete;
   HostAccess& operator=(const HostAccess&) = delete;
@@ -26,6 +28,7 @@ class HostAccess {
  private:
   const Tensor& tensor_;
   Mode mode_;
+  std::size_t skip_begin_, skip_end_;
   void* data_ = nullptr;
   std::vector<char> staging_;
 };

@@ -42,7 +42,9 @@ void check_one_round_trip(const Placement& placement, int ranks_per_node, DType 
   const auto n = static_cast<std::int64_t>(rows.size() / 4);
   Tensor input = Tensor::from_host(dev, {n, 4}, rows, dtype);
   const DispatchPlan plan = dispatcher.plan(per_expert);
+  (void)dev->take_transfer_stats();
   Tensor received = dispatcher.dispatch(plan, input);
+  const std::int64_t staged_out = dev->take_transfer_stats().device_to_host_bytes;
   // Expected: for each local expert (ascending), for each source rank, the chunk of its rows
   // that the placement sends here, in order.
   std::vector<float> expected;
@@ -61,7 +63,9 @@ void check_one_round_trip(const Placement& placement, int ranks_per_node, DType 
   EXPECT_EQ(plan.recv_per_local_expert, per_local);
   EXPECT_EQ(received.to_host(), expected);
   // Combine returns every row to where it came from.
+  (void)dev->take_transfer_stats();  // not the reads above
   Tensor back = dispatcher.combine(plan, received);
+  const std::int64_t staged_back = dev->take_transfer_stats().device_to_host_bytes;
   EXPECT_EQ(back.to_host(), rows);
   // Sent bytes: rows for experts on other ranks, both ways.
   std::int64_t crossing = 0, returning = 0;
@@ -78,6 +82,12 @@ void check_one_round_trip(const Placement& placement, int ranks_per_node, DType 
   if (ranks_per_node > 0) return;  // relayed rows are sent more than once
   EXPECT_EQ(stats.rows_sent, crossing + returning);
   EXPECT_EQ(stats.bytes_sent, (crossing + returning) * 4 * static_cast<std::int64_t>(dtype_size(dtype)));
+  // The staging path moves exactly the exchanged bytes (the own block stays on the device); a
+  // host-accessible device hands MPI its memory and stages nothing.
+  const std::int64_t row_bytes = 4 * static_cast<std::int64_t>(dtype_size(dtype));
+  EXPECT_EQ(staged_out, dev->host_accessible() ? 0 : crossing * row_bytes) << "dispatch";
+  EXPECT_EQ(staged_back, dev->host_accessible() ? 0 : returning * row_bytes) << "combine";
+  EXPECT_EQ(staged_out + staged_back, dev->host_accessible() ? 0 : stats.bytes_sent);
 }
 
 // Flat, then hierarchical with one rank per node (every rank is its node's leader) and with
