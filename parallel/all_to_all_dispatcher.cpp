@@ -201,27 +201,7 @@ BlockRoute AllToAllDispatcher::plan_blocks(const BlockLayout& layout, std::int64
   std::vector<std::int64_t> received(sent.size(), -1);
   const std::vector<std::int64_t> sizes(static_cast<std::size_t>(p), n);
   group_.all_to_all_v(sent, sizes, block_offsets(sizes), received, sizes, block_offsets(sizes));
-  // Active blocks by local expert (source by source), then the unused places: a permutation.
-  BlockRoute route;
-  route.rows_per_local_expert.assign(static_cast<std::size_t>(l), 0);
-  route.order.reserve(received.size() * static_cast<std::size_t>(block));
-  auto take = [&](std::size_t place) {
-    for (std::int64_t c = 0; c < block; ++c) route.order.push_back(static_cast<std::int32_t>(std::int64_t(place) * block + c));
-  };
-  for (std::int64_t j = 0; j < l; ++j)
-    for (std::size_t place = 0; place < received.size(); ++place)
-      if (received[place] == j) {
-        take(place);
-        route.rows_per_local_expert[static_cast<std::size_t>(j)] += block;
-        ++route.active_blocks;
-      }
-  // The unused places run as blocks of the last local expert (zeros in, zeros out), so that
-  // every step runs the same number of block matmuls.
-  for (std::size_t place = 0; place < received.size(); ++place)
-    if (received[place] < 0) {
-      take(place);
-      if (l > 0) route.rows_per_local_expert.back() += block;
-    }
+  BlockRoute route = group_blocks(received, l, block);  // by local expert, source by source
   stats_.seconds += std::chrono::duration<double>(Clock::now() - start).count();
   return route;
 }

@@ -130,10 +130,17 @@ class TokenDispatcher {
   virtual Tensor combine_blocks(const BlockRoute& route, const Tensor& rows) = 0;
 
  private:
-  // Each ep rank's experts, ascending (an expert's slot is its position); a ConfigError when
-  // a rank holds more than slots_per_rank().
-  std::vector<std::vector<int>> hosted_experts() const;
+  // fn(expert, its kept copies, destination rank, the expert's slot there, copies to it) for
+  // every non-empty share of this rank's copies, experts ascending, then ranks (the
+  // placement's split). A ConfigError when a rank holds more experts than slots_per_rank().
+  template <class Fn>
+  void for_each_share(std::span<const std::int64_t> kept_per_expert, Fn&& fn) const;
 };
+
+// Received blocks by their labels (the local expert, -1 unused): the order that groups them by
+// local expert (in place order within one), the unused places last, counted as the last
+// expert's padding. Both dispatchers' plan_blocks use it.
+BlockRoute group_blocks(std::span<const std::int64_t> labels, std::int64_t local_experts, std::int64_t block);
 
 class LocalTokenDispatcher final : public TokenDispatcher {
  public:
