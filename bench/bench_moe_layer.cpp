@@ -88,7 +88,8 @@ int main(int argc, char** argv) {
   CpuDevice dev;
   ParameterStore params(dev, 1, config.init_std, dtype);
   AllToAllDispatcher dispatcher(*world, Placement::contiguous(static_cast<int>(config.experts), p));
-  MoeLayer layer(params, config, 0, dispatcher);
+  Readout readout(dev);  // the layer adds its counts and losses there; this benchmark does not read them
+  MoeLayer layer(params, config, 0, dispatcher, readout);
   std::vector<Parameter*> ordered = params.all();
   std::reverse(ordered.begin(), ordered.end());
   LocalGroup alone;  // ep = world: each expert has one copy, nothing to sum for experts

@@ -3,16 +3,16 @@
 under mpirun in both static modes beside their dynamic counterparts (capacity mode against
 dynamic with the same capacity factor; blockwise dropless against dynamic dropless) and report
 step time, the token exchange's bytes, the expert rows computed (padding included) against the
-copies the experts keep, the blocks used against the worst case, and the device->host copies
-per step. Python standard library only.
+copies the experts keep, the blocks used against the worst case, and the host's reads of device
+values per step (synchronous device->host copies). Python standard library only.
 
   bench/static_shapes_study.py [--np 2] [--steps 12] [--zipf 0 0.8 1.2] [--capacity 1.25]
                                [--block 128] [--out runs/static_shapes]
 
 Expert rows under static shapes: capacity mode computes C = ceil(capacity x tokens x top_k /
-experts) rows per expert slot and source micro-batch; blockwise computes every block place
-(ep x worst-case blocks x block rows per rank and micro-batch; the unused places run as padding
-on this backend). Dynamic shapes compute the kept copies only. Step times are medians over
+experts) rows per expert slot and source micro-batch; blockwise computes the block places that
+hold copies (block rows each; the block matmuls skip unused places by their labels). Dynamic
+shapes compute the kept copies only. Step times are medians over
 steps 3.. (steps 1 and 2 warm caches); on an oversubscribed machine they mean nothing.
 """
 import argparse
@@ -53,8 +53,8 @@ def run(args, zipf, mode):
     capacity = math.ceil(args.capacity * TOKENS * TOP_K / EXPERTS)
     if mode == "static":
         computed = LAYERS * MICRO_BATCHES * EXPERTS * capacity
-    elif mode == "blockwise":  # every place of every rank's send buffers, summed over the world
-        computed = args.np * statistics.mean(s["blocks"]["worst_case"] for s in timed) * args.block
+    elif mode == "blockwise":  # the used block places of every rank's send buffers, summed over the world
+        computed = args.np * statistics.mean(s["blocks"]["active"] for s in timed) * args.block
     else:
         computed = kept
     blocks = (f"{statistics.mean(s['blocks']['active'] for s in timed):.0f} / "
@@ -63,7 +63,7 @@ def run(args, zipf, mode):
             "a2a_mb": statistics.mean(s["a2a_bytes"] for s in timed) / 1e6,
             "kept": kept, "computed": computed,
             "dropped": statistics.mean(s["dropped_frac"] for s in timed),
-            "to_host": statistics.mean(s["device"]["to_host_copies"] for s in timed)}
+            "reads": statistics.mean(s["device"]["host_reads"] for s in timed)}
 
 
 def main():
@@ -77,7 +77,7 @@ def main():
     p.add_argument("--moerun", default=os.path.join(ROOT, "build", "release", "bin", "moerun"))
     args = p.parse_args()
     print("| zipf | shapes | step ms | vs dynamic | a2a MB/step (rank 0) | expert rows / kept copies | dropped "
-          "| blocks used / worst case (rank 0) | device->host copies/step |")
+          "| blocks used / worst case (rank 0) | host reads/step |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for zipf in args.zipf:
         for baseline, static in (("dynamic", "static"), ("dropless", "blockwise")):
@@ -85,7 +85,7 @@ def main():
             for mode in (baseline, static):
                 r = base if mode == baseline else run(args, zipf, mode)
                 print(f"| {zipf:g} | {mode} | {r['step_ms']:.0f} | {r['step_ms'] / base['step_ms']:.2f}x | {r['a2a_mb']:.1f} "
-                      f"| {r['computed'] / r['kept']:.2f} | {100 * r['dropped']:.1f}% | {r['blocks']} | {r['to_host']:.0f} |",
+                      f"| {r['computed'] / r['kept']:.2f} | {100 * r['dropped']:.1f}% | {r['blocks']} | {r['reads']:.0f} |",
                       flush=True)
 
 if __name__ == "__main__":

@@ -48,18 +48,39 @@ void sum_rows(const SumRowsArgs& p) {
   table.sum_rows(p);
 }
 
-double sum_squares(const Tensor& x) {
-  const auto [table, device] = detail::table_for("sum_squares", {&x});
-  detail::check_dtype("sum_squares", "x", x, DType::F32);
+namespace {
+// A reduction into a fresh device scalar.
+Tensor read_one(Device& device, void (*reduce)(const ReduceArgs&), const Tensor& x) {
+  Tensor out(device, {1});
+  reduce({.x = &x, .out = &out});
+  return out;
+}
+}  // namespace
+
+void sum_squares(const ReduceArgs& p) {
+  const auto [table, device] = detail::table_for("sum_squares", {p.x, p.out});
+  detail::check_present("sum_squares", "x", p.x);
+  check_f32("sum_squares", "x", p.x, p.x->shape());
+  check_f32("sum_squares", "out", p.out, {1});
   const ScopedKernelTimer timer(device, "sum_squares");
-  return table.sum_squares(x);
+  table.sum_squares(p);
 }
 
-std::int64_t count_nonfinite(const Tensor& x) {
-  const auto [table, device] = detail::table_for("count_nonfinite", {&x});
-  detail::check_dtype("count_nonfinite", "x", x, DType::F32);
+void count_nonfinite(const ReduceArgs& p) {
+  const auto [table, device] = detail::table_for("count_nonfinite", {p.x, p.out});
+  detail::check_present("count_nonfinite", "x", p.x);
+  check_f32("count_nonfinite", "x", p.x, p.x->shape());
+  check_f32("count_nonfinite", "out", p.out, {1});
   const ScopedKernelTimer timer(device, "count_nonfinite");
-  return table.count_nonfinite(x);
+  table.count_nonfinite(p);
+}
+
+double read_sum_squares(const Tensor& x) {
+  return double(read_one(x.device(), &sum_squares, x).to_host().front());
+}
+
+std::int64_t read_count_nonfinite(const Tensor& x) {
+  return static_cast<std::int64_t>(read_one(x.device(), &count_nonfinite, x).to_host().front());
 }
 
 void convert(const Tensor& src, Tensor& dst) {

@@ -17,13 +17,14 @@ void check_common(std::string_view k, const CrossEntropyArgs& p) {
 }
 }  // namespace
 
-CrossEntropyResult cross_entropy_forward(const CrossEntropyArgs& p) {
+void cross_entropy_forward(const CrossEntropyArgs& p) {
   constexpr std::string_view k = "cross_entropy_forward";
-  const auto [table, device] = detail::table_for(k, {p.logits, p.labels, p.probs});
+  const auto [table, device] = detail::table_for(k, {p.logits, p.labels, p.probs, p.loss});
   check_common(k, p);
   check_f32(k, "logits", p.logits, p.probs->shape());
+  check_f32(k, "loss", p.loss, {2});
   const ScopedKernelTimer timer(device, "cross_entropy_forward");
-  return table.cross_entropy_forward(p);
+  table.cross_entropy_forward(p);
 }
 
 void cross_entropy_backward(const CrossEntropyArgs& p) {

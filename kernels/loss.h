@@ -5,7 +5,7 @@
 
 namespace moerun::kernels {
 
-CrossEntropyResult cross_entropy_forward(const CrossEntropyArgs& args);
+void cross_entropy_forward(const CrossEntropyArgs& args);
 void cross_entropy_backward(const CrossEntropyArgs& args);
 
 }  // namespace moerun::kernels

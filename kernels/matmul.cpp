@@ -66,6 +66,61 @@ void grouped_matmul(const GroupedMatmulArgs& args) {
   table.grouped_matmul(args);
 }
 
+namespace {
+// The blockwise kernels' shared checks: labels i32 [blocks, 1], x [blocks x block, k]; returns k.
+std::int64_t check_blocks(std::string_view kernel, const BlockMatmulArgs& p) {
+  check_present(kernel, "labels", p.labels);
+  check_dtype(kernel, "labels", *p.labels, DType::I32);
+  check_rank(kernel, "labels", *p.labels, 2);
+  detail::check_shape(kernel, "labels", *p.labels, {p.labels->dim(0), 1});
+  MOERUN_CHECK(p.block > 0, KernelError, "[{}] block must be positive, got {}", kernel, p.block);
+  check_present(kernel, "x", p.x);
+  check_rank(kernel, "x", *p.x, 2);
+  MOERUN_CHECK(p.x->dim(0) == p.labels->dim(0) * p.block, KernelError, "[{}] x has {} rows but {} blocks of {} need {}",
+               kernel, p.x->dim(0), p.labels->dim(0), p.block, p.labels->dim(0) * p.block);
+  detail::check_float(kernel, "x", p.x, p.x->shape());
+  return p.x->dim(1);
+}
+}  // namespace
+
+void block_matmul(const BlockMatmulArgs& p) {
+  constexpr std::string_view k = "block_matmul";
+  const auto [table, device] = detail::table_for(k, {p.labels, p.x, p.out});
+  const std::int64_t inner = check_blocks(k, p);
+  MOERUN_CHECK(!p.weights.empty(), KernelError, "[block_matmul] no weights");
+  const Tensor& w0 = *p.weights.front();
+  for (const Tensor* w : p.weights) {
+    detail::table_for(k, {p.x, w});
+    check_present(k, "weights", w);
+    MOERUN_CHECK(w->shape() == w0.shape() && w->dtype() == w0.dtype(), KernelError,
+                 "[block_matmul] weights differ: {} and {}", shape_string(w0.shape()), shape_string(w->shape()));
+  }
+  detail::check_float(k, "weights", &w0, w0.shape());
+  check_rank(k, "weights", w0, 2);
+  const Shape op_w = op_shape(w0, p.transpose_weights);
+  MOERUN_CHECK(op_w[0] == inner, KernelError, "[block_matmul] x has {} columns but op(weight) is {}", inner,
+               shape_string(op_w));
+  detail::check_float(k, "out", p.out, {p.x->dim(0), op_w[1]});
+  const ScopedKernelTimer timer(device, "block_matmul");
+  table.block_matmul(p);
+}
+
+void block_weight_grad(const BlockMatmulArgs& p) {
+  constexpr std::string_view k = "block_weight_grad";
+  const auto [table, device] = detail::table_for(k, {p.labels, p.x, p.dy});
+  const std::int64_t inner = check_blocks(k, p);
+  check_present(k, "dy", p.dy);
+  check_rank(k, "dy", *p.dy, 2);
+  detail::check_float(k, "dy", p.dy, {p.x->dim(0), p.dy->dim(1)});
+  MOERUN_CHECK(!p.grads.empty(), KernelError, "[block_weight_grad] no gradients");
+  for (Tensor* g : p.grads) {
+    detail::table_for(k, {p.x, g});
+    detail::check_f32(k, "grads", g, {inner, p.dy->dim(1)});
+  }
+  const ScopedKernelTimer timer(device, "block_weight_grad");
+  table.block_weight_grad(p);
+}
+
 void linear_backward(const Tensor& a, const Tensor& w, const Tensor& dc, const LinearGrads& grads) {
   if (grads.da != nullptr) matmul({.a = &dc, .b = &w, .c = grads.da, .transpose_b = true});
   if (grads.dw != nullptr) matmul({.a = &a, .b = &dc, .c = grads.dw, .transpose_a = true, .accumulate = grads.accumulate});

@@ -1,5 +1,6 @@
-// Matrix products through the device: plain (optional transposes, bias, accumulate) and
-// grouped (one call for many a's of different row counts, as experts see).
+// Matrix products through the device: plain (optional transposes, bias, accumulate), grouped
+// (one call for many a's of different row counts, as experts see) and blockwise (blocks of
+// one shape, each with the FFN its device-side label names: BlockMatmulArgs).
 // The backward of c = a b + bias is three matmul calls; matmul_backward does them.
 #pragma once
 
@@ -9,6 +10,8 @@ namespace moerun::kernels {
 
 void matmul(const MatmulArgs& args);
 void grouped_matmul(const GroupedMatmulArgs& args);
+void block_matmul(const BlockMatmulArgs& args);
+void block_weight_grad(const BlockMatmulArgs& args);
 
 // For c[m, n] = a[m, k] w[k, n] + bias: da = dc w^T, dw (+)= a^T dc, dbias (+)= sum_rows(dc).
 // Any output may be null; accumulate adds the weight and bias gradients into dw, dbias

@@ -24,7 +24,7 @@ void adamw_update(const AdamWArgs& p) {
 
 double global_norm(const std::vector<const Tensor*>& tensors) {
   double total = 0.0;
-  for (const Tensor* t : tensors) total += sum_squares(*t);
+  for (const Tensor* t : tensors) total += read_sum_squares(*t);
   return std::sqrt(total);
 }
 

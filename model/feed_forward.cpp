@@ -1,6 +1,5 @@
 #include "model/feed_forward.h"
 
-#include <deque>
 #include <numeric>
 
 #include "kernels/activation.h"
@@ -41,6 +40,10 @@ FeedForwardSet::FeedForwardSet(ParameterStore& params, const ModelConfig& config
 
 std::vector<Tensor> FeedForwardSet::split(const Tensor& t) const {
   std::vector<Tensor> parts;
+  if (labels_ != nullptr) {
+    parts.push_back(t.view());
+    return parts;
+  }
   std::int64_t row = 0;
   for (std::int64_t c : counts_) {
     parts.push_back(t.rows(row, row + c));
@@ -51,41 +54,34 @@ std::vector<Tensor> FeedForwardSet::split(const Tensor& t) const {
 
 void FeedForwardSet::apply_weights(const std::vector<Tensor>& a, Parameter* Weights::*w, std::vector<Tensor>& out,
                                    bool transpose_w, bool accumulate) {
-  GroupedMatmulArgs args;
-  std::deque<Tensor> views;  // the blocks' row views, alive until the call
-  for (std::size_t i = 0; i < experts_.size(); ++i) {
-    const Tensor& weight = (experts_[i].*w)->compute();
-    for_each_block(a[i], out[i], views, [&](const Tensor& ai, Tensor& oi) {
-      args.groups.push_back({.a = &ai, .b = &weight, .c = &oi, .transpose_b = transpose_w, .accumulate = accumulate});
-    });
+  if (labels_ != nullptr) {
+    if (experts_.empty()) return;  // every place unused: out stays zero
+    BlockMatmulArgs args{.labels = labels_, .block = block_, .x = &a[0], .transpose_weights = transpose_w,
+                         .out = &out[0], .accumulate = accumulate};
+    for (const Weights& e : experts_) args.weights.push_back(&(e.*w)->compute());
+    kernels::block_matmul(args);
+    return;
   }
+  GroupedMatmulArgs args;
+  for (std::size_t i = 0; i < experts_.size(); ++i)
+    args.groups.push_back({.a = &a[i], .b = &(experts_[i].*w)->compute(), .c = &out[i], .transpose_b = transpose_w,
+                           .accumulate = accumulate});
   kernels::grouped_matmul(args);
 }
 
 void FeedForwardSet::accumulate_weight_grad(const std::vector<Tensor>& a, const std::vector<Tensor>& b,
                                             Parameter* Weights::*w) {
-  GroupedMatmulArgs args;
-  std::deque<Tensor> views;
-  for (std::size_t i = 0; i < experts_.size(); ++i) {
-    Tensor& grad = (experts_[i].*w)->grad;
-    for_each_block(a[i], b[i], views, [&](const Tensor& ai, Tensor& bi) {
-      args.groups.push_back({.a = &ai, .b = &bi, .c = &grad, .transpose_a = true, .accumulate = true});
-    });
-  }
-  kernels::grouped_matmul(args);
-}
-
-template <class Fn>
-void FeedForwardSet::for_each_block(const Tensor& a, const Tensor& b, std::deque<Tensor>& views, Fn&& fn) const {
-  if (block_rows_ == 0) {
-    fn(a, const_cast<Tensor&>(b));
+  if (labels_ != nullptr) {
+    if (experts_.empty()) return;
+    BlockMatmulArgs args{.labels = labels_, .block = block_, .x = &a[0], .dy = &b[0]};
+    for (const Weights& e : experts_) args.grads.push_back(&(e.*w)->grad);
+    kernels::block_weight_grad(args);
     return;
   }
-  for (std::int64_t r = 0; r < a.dim(0); r += block_rows_) {
-    const Tensor& ai = views.emplace_back(a.rows(r, r + block_rows_));
-    Tensor& bi = views.emplace_back(b.rows(r, r + block_rows_));
-    fn(ai, bi);
-  }
+  GroupedMatmulArgs args;
+  for (std::size_t i = 0; i < experts_.size(); ++i)
+    args.groups.push_back({.a = &a[i], .b = &b[i], .c = &(experts_[i].*w)->grad, .transpose_a = true, .accumulate = true});
+  kernels::grouped_matmul(args);
 }
 
 Tensor FeedForwardSet::rows_buffer(Device& dev, std::int64_t rows, std::int64_t cols, DType dtype) const {
@@ -115,13 +111,27 @@ void FeedForwardSet::release() {
 Tensor FeedForwardSet::forward(const Tensor& x, std::span<const std::int64_t> counts) {
   MOERUN_CHECK(counts.size() == experts_.size(), RuntimeError, "[feed_forward] {} row counts for {} FFNs",
                counts.size(), experts_.size());
-  Device& dev = x.device();
   counts_.assign(counts.begin(), counts.end());
+  labels_ = nullptr;
+  const std::int64_t counted = std::accumulate(counts_.begin(), counts_.end(), std::int64_t{0});
+  MOERUN_CHECK(counted <= x.dim(0), RuntimeError, "[feed_forward] row counts add up to {} but x has {} rows", counted,
+               x.dim(0));
+  padded_ = counted < x.dim(0);
+  return run_forward(x);
+}
+
+Tensor FeedForwardSet::forward_blocks(const Tensor& x, const Tensor& labels, std::int64_t block) {
+  counts_.clear();
+  labels_ = &labels;
+  block_ = block;
+  padded_ = experts_.empty();  // otherwise block_matmul zeroes the unused places itself
+  return run_forward(x);
+}
+
+Tensor FeedForwardSet::run_forward(const Tensor& x) {
+  Device& dev = x.device();
   x_ = &x;
   const std::int64_t rows = x.dim(0), ff = d_ff_;
-  const std::int64_t counted = std::accumulate(counts_.begin(), counts_.end(), std::int64_t{0});
-  MOERUN_CHECK(counted <= rows, RuntimeError, "[feed_forward] row counts add up to {} but x has {} rows", counted, rows);
-  padded_ = counted < rows;
   compute_hidden(split(x));
   Tensor act(dev, {rows, ff}, x.dtype());
   if (config_.expert_type == ExpertType::SwiGlu) {

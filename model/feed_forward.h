@@ -8,7 +8,6 @@
 // the weights' compute copies and accumulate weight gradients in fp32.
 #pragma once
 
-#include <deque>
 #include <span>
 #include <vector>
 
@@ -34,11 +33,13 @@ class FeedForwardSet {
   // every per-row kernel still covers them, so shapes do not change with the expert count, and
   // their outputs and gradients are zero.
   Tensor forward(const Tensor& x, std::span<const std::int64_t> counts);
+  // Blockwise static shapes: x [blocks x block, d] in blocks of `block` rows, block i for the
+  // labels[i]-th FFN (i32 [blocks, 1] on the device, -1: an unused place, whose rows come out
+  // zero). Every matmul is one block_matmul: no shape depends on the routing, and the host
+  // never reads the labels. x and labels stay alive until backward.
+  Tensor forward_blocks(const Tensor& x, const Tensor& labels, std::int64_t block);
   Tensor backward(const Tensor& dy);  // returns dx [rows, d]; accumulates weight gradients
   std::size_t size() const { return experts_.size(); }
-  // Blockwise static shapes: every matmul runs on blocks of `rows` rows (each expert's count
-  // is a multiple of it), so that no matmul shape depends on the routing. 0 = whole groups.
-  void set_block_rows(std::int64_t rows) { block_rows_ = rows; }
   // train.recompute = moe: forward drops x W1 (and x W3); backward recomputes them.
   void set_recompute_hidden(bool on) { recompute_hidden_ = on; }
   // Forgets what forward saved (train.recompute = full runs forward again before backward).
@@ -50,7 +51,9 @@ class FeedForwardSet {
     Parameter* w3;  // [d, ff], SwiGLU only
     Parameter* w2;  // [ff, d]
   };
-  // Group views of `t` by the saved counts.
+  // forward() and forward_blocks() after their setup.
+  Tensor run_forward(const Tensor& x);
+  // Group views of `t` by the saved counts (blockwise: t whole).
   std::vector<Tensor> split(const Tensor& t) const;
   // out_i (+)= a_i op(w_i) for every expert i, w_i one of its weight matrices.
   void apply_weights(const std::vector<Tensor>& a, Parameter* Weights::*w, std::vector<Tensor>& out, bool transpose_w,
@@ -64,16 +67,13 @@ class FeedForwardSet {
   std::int64_t d_ff_;
   std::vector<Weights> experts_;
   bool recompute_hidden_ = false;
-  // fn(a block of a, the same rows of b) for each block of block_rows_ rows (or the whole
-  // tensors when 0); the views live in `views` until the caller's kernel call.
-  template <class Fn>
-  void for_each_block(const Tensor& a, const Tensor& b, std::deque<Tensor>& views, Fn&& fn) const;
   // A [rows, cols] buffer: zeroed when the input has padding rows that no matmul writes.
   Tensor rows_buffer(Device& dev, std::int64_t rows, std::int64_t cols, DType dtype) const;
 
   std::vector<std::int64_t> counts_;
   bool padded_ = false;
-  std::int64_t block_rows_ = 0;
+  const Tensor* labels_ = nullptr;  // blockwise: each block's FFN (null: grouped by counts_)
+  std::int64_t block_ = 0;
   const Tensor* x_ = nullptr;
   Tensor pre_;  // [rows, ff]: x W1
   Tensor up_;   // [rows, ff]: x W3 (SwiGLU)

@@ -2,6 +2,7 @@
 
 #include "model/param_names.h"
 
+#include <algorithm>
 #include <chrono>
 #include <numeric>
 
@@ -9,23 +10,28 @@
 #include "kernels/index.h"
 #include "kernels/matmul.h"
 #include "kernels/quantize.h"
+#include "kernels/routing.h"
 #include "runtime/error.h"
 #include "runtime/trace.h"
 
 namespace moerun {
 
-MoeLayer::MoeLayer(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher)
+MoeLayer::MoeLayer(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher,
+                   Readout& readout)
     : config_(config),
       layer_(layer),
       dispatcher_(dispatcher),
       router_(make_router(config.router, params, config, layer)),
       experts_(std::make_unique<FeedForwardSet>(params, config, expert_prefix(layer), dispatcher.local_experts(),
-                                                ParamKind::Expert, layer)) {
+                                                ParamKind::Expert, layer)),
+      readout_(readout),
+      counts_slot_(readout.reserve(2 * config.experts)),
+      losses_slot_(readout.reserve(2)),
+      blocks_slot_(readout.reserve(1)) {
   if (config.shared_experts > 0) {  // dense parameters: every rank holds and computes them
     shared_ = std::make_unique<FeedForwardSet>(params, config, block_prefix(layer) + ".moe.shared", std::vector<int>{0},
                                                ParamKind::Dense, layer, true, config.shared_width());
   }
-  if (config.blockwise()) experts_->set_block_rows(config.block_size);
   MOERUN_CHECK(dispatcher.num_experts() == config.experts, RuntimeError,
                "[moe layer {}] the dispatcher routes to {} experts but the model has {}", layer, dispatcher.num_experts(),
                config.experts);
@@ -35,7 +41,6 @@ void MoeLayer::attach_local_experts(ParameterStore& params) {
   experts_ = std::make_unique<FeedForwardSet>(params, config_, expert_prefix(layer_), dispatcher_.local_experts(),
                                               ParamKind::Expert, layer_, /*create=*/false);
   experts_->set_recompute_hidden(recompute_experts_);
-  if (config_.blockwise()) experts_->set_block_rows(config_.block_size);
 }
 
 void MoeLayer::set_recompute_experts(bool on) {
@@ -48,58 +53,100 @@ void MoeLayer::release() {
   experts_->release();
   if (shared_) shared_->release();
   router_->release();
-  for (Tensor* t : {&token_of_row_, &gate_of_row_, &row_gates_, &routed_, &expert_in_, &expert_out_, &routed_out_})
+  for (Tensor* t : {&token_of_row_, &gate_of_row_, &row_gates_, &routed_, &expert_in_, &expert_out_, &routed_out_,
+                    &send_labels_, &recv_labels_})
     *t = Tensor();
-  routed_by_ = nullptr;
 }
 
-void MoeLayer::lay_out_rows(Device& dev, const RoutingPlan& routing, std::int64_t tokens) {
-  if (!config_.static_shapes()) {  // the kept copies, sorted by expert: as many rows as copies
-    token_of_row_ = Tensor::from_host(dev, {routing.kept()}, routing.token_of_copy);
-    gate_of_row_ = Tensor::from_host(dev, {routing.kept()}, routing.slot_of_copy);
-    return;
-  }
-  // Static: the send buffer's fixed slots or blocks, padding rows -1 (docs/device.md).
-  std::vector<std::int32_t> at;
-  std::int64_t rows = 0;
+void MoeLayer::lay_out_rows(const Tensor& index) {
+  Device& dev = index.device();
+  const std::int64_t tokens = index.dim(0), experts = config_.experts, copies = tokens * config_.top_k;
   const std::int64_t ep = dispatcher_.placement().ep_size();
-  if (config_.blockwise()) {
-    const std::int64_t b = config_.block_size;
-    blocks_ = dispatcher_.static_send_blocks(routing.kept_per_expert, b,
-                                             dispatcher_.worst_case_blocks(tokens * config_.top_k, b));
-    at = blocks_.row_of_copy;
-    rows = ep * blocks_.blocks * b;
-  } else {
-    capacity_ = config_.capacity(tokens);
-    at = dispatcher_.static_send_rows(routing.kept_per_expert, capacity_);
-    rows = ep * dispatcher_.slots_per_rank() * capacity_;
+  Tensor counts(dev, {2, experts});
+  Tensor blocks_used;
+  DispatchLayoutArgs layout{.index = &index, .capacity = config_.capacity(tokens), .counts = &counts};
+  std::int64_t rows = copies;  // dynamic: the kept copies sorted by expert, then unused rows
+  if (config_.static_shapes()) {  // the send buffer's fixed slots or blocks (docs/device.md)
+    const SlotTable& table = dispatcher_.slot_table(dev);
+    layout.split = &table.split;
+    layout.slot_of = &table.slot_of;
+    if (config_.blockwise()) {
+      layout.block = config_.block_size;
+      layout.blocks = dispatcher_.worst_case_blocks(copies, layout.block);
+      send_labels_ = Tensor(dev, {ep * layout.blocks, 1}, DType::I32);
+      layout.labels = &send_labels_;
+      rows = ep * layout.blocks * layout.block;
+      if (!recomputing_) {
+        blocks_used = readout_.slots(blocks_slot_, 1);
+        layout.blocks_used = &blocks_used;
+        host_stats_.blocks_worst_case += ep * layout.blocks;
+      }
+    } else {
+      capacity_ = layout.capacity;
+      layout.slots = dispatcher_.slots_per_rank();
+      rows = ep * layout.slots * capacity_;
+    }
   }
-  std::vector<std::int32_t> token(static_cast<std::size_t>(rows), -1), gate(static_cast<std::size_t>(rows), -1);
-  for (std::size_t i = 0; i < at.size(); ++i) {
-    token[static_cast<std::size_t>(at[i])] = routing.token_of_copy[i];
-    gate[static_cast<std::size_t>(at[i])] = routing.slot_of_copy[i];
+  token_of_row_ = Tensor(dev, {rows}, DType::I32);
+  gate_of_row_ = Tensor(dev, {rows}, DType::I32);
+  layout.token_of_row = &token_of_row_;
+  layout.gate_of_row = &gate_of_row_;
+  kernels::dispatch_layout(layout);
+  if (!recomputing_) {  // read at the step's end
+    Tensor step_counts = readout_.slots(counts_slot_, 2 * experts);
+    const Tensor counts_flat = counts.reshaped({2 * experts});
+    kernels::axpy({.alpha = 1.0f, .x = &counts_flat, .y = &step_counts});
   }
-  token_of_row_ = Tensor::from_host(dev, {rows}, token);
-  gate_of_row_ = Tensor::from_host(dev, {rows}, gate);
+  if (!config_.static_shapes()) plan_dynamic_exchange(counts);
+}
+
+void MoeLayer::plan_dynamic_exchange(const Tensor& counts) {
+  // Dynamic shapes size the exchange from the kept counts: read on the host.
+  const std::vector<float> host = counts.to_host();  // [routed per expert, kept per expert]
+  std::vector<std::int64_t> kept(host.begin() + config_.experts, host.end());
+  dispatch_ = dispatcher_.plan(kept);
+  const std::int64_t total = std::accumulate(kept.begin(), kept.end(), std::int64_t{0});
+  for (Tensor* t : {&token_of_row_, &gate_of_row_}) {  // as many rows as kept copies
+    Tensor used(t->device(), {total}, DType::I32);
+    used.copy_from(t->rows(0, total));
+    *t = std::move(used);
+  }
+}
+
+MoeStats MoeLayer::stats() const {
+  MoeStats s = host_stats_;
+  const std::size_t experts = static_cast<std::size_t>(config_.experts);
+  s.assigned_per_expert.resize(experts);
+  s.kept_per_expert.resize(experts);
+  s.dropped = 0;
+  for (std::size_t e = 0; e < experts; ++e) {
+    s.assigned_per_expert[e] = static_cast<std::int64_t>(readout_.value(counts_slot_ + std::int64_t(e)));
+    s.kept_per_expert[e] = static_cast<std::int64_t>(readout_.value(counts_slot_ + config_.experts + std::int64_t(e)));
+    s.dropped += s.assigned_per_expert[e] - s.kept_per_expert[e];
+  }
+  s.aux_loss = readout_.value(losses_slot_);
+  s.z_loss = readout_.value(losses_slot_ + 1);
+  s.blocks_active = static_cast<std::int64_t>(readout_.value(blocks_slot_));
+  return s;
 }
 
 Tensor MoeLayer::to_experts(const Tensor& rows) {
-  if (config_.blockwise()) return dispatcher_.dispatch_blocks(block_route_, rows);
+  if (config_.blockwise()) return dispatcher_.dispatch_blocks(rows);
   return config_.static_shapes() ? dispatcher_.dispatch_static(rows, capacity_) : dispatcher_.dispatch(dispatch_, rows);
 }
 
 Tensor MoeLayer::from_experts(const Tensor& rows) {
-  if (config_.blockwise()) return dispatcher_.combine_blocks(block_route_, rows);
+  if (config_.blockwise()) return dispatcher_.combine_blocks(rows);
   return config_.static_shapes() ? dispatcher_.combine_static(rows, capacity_) : dispatcher_.combine(dispatch_, rows);
 }
 
 Tensor MoeLayer::forward(const Tensor& h) {
   Device& dev = h.device();
   const std::int64_t n = h.dim(0), d = config_.d_model, k = config_.top_k;
-  // 1. Route: each token's experts and gates, the copies each expert keeps, balancing losses.
-  const RouterOutput& route = router_->forward(h);
-  routed_by_ = &route;
-  lay_out_rows(dev, route.routing, n);
+  // 1. Route: each token's experts and gates, balancing losses, the copies each expert keeps.
+  Tensor losses = recomputing_ ? Tensor::zeros(dev, {2}) : readout_.slots(losses_slot_, 2);
+  const RouterOutput& route = router_->forward(h, losses);
+  lay_out_rows(route.index);
   const std::int64_t rows = token_of_row_.dim(0);
   row_gates_ = Tensor(dev, {rows, 1});
   kernels::gather_rows({.src = &route.gates, .index = &gate_of_row_, .dst = &row_gates_});
@@ -108,24 +155,24 @@ Tensor MoeLayer::forward(const Tensor& h) {
   kernels::gather_rows({.src = &h, .index = &token_of_row_, .dst = &routed_});
   std::vector<std::int64_t> expert_rows;
   if (config_.blockwise()) {
-    block_route_ = dispatcher_.plan_blocks(blocks_, config_.block_size);
-    expert_rows = block_route_.rows_per_local_expert;
-    stats_.blocks_active += blocks_.active;
-    stats_.blocks_worst_case += blocks_.blocks * dispatcher_.placement().ep_size();
+    recv_labels_ = dispatcher_.exchange_block_labels(send_labels_);
   } else if (config_.static_shapes()) {
     expert_rows.assign(dispatcher_.local_experts().size(), std::int64_t{dispatcher_.placement().ep_size()} * capacity_);
   } else {
-    dispatch_ = dispatcher_.plan(route.routing.kept_per_expert);
     expert_rows = dispatch_.recv_per_local_expert;
   }
   expert_in_ = dispatch_tokens(routed_);
   const auto expert_start = std::chrono::steady_clock::now();
   {
     const trace::Scope span("experts", "experts forward", layer_);
-    expert_out_ = experts_->forward(expert_in_, expert_rows);
+    if (config_.blockwise()) {
+      expert_out_ = experts_->forward_blocks(expert_in_, recv_labels_, config_.block_size);
+    } else {
+      expert_out_ = experts_->forward(expert_in_, expert_rows);
+    }
     dev.synchronize();
   }
-  stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
+  host_stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
   routed_out_ = from_experts(expert_out_);
   // 3. Gate-weighted sum back onto the tokens (padding rows add nothing).
   Tensor y = Tensor::zeros(dev, {n, d});
@@ -136,12 +183,7 @@ Tensor MoeLayer::forward(const Tensor& h) {
     const Tensor shared_out = shared_->forward(h, shared_rows);
     kernels::binary({.op = BinaryOp::Add, .a = &y, .b = &shared_out, .out = &y});
   }
-  stats_.assigned_per_expert = route.routing.assigned_per_expert;
-  stats_.kept_per_expert = route.routing.kept_per_expert;
-  stats_.copies = n * k;
-  stats_.dropped = route.routing.dropped;
-  stats_.aux_loss = route.aux_loss;
-  stats_.z_loss = route.z_loss;
+  if (!recomputing_) host_stats_.copies += n * k;
   return y;
 }
 
@@ -191,7 +233,7 @@ Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
     dexpert_in = experts_->backward(dexpert_out);
     dev.synchronize();
   }
-  stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
+  host_stats_.expert_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - expert_start).count();
   expert_out_ = Tensor();
   Tensor drouted = from_experts(dexpert_in);
   Tensor dh = Tensor::zeros(dev, {n, d});
@@ -208,8 +250,7 @@ Tensor MoeLayer::backward(const Tensor& dy, double aux_scale) {
   Tensor dgates = Tensor::zeros(dev, {n * config_.top_k, 1});
   kernels::scatter_add_rows({.src = &drow_gates, .index = &gate_of_row_, .dst = &dgates});
   router_->backward(dgates, aux_scale, dh);
-  for (Tensor* t : {&token_of_row_, &gate_of_row_, &row_gates_}) *t = Tensor();
-  routed_by_ = nullptr;
+  for (Tensor* t : {&token_of_row_, &gate_of_row_, &row_gates_, &send_labels_, &recv_labels_}) *t = Tensor();
   return dh;
 }
 

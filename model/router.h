@@ -1,8 +1,8 @@
 // Router: the routing policy of one MoE layer, as one unit. Forward: scores from the router
-// weights, each token's top-k experts and gate values, the capacity plan (which token-copies
-// each expert keeps, sorted by expert: routing.h) and the balancing losses. Backward: the
-// gradient of the kept gates and of the balancing losses into the router weights and the
-// layer input. The MoE layer does the rest (gather, dispatch, experts, combine).
+// weights, each token's top-k experts and gate values, and the balancing losses, all on the
+// device. Backward: the gradient of the kept gates and of the balancing losses into the router
+// weights and the layer input. The MoE layer does the rest (capacity and layout, dispatch,
+// experts, combine).
 //
 // Policies are chosen by name (model.router). To add one: a file model/<name>_router.cpp
 // with a Router subclass and its factory, one line in router.cpp's table, and the file in
@@ -14,23 +14,21 @@
 #include <vector>
 
 #include "model/model_config.h"
-#include "model/routing.h"
 #include "runtime/parameters.h"
 
 namespace moerun {
 
 struct RouterOutput {
-  RoutingPlan routing;  // kept copies sorted by expert, counts per expert, drops
-  Tensor gates;         // [tokens * top_k, 1]: every choice's gate (routing.slot_of_copy indexes it)
-  double aux_loss = 0.0;  // coefficient included
-  double z_loss = 0.0;    // coefficient included
+  Tensor index;  // i32 [tokens, top_k]: each token's experts
+  Tensor gates;  // [tokens * top_k, 1]: every choice's gate, row t * top_k + j
 };
 
 class Router {
  public:
   virtual ~Router() = default;
-  // h [tokens, d], kept alive by the caller until backward.
-  virtual const RouterOutput& forward(const Tensor& h) = 0;
+  // h [tokens, d], kept alive by the caller until backward. Adds this micro-batch's balancing
+  // losses (coefficients included) into losses f32 [2] = {aux, z}, on the device.
+  virtual const RouterOutput& forward(const Tensor& h, Tensor& losses) = 0;
   // dgates [tokens * top_k, 1]: the loss gradient of every choice's gate (zero for dropped
   // copies). Adds the router weights' gradient, and the gradient with respect to h into
   // dh [tokens, d]. aux_scale weighs this micro-batch's balancing losses in the total loss.

@@ -16,6 +16,7 @@
 #include "kernels/index.h"
 #include "kernels/matmul.h"
 #include "kernels/router.h"
+#include "kernels/routing.h"
 #include "model/param_names.h"
 #include "model/router.h"
 
@@ -39,7 +40,7 @@ class SoftmaxTopKRouter final : public Router {
       select_bias_ = &params.add_buffer(block_prefix(layer) + ".moe.router_bias", {config.experts});
   }
 
-  const RouterOutput& forward(const Tensor& h) override {
+  const RouterOutput& forward(const Tensor& h, Tensor& losses) override {
     Device& dev = h.device();
     const std::int64_t n = h.dim(0), e = config_.experts, k = config_.top_k;
     h_ = &h;
@@ -49,18 +50,19 @@ class SoftmaxTopKRouter final : public Router {
     if (bias_.defined()) kernels::binary({.op = BinaryOp::Add, .a = &logits, .b = &bias_, .out = &logits});
     probs_ = Tensor(dev, {n, e});
     lse_ = Tensor(dev, {n});
-    index_ = Tensor(dev, {n, k}, DType::I32);
+    out_.index = Tensor(dev, {n, k}, DType::I32);
     gates_ = Tensor(dev, {n, k});
-    kernels::router_forward({.logits = &logits, .probs = &probs_, .lse = &lse_, .index = &index_, .gates = &gates_,
+    kernels::router_forward({.logits = &logits, .probs = &probs_, .lse = &lse_, .index = &out_.index, .gates = &gates_,
                              .renormalize = config_.renormalize_gates(), .score = config_.router_score,
                              .select_bias = select_bias_ != nullptr ? &select_bias_->value : nullptr,
                              .forced_index = config_.router_balanced ? &balanced_index(dev, n) : nullptr});
-    // Capacity and sort by expert (host bookkeeping on the choices).
-    const std::vector<std::int32_t> choices = index_.to_host_i32();
-    out_.routing = plan_routing(choices, n, k, e, config_.capacity(n));
     out_.gates = gates_.reshaped({n * k, 1});
-    out_.aux_loss = balance_loss(choices, n);
-    out_.z_loss = n > 0 ? config_.z_loss_coef * kernels::sum_squares(lse_) / double(n) : 0.0;
+    if (n == 0) return out_;
+    Tensor aux = losses.rows(0, 1), z = losses.rows(1, 2);
+    balance_loss(n, aux);
+    // z = c mean(lse^2)
+    kernels::sum_squares({.x = &lse_, .out = &z, .scale = static_cast<float>(config_.z_loss_coef / double(n)),
+                          .accumulate = true});
     return out_;
   }
 
@@ -68,16 +70,17 @@ class SoftmaxTopKRouter final : public Router {
     Device& dev = dh.device();
     const std::int64_t n = dh.dim(0), k = config_.top_k;
     // The gates' gradients (dropped copies have none), then the balancing and z terms.
-    // d aux / d P_{g,e} summed over a group's tokens: c E f_{g,e} / (tokens per group) / groups = c E f_{g,e} / n.
-    std::vector<float> aux_weight(balance_fractions_.size(), 0.0f);
-    for (std::size_t i = 0; i < aux_weight.size() && n > 0; ++i)
-      aux_weight[i] = static_cast<float>(aux_scale * config_.balance_loss_coef() * double(config_.experts) *
-                                         balance_fractions_[i] / double(n));
-    const std::int64_t groups = static_cast<std::int64_t>(balance_fractions_.size()) / config_.experts;
-    Tensor aux_t = Tensor::from_host(dev, {groups, config_.experts}, aux_weight);
+    // d aux / d P_{g,e} summed over a group's tokens: c E f_{g,e} / (tokens per group) / groups = c E f_{g,e} / n,
+    // with f_{g,e} = counts_{g,e} / (tokens per group x k).
+    Tensor aux_t = std::move(group_counts_);
+    if (!aux_t.defined()) aux_t = Tensor::zeros(dev, {1, config_.experts});
+    const std::int64_t per_group = n / aux_t.dim(0);
+    if (n > 0)
+      kernels::scale(aux_t, static_cast<float>(aux_scale * config_.balance_loss_coef() * double(config_.experts) /
+                                               double(n) / double(per_group * k)));
     Tensor dlogits(dev, {n, config_.experts});
     Tensor dgates_nk = dgates.reshaped({n, k});
-    kernels::router_backward({.probs = &probs_, .lse = &lse_, .index = &index_, .gates = &gates_,
+    kernels::router_backward({.probs = &probs_, .lse = &lse_, .index = &out_.index, .gates = &gates_,
                               .renormalize = config_.renormalize_gates(), .score = config_.router_score,
                               .dgates = &dgates_nk, .aux_weight = &aux_t,
                               .z_scale = n > 0 ? static_cast<float>(aux_scale * 2.0 * config_.z_loss_coef / double(n)) : 0.0f,
@@ -93,16 +96,18 @@ class SoftmaxTopKRouter final : public Router {
     double total = 0.0;
     for (const std::int64_t c : routed_per_expert) total += double(c);
     const double mean = total / double(routed_per_expert.size());
-    std::vector<float> bias = select_bias_->value.to_host();
-    for (std::size_t i = 0; i < bias.size(); ++i) {
+    std::vector<float> step(routed_per_expert.size());
+    for (std::size_t i = 0; i < step.size(); ++i) {
       const double gap = mean - double(routed_per_expert[i]);
-      bias[i] += static_cast<float>(config_.balance_rate * double((gap > 0.0) - (gap < 0.0)));
+      step[i] = static_cast<float>(config_.balance_rate * double((gap > 0.0) - (gap < 0.0)));
     }
-    select_bias_->value = Tensor::from_host(select_bias_->value.device(), select_bias_->value.shape(), bias);
+    // Uploaded and added on the device: the bias itself never travels to the host.
+    const Tensor delta = Tensor::from_host(select_bias_->value.device(), select_bias_->value.shape(), step);
+    kernels::axpy({.alpha = 1.0f, .x = &delta, .y = &select_bias_->value});
   }
 
   void release() override {
-    for (Tensor* t : {&probs_, &lse_, &index_, &gates_, &out_.gates}) *t = Tensor();
+    for (Tensor* t : {&probs_, &lse_, &gates_, &group_counts_, &out_.index, &out_.gates}) *t = Tensor();
     h_ = nullptr;
   }
 
@@ -127,30 +132,35 @@ class SoftmaxTopKRouter final : public Router {
     return wide;
   }
 
-  // The balancing loss (coefficient included) of this micro-batch, keeping for backward f_{g,e}:
-  // the fraction of group g's token-copies routed to e (before capacity), per group of tokens
-  // (the micro-batch, or each sequence).
-  double balance_loss(const std::vector<std::int32_t>& choices, std::int64_t n) {
+  // Adds the balancing loss (coefficient included) of this micro-batch into aux [1], keeping
+  // for backward the copies per (group, expert) before capacity: groups of tokens are the
+  // micro-batch, or each sequence. aux = c E / groups sum_{g,e} f_{g,e} P_{g,e}, with f the
+  // fraction of the group's copies routed to e and P the mean of e's probability over it.
+  void balance_loss(std::int64_t n, Tensor& aux) {
     const std::int64_t e = config_.experts, k = config_.top_k;
     // Per sequence only where the rows are whole sequences (not in one-token decoding).
-    const bool per_sequence = config_.balance_per_sequence() && n > 0 && n % config_.seq_len == 0;
+    const bool per_sequence = config_.balance_per_sequence() && n % config_.seq_len == 0;
     const std::int64_t groups = per_sequence ? n / config_.seq_len : 1;
     const std::int64_t tokens = n / groups;
-    balance_fractions_.assign(static_cast<std::size_t>(groups * e), 0.0);
-    if (n == 0 || config_.balance_loss_coef() == 0.0) return 0.0;
-    for (std::int64_t i = 0; i < n * k; ++i)
-      balance_fractions_[static_cast<std::size_t>((i / k / tokens) * e + choices[static_cast<std::size_t>(i)])] += 1.0;
-    for (double& f : balance_fractions_) f /= double(tokens * k);  // counts to fractions
-    double aux = 0.0;
-    Tensor prob_sum(probs_.device(), {e});
+    group_counts_ = Tensor(probs_.device(), {groups, e});
+    if (config_.balance_loss_coef() == 0.0) {
+      group_counts_.fill(0.0f);
+      return;
+    }
+    kernels::expert_counts({.index = &out_.index, .groups = groups, .out = &group_counts_});
+    Tensor prob_sums(probs_.device(), {groups, e});
     for (std::int64_t g = 0; g < groups; ++g) {
       const Tensor group = probs_.rows(g * tokens, (g + 1) * tokens);
-      kernels::sum_rows({.x = &group, .out = &prob_sum});
-      const std::vector<float> p_sum = prob_sum.to_host();
-      for (std::int64_t i = 0; i < e; ++i)
-        aux += balance_fractions_[static_cast<std::size_t>(g * e + i)] * p_sum[static_cast<std::size_t>(i)] / double(tokens);
+      Tensor sums = prob_sums.rows(g, g + 1).reshaped({e});
+      kernels::sum_rows({.x = &group, .out = &sums});
     }
-    return config_.balance_loss_coef() * double(e) * aux / double(groups);
+    // sum_{g,e} counts_{g,e} x prob_sums_{g,e}, then the scale: f = counts / (tokens k), P = sums / tokens.
+    const Tensor counts_row = group_counts_.reshaped({1, groups * e}), sums_row = prob_sums.reshaped({1, groups * e});
+    Tensor dot(probs_.device(), {1});
+    kernels::row_dot({.a = &counts_row, .b = &sums_row, .out = &dot});
+    kernels::axpy({.alpha = static_cast<float>(config_.balance_loss_coef() * double(e) / double(groups) /
+                                               double(tokens * k) / double(tokens)),
+                   .x = &dot, .y = &aux});
   }
 
   const ModelConfig& config_;
@@ -161,8 +171,8 @@ class SoftmaxTopKRouter final : public Router {
   RouterOutput out_;
   // Saved by forward for backward.
   const Tensor* h_ = nullptr;
-  Tensor probs_, lse_, index_, gates_;  // router outputs, [n, e], [n], i32 [n, k], [n, k]
-  std::vector<double> balance_fractions_;  // [groups * e]: f_{g,e}
+  Tensor probs_, lse_, gates_;  // router outputs, [n, e], [n], [n, k] (the index is out_.index)
+  Tensor group_counts_;         // [groups, e]: copies per (group of tokens, expert), before capacity
 };
 
 }  // namespace

@@ -12,13 +12,13 @@ namespace moerun {
 
 // One pre-norm block: x1 = x + attn(ln1(x)); x2 = x1 + ffn(ln2(x1)), ffn MoE or dense.
 struct Transformer::Block {
-  Block(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher)
+  Block(ParameterStore& params, const ModelConfig& config, int layer, TokenDispatcher& dispatcher, Readout& readout)
       : layer(layer),
         ln1(make_norm(config.norm, params, block_prefix(layer) + ".ln1", config.d_model, config.compute_dtype)),
         attention(params, config, block_prefix(layer) + ".attention"),
         ln2(make_norm(config.norm, params, block_prefix(layer) + ".ln2", config.d_model, config.compute_dtype)) {
     if (config.is_moe_layer(layer)) {
-      moe = std::make_unique<MoeLayer>(params, config, layer, dispatcher);
+      moe = std::make_unique<MoeLayer>(params, config, layer, dispatcher, readout);
     } else {
       dense = std::make_unique<FeedForwardSet>(params, config, block_prefix(layer) + ".ffn",
                                                std::vector<int>{0}, ParamKind::Dense, layer);
@@ -38,7 +38,9 @@ struct Transformer::Block {
     const trace::Scope span("backward", "backward", layer);
     if (recompute == Recompute::Full) {
       const trace::Scope again("recompute", "recompute forward", layer);
+      if (moe) moe->set_recomputing(true);  // its counts and losses were added by the first forward
       compute();  // the same inputs and weights: the same activations, router choices and exchange
+      if (moe) moe->set_recomputing(false);
     }
     Tensor dh2 = moe ? moe->backward(dx2, aux_scale) : dense->backward(dx2);
     Tensor dx1 = ln2->backward(dh2);
@@ -113,9 +115,9 @@ Transformer::Transformer(const ModelConfig& config, ParameterStore& params, Toke
     : Transformer(config, params, std::vector<TokenDispatcher*>(static_cast<std::size_t>(config.n_layers), &dispatcher)) {}
 
 Transformer::Transformer(const ModelConfig& config, ParameterStore& params, const std::vector<TokenDispatcher*>& dispatchers)
-    : config_(config), embedding_(params, config) {
+    : config_(config), readout_(params.device()), loss_slot_(readout_.reserve(2)), embedding_(params, config) {
   for (int l = 0; l < config.n_layers; ++l)
-    blocks_.push_back(std::make_unique<Block>(params, config, l, *dispatchers.at(static_cast<std::size_t>(l))));
+    blocks_.push_back(std::make_unique<Block>(params, config, l, *dispatchers.at(static_cast<std::size_t>(l)), readout_));
   MOERUN_CHECK(params.compute_dtype() == config.compute_dtype, RuntimeError,
                "[model] the parameters' compute dtype {} differs from the model's {}", dtype_name(params.compute_dtype()),
                dtype_name(config.compute_dtype));
@@ -177,11 +179,17 @@ void Transformer::backward(const Tensor& dlogits, double aux_scale) {
   if (backward_hook_) backward_hook_(-1);
 }
 
-std::vector<const MoeStats*> Transformer::moe_stats() const {
-  std::vector<const MoeStats*> out;
+std::vector<MoeStats> Transformer::moe_stats() const {
+  std::vector<MoeStats> out;
   for (const auto& b : blocks_)
-    if (b->moe) out.push_back(&b->moe->stats());
+    if (b->moe) out.push_back(b->moe->stats());
   return out;
+}
+
+void Transformer::reset_stats() {
+  readout_.clear();
+  for (const auto& b : blocks_)
+    if (b->moe) b->moe->reset_stats();
 }
 
 MoeLayer& Transformer::moe_layer(int block) { return *blocks_.at(static_cast<std::size_t>(block))->moe; }

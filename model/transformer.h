@@ -42,8 +42,17 @@ class Transformer {
   // train.recompute: which activations forward drops and backward recomputes (default none).
   void set_recompute(Recompute r);
 
-  // MoE statistics of the last forward, one entry per MoE layer (dense blocks are skipped).
-  std::vector<const MoeStats*> moe_stats() const;
+  // The step's device values (runtime/readout.h): the MoE layers' counts and losses, the
+  // cross-entropy (loss_slot(): {loss sum, targets}); the trainer adds its own slots before
+  // the first step and reads them all once per step.
+  Readout& readout() { return readout_; }
+  const Readout& readout() const { return readout_; }
+  std::int64_t loss_slot() const { return loss_slot_; }
+  // Clears the readout and the MoE layers' host statistics: a new step (or evaluation) begins.
+  void reset_stats();
+  // MoE statistics since reset_stats(), one entry per MoE layer (dense blocks are skipped);
+  // after the readout's read().
+  std::vector<MoeStats> moe_stats() const;
   // Index of each MoE layer among all blocks.
   std::vector<int> moe_layer_ids() const;
   MoeLayer& moe_layer(int block);
@@ -52,6 +61,8 @@ class Transformer {
  private:
   struct Block;
   const ModelConfig& config_;
+  Readout readout_;
+  std::int64_t loss_slot_;
   Embedding embedding_;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<Norm> final_norm_;

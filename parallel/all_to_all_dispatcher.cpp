@@ -192,28 +192,19 @@ Tensor AllToAllDispatcher::combine_static(const Tensor& rows, std::int64_t capac
   return exchange_equal(permute(rows, inverse(slot_major(capacity))));
 }
 
-BlockRoute AllToAllDispatcher::plan_blocks(const BlockLayout& layout, std::int64_t block) {
-  const auto start = Clock::now();
-  const int p = group_.size();
-  const std::int64_t n = layout.blocks, l = static_cast<std::int64_t>(local_.size());
-  // The labels: a fixed n per pair of ranks.
-  std::vector<std::int64_t> sent(layout.labels.begin(), layout.labels.end());
-  std::vector<std::int64_t> received(sent.size(), -1);
-  const std::vector<std::int64_t> sizes(static_cast<std::size_t>(p), n);
-  group_.all_to_all_v(sent, sizes, block_offsets(sizes), received, sizes, block_offsets(sizes));
-  BlockRoute route = group_blocks(received, l, block);  // by local expert, source by source
-  stats_.seconds += std::chrono::duration<double>(Clock::now() - start).count();
-  return route;
+Tensor AllToAllDispatcher::exchange_block_labels(const Tensor& labels) {
+  const trace::Scope span("all-to-all", "block labels");
+  return exchange_equal(labels);
 }
 
-Tensor AllToAllDispatcher::dispatch_blocks(const BlockRoute& route, const Tensor& rows) {
+Tensor AllToAllDispatcher::dispatch_blocks(const Tensor& rows) {
   const trace::Scope span("all-to-all", "dispatch (blocks)");
-  return permute(exchange_equal(rows), route.order);
+  return exchange_equal(rows);
 }
 
-Tensor AllToAllDispatcher::combine_blocks(const BlockRoute& route, const Tensor& rows) {
+Tensor AllToAllDispatcher::combine_blocks(const Tensor& rows) {
   const trace::Scope span("all-to-all", "combine (blocks)");
-  return exchange_equal(permute(rows, inverse(route.order)));
+  return exchange_equal(rows);
 }
 
 std::vector<std::int32_t> AllToAllDispatcher::slot_major(std::int64_t capacity) const {

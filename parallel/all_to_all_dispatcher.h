@@ -38,9 +38,9 @@ class AllToAllDispatcher final : public TokenDispatcher {
   void set_static_slots(int slots) { static_slots_ = slots; }
   Tensor dispatch_static(const Tensor& rows, std::int64_t capacity) override;
   Tensor combine_static(const Tensor& rows, std::int64_t capacity) override;
-  BlockRoute plan_blocks(const BlockLayout& layout, std::int64_t block) override;
-  Tensor dispatch_blocks(const BlockRoute& route, const Tensor& rows) override;
-  Tensor combine_blocks(const BlockRoute& route, const Tensor& rows) override;
+  Tensor exchange_block_labels(const Tensor& labels) override;
+  Tensor dispatch_blocks(const Tensor& rows) override;
+  Tensor combine_blocks(const Tensor& rows) override;
   // The node of each EP rank (Topology::node_of_ep_rank), for the intra/inter-node accounting
   // and, with `hierarchical`, the route through node leaders. Collective over the EP group
   // (it creates the node and leader groups); every rank passes the same arguments.

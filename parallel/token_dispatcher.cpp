@@ -8,100 +8,40 @@
 
 namespace moerun {
 
-template <class Fn>
-void TokenDispatcher::for_each_share(std::span<const std::int64_t> kept_per_expert, Fn&& fn) const {
+const SlotTable& TokenDispatcher::slot_table(Device& device) {
   const Placement& where = placement();
-  const int ep = where.ep_size(), me = ep_rank();
-  MOERUN_CHECK(static_cast<int>(kept_per_expert.size()) == where.experts(), RuntimeError,
-               "[static dispatch] {} expert counts for {} experts", kept_per_expert.size(), where.experts());
-  std::vector<std::vector<int>> hosted(static_cast<std::size_t>(ep));
+  const int ep = where.ep_size(), me = ep_rank(), experts = where.experts();
+  std::vector<std::int32_t> table(static_cast<std::size_t>(2 * experts * ep), 0);
+  std::int32_t* split = table.data();
+  std::int32_t* slot_of = table.data() + experts * ep;
+  std::fill(slot_of, slot_of + experts * ep, -1);
   for (int r = 0; r < ep; ++r) {
-    hosted[static_cast<std::size_t>(r)] = where.local_experts(r);
-    MOERUN_CHECK(static_cast<int>(hosted[static_cast<std::size_t>(r)].size()) <= slots_per_rank(), ConfigError,
+    const std::vector<int> hosted = where.local_experts(r);
+    MOERUN_CHECK(static_cast<int>(hosted.size()) <= slots_per_rank(), ConfigError,
                  "[static dispatch] the placement puts {} experts on ep rank {} but static shapes have {} expert slots "
-                 "per rank; raise balance.max_experts_per_rank", hosted[static_cast<std::size_t>(r)].size(), r,
-                 slots_per_rank());
+                 "per rank; raise balance.max_experts_per_rank", hosted.size(), r, slots_per_rank());
+    for (std::size_t slot = 0; slot < hosted.size(); ++slot) slot_of[hosted[slot] * ep + r] = static_cast<std::int32_t>(slot);
   }
-  for (int e = 0; e < where.experts(); ++e) {
-    const std::int64_t kept = kept_per_expert[static_cast<std::size_t>(e)];
-    const std::vector<std::int64_t> chunk = where.split(e, me, kept);  // rows per rank, in rank order
-    for (int r = 0; r < ep; ++r) {
-      const std::int64_t n = chunk[static_cast<std::size_t>(r)];
-      if (n == 0) continue;
-      const auto& on_r = hosted[static_cast<std::size_t>(r)];
-      fn(e, kept, r, static_cast<std::int32_t>(std::find(on_r.begin(), on_r.end(), e) - on_r.begin()), n);
+  for (int e = 0; e < experts; ++e) {
+    if (where.holds(me, e)) {
+      split[e * ep + me] = 1;
+      continue;
     }
+    for (const Replica& replica : where.replicas(e)) split[e * ep + replica.rank] = static_cast<std::int32_t>(replica.share);
   }
-}
-
-std::vector<std::int32_t> TokenDispatcher::static_send_rows(std::span<const std::int64_t> kept_per_expert,
-                                                           std::int64_t capacity) const {
-  const std::int64_t slots = slots_per_rank();
-  std::vector<std::int32_t> rows;
-  for_each_share(kept_per_expert, [&](int e, std::int64_t kept, int r, std::int32_t slot, std::int64_t n) {
-    MOERUN_CHECK(kept <= capacity, RuntimeError, "[static dispatch] expert {} keeps {} copies, over its capacity {}", e,
-                 kept, capacity);
-    const std::int64_t first = (std::int64_t{r} * slots + slot) * capacity;
-    for (std::int64_t i = 0; i < n; ++i) rows.push_back(static_cast<std::int32_t>(first + i));
-  });
-  return rows;
+  if (table != slot_table_host_ || !slot_table_.split.defined() || &slot_table_.split.device() != &device) {
+    const std::span<const std::int32_t> all(table);
+    slot_table_.split = Tensor::from_host(device, {experts, ep}, all.first(static_cast<std::size_t>(experts * ep)));
+    slot_table_.slot_of = Tensor::from_host(device, {experts, ep}, all.last(static_cast<std::size_t>(experts * ep)));
+    slot_table_host_ = std::move(table);
+  }
+  return slot_table_;
 }
 
 std::int64_t TokenDispatcher::worst_case_blocks(std::int64_t copies, std::int64_t block) const {
   const std::int64_t partial = std::int64_t{placement().ep_size()} * slots_per_rank() - 1;
   if (copies <= partial) return copies;  // every copy alone in a block
   return (copies - partial + block - 1) / block + partial;
-}
-
-BlockLayout TokenDispatcher::static_send_blocks(std::span<const std::int64_t> kept_per_expert, std::int64_t block,
-                                                std::int64_t blocks) const {
-  const int ep = placement().ep_size();
-  BlockLayout out;
-  out.blocks = blocks;
-  out.labels.assign(static_cast<std::size_t>(ep * blocks), -1);
-  std::vector<std::int64_t> next_block(static_cast<std::size_t>(ep), 0);  // per destination
-  for_each_share(kept_per_expert, [&](int, std::int64_t, int r, std::int32_t slot, std::int64_t n) {
-    std::int64_t& first = next_block[static_cast<std::size_t>(r)];
-    const std::int64_t used = (n + block - 1) / block;
-    MOERUN_CHECK(first + used <= blocks, RuntimeError,
-                 "[blockwise dispatch] {} blocks for ep rank {} exceed the worst case {}", first + used, r, blocks);
-    for (std::int64_t b = 0; b < used; ++b) out.labels[static_cast<std::size_t>(r * blocks + first + b)] = slot;
-    for (std::int64_t i = 0; i < n; ++i) out.row_of_copy.push_back(static_cast<std::int32_t>((r * blocks + first) * block + i));
-    first += used;
-    out.active += used;
-  });
-  return out;
-}
-
-BlockRoute group_blocks(std::span<const std::int64_t> labels, std::int64_t local_experts, std::int64_t block) {
-  BlockRoute route;
-  route.rows_per_local_expert.assign(static_cast<std::size_t>(local_experts), 0);
-  route.order.reserve(labels.size() * static_cast<std::size_t>(block));
-  auto take = [&](std::size_t place) {
-    for (std::int64_t c = 0; c < block; ++c) route.order.push_back(static_cast<std::int32_t>(std::int64_t(place) * block + c));
-  };
-  for (std::int64_t j = 0; j < local_experts; ++j)
-    for (std::size_t place = 0; place < labels.size(); ++place)
-      if (labels[place] == j) {
-        take(place);
-        route.rows_per_local_expert[static_cast<std::size_t>(j)] += block;
-        ++route.active_blocks;
-      }
-  // The unused places run as blocks of the last local expert (zeros in, zeros out), so that
-  // every step runs the same number of block matmuls.
-  for (std::size_t place = 0; place < labels.size(); ++place)
-    if (labels[place] < 0) {
-      take(place);
-      if (local_experts > 0) route.rows_per_local_expert.back() += block;
-    }
-  return route;
-}
-
-BlockRoute LocalTokenDispatcher::plan_blocks(const BlockLayout& layout, std::int64_t block) {
-  // One rank: the blocks are already grouped by expert, unused ones last, so the order is the
-  // identity (dispatch and combine are views).
-  const std::vector<std::int64_t> labels(layout.labels.begin(), layout.labels.end());
-  return group_blocks(labels, static_cast<std::int64_t>(experts_.size()), block);
 }
 
 LocalTokenDispatcher::LocalTokenDispatcher(int experts)

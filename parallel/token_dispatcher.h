@@ -22,12 +22,13 @@
 
 namespace moerun {
 
-// Blockwise static shapes: what one rank's blocks look like, and where received blocks go.
-struct BlockLayout {
-  std::int64_t blocks = 0;                // block places per destination rank (the worst case)
-  std::vector<std::int32_t> row_of_copy;  // [kept] each copy's row in the send buffer [ep * blocks * block]
-  std::vector<std::int32_t> labels;       // [ep * blocks]: the destination-local expert of each block, -1 unused
-  std::int64_t active = 0;                // blocks that hold copies
+// The placement as the device's dispatch layout sees it from one source rank (static shapes):
+// split i32 [experts, ep], how the rank's copies of each expert are shared over its replicas
+// (Placement::split: all to the rank itself when it holds the expert), and slot_of i32
+// [experts, ep], each expert's slot on each rank (-1: not there).
+struct SlotTable {
+  Tensor split;
+  Tensor slot_of;
 };
 struct BlockRoute {
   std::vector<std::int32_t> order;                 // [ep * blocks * block]: received row of each expert-input row
@@ -102,10 +103,9 @@ class TokenDispatcher {
   // among that rank's local experts. No count exchange: every shape follows from the config.
   virtual int ep_rank() const = 0;
   virtual int slots_per_rank() const = 0;
-  // For this rank's kept copies, sorted by expert (kept_per_expert[e] of expert e, each at most
-  // `capacity`): each copy's row in the send buffer [ep * slots_per_rank * capacity]. The
-  // placement splits an expert's copies over its replicas as in plan().
-  std::vector<std::int32_t> static_send_rows(std::span<const std::int64_t> kept_per_expert, std::int64_t capacity) const;
+  // This rank's slot table on `device`, uploaded again only when the placement changed (between
+  // steps). A ConfigError when the placement puts more experts on a rank than slots_per_rank().
+  const SlotTable& slot_table(Device& device);
   // The send buffer [ep * S * capacity, d] -> [S * ep * capacity, d]: each slot's rows, source
   // rank by source rank (the local experts' slots first, then unoccupied slots: all padding).
   // May return a view of `rows`.
@@ -116,31 +116,22 @@ class TokenDispatcher {
   // Blockwise dropless static shapes: each (destination rank, expert) share of this rank's
   // copies is cut into blocks of `block` rows (the last one padded); every rank sends `blocks`
   // block places to every rank, labelled with the destination-local expert (-1: unused), the
-  // labels in a small fixed-size exchange of their own.
+  // labels in a small fixed-size exchange of their own. Received blocks stay in [source][place]
+  // order: the expert matmuls read the labels on the device (kernels::block_matmul).
   // The worst-case block places per destination for `copies` token-copies (all of them to one
   // rank, as many experts as can hold a partial block): ceil((copies - (P-1)) / block) + (P-1),
   // P = ep x slots per rank.
   std::int64_t worst_case_blocks(std::int64_t copies, std::int64_t block) const;
-  BlockLayout static_send_blocks(std::span<const std::int64_t> kept_per_expert, std::int64_t block,
-                                 std::int64_t blocks) const;
-  // Exchanges the labels; the received blocks grouped by local expert, the unused places last.
-  virtual BlockRoute plan_blocks(const BlockLayout& layout, std::int64_t block) = 0;
-  // [ep * blocks * block, d] send buffer -> [ep * blocks * block, d] grouped by local expert.
-  virtual Tensor dispatch_blocks(const BlockRoute& route, const Tensor& rows) = 0;
-  virtual Tensor combine_blocks(const BlockRoute& route, const Tensor& rows) = 0;
+  // labels i32 [ep * blocks, 1] (the places this rank sends) -> the labels of the places it receives.
+  virtual Tensor exchange_block_labels(const Tensor& labels) = 0;
+  // [ep * blocks * block, d] send buffer -> the received blocks [ep * blocks * block, d], and back.
+  virtual Tensor dispatch_blocks(const Tensor& rows) = 0;
+  virtual Tensor combine_blocks(const Tensor& rows) = 0;
 
  private:
-  // fn(expert, its kept copies, destination rank, the expert's slot there, copies to it) for
-  // every non-empty share of this rank's copies, experts ascending, then ranks (the
-  // placement's split). A ConfigError when a rank holds more experts than slots_per_rank().
-  template <class Fn>
-  void for_each_share(std::span<const std::int64_t> kept_per_expert, Fn&& fn) const;
+  SlotTable slot_table_;
+  std::vector<std::int32_t> slot_table_host_;  // split then slot_of, as last uploaded
 };
-
-// Received blocks by their labels (the local expert, -1 unused): the order that groups them by
-// local expert (in place order within one), the unused places last, counted as the last
-// expert's padding. Both dispatchers' plan_blocks use it.
-BlockRoute group_blocks(std::span<const std::int64_t> labels, std::int64_t local_experts, std::int64_t block);
 
 class LocalTokenDispatcher final : public TokenDispatcher {
  public:
@@ -157,10 +148,10 @@ class LocalTokenDispatcher final : public TokenDispatcher {
   // One rank, one slot per expert: the send buffer is already grouped by expert.
   Tensor dispatch_static(const Tensor& rows, std::int64_t) override { return rows.view(); }
   Tensor combine_static(const Tensor& rows, std::int64_t) override { return rows.view(); }
-  // One rank: the blocks are already in expert order, active ones first.
-  BlockRoute plan_blocks(const BlockLayout& layout, std::int64_t block) override;
-  Tensor dispatch_blocks(const BlockRoute&, const Tensor& rows) override { return rows.view(); }
-  Tensor combine_blocks(const BlockRoute&, const Tensor& rows) override { return rows.view(); }
+  // One rank: every block place is its own.
+  Tensor exchange_block_labels(const Tensor& labels) override { return labels.view(); }
+  Tensor dispatch_blocks(const Tensor& rows) override { return rows.view(); }
+  Tensor combine_blocks(const Tensor& rows) override { return rows.view(); }
 
  private:
   Placement placement_;  // every expert on the one rank

@@ -50,6 +50,7 @@ void Device::copy_host_to_device(void* dst, const void* host_src, std::size_t by
 void Device::copy_device_to_host(void* host_dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
   count_transfer(CopyKind::DeviceToHost, bytes);
+  ++transfers_.host_reads;
   do_copy(host_dst, src, bytes, CopyKind::DeviceToHost);
 }
 void Device::copy_device_to_host_async(Queue queue, void* host_dst, const void* src, std::size_t bytes) {

@@ -29,7 +29,11 @@ struct Event {
 
 // Copies between the host and the device since the last take (the metrics' round trips).
 struct TransferStats {
-  std::int64_t device_to_host_copies = 0;
+  // Synchronous device->host copies: the host stops until the device has caught up and reads
+  // device values (a round trip an accelerator pays for). The asynchronous ones below stage
+  // communication and stop nothing.
+  std::int64_t host_reads = 0;
+  std::int64_t device_to_host_copies = 0;  // synchronous and asynchronous
   std::int64_t device_to_host_bytes = 0;
   std::int64_t host_to_device_copies = 0;
   std::int64_t host_to_device_bytes = 0;

@@ -35,6 +35,25 @@ struct GroupedMatmulArgs {
   std::vector<MatmulArgs> groups;
 };
 
+// Blockwise expert matmuls (moe.shapes = static, blockwise; docs/device.md): x in blocks of
+// `block` rows, block i computed with the FFN labels[i] (i32 [blocks, 1] on the device: the
+// backend reads it, so the host never needs it; -1 marks an unused place, which is skipped).
+//   block_matmul:      out_i (+)= x_i op(weights[labels[i]])  x [blocks x block, k], out [blocks x block, n]
+//                      (skipped blocks of out are zeroed unless accumulating)
+//   block_weight_grad: grads[labels[i]] += x_i^T dy_i          x [blocks x block, k], dy [blocks x block, n]
+// Every weight (or gradient) has one shape; dtypes as grouped_matmul (weight gradients f32).
+struct BlockMatmulArgs {
+  const Tensor* labels = nullptr;
+  std::int64_t block = 0;
+  const Tensor* x = nullptr;
+  std::vector<const Tensor*> weights;  // block_matmul
+  bool transpose_weights = false;      // block_matmul
+  Tensor* out = nullptr;               // block_matmul
+  bool accumulate = false;             // block_matmul
+  const Tensor* dy = nullptr;          // block_weight_grad
+  std::vector<Tensor*> grads;          // block_weight_grad
+};
+
 enum class Activation { Gelu, Silu };
 
 // forward: y = f(x); backward: dx = dy * f'(x) (dx may alias dy).
@@ -96,20 +115,19 @@ struct RmsNormArgs {
 };
 
 // Cross-entropy of logits [n, v] against labels (i32 [n]); rows whose label equals
-// ignore_label contribute nothing. Forward writes probs = softmax(logits) and returns the
-// loss summed over counted rows and their count. Backward: dlogits = (probs - onehot) * scale
-// on counted rows, 0 on ignored rows (scale is 1 / count for a mean).
+// ignore_label contribute nothing. Forward writes probs = softmax(logits) and loss f32 [2]
+// (+)= {the loss summed over counted rows, their count}: device values, which the host reads
+// once per step (runtime/readout.h). Backward: dlogits = (probs - onehot) * scale on counted
+// rows, 0 on ignored rows (scale is 1 / count for a mean).
 struct CrossEntropyArgs {
   const Tensor* logits = nullptr;
   const Tensor* labels = nullptr;
   std::int32_t ignore_label = -1;
   Tensor* probs = nullptr;
+  Tensor* loss = nullptr;          // forward
+  bool accumulate = false;         // forward: add to loss instead of overwriting it
   float scale = 1.0f;              // backward
   Tensor* dlogits = nullptr;       // backward
-};
-struct CrossEntropyResult {
-  double loss_sum = 0.0;
-  std::int64_t count = 0;
 };
 
 // The k largest entries of each row of x [n, m], in descending order; ties go to the
@@ -158,6 +176,56 @@ struct SumRowsArgs {
   const Tensor* x = nullptr;
   Tensor* out = nullptr;
   bool accumulate = false;
+};
+
+// Reductions of a whole tensor x (f32) to a device scalar out f32 [1], computed in double and
+// rounded once: sum_squares: out (+)= scale * sum(x^2); count_nonfinite: out (+)= scale *
+// (the number of NaN or Inf values). The host reads them later, batched (runtime/readout.h).
+struct ReduceArgs {
+  const Tensor* x = nullptr;
+  Tensor* out = nullptr;
+  float scale = 1.0f;
+  bool accumulate = false;
+};
+
+// Where each token-copy goes, on the device (model/moe_layer.cpp, docs/device.md): from each
+// token's top-k experts (index i32 [n, k]), the capacity cut in GShard priority (every first
+// choice before any second choice, earlier tokens first; capacity 0 keeps every copy), and
+// each kept copy's row in the send buffer. Three layouts:
+//   sorted  (slots = 0, block = 0): the kept copies sorted by expert, in priority order within
+//           one: rows [n k], the first sum(kept) used (dynamic shapes);
+//   slots   (slots > 0): rows [ep x slots x capacity]; expert e's copies for rank r fill slot
+//           slot_of[e, r] there from its start (static capacity mode);
+//   blocks  (block > 0): rows [ep x blocks x block]; each rank's share of each expert in blocks
+//           of `block` rows, one expert per block, a destination's blocks in expert order;
+//           labels i32 [ep x blocks, 1] = the slot there (-1: unused place) (blockwise dropless;
+//           a column, so that the labels travel through the row exchange as rows).
+// In the slots and blocks layouts an expert's kept copies (count c) go to rank r in proportion
+// to split i32 [experts, ep]: rank r of the replicas (in rank order) takes copies [c S_{<r} / S,
+// c S_{<=r} / S) with S the row's sum (integer division; Placement::split). token_of_row and
+// gate_of_row (i32 [rows]) say which token and which of the n k gates each row holds, -1 for
+// padding. counts f32 [2, experts] = {copies routed to each expert, copies kept}.
+struct DispatchLayoutArgs {
+  const Tensor* index = nullptr;
+  const Tensor* split = nullptr;    // slots and blocks only
+  const Tensor* slot_of = nullptr;  // slots and blocks only
+  std::int64_t capacity = 0;
+  std::int64_t slots = 0;
+  std::int64_t block = 0;
+  std::int64_t blocks = 0;          // block places per destination (blocks only)
+  Tensor* token_of_row = nullptr;
+  Tensor* gate_of_row = nullptr;
+  Tensor* labels = nullptr;         // blocks only
+  Tensor* counts = nullptr;
+  Tensor* blocks_used = nullptr;    // blocks only, optional: f32 [1] += the block places filled
+};
+
+// Copies per expert, per group of n / groups consecutive tokens: out f32 [groups, experts]
+// from index i32 [n, k] (the balancing loss's f, before capacity).
+struct ExpertCountsArgs {
+  const Tensor* index = nullptr;
+  std::int64_t groups = 1;
+  Tensor* out = nullptr;
 };
 
 // Decoupled-weight-decay Adam, bias-corrected with `step` (1-based):
@@ -278,6 +346,8 @@ struct RouterArgs {
 #define MOERUN_KERNELS(X)                                                      \
   X(void, matmul, (const MatmulArgs&))                                         \
   X(void, grouped_matmul, (const GroupedMatmulArgs&))                          \
+  X(void, block_matmul, (const BlockMatmulArgs&))                              \
+  X(void, block_weight_grad, (const BlockMatmulArgs&))                         \
   X(void, activation_forward, (const ActivationArgs&))                         \
   X(void, activation_backward, (const ActivationArgs&))                        \
   X(void, swiglu_forward, (const SwiGluArgs&))                                 \
@@ -288,7 +358,7 @@ struct RouterArgs {
   X(void, layer_norm_backward, (const LayerNormArgs&))                         \
   X(void, rms_norm_forward, (const RmsNormArgs&))                              \
   X(void, rms_norm_backward, (const RmsNormArgs&))                             \
-  X(CrossEntropyResult, cross_entropy_forward, (const CrossEntropyArgs&))      \
+  X(void, cross_entropy_forward, (const CrossEntropyArgs&))                    \
   X(void, cross_entropy_backward, (const CrossEntropyArgs&))                   \
   X(void, top_k, (const TopKArgs&))                                            \
   X(void, gather_rows, (const IndexRowsArgs&))                                 \
@@ -298,17 +368,18 @@ struct RouterArgs {
   X(void, axpy, (const AxpyArgs&))                                             \
   X(void, scale, (Tensor & x, float alpha))                                    \
   X(void, sum_rows, (const SumRowsArgs&))                                      \
-  X(double, sum_squares, (const Tensor& x))                                    \
+  X(void, sum_squares, (const ReduceArgs&))                                    \
   /* dst = src in dst's dtype (f32 <-> bf16, round to nearest even) */         \
   X(void, convert, (const Tensor& src, Tensor& dst))                           \
-  /* number of non-finite (NaN or Inf) values in x */                          \
-  X(std::int64_t, count_nonfinite, (const Tensor& x))                          \
+  X(void, count_nonfinite, (const ReduceArgs&))                                \
   X(void, adamw, (const AdamWArgs&))                                           \
   X(void, rope, (const RopeArgs&))                                             \
   X(void, quantize_fp8, (const Fp8RowsArgs&))                                 \
   X(void, dequantize_fp8, (const Fp8RowsArgs&))                               \
   X(void, router_forward, (const RouterArgs&))                                 \
   X(void, router_backward, (const RouterArgs&))                                \
+  X(void, dispatch_layout, (const DispatchLayoutArgs&))                        \
+  X(void, expert_counts, (const ExpertCountsArgs&))                            \
   X(void, attention_forward, (const AttentionArgs&))                           \
   X(void, attention_backward, (const AttentionArgs&))                          \
   X(void, attention_cached, (const CachedAttentionArgs&))                      \

@@ -62,7 +62,7 @@ EvalResult Evaluator::run(const DataSource& data, const SyntheticTasks* tasks) {
     data.heldout_batch(index * b, b, batch);
     Tensor inputs = Tensor::from_host(device_, {b * batch.seq_len}, batch.inputs);
     Tensor targets = Tensor::from_host(device_, {b * batch.seq_len}, batch.targets);
-    const MicroBatchLoss l = forward_loss(model_, inputs, targets, b);
+    const LossSums l = forward_loss(model_, inputs, targets, b);
     if (index < config_.eval.heldout_batches) {  // padding passes keep collectives aligned but do not count
       loss_sum[0] += l.ce_sum;
       loss_sum[1] += double(l.targets);

@@ -66,7 +66,8 @@ void RunLog::step(std::int64_t step, const StepResult& r) {
                    {"imbalance", imbalance}, {"imbalance_layers", r.imbalance},
                    {"expert_time_imbalance", r.expert_time_imbalance}, {"expert_counts", r.expert_counts},
                    {"expert_kept", r.expert_kept},
-                   {"device", {{"to_host_copies", r.device_transfers.device_to_host_copies},
+                   {"device", {{"host_reads", r.device_transfers.host_reads},
+                               {"to_host_copies", r.device_transfers.device_to_host_copies},
                                {"to_host_bytes", r.device_transfers.device_to_host_bytes},
                                {"to_device_copies", r.device_transfers.host_to_device_copies},
                                {"to_device_bytes", r.device_transfers.host_to_device_bytes}}}};

@@ -77,12 +77,18 @@ void fill_global_numbers(const GlobalStepNumbers& g, const StepShape& shape, boo
   r.stop_requested = g.signal;
 }
 
-void add_expert_work(const std::vector<const MoeStats*>& layers, LocalStepNumbers& local, StepResult& r) {
-  for (const MoeStats* layer : layers) {
-    local.expert_seconds += layer->expert_seconds;
-    r.blocks_active += layer->blocks_active;
-    r.blocks_worst_case += layer->blocks_worst_case;
+LocalStepNumbers local_step_numbers(const LossSums& losses, const std::vector<MoeStats>& layers, StepResult& r) {
+  LocalStepNumbers local{.ce_sum = losses.ce_sum, .aux = losses.aux, .z = losses.z};
+  for (const MoeStats& layer : layers) {
+    local.dropped += double(layer.dropped);
+    local.copies += double(layer.copies);
+    local.routed.insert(local.routed.end(), layer.assigned_per_expert.begin(), layer.assigned_per_expert.end());
+    local.kept.insert(local.kept.end(), layer.kept_per_expert.begin(), layer.kept_per_expert.end());
+    local.expert_seconds += layer.expert_seconds;
+    r.blocks_active += layer.blocks_active;
+    r.blocks_worst_case += layer.blocks_worst_case;
   }
+  return local;
 }
 
 }  // namespace moerun

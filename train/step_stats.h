@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "model/lm_loss.h"
 #include "model/moe_layer.h"
 #include "parallel/process_group.h"
 #include "parallel/token_dispatcher.h"
@@ -93,7 +94,8 @@ struct StepShape {
 };
 void fill_global_numbers(const GlobalStepNumbers& g, const StepShape& shape, bool per_rank, StepResult& r);
 
-// This rank's expert compute time into `local`, and its block counts into `r`, from its MoE layers.
-void add_expert_work(const std::vector<const MoeStats*>& layers, LocalStepNumbers& local, StepResult& r);
+// This rank's numbers from its step's losses and MoE layers (after the readout's read), and
+// its block counts into `r`.
+LocalStepNumbers local_step_numbers(const LossSums& losses, const std::vector<MoeStats>& layers, StepResult& r);
 
 }  // namespace moerun

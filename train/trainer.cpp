@@ -45,6 +45,7 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   for (auto& d : dispatchers_) per_block.push_back(d.get());
   model_ = std::make_unique<Transformer>(config_.model, *params_, per_block);
   model_->set_recompute(config_.train.recompute);
+  grad_slots_ = model_->readout().reserve(2);  // {squared gradient norm, non-finite gradient values}
   if (config_.model.static_shapes()) device.expect_static_shapes(1);  // the first step compiles every shape
   moe_blocks_ = model_->moe_layer_ids();
   // Before the optimizer: under ZeRO-1 the buckets decide whose rows are whose.
@@ -125,24 +126,18 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
                                  [this](const std::vector<Placement>& p) { return apply_placements(p); });
 }
 
-std::int64_t Trainer::first_nonfinite_grad(const Parameter** first) const {
+const Parameter* Trainer::first_nonfinite_grad() const {
   for (const Parameter* p : params_->all()) {
     // Only the owned rows hold complete sums (all rows unless ZeRO-1 shards the parameter).
     const RowRange rows = grad_groups_->sync().owned_rows(*p);
-    if (rows.empty()) continue;
-    const std::int64_t n = kernels::count_nonfinite(p->grad.rows(rows.begin, rows.end));
-    if (n > 0) {
-      if (first != nullptr) *first = p;
-      return n;
-    }
+    if (!rows.empty() && kernels::read_count_nonfinite(p->grad.rows(rows.begin, rows.end)) > 0) return p;
   }
-  return 0;
+  return nullptr;
 }
 
 void Trainer::check_finite(std::int64_t step, double loss, const GlobalStepNumbers& g) const {
   if (std::isfinite(loss) && g.ranks_with_nonfinite_grads == 0) return;
-  const Parameter* first_bad = nullptr;
-  const std::int64_t bad = first_nonfinite_grad(&first_bad);
+  const Parameter* first_bad = first_nonfinite_grad();  // an error path: reads each gradient's count
   if (first_bad == nullptr && std::isfinite(loss)) {
     MOERUN_THROW(RuntimeError, "[nan guard] step {}: another rank found non-finite gradients (see its message); training "
                  "stopped before the update, nothing of this state is saved", step);
@@ -152,36 +147,39 @@ void Trainer::check_finite(std::int64_t step, double loss, const GlobalStepNumbe
                "saved. Lower train.lr, raise train.warmup_steps, or check the data",
                step, loss,
                first_bad ? fmt::format(" and the gradient of '{}' has {} non-finite values (the first parameter that does)",
-                                       first_bad->name, bad)
+                                       first_bad->name, kernels::read_count_nonfinite(first_bad->grad))
                          : std::string());
 }
 
-double Trainer::local_grad_squares(const std::vector<Placement>& current) const {
+void Trainer::add_gradient_health(const std::vector<Placement>& current) {
   // A replicated expert's (identical) gradient lives on several ranks: count it once.
   auto copies_of = [&](const Parameter& p) {
     if (p.kind == ParamKind::Dense || current.empty()) return 1.0;
     const auto it = std::find(moe_blocks_.begin(), moe_blocks_.end(), p.layer);
     return double(current[static_cast<std::size_t>(it - moe_blocks_.begin())].replicas(p.expert).size());
   };
+  Tensor squares = model_->readout().slots(grad_slots_, 1), nonfinite = model_->readout().slots(grad_slots_ + 1, 1);
+  auto add = [&](const Tensor& grad, double copies) {
+    kernels::sum_squares({.x = &grad, .out = &squares, .scale = static_cast<float>(1.0 / copies), .accumulate = true});
+  };
   const GradSync& sync = grad_groups_->sync();
-  double sum = 0.0;
-  if (config_.train.shard_optimizer) {
-    // ZeRO-1: each rank holds the complete sum of its own rows only. Every row has one owner
-    // per copy (an expert's replicas own the same rows), so the world's sum of owned squares,
-    // each divided by its copies, counts every element once.
-    for (const Parameter* p : params_->all()) {
-      const RowRange rows = sync.owned_rows(*p);
-      if (!rows.empty()) sum += kernels::sum_squares(p->grad.rows(rows.begin, rows.end)) / copies_of(*p);
-    }
-    return sum;
-  }
-  // Dense gradients are whole and identical on every rank: rank 0 counts them. Each EP group
-  // holds every expert: the first one counts them.
-  const bool dense = world_.rank() == 0, experts = topology_->dp_rank() == 0;
   for (const Parameter* p : params_->all()) {
-    if (p->kind == ParamKind::Dense ? dense : experts) sum += kernels::sum_squares(p->grad) / copies_of(*p);
+    // Only the owned rows hold complete sums (all rows unless ZeRO-1 shards the parameter).
+    const RowRange rows = sync.owned_rows(*p);
+    if (rows.empty()) continue;
+    const Tensor owned = p->grad.rows(rows.begin, rows.end);
+    kernels::count_nonfinite({.x = &owned, .out = &nonfinite, .accumulate = true});
+    if (config_.train.shard_optimizer) {
+      // ZeRO-1: each rank holds the complete sum of its own rows only. Every row has one owner
+      // per copy (an expert's replicas own the same rows), so the world's sum of owned squares,
+      // each divided by its copies, counts every element once.
+      add(owned, copies_of(*p));
+      continue;
+    }
+    // Dense gradients are whole and identical on every rank: rank 0 counts them. Each EP group
+    // holds every expert: the first one counts them.
+    if (p->kind == ParamKind::Dense ? world_.rank() == 0 : topology_->dp_rank() == 0) add(p->grad, copies_of(*p));
   }
-  return sum;
 }
 
 StepResult Trainer::train_step(std::int64_t step) {
@@ -204,38 +202,25 @@ StepResult Trainer::train_step(std::int64_t step) {
                           .aux_scale = 1.0 / double(config_.micro_batches_per_step())};
   params_->zero_grads();
   params_->refresh_compute_copies();  // bf16: the weights as the last update, load or migration left them
-  for (int block : moe_blocks_) model_->moe_layer(block).reset_expert_seconds();
+  model_->reset_stats();  // the step's device values (losses, counts, gradient norms) start at zero
   const std::size_t moe_layers = moe_blocks_.size(), experts = static_cast<std::size_t>(config_.model.experts);
-  LocalStepNumbers local;
-  local.routed.assign(moe_layers * experts, 0.0);
-  local.kept.assign(moe_layers * experts, 0.0);
   for (std::size_t i = 0; i < batches.size(); ++i) {
     const trace::Scope micro_span("step", "micro-batch", static_cast<int>(i));
     Tensor inputs = Tensor::from_host(device_, {m * t}, batches[i].inputs);
     Tensor targets = Tensor::from_host(device_, {m * t}, batches[i].targets);
     // The last backward of the step: start reducing as blocks finish.
     if (i + 1 == batches.size()) model_->set_backward_hook(grad_groups_->backward_hook());
-    const MicroBatchLoss l = forward_backward(*model_, inputs, targets, m, scales);
-    local.ce_sum += l.ce_sum;
-    local.aux += l.aux;
-    local.z += l.z;
-    const auto stats = model_->moe_stats();
-    for (std::size_t layer = 0; layer < stats.size(); ++layer) {
-      local.dropped += double(stats[layer]->dropped);
-      local.copies += double(stats[layer]->copies);
-      for (std::size_t e = 0; e < experts; ++e) {
-        local.routed[layer * experts + e] += double(stats[layer]->assigned_per_expert[e]);
-        local.kept[layer * experts + e] += double(stats[layer]->kept_per_expert[e]);
-      }
-    }
+    forward_backward(*model_, inputs, targets, m, scales);
   }
   model_->set_backward_hook(nullptr);
   StepResult r;
   r.allreduce_ms = 1000.0 * grad_groups_->sync().finish();
-  add_expert_work(model_->moe_stats(), local, r);
-  local.nonfinite_grads = first_nonfinite_grad(nullptr);
   const std::vector<Placement> current = placements();
-  local.grad_squares = local_grad_squares(current);
+  add_gradient_health(current);
+  model_->readout().read();  // the step's one device->host read of what the host needs
+  LocalStepNumbers local = local_step_numbers(read_losses(*model_), model_->moe_stats(), r);
+  local.grad_squares = model_->readout().value(grad_slots_);
+  local.nonfinite_grads = static_cast<std::int64_t>(model_->readout().value(grad_slots_ + 1));
   local.signal = checkpoint_signal_received();
   for (auto& d : dispatchers_) local.a2a += d->take_stats();
   const GlobalStepNumbers global = reduce_step_numbers(world_, local);

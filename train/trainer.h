@@ -78,8 +78,12 @@ class Trainer {
   void log_start();
   void log_summary(TrainSummary& summary, double timed_ms, std::int64_t timed_tokens);
   // This rank's part of the squared global gradient norm: each element counted once over the world.
-  double local_grad_squares(const std::vector<Placement>& current) const;
-  std::int64_t first_nonfinite_grad(const Parameter** first) const;
+  // Adds this rank's share of the squared gradient norm and its non-finite gradient values
+  // to the readout (device values, read with the step's others).
+  void add_gradient_health(const std::vector<Placement>& current);
+  // The first parameter whose owned gradient rows hold a non-finite value (host reads: for
+  // the error message only).
+  const Parameter* first_nonfinite_grad() const;
   void check_finite(std::int64_t step, double loss, const GlobalStepNumbers& g) const;
   void write_trace();  // log.trace: <run-dir>/trace/rank_<r>.json
   struct TrainingState state();
@@ -105,6 +109,7 @@ class Trainer {
   std::unique_ptr<Rebalancer> rebalancer_;
   std::unique_ptr<RoutingTraceLog> routing_trace_;  // log.routing_trace; null when off
   std::int64_t start_step_ = 0;  // the last step already done (restore)
+  std::int64_t grad_slots_ = 0;  // readout slots: {squared gradient norm share, non-finite count}
   std::optional<StepResult> last_step_;  // the latest train_step's numbers, saved with checkpoints
   std::function<void()> step_callback_;
   LossSpikeGuard loss_guard_;

@@ -345,4 +345,63 @@ AdamWState adamw(AdamWState s, const Vector& grad, double lr, double beta1, doub
   return s;
 }
 
+DispatchLayout dispatch_layout(const Index& index, int k, int experts, std::int64_t capacity, const Index& split,
+                               const Index& slot_of, int ep, std::int64_t slots, std::int64_t block, std::int64_t blocks) {
+  const std::int64_t copies = static_cast<std::int64_t>(index.size());
+  // The copies in priority order: by choice rank, then token.
+  std::vector<std::int64_t> order(static_cast<std::size_t>(copies));
+  for (std::int64_t c = 0; c < copies; ++c) order[static_cast<std::size_t>(c)] = c;
+  std::stable_sort(order.begin(), order.end(), [k](std::int64_t a, std::int64_t b) { return a % k < b % k; });
+  DispatchLayout out;
+  out.assigned.assign(static_cast<std::size_t>(experts), 0);
+  std::vector<std::vector<std::int64_t>> kept(static_cast<std::size_t>(experts));  // each expert's copies, in priority
+  for (const std::int64_t c : order) {
+    auto& mine = kept[static_cast<std::size_t>(index[static_cast<std::size_t>(c)])];
+    ++out.assigned[static_cast<std::size_t>(index[static_cast<std::size_t>(c)])];
+    if (capacity == 0 || static_cast<std::int64_t>(mine.size()) < capacity) mine.push_back(c);
+  }
+  for (const auto& mine : kept) out.kept.push_back(static_cast<std::int64_t>(mine.size()));
+  const bool sorted = slots == 0 && block == 0;
+  const std::int64_t rows = sorted ? copies : slots > 0 ? ep * slots * capacity : ep * blocks * block;
+  out.token_of_row.assign(static_cast<std::size_t>(rows), -1);
+  out.gate_of_row.assign(static_cast<std::size_t>(rows), -1);
+  auto place = [&](std::int64_t row, std::int64_t c) {
+    out.token_of_row[static_cast<std::size_t>(row)] = static_cast<std::int32_t>(c / k);
+    out.gate_of_row[static_cast<std::size_t>(row)] = static_cast<std::int32_t>(c);
+  };
+  if (sorted) {
+    std::int64_t row = 0;
+    for (const auto& mine : kept)
+      for (const std::int64_t c : mine) place(row++, c);
+    return out;
+  }
+  if (block > 0) out.labels.assign(static_cast<std::size_t>(ep * blocks), -1);
+  std::vector<std::int64_t> used_blocks(static_cast<std::size_t>(ep), 0);
+  for (int e = 0; e < experts; ++e) {
+    const auto& mine = kept[static_cast<std::size_t>(e)];
+    const auto at = [&](const Index& table, int r) { return table[static_cast<std::size_t>(e * ep + r)]; };
+    std::int64_t total = 0;
+    for (int r = 0; r < ep; ++r) total += at(split, r);
+    std::int64_t before = 0;  // shares of the ranks before r
+    for (int r = 0; r < ep; ++r) {
+      const std::int64_t from = total > 0 ? std::int64_t(mine.size()) * before / total : 0;
+      before += at(split, r);
+      const std::int64_t to = total > 0 ? std::int64_t(mine.size()) * before / total : 0;
+      for (std::int64_t i = from; i < to; ++i) {
+        const std::int64_t within = i - from;
+        if (slots > 0) {
+          place((r * slots + at(slot_of, r)) * capacity + within, mine[static_cast<std::size_t>(i)]);
+        } else {
+          place((r * blocks + used_blocks[static_cast<std::size_t>(r)]) * block + within, mine[static_cast<std::size_t>(i)]);
+        }
+      }
+      if (block > 0) {
+        for (std::int64_t b = 0; b < (to - from + block - 1) / block; ++b)
+          out.labels[static_cast<std::size_t>(r * blocks + used_blocks[static_cast<std::size_t>(r)]++)] = at(slot_of, r);
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace moerun::reference

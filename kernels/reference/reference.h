@@ -92,6 +92,15 @@ Router router(const Matrix& logits, int k, bool renormalize, bool sigmoid = fals
 Matrix router_backward(const Matrix& logits, int k, bool renormalize, const Matrix& dgates, const Matrix& aux_weight,
                        double z_scale, bool sigmoid = false, const Vector* bias = nullptr);
 
+// DispatchLayoutArgs's three layouts (runtime/kernel_table.h), from per-expert lists of the
+// kept copies. split and slot_of: row-major [experts, ep], empty for the sorted layout.
+struct DispatchLayout {
+  Index token_of_row, gate_of_row, labels;
+  std::vector<std::int64_t> assigned, kept;
+};
+DispatchLayout dispatch_layout(const Index& index, int k, int experts, std::int64_t capacity, const Index& split,
+                               const Index& slot_of, int ep, std::int64_t slots, std::int64_t block, std::int64_t blocks);
+
 struct AdamWState {
   Vector param, m, v;
 };

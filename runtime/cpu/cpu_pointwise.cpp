@@ -182,9 +182,16 @@ void sum_rows(const SumRowsArgs& p) {
   }
 }
 
-double sum_squares(const Tensor& t) {
-  const float* x = f32(&t);
-  const std::int64_t n = t.numel();
+namespace {
+void reduce_into(const ReduceArgs& p, double value) {
+  float* out = f32(p.out);
+  out[0] = static_cast<float>((p.accumulate ? double(out[0]) : 0.0) + double(p.scale) * value);
+}
+}  // namespace
+
+void sum_squares(const ReduceArgs& p) {
+  const float* x = f32(p.x);
+  const std::int64_t n = p.x->numel();
   double total = 0.0;
   // Fixed-size chunks summed in order keep the result independent of the thread count.
   constexpr std::int64_t kChunk = 4096;
@@ -198,16 +205,16 @@ double sum_squares(const Tensor& t) {
     partial[static_cast<std::size_t>(c)] = s;
   }
   for (double s : partial) total += s;
-  return total;
+  reduce_into(p, total);
 }
 
-std::int64_t count_nonfinite(const Tensor& t) {
-  const float* x = f32(&t);
-  const std::int64_t n = t.numel();
+void count_nonfinite(const ReduceArgs& p) {
+  const float* x = f32(p.x);
+  const std::int64_t n = p.x->numel();
   std::int64_t bad = 0;
 #pragma omp parallel for reduction(+ : bad) if (n > kParallelThreshold)
   for (std::int64_t i = 0; i < n; ++i) bad += std::isfinite(x[i]) ? 0 : 1;
-  return bad;
+  reduce_into(p, double(bad));
 }
 
 void adamw(const AdamWArgs& p) {

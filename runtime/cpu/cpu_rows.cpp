@@ -16,7 +16,7 @@ namespace moerun::cpu {
 // probs = softmax(logits) on oneDNN's softmax primitive (vectorized: at 32k-128k vocabularies a
 // row loop in double took a third of the LM head's time); a row's loss is -log p[label], or,
 // where p[label] is too small for fp32 to carry it, logsumexp - logit from the row in double.
-CrossEntropyResult cross_entropy_forward(const CrossEntropyArgs& p) {
+void cross_entropy_forward(const CrossEntropyArgs& p) {
   const std::int64_t n = p.logits->dim(0), v = p.logits->dim(1);
   cpu::softmax_forward({.x = p.logits, .out = p.probs});
   const float* logits = f32(p.logits);
@@ -45,13 +45,15 @@ CrossEntropyResult cross_entropy_forward(const CrossEntropyArgs& p) {
   }
   MOERUN_CHECK(!bad_label, KernelError, "[cross_entropy_forward] a label is outside [0, {}) and is not the ignore label {}",
                v, p.ignore_label);
-  CrossEntropyResult result;
+  double loss_sum = 0.0, count = 0.0;
   for (std::int64_t i = 0; i < n; ++i) {
     if (labels[i] == p.ignore_label) continue;
-    result.loss_sum += row_loss[static_cast<std::size_t>(i)];  // in row order: deterministic
-    ++result.count;
+    loss_sum += row_loss[static_cast<std::size_t>(i)];  // in row order: deterministic
+    count += 1.0;
   }
-  return result;
+  float* out = f32(p.loss);
+  out[0] = static_cast<float>((p.accumulate ? double(out[0]) : 0.0) + loss_sum);
+  out[1] = static_cast<float>((p.accumulate ? double(out[1]) : 0.0) + count);
 }
 
 void cross_entropy_backward(const CrossEntropyArgs& p) {

@@ -1,6 +1,8 @@
-// matmul, grouped_matmul and linear_backward against the Eigen reference and finite differences.
+// matmul, grouped_matmul, the blockwise matmuls and linear_backward against the Eigen reference
+// and finite differences.
 #include "kernels/matmul.h"
 
+#include "runtime/error.h"
 #include "test_util.h"
 
 namespace moerun::test {
@@ -91,6 +93,61 @@ TEST(GroupedMatmul, UnevenGroupsMatchReferenceInAllThreeRoles) {
     EXPECT_TRUE(all_close(to_matrix(dxt[e], tokens[e], d), reference::matmul(dys[e], ws[e], false, true), kRtol, 1e-4));
     EXPECT_TRUE(all_close(to_matrix(dwt[e], d, f), reference::matmul(xs[e], dys[e], true, false), kRtol, 1e-4));
   }
+}
+
+// Blocks of 4 rows with device-side labels: each used block against its own reference
+// product in the three roles, the unused places (-1) zero (or untouched when accumulating) and
+// adding nothing to any gradient; a label past the FFNs is refused.
+TEST(BlockMatmul, EachBlockUsesItsLabelledWeightAndUnusedPlacesAreSkipped) {
+  const std::int64_t d = 8, f = 12, block = 4, experts = 3;
+  const std::vector<std::int32_t> labels = {2, 0, -1, 2, 1, -1, 0};
+  const std::int64_t blocks = static_cast<std::int64_t>(labels.size()), rows = blocks * block;
+  const Matrix x = random_matrix(rows, d, 401), dy = random_matrix(rows, f, 402);
+  std::vector<Matrix> ws;
+  std::vector<Tensor> wt, gt;
+  for (std::int64_t e = 0; e < experts; ++e) {
+    ws.push_back(random_matrix(d, f, 410 + std::uint64_t(e)));
+    wt.push_back(to_tensor(device(), ws.back()));
+    gt.push_back(Tensor::zeros(device(), {d, f}));
+  }
+  Tensor xt = to_tensor(device(), x), dyt = to_tensor(device(), dy), lt = Tensor::from_host(device(), {blocks, 1}, labels);
+  const Matrix sevens_y = Matrix::Constant(rows, f, 7.0), sevens_dx = Matrix::Constant(block, d, 7.0);
+  Tensor yt = to_tensor(device(), sevens_y), dxt = to_tensor(device(), Matrix(Matrix::Constant(rows, d, 7.0)));
+  BlockMatmulArgs fwd{.labels = &lt, .block = block, .x = &xt, .out = &yt};
+  BlockMatmulArgs data{.labels = &lt, .block = block, .x = &dyt, .transpose_weights = true, .out = &dxt, .accumulate = true};
+  BlockMatmulArgs grad{.labels = &lt, .block = block, .x = &xt, .dy = &dyt};
+  for (const Tensor& w : wt) {
+    fwd.weights.push_back(&w);
+    data.weights.push_back(&w);
+  }
+  for (Tensor& g : gt) grad.grads.push_back(&g);
+  kernels::block_matmul(fwd);
+  kernels::block_matmul(data);
+  kernels::block_weight_grad(grad);
+  const Matrix y = to_matrix(yt, rows, f), dx = to_matrix(dxt, rows, d);
+  std::vector<Matrix> expected_grad(static_cast<std::size_t>(experts), Matrix::Zero(d, f));
+  for (std::int64_t i = 0; i < blocks; ++i) {
+    SCOPED_TRACE(::testing::Message() << "block " << i << " label " << labels[std::size_t(i)]);
+    const Matrix xi = x.middleRows(i * block, block), dyi = dy.middleRows(i * block, block);
+    if (labels[std::size_t(i)] < 0) {
+      EXPECT_TRUE(all_close(Matrix(y.middleRows(i * block, block)), Matrix(Matrix::Zero(block, f)), 0.0, 0.0));
+      EXPECT_TRUE(all_close(Matrix(dx.middleRows(i * block, block)), sevens_dx, 0.0, 0.0));
+      continue;
+    }
+    const Matrix& w = ws[std::size_t(labels[std::size_t(i)])];
+    EXPECT_TRUE(all_close(Matrix(y.middleRows(i * block, block)), reference::matmul(xi, w, false, false), kRtol, 1e-4));
+    const Matrix dxi = sevens_dx + reference::matmul(dyi, w, false, true);
+    EXPECT_TRUE(all_close(Matrix(dx.middleRows(i * block, block)), dxi, kRtol, 1e-4));
+    expected_grad[std::size_t(labels[std::size_t(i)])] += reference::matmul(xi, dyi, true, false);
+  }
+  for (std::int64_t e = 0; e < experts; ++e)
+    EXPECT_TRUE(all_close(to_matrix(gt[std::size_t(e)], d, f), expected_grad[std::size_t(e)], kRtol, 1e-4)) << "expert " << e;
+  const Tensor bad = Tensor::from_host(device(), {blocks, 1}, std::vector<std::int32_t>{0, 0, 0, 3, 0, 0, 0});
+  fwd.labels = &bad;
+  EXPECT_THROW(kernels::block_matmul(fwd), KernelError);
+  const Tensor flat = Tensor::from_host(device(), {blocks}, labels);  // not a column
+  fwd.labels = &flat;
+  EXPECT_THROW(kernels::block_matmul(fwd), KernelError);
 }
 
 }  // namespace moerun::test

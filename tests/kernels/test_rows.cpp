@@ -16,11 +16,19 @@ TEST(CrossEntropy, ForwardBackwardIgnoreLabelAndFiniteDifferences) {
     reference::Index labels(static_cast<std::size_t>(rows));
     for (std::int64_t i = 0; i < rows; ++i) labels[static_cast<std::size_t>(i)] = (i % 4 == 2) ? ignore : static_cast<std::int32_t>((i * 7) % v);
     Tensor lt = to_tensor(device(), logits), lab = to_tensor(device(), labels), probs(device(), {rows, v}), dl(device(), {rows, v});
-    CrossEntropyArgs args{.logits = &lt, .labels = &lab, .ignore_label = ignore, .probs = &probs, .dlogits = &dl};
-    const CrossEntropyResult r = kernels::cross_entropy_forward(args);
+    Tensor loss = Tensor::from_host(device(), {2}, std::vector<float>{100.0f, 7.0f});
+    CrossEntropyArgs args{.logits = &lt, .labels = &lab, .ignore_label = ignore, .probs = &probs, .loss = &loss,
+                          .dlogits = &dl};
+    kernels::cross_entropy_forward(args);  // overwrites
+    std::vector<float> r = loss.to_host();
     const auto ref = reference::cross_entropy(logits, labels, ignore);
-    EXPECT_EQ(r.count, ref.count);
-    EXPECT_NEAR(r.loss_sum, ref.loss_sum, 1e-4 * std::max(1.0, std::abs(ref.loss_sum)));
+    EXPECT_EQ(r[1], float(ref.count));
+    EXPECT_NEAR(r[0], ref.loss_sum, 1e-4 * std::max(1.0, std::abs(ref.loss_sum)));
+    args.accumulate = true;  // adds: the trainer sums micro-batches on the device
+    kernels::cross_entropy_forward(args);
+    r = loss.to_host();
+    EXPECT_EQ(r[1], float(2 * ref.count));
+    EXPECT_NEAR(r[0], 2.0 * ref.loss_sum, 2e-4 * std::max(1.0, std::abs(ref.loss_sum)));
     args.scale = ref.count > 0 ? 1.0f / static_cast<float>(ref.count) : 1.0f;
     kernels::cross_entropy_backward(args);
     EXPECT_TRUE(all_close(to_matrix(dl, rows, v), reference::cross_entropy_backward(logits, labels, ignore, args.scale), kRtol, kAtol));
@@ -40,17 +48,20 @@ TEST(CrossEntropy, LargeVocabularyAndUnderflowingLabels) {
   const reference::Index labels = {7, 31999, 12345, 0, 25000};
   logits(1, 31999) = -200.0;
   logits(3, 0) = -150.0;
-  Tensor lt = to_tensor(device(), logits), lab = to_tensor(device(), labels), probs(device(), {rows, v});
-  const CrossEntropyResult r = kernels::cross_entropy_forward({.logits = &lt, .labels = &lab, .probs = &probs});
+  Tensor lt = to_tensor(device(), logits), lab = to_tensor(device(), labels), probs(device(), {rows, v}), loss(device(), {2});
+  kernels::cross_entropy_forward({.logits = &lt, .labels = &lab, .probs = &probs, .loss = &loss});
+  const std::vector<float> r = loss.to_host();
   const auto ref = reference::cross_entropy(logits, labels, -1);
-  EXPECT_EQ(r.count, rows);
+  EXPECT_EQ(r[1], float(rows));
   EXPECT_GT(ref.loss_sum, 350.0);
-  EXPECT_NEAR(r.loss_sum, ref.loss_sum, 1e-5 * ref.loss_sum);
+  EXPECT_NEAR(r[0], ref.loss_sum, 1e-5 * ref.loss_sum);
 }
 
 TEST(CrossEntropy, RejectsLabelsOutsideTheVocabulary) {
-  Tensor logits = Tensor::zeros(device(), {2, 4}), probs(device(), {2, 4});
+  Tensor logits = Tensor::zeros(device(), {2, 4}), probs(device(), {2, 4}), loss(device(), {2});
   Tensor labels = to_tensor(device(), reference::Index{1, 4});
+  EXPECT_THROW(kernels::cross_entropy_forward({.logits = &logits, .labels = &labels, .probs = &probs, .loss = &loss}),
+               KernelError);
   EXPECT_THROW(kernels::cross_entropy_forward({.logits = &logits, .labels = &labels, .probs = &probs}), KernelError);
 }
 

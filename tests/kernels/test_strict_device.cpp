@@ -40,6 +40,7 @@ TEST(StrictDevice, StagesCommunicationAndReadsOnlyThroughCopies) {
   const TransferStats copies = dev->take_transfer_stats();
   EXPECT_EQ(copies.host_to_device_copies, 1);
   EXPECT_EQ(copies.device_to_host_copies, 2);
+  EXPECT_EQ(copies.host_reads, 2);  // both synchronous: the host waited for each
   EXPECT_EQ(copies.device_to_host_bytes, 2 * 6 * 4);
   EXPECT_EQ(dev->take_transfer_stats().device_to_host_copies, 0);
 }
@@ -55,6 +56,9 @@ TEST(StrictDevice, AnAsyncCopyLandsOnlyWhenItsEventIsWaitedFor) {
   dev->host_wait(done);
   EXPECT_TRUE(dev->query(done));
   EXPECT_EQ(host, (std::vector<float>{1, 2, 3, 4}));
+  const TransferStats copies = dev->take_transfer_stats();
+  EXPECT_EQ(copies.device_to_host_copies, 1);
+  EXPECT_EQ(copies.host_reads, 0) << "an asynchronous copy is staging, not a read that stops the host";
 }
 
 TEST(StrictDevice, EventsOrderWorkAcrossQueues) {

@@ -8,7 +8,6 @@
 
 #include "kernels/elementwise.h"
 #include "model/lm_loss.h"
-#include "model/routing.h"
 #include "runtime/vocab.h"
 #include "runtime/error.h"
 #include "test_util.h"
@@ -46,7 +45,7 @@ Fixture make_fixture(ExpertType type, std::int64_t top_k, double capacity_factor
   return f;
 }
 
-double total_loss(const MicroBatchLoss& l) { return l.ce_sum / double(l.targets) + l.aux + l.z; }
+double total_loss(const LossSums& l) { return l.ce_sum / double(l.targets) + l.aux + l.z; }
 
 void check_gradients(const Fixture& f) {
   TestDevice dev;
@@ -62,7 +61,7 @@ void check_gradients(const Fixture& f) {
   }
   Tensor tokens = Tensor::from_host(dev, {static_cast<std::int64_t>(f.tokens.size())}, f.tokens);
   Tensor targets = Tensor::from_host(dev, {static_cast<std::int64_t>(f.targets.size())}, f.targets);
-  const MicroBatchLoss base = forward_loss(model, tokens, targets, f.batch);
+  const LossSums base = forward_loss(model, tokens, targets, f.batch);
   params.zero_grads();
   forward_backward(model, tokens, targets, f.batch, {.ce_scale = 1.0 / double(base.targets), .aux_scale = 1.0});
   ASSERT_GT(base.aux, 0.0);
@@ -241,21 +240,6 @@ void check_recompute(const Fixture& f) {
 
 TEST(Recompute, GeluWithCapacitySameGradientsLessMemory) { check_recompute(make_fixture(ExpertType::Gelu, 2, 1.0)); }
 TEST(Recompute, SwiGluDroplessSameGradientsLessMemory) { check_recompute(make_fixture(ExpertType::SwiGlu, 1, 0.0)); }
-
-TEST(Routing, CapacityKeepsFirstChoicesFirstAndSortsByExpert) {
-  // 4 tokens, top-2, 3 experts; expert 0 is everyone's first choice.
-  const std::vector<std::int32_t> choices = {0, 1, 0, 2, 0, 1, 0, 2};
-  const RoutingPlan plan = plan_routing(choices, 4, 2, 3, /*capacity=*/3);
-  EXPECT_EQ(plan.assigned_per_expert, (std::vector<std::int64_t>{4, 2, 2}));
-  EXPECT_EQ(plan.kept_per_expert, (std::vector<std::int64_t>{3, 2, 2}));
-  EXPECT_EQ(plan.dropped, 1);
-  // Token 3's first choice is the one dropped (tokens 0-2 came first); order is by expert.
-  EXPECT_EQ(plan.token_of_copy, (std::vector<std::int32_t>{0, 1, 2, 0, 2, 1, 3}));
-  EXPECT_EQ(plan.slot_of_copy, (std::vector<std::int32_t>{0, 2, 4, 1, 5, 3, 7}));
-  const RoutingPlan dropless = plan_routing(choices, 4, 2, 3, 0);
-  EXPECT_EQ(dropless.dropped, 0);
-  EXPECT_EQ(dropless.kept(), 8);
-}
 
 TEST(ModelConfig, RejectsImpossibleShapesNamingTheKey) {
   ModelConfig c;
