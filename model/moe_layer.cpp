@@ -153,22 +153,18 @@ Tensor MoeLayer::forward(const Tensor& h) {
   // 2. Dispatch token-copies to the experts' ranks, run the experts, combine.
   routed_ = Tensor(dev, {rows, d}, h.dtype());  // the exchange carries the compute dtype
   kernels::gather_rows({.src = &h, .index = &token_of_row_, .dst = &routed_});
-  std::vector<std::int64_t> expert_rows;
-  if (config_.blockwise()) {
-    recv_labels_ = dispatcher_.exchange_block_labels(send_labels_);
-  } else if (config_.static_shapes()) {
-    expert_rows.assign(dispatcher_.local_experts().size(), std::int64_t{dispatcher_.placement().ep_size()} * capacity_);
-  } else {
-    expert_rows = dispatch_.recv_per_local_expert;
-  }
+  if (config_.blockwise()) recv_labels_ = dispatcher_.exchange_block_labels(send_labels_);
   expert_in_ = dispatch_tokens(routed_);
   const auto expert_start = std::chrono::steady_clock::now();
   {
     const trace::Scope span("experts", "experts forward", layer_);
-    if (config_.blockwise()) {
+    if (config_.blockwise()) {  // blocks labelled on the device with their local expert
       expert_out_ = experts_->forward_blocks(expert_in_, recv_labels_, config_.block_size);
+    } else if (config_.static_shapes()) {  // one block per slot: ep x capacity rows of one expert or padding
+      const Tensor& slots = dispatcher_.slot_table(dev).local_slots;
+      expert_out_ = experts_->forward_blocks(expert_in_, slots, dispatcher_.placement().ep_size() * capacity_);
     } else {
-      expert_out_ = experts_->forward(expert_in_, expert_rows);
+      expert_out_ = experts_->forward(expert_in_, dispatch_.recv_per_local_expert);
     }
     dev.synchronize();
   }

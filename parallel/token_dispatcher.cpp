@@ -10,17 +10,22 @@ namespace moerun {
 
 const SlotTable& TokenDispatcher::slot_table(Device& device) {
   const Placement& where = placement();
-  const int ep = where.ep_size(), me = ep_rank(), experts = where.experts();
-  std::vector<std::int32_t> table(static_cast<std::size_t>(2 * experts * ep), 0);
+  const int ep = where.ep_size(), me = ep_rank(), experts = where.experts(), slots = slots_per_rank();
+  const std::size_t cells = static_cast<std::size_t>(experts * ep);
+  std::vector<std::int32_t> table(2 * cells + static_cast<std::size_t>(slots), -1);  // split, slot_of, local_slots
   std::int32_t* split = table.data();
-  std::int32_t* slot_of = table.data() + experts * ep;
-  std::fill(slot_of, slot_of + experts * ep, -1);
+  std::int32_t* slot_of = split + cells;
+  std::int32_t* local_slots = slot_of + cells;
+  std::fill(split, split + cells, 0);
   for (int r = 0; r < ep; ++r) {
     const std::vector<int> hosted = where.local_experts(r);
-    MOERUN_CHECK(static_cast<int>(hosted.size()) <= slots_per_rank(), ConfigError,
+    MOERUN_CHECK(static_cast<int>(hosted.size()) <= slots, ConfigError,
                  "[static dispatch] the placement puts {} experts on ep rank {} but static shapes have {} expert slots "
-                 "per rank; raise balance.max_experts_per_rank", hosted.size(), r, slots_per_rank());
-    for (std::size_t slot = 0; slot < hosted.size(); ++slot) slot_of[hosted[slot] * ep + r] = static_cast<std::int32_t>(slot);
+                 "per rank; raise balance.max_experts_per_rank", hosted.size(), r, slots);
+    for (std::size_t slot = 0; slot < hosted.size(); ++slot) {
+      slot_of[hosted[slot] * ep + r] = static_cast<std::int32_t>(slot);
+      if (r == me) local_slots[slot] = static_cast<std::int32_t>(slot);  // slot j holds local expert j
+    }
   }
   for (int e = 0; e < experts; ++e) {
     if (where.holds(me, e)) {
@@ -31,8 +36,9 @@ const SlotTable& TokenDispatcher::slot_table(Device& device) {
   }
   if (table != slot_table_host_ || !slot_table_.split.defined() || &slot_table_.split.device() != &device) {
     const std::span<const std::int32_t> all(table);
-    slot_table_.split = Tensor::from_host(device, {experts, ep}, all.first(static_cast<std::size_t>(experts * ep)));
-    slot_table_.slot_of = Tensor::from_host(device, {experts, ep}, all.last(static_cast<std::size_t>(experts * ep)));
+    slot_table_.split = Tensor::from_host(device, {experts, ep}, all.subspan(0, cells));
+    slot_table_.slot_of = Tensor::from_host(device, {experts, ep}, all.subspan(cells, cells));
+    slot_table_.local_slots = Tensor::from_host(device, {slots, 1}, all.subspan(2 * cells));
     slot_table_host_ = std::move(table);
   }
   return slot_table_;

@@ -22,13 +22,15 @@
 
 namespace moerun {
 
-// The placement as the device's dispatch layout sees it from one source rank (static shapes):
-// split i32 [experts, ep], how the rank's copies of each expert are shared over its replicas
-// (Placement::split: all to the rank itself when it holds the expert), and slot_of i32
-// [experts, ep], each expert's slot on each rank (-1: not there).
+// The placement as the device sees it from one rank (static shapes): split i32 [experts, ep],
+// how the rank's copies of each expert are shared over its replicas (Placement::split: all to
+// the rank itself when it holds the expert); slot_of i32 [experts, ep], each expert's slot on
+// each rank (-1: not there); local_slots i32 [slots per rank, 1], the local expert in each of
+// this rank's slots (-1: unoccupied), the labels of its capacity-mode expert blocks.
 struct SlotTable {
   Tensor split;
   Tensor slot_of;
+  Tensor local_slots;
 };
 struct BlockRoute {
   std::vector<std::int32_t> order;                 // [ep * blocks * block]: received row of each expert-input row
@@ -130,7 +132,7 @@ class TokenDispatcher {
 
  private:
   SlotTable slot_table_;
-  std::vector<std::int32_t> slot_table_host_;  // split then slot_of, as last uploaded
+  std::vector<std::int32_t> slot_table_host_;  // split, slot_of, local_slots, as last uploaded
 };
 
 class LocalTokenDispatcher final : public TokenDispatcher {
