@@ -3,6 +3,7 @@
 //   mpirun -np 2 moerun-sim calibrate --out this-machine.toml      measure this machine
 //   moerun-sim run --hardware sim/hardware/trn2.toml --world 64 --set parallel.ep=64
 //       --set balance.policy=auto --routing zipf:1.2 --steps 60 [--out DIR]
+//   moerun-sim replay RUN_DIR          a run's rebalance decisions, asked of the planner again
 //
 // `run` takes the same --config and --set as moerun and refuses the same layouts. It prints
 // the step time split into its parts and writes, with --out, steps.csv (one row per step) and
@@ -23,6 +24,7 @@
 #include "runtime/error.h"
 #include "runtime/human_bytes.h"
 #include "sim/calibrate.h"
+#include "sim/decision_replay.h"
 #include "sim/simulator.h"
 #include "train/config.h"
 
@@ -129,6 +131,21 @@ int run_main(const std::optional<std::string>& config_file, const std::vector<st
   return 0;
 }
 
+// Exit 0 when every replayed decision is the logged one, 1 otherwise.
+int replay_main(const std::string& events) {
+  const std::vector<sim::ReplayedDecision> decisions = sim::replay_decisions(events);
+  int differ = 0;
+  fmt::print("{:>6}  {:>9}  {:>7}  {:>24}  {}\n", "step", "chosen", "applied", "predicted ms before/after", "replayed");
+  for (const sim::ReplayedDecision& d : decisions) {
+    fmt::print("{:>6}  {:>9}  {:>7}  {:>11.3f} / {:>10.3f}  {}\n", d.step, d.logged["chosen"].get<std::string>(),
+               d.logged["applied"].get<bool>() ? "yes" : "no", d.logged["predicted_step_ms_before"].get<double>(),
+               d.logged["predicted_step_ms_after"].get<double>(), d.same() ? "identical" : "DIFFERS: " + d.replayed.dump());
+    differ += d.same() ? 0 : 1;
+  }
+  fmt::print("moerun-sim replay: {} of {} decisions identical\n", decisions.size() - std::size_t(differ), decisions.size());
+  return differ == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -160,6 +177,10 @@ int main(int argc, char** argv) {
   run->add_option("--steps", steps, "steps to simulate")->check(CLI::PositiveNumber);
   run->add_option("--seed", seed, "seed of the sampled routing");
   run->add_option("--out", run_out, "directory for steps.csv and summary.json");
+  auto* replay = app.add_subcommand("replay", "ask the planner again for a run's logged rebalance decisions "
+                                              "(the run needs log.planner_inputs = true); exit 1 if any differs");
+  std::string events;
+  replay->add_option("events", events, "run directory or its events.jsonl")->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -171,6 +192,7 @@ int main(int argc, char** argv) {
       const auto w = mpi.world();
       return calibrate_main(*w, out, name, quick, inter_node, threads);
     }
+    if (*replay) return replay_main(events);
     return run_main(config_file, overrides, hardware, world, ranks_per_node, routing, steps, seed, run_out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moerun-sim: %s\n", e.what());

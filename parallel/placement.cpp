@@ -110,4 +110,14 @@ nlohmann::json Placement::to_json() const {
   return j;
 }
 
+Placement Placement::from_json(int ep_size, const nlohmann::json& j) {
+  MOERUN_CHECK(j.is_array(), RuntimeError, "[placement] expected an array of experts, got {}", j.dump());
+  std::vector<std::vector<Replica>> replicas;
+  for (const auto& expert : j) {
+    replicas.emplace_back();
+    for (const auto& r : expert) replicas.back().push_back({r.at("rank").get<int>(), r.at("share").get<std::int64_t>()});
+  }
+  return Placement(ep_size, std::move(replicas));
+}
+
 }  // namespace moerun

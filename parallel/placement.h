@@ -44,6 +44,8 @@ class Placement {
   bool operator==(const Placement& other) const;
   std::string describe() const;  // e.g. "0:[0] 1:[0] 2:[1,0] 3:[1]"
   nlohmann::json to_json() const;
+  // The reverse of to_json, for a group of `ep_size` ranks (a RuntimeError on a malformed one).
+  static Placement from_json(int ep_size, const nlohmann::json& j);
 
  private:
   int ep_size_;

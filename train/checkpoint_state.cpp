@@ -97,14 +97,7 @@ std::optional<std::vector<Placement>> saved_placements(const ckpt::CheckpointRea
   const auto saved = nlohmann::json::parse(file.string_attribute("placement"));
   if (saved.size() != layers) return std::nullopt;
   std::vector<Placement> restored;
-  for (const auto& layer : saved) {
-    std::vector<std::vector<Replica>> reps;
-    for (const auto& expert : layer) {
-      reps.emplace_back();
-      for (const auto& r : expert) reps.back().push_back({r.at("rank").get<int>(), r.at("share").get<std::int64_t>()});
-    }
-    restored.emplace_back(ep, std::move(reps));
-  }
+  for (const auto& layer : saved) restored.push_back(Placement::from_json(ep, layer));
   return restored;
 }
 

@@ -294,6 +294,9 @@ const std::vector<Key>& keys() {
     k.push_back(bool_key("log.routing_trace", &C::log, &LogConfig::routing_trace,
                          "write every step's routed token-copies per MoE layer, source rank and expert (and the "
                          "processed copies per expert) to <run-dir>/routing/steps_<first step>.h5 (HDF5, h5py-readable)"));
+    k.push_back(bool_key("log.planner_inputs", &C::log, &LogConfig::planner_inputs,
+                         "write each rebalance decision's whole planner input (loads, placements, cost model, gates) "
+                         "into its events.jsonl line, for `moerun-sim replay <run-dir>` to check or study the decision"));
     k.push_back(string_key("runtime.device", &C::runtime, &RuntimeConfig::device,
                            "compute backend by name: cpu (oneDNN); the registry lists what a build has"));
     k.push_back(float_key("runtime.collective_timeout", &C::runtime, &RuntimeConfig::collective_timeout,

@@ -82,6 +82,7 @@ struct LogConfig {
   std::string progress = "auto";   // auto, redraw, lines
   bool trace = false;              // per-rank Chrome trace in <run-dir>/trace/
   bool routing_trace = false;      // routed counts per step, layer, source rank and expert in <run-dir>/routing/
+  bool planner_inputs = false;     // each rebalance decision's whole planner input in events.jsonl
 };
 
 struct RuntimeConfig {

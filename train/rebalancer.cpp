@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "parallel/planner_record.h"
 #include "runtime/trace.h"
 
 namespace moerun {
@@ -108,16 +109,18 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
     ++rebalances_;
     pending_ = PendingCheck{step, decision.after.step_seconds, {}};
   }
-  log_.event({{"event", "rebalance"}, {"step", step}, {"policy", balance_policy_name(policy_)},
-              {"chosen", balance_policy_name(decision.chosen)}, {"applied", decision.apply},
-              {"reason", decision.reason}, {"old_placement", placements_json(in.current)},
-              {"new_placement", placements_json(decision.placements)},
-              {"predicted_step_ms_before", 1000 * decision.before.step_seconds},
-              {"predicted_step_ms_after", 1000 * decision.after.step_seconds},
-              {"imbalance_before", decision.before.imbalance}, {"imbalance_after", decision.after.imbalance},
-              {"bytes_moved", decision.migrate_bytes}, {"predicted_migrate_ms", 1000 * decision.migrate_seconds},
-              {"migrate_ms", 1000 * migrate_seconds},
-              {"rebalance_ms", 1000 * std::chrono::duration<double>(Clock::now() - rebalance_start).count()}});
+  nlohmann::json event = {{"event", "rebalance"}, {"step", step}, {"policy", balance_policy_name(policy_)},
+                          {"chosen", balance_policy_name(decision.chosen)}, {"applied", decision.apply},
+                          {"reason", decision.reason}, {"old_placement", placements_json(in.current)},
+                          {"new_placement", placements_json(decision.placements)},
+                          {"predicted_step_ms_before", 1000 * decision.before.step_seconds},
+                          {"predicted_step_ms_after", 1000 * decision.after.step_seconds},
+                          {"imbalance_before", decision.before.imbalance}, {"imbalance_after", decision.after.imbalance},
+                          {"bytes_moved", decision.migrate_bytes}, {"predicted_migrate_ms", 1000 * decision.migrate_seconds},
+                          {"migrate_ms", 1000 * migrate_seconds},
+                          {"rebalance_ms", 1000 * std::chrono::duration<double>(Clock::now() - rebalance_start).count()}};
+  if (config_.log.planner_inputs) event["planner_input"] = planner_input_to_json(in);
+  log_.event(event);
   if (decision.apply) {
     log_.message(fmt::format("rebalance at step {} ({}): imbalance {:.2f} -> {:.2f} predicted, step {:.1f} -> {:.1f} ms "
                              "predicted, {} moved",

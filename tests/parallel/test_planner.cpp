@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "parallel/planner.h"
+#include "parallel/planner_record.h"
 #include "runtime/error.h"
 
 namespace moerun::test {
@@ -220,6 +221,40 @@ TEST(Planner, AShortIntervalTakesTheCheapCandidateWhenRepackingDoesNotPay) {
   EXPECT_LE(d.migrate_bytes, ep * in.cost.expert_state_bytes);
   for (int e = 0; e < experts; ++e)
     for (const Replica& r : in.current[0].replicas(e)) EXPECT_TRUE(d.placements[0].holds(r.rank, e));
+}
+
+// The logged planner input (log.planner_inputs) is the whole input: read back, it is the same
+// JSON and the planner decides the same; a missing field is named.
+TEST(PlannerRecord, RoundTripsExactlyAndGivesTheSameDecision) {
+  PlannerInput in;
+  in.loads = {zipf(8, 1.2, 1000.0 / 3.0), zipf(8, 0.8, 1000.0)};
+  in.recent_loads = {in.loads, {zipf(8, 1.1, 999.0), zipf(8, 0.7, 1001.0)}};
+  in.current = {Placement::contiguous(8, 4), Placement(4, {{{0, 1}}, {{0, 1}}, {{1, 1}, {3, 2}}, {{1, 1}}, {{2, 1}},
+                                                           {{2, 1}}, {{3, 1}}, {{3, 1}}})};
+  in.cost = cost();
+  in.policy = BalancePolicy::Eplb;
+  in.max_experts_per_rank = 4;
+  in.node_of_rank = {0, 0, 1, 1};
+  in.threshold = 1.05;
+  in.interval = 7;
+  in.min_gain = 0.01;
+  const nlohmann::json logged = nlohmann::json::parse(planner_input_to_json(in).dump());  // through text, as in events.jsonl
+  const PlannerInput back = planner_input_from_json(logged);
+  EXPECT_EQ(planner_input_to_json(back), logged);
+  const PlannerDecision a = plan_placement(in), b = plan_placement(back);
+  EXPECT_EQ(a.apply, b.apply);
+  EXPECT_EQ(a.chosen, b.chosen);
+  EXPECT_EQ(a.placements, b.placements);
+  EXPECT_EQ(a.before.step_seconds, b.before.step_seconds);
+  EXPECT_EQ(a.after.step_seconds, b.after.step_seconds);
+  nlohmann::json broken = logged;
+  broken.erase("recent_loads");
+  try {
+    planner_input_from_json(broken);
+    FAIL() << "a missing field was accepted";
+  } catch (const RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("'recent_loads'"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace moerun::test

@@ -1,0 +1,72 @@
+#include "parallel/planner_record.h"
+
+#include "runtime/error.h"
+
+namespace moerun {
+
+nlohmann::json planner_input_to_json(const PlannerInput& in) {
+  nlohmann::json current = nlohmann::json::array();
+  for (const Placement& p : in.current) current.push_back(p.to_json());
+  const CostModel& c = in.cost;
+  return {{"loads", in.loads},
+          {"recent_loads", in.recent_loads},
+          {"current", current},
+          {"ep", in.current.empty() ? 0 : in.current.front().ep_size()},
+          {"cost", {{"seconds_per_copy", c.seconds_per_copy}, {"bytes_per_copy", c.bytes_per_copy},
+                    {"bandwidth", c.bandwidth}, {"migration_bandwidth", c.migration_bandwidth},
+                    {"expert_state_bytes", c.expert_state_bytes}, {"fixed_seconds", c.fixed_seconds}}},
+          {"policy", balance_policy_name(in.policy)},
+          {"max_experts_per_rank", in.max_experts_per_rank},
+          {"node_of_rank", in.node_of_rank},
+          {"threshold", in.threshold},
+          {"interval", in.interval},
+          {"min_gain", in.min_gain},
+          {"force", in.force}};
+}
+
+namespace {
+const nlohmann::json& field(const nlohmann::json& j, const char* name) {
+  MOERUN_CHECK(j.is_object() && j.contains(name), RuntimeError, "[planner input] the field '{}' is missing", name);
+  return j.at(name);
+}
+
+template <class T>
+T get(const nlohmann::json& j, const char* name) {
+  try {
+    return field(j, name).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    MOERUN_THROW(RuntimeError, "[planner input] the field '{}' is malformed: {}", name, e.what());
+  }
+}
+
+BalancePolicy policy_named(const std::string& name) {
+  for (BalancePolicy p : {BalancePolicy::None, BalancePolicy::Migrate, BalancePolicy::Replicate, BalancePolicy::Auto,
+                          BalancePolicy::Eplb})
+    if (balance_policy_name(p) == name) return p;
+  MOERUN_THROW(RuntimeError, "[planner input] unknown policy '{}'", name);
+}
+}  // namespace
+
+PlannerInput planner_input_from_json(const nlohmann::json& j) {
+  PlannerInput in;
+  in.loads = get<std::vector<std::vector<double>>>(j, "loads");
+  in.recent_loads = get<std::vector<std::vector<std::vector<double>>>>(j, "recent_loads");
+  const int ep = get<int>(j, "ep");
+  for (const auto& layer : field(j, "current")) in.current.push_back(Placement::from_json(ep, layer));
+  const nlohmann::json& c = field(j, "cost");
+  in.cost = {.seconds_per_copy = get<double>(c, "seconds_per_copy"), .bytes_per_copy = get<double>(c, "bytes_per_copy"),
+             .bandwidth = get<double>(c, "bandwidth"), .migration_bandwidth = get<double>(c, "migration_bandwidth"),
+             .expert_state_bytes = get<double>(c, "expert_state_bytes"), .fixed_seconds = get<double>(c, "fixed_seconds")};
+  in.policy = policy_named(get<std::string>(j, "policy"));
+  in.max_experts_per_rank = get<int>(j, "max_experts_per_rank");
+  in.node_of_rank = get<std::vector<int>>(j, "node_of_rank");
+  in.threshold = get<double>(j, "threshold");
+  in.interval = get<int>(j, "interval");
+  in.min_gain = get<double>(j, "min_gain");
+  in.force = get<bool>(j, "force");
+  MOERUN_CHECK(in.loads.size() == in.current.size(), RuntimeError, "[planner input] loads for {} layers but {} placements",
+               in.loads.size(), in.current.size());
+  return in;
+}
+
+}  // namespace moerun
