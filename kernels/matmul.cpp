@@ -88,10 +88,10 @@ void block_matmul(const BlockMatmulArgs& p) {
   const auto [table, device] = detail::table_for(k, {p.labels, p.x, p.out});
   const std::int64_t inner = check_blocks(k, p);
   MOERUN_CHECK(!p.weights.empty(), KernelError, "[block_matmul] no weights");
+  for (const Tensor* w : p.weights) check_present(k, "weights", w);
   const Tensor& w0 = *p.weights.front();
   for (const Tensor* w : p.weights) {
     detail::table_for(k, {p.x, w});
-    check_present(k, "weights", w);
     MOERUN_CHECK(w->shape() == w0.shape() && w->dtype() == w0.dtype(), KernelError,
                  "[block_matmul] weights differ: {} and {}", shape_string(w0.shape()), shape_string(w->shape()));
   }

@@ -2,7 +2,6 @@
 
 #include "model/param_names.h"
 
-#include <algorithm>
 #include <chrono>
 #include <numeric>
 

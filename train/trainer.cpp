@@ -126,18 +126,24 @@ bool Trainer::maybe_rebalance(std::int64_t step, const StepResult& last) {
                                  [this](const std::vector<Placement>& p) { return apply_placements(p); });
 }
 
-const Parameter* Trainer::first_nonfinite_grad() const {
+std::int64_t Trainer::first_nonfinite_grad(const Parameter** first) const {
   for (const Parameter* p : params_->all()) {
     // Only the owned rows hold complete sums (all rows unless ZeRO-1 shards the parameter).
     const RowRange rows = grad_groups_->sync().owned_rows(*p);
-    if (!rows.empty() && kernels::read_count_nonfinite(p->grad.rows(rows.begin, rows.end)) > 0) return p;
+    if (rows.empty()) continue;
+    const std::int64_t n = kernels::read_count_nonfinite(p->grad.rows(rows.begin, rows.end));
+    if (n > 0) {
+      *first = p;
+      return n;
+    }
   }
-  return nullptr;
+  return 0;
 }
 
 void Trainer::check_finite(std::int64_t step, double loss, const GlobalStepNumbers& g) const {
   if (std::isfinite(loss) && g.ranks_with_nonfinite_grads == 0) return;
-  const Parameter* first_bad = first_nonfinite_grad();  // an error path: reads each gradient's count
+  const Parameter* first_bad = nullptr;
+  const std::int64_t bad = first_nonfinite_grad(&first_bad);  // an error path: reads each gradient's count
   if (first_bad == nullptr && std::isfinite(loss)) {
     MOERUN_THROW(RuntimeError, "[nan guard] step {}: another rank found non-finite gradients (see its message); training "
                  "stopped before the update, nothing of this state is saved", step);
@@ -147,7 +153,7 @@ void Trainer::check_finite(std::int64_t step, double loss, const GlobalStepNumbe
                "saved. Lower train.lr, raise train.warmup_steps, or check the data",
                step, loss,
                first_bad ? fmt::format(" and the gradient of '{}' has {} non-finite values (the first parameter that does)",
-                                       first_bad->name, kernels::read_count_nonfinite(first_bad->grad))
+                                       first_bad->name, bad)
                          : std::string());
 }
 

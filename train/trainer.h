@@ -81,9 +81,9 @@ class Trainer {
   // Adds this rank's share of the squared gradient norm and its non-finite gradient values
   // to the readout (device values, read with the step's others).
   void add_gradient_health(const std::vector<Placement>& current);
-  // The first parameter whose owned gradient rows hold a non-finite value (host reads: for
-  // the error message only).
-  const Parameter* first_nonfinite_grad() const;
+  // The first parameter whose owned gradient rows hold a non-finite value, and how many (host
+  // reads, one per parameter: for the error message only).
+  std::int64_t first_nonfinite_grad(const Parameter** first) const;
   void check_finite(std::int64_t step, double loss, const GlobalStepNumbers& g) const;
   void write_trace();  // log.trace: <run-dir>/trace/rank_<r>.json
   struct TrainingState state();

@@ -111,6 +111,27 @@ TEST(ParallelTraining, RecomputeSameAsOneProcessWithout) {
     c.train.recompute = mode;
     expect_same_training(train(c, *w), reference);
   }
+  // What a step reports from its device readout (balancing losses, routed copies, drops) counts
+  // the forward once, although full recompute runs it twice.
+  auto reported = [&](Recompute mode) {
+    Config c = tiny(1.0, w->size());
+    c.train.recompute = mode;
+    TestDevice dev;
+    Trainer trainer(c, *w, dev, "");
+    std::vector<StepResult> out;
+    for (std::int64_t step = 1; step <= c.train.steps; ++step) out.push_back(trainer.train_step(step));
+    return out;
+  };
+  const std::vector<StepResult> once = reported(Recompute::None), twice = reported(Recompute::Full);
+  ASSERT_EQ(once.size(), twice.size());
+  for (std::size_t i = 0; i < once.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "step " << i + 1);
+    EXPECT_GT(once[i].aux_loss, 0.0);
+    EXPECT_NEAR(twice[i].aux_loss, once[i].aux_loss, 1e-6 * once[i].aux_loss);
+    EXPECT_NEAR(twice[i].z_loss, once[i].z_loss, 1e-6 * once[i].z_loss);
+    EXPECT_EQ(twice[i].expert_counts, once[i].expert_counts);
+    EXPECT_EQ(twice[i].dropped_frac, once[i].dropped_frac);
+  }
 }
 TEST(ParallelTraining, SameAsOneProcessWithCapacity) { expect_same_training(1.0); }
 
