@@ -10,6 +10,9 @@ namespace moerun {
 
 const SlotTable& TokenDispatcher::slot_table(Device& device) {
   const Placement& where = placement();
+  // Called by every MoE forward: rebuilt only when the placement (or the device) changed.
+  if (slot_table_.split.defined() && &slot_table_.split.device() == &device && table_placement_ == where)
+    return slot_table_;
   const int ep = where.ep_size(), me = ep_rank(), experts = where.experts(), slots = slots_per_rank();
   const std::size_t cells = static_cast<std::size_t>(experts * ep);
   std::vector<std::int32_t> table(2 * cells + static_cast<std::size_t>(slots), -1);  // split, slot_of, local_slots
@@ -34,13 +37,11 @@ const SlotTable& TokenDispatcher::slot_table(Device& device) {
     }
     for (const Replica& replica : where.replicas(e)) split[e * ep + replica.rank] = static_cast<std::int32_t>(replica.share);
   }
-  if (table != slot_table_host_ || !slot_table_.split.defined() || &slot_table_.split.device() != &device) {
-    const std::span<const std::int32_t> all(table);
-    slot_table_.split = Tensor::from_host(device, {experts, ep}, all.subspan(0, cells));
-    slot_table_.slot_of = Tensor::from_host(device, {experts, ep}, all.subspan(cells, cells));
-    slot_table_.local_slots = Tensor::from_host(device, {slots, 1}, all.subspan(2 * cells));
-    slot_table_host_ = std::move(table);
-  }
+  const std::span<const std::int32_t> all(table);
+  slot_table_.split = Tensor::from_host(device, {experts, ep}, all.subspan(0, cells));
+  slot_table_.slot_of = Tensor::from_host(device, {experts, ep}, all.subspan(cells, cells));
+  slot_table_.local_slots = Tensor::from_host(device, {slots, 1}, all.subspan(2 * cells));
+  table_placement_ = where;
   return slot_table_;
 }
 

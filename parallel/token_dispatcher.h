@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -132,7 +133,7 @@ class TokenDispatcher {
 
  private:
   SlotTable slot_table_;
-  std::vector<std::int32_t> slot_table_host_;  // split, slot_of, local_slots, as last uploaded
+  std::optional<Placement> table_placement_;  // the placement slot_table_ was built from
 };
 
 class LocalTokenDispatcher final : public TokenDispatcher {
