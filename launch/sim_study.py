@@ -15,7 +15,9 @@ size. Figures (matplotlib, /usr/bin/python3):
   breakdown  the step's parts (expert, dense, all-to-all, all-reduce, rebalance) per point
   interval   gain over none against balance.interval, per routing
 
-Writes OUT/results.csv, OUT/results.md and OUT/<figure>.png (copied to --img when given).
+Writes OUT/results.csv, OUT/results.md, OUT/<figure>.png (copied to --img when given) and, for
+the gain and interval figures, OUT/gain.md: each policy's throughput over policy none with the
+forced-balanced bound and auto's migration share (the tables in docs/scaling.md).
 Figures from a hardware file with source = "specification" are projections; the figure title
 says so.
 """
@@ -91,6 +93,36 @@ def run_point(args, spec, point, index):
         row[k] = summary[k]
     row["status"] = "ok"
     return row
+
+
+def gain_table(spec, rows):
+    """Each policy's tokens/s over policy none at the same point, with the forced-balanced bound
+    (routing "balanced", policy none) when the study has it, and auto's migration share."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    x_axis = "world" if spec["study"].get("figure", "gain") == "gain" else "balance.interval"
+    policies = [p for p in dict.fromkeys(r["balance.policy"] for r in ok) if p != "none"]
+
+    def find(routing, x, policy):
+        return next((r for r in ok if r["routing"] == routing and r[x_axis] == x and r["balance.policy"] == policy), None)
+
+    head = ["routing", x_axis, "static: all-to-all share", "bound"] + policies + ["auto / bound", "migration share (auto)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for routing in dict.fromkeys(r["routing"] for r in ok if r["routing"] != "balanced"):
+        for x in dict.fromkeys(r[x_axis] for r in ok if r["routing"] == routing):
+            none = find(routing, x, "none")
+            if not none:
+                continue
+            balanced, auto = find("balanced", x, "none"), find(routing, x, "auto")
+            bound = balanced["tokens_per_s"] / none["tokens_per_s"] if balanced else None
+            cells = [routing, str(x), f"{100 * none['a2a_ms'] / none['median_step_ms']:.0f}%",
+                     f"{bound:.2f}x" if bound else "-"]
+            for p in policies:
+                r = find(routing, x, p)
+                cells.append(f"{r['tokens_per_s'] / none['tokens_per_s']:.2f}x" if r else "-")
+            cells.append(f"{auto['tokens_per_s'] / none['tokens_per_s'] / bound:.2f}" if auto and bound else "-")
+            cells.append(f"{100 * auto['rebalance_share']:.1f}%" if auto else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(args, spec, rows):
@@ -219,6 +251,8 @@ def main():
         if r["status"] == "ok":
             lines.append("| " + " | ".join(f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in shown) + " |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    if spec["study"].get("figure", "gain") in ("gain", "interval"):
+        (args.out / "gain.md").write_text(gain_table(spec, rows))
     print(f"sim_study: {len(rows) - len(bad)} point(s) simulated; {args.out / 'results.csv'}")
     for fig in plot(args, spec, rows):
         if args.img:

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "parallel/eplb.h"
+#include "parallel/incremental_plan.h"
 #include "runtime/error.h"
 
 namespace moerun {
@@ -264,60 +265,26 @@ Placement plan_replicate(const std::vector<double>& loads, const Placement& curr
   return to_placement(bins, experts);
 }
 
-Placement plan_add_replicas(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank) {
-  // Greedy, from the current placement: replicas that relieve the busiest rank (below). With equal shares each of an expert's R replicas processes load / R (expected_rank_loads),
-  // so a new replica changes only that expert's ranks.
-  const int p = current.ep_size(), experts = current.experts();
-  std::vector<std::vector<int>> holders(static_cast<std::size_t>(experts));
-  std::vector<int> slots(static_cast<std::size_t>(p), 0);
-  std::vector<double> rank_load(static_cast<std::size_t>(p), 0.0);
-  for (int e = 0; e < experts; ++e) {
-    for (const Replica& r : current.replicas(e)) holders[static_cast<std::size_t>(e)].push_back(r.rank);
-    for (int r : holders[static_cast<std::size_t>(e)]) {
-      ++slots[static_cast<std::size_t>(r)];
-      rank_load[static_cast<std::size_t>(r)] += loads[static_cast<std::size_t>(e)] / double(holders[static_cast<std::size_t>(e)].size());
-    }
+Placement plan_incremental(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank,
+                           const CostModel& cost, int interval) {
+  // Each snapshot of the walk judged alone for this layer: its saving over the interval less
+  // the time to move its states. The walk's first changes relieve the busiest rank most per
+  // byte, so the best stopping point is usually well before its end.
+  auto layer_seconds = [&](const Placement& p) {
+    CostModel layer = cost;
+    layer.fixed_seconds = 0.0;
+    return predict({loads}, {p}, layer).step_seconds;
+  };
+  const double now = layer_seconds(current);
+  std::vector<IncrementalStep> steps = incremental_placements(loads, current, max_experts_per_rank);
+  std::size_t best = 0;
+  double best_net = 0.0;
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const double net = (now - layer_seconds(steps[i].placement)) * cost.realized_gain * interval -
+                       steps[i].states_moved * cost.expert_state_bytes / cost.migration_bandwidth;
+    if (i == 0 || net > best_net) best_net = net, best = i;
   }
-  auto per_replica = [&](int e) { return loads[static_cast<std::size_t>(e)] / double(holders[static_cast<std::size_t>(e)].size()); };
-  for (;;) {
-    // Relieve the busiest rank: a replica of one of its experts, hottest per replica first, on
-    // the least loaded rank with a free slot that lacks it, if that rank stays below the
-    // busiest's load. The busiest load never rises; every step takes a slot.
-    const auto busiest = static_cast<int>(std::max_element(rank_load.begin(), rank_load.end()) - rank_load.begin());
-    const double top = rank_load[static_cast<std::size_t>(busiest)];
-    std::vector<int> mine;
-    for (int e = 0; e < experts; ++e) {
-      const auto& h = holders[static_cast<std::size_t>(e)];
-      if (static_cast<int>(h.size()) < p && std::find(h.begin(), h.end(), busiest) != h.end()) mine.push_back(e);
-    }
-    std::stable_sort(mine.begin(), mine.end(), [&](int a, int b) { return per_replica(a) > per_replica(b); });
-    bool added = false;
-    for (int e : mine) {
-      auto& h = holders[static_cast<std::size_t>(e)];
-      int target = -1;
-      for (int r = 0; r < p; ++r) {
-        if (slots[static_cast<std::size_t>(r)] >= max_experts_per_rank || std::find(h.begin(), h.end(), r) != h.end()) continue;
-        if (target < 0 || rank_load[static_cast<std::size_t>(r)] < rank_load[static_cast<std::size_t>(target)]) target = r;
-      }
-      if (target < 0) continue;
-      const double load = loads[static_cast<std::size_t>(e)], R = double(h.size());
-      if (rank_load[static_cast<std::size_t>(target)] + load / (R + 1) >= top - 1e-9) continue;
-      for (int r : h) rank_load[static_cast<std::size_t>(r)] -= load / R - load / (R + 1);
-      rank_load[static_cast<std::size_t>(target)] += load / (R + 1);
-      h.push_back(target);
-      ++slots[static_cast<std::size_t>(target)];
-      added = true;
-      break;
-    }
-    if (!added) break;
-  }
-  std::vector<std::vector<Replica>> replicas(static_cast<std::size_t>(experts));
-  for (int e = 0; e < experts; ++e) {
-    auto& h = holders[static_cast<std::size_t>(e)];
-    std::sort(h.begin(), h.end());
-    for (int r : h) replicas[static_cast<std::size_t>(e)].push_back({r, 1});
-  }
-  return Placement(p, std::move(replicas));
+  return steps.empty() ? current : std::move(steps[best].placement);
 }
 
 namespace {
@@ -331,6 +298,10 @@ double judged_step_seconds(const PlannerInput& in, const std::vector<Placement>&
   std::sort(per_step.begin(), per_step.end());
   const std::size_t n = per_step.size();
   return n % 2 == 1 ? per_step[n / 2] : 0.5 * (per_step[n / 2 - 1] + per_step[n / 2]);
+}
+
+std::string realized_note(const CostModel& cost) {
+  return cost.realized_gain < 1.0 ? fmt::format(" (at the {:.0f}% past changes realized)", 100 * cost.realized_gain) : "";
 }
 
 }  // namespace
@@ -348,8 +319,8 @@ PlannerDecision plan_placement(const PlannerInput& in) {
     d.reason = fmt::format("imbalance {:.3f} <= threshold {:.3f}", d.before.imbalance, in.threshold);
     return d;
   }
-  // Candidates per policy. replicate also tries adding replicas around the current placement
-  // (few bytes to move); the better net gain wins.
+  // Candidates per policy. replicate also tries changes around the current placement (few
+  // bytes to move, plan_incremental); the better net gain wins.
   using Plan = std::vector<Placement>;
   auto candidates = [&](BalancePolicy policy) {
     std::vector<Plan> out(policy == BalancePolicy::Replicate ? 2 : 1);
@@ -359,7 +330,7 @@ PlannerDecision plan_placement(const PlannerInput& in) {
       else if (policy == BalancePolicy::Eplb) out[0].push_back(plan_eplb(in.loads[l], now.ep_size(), in.max_experts_per_rank, in.node_of_rank));
       else {
         out[0].push_back(plan_replicate(in.loads[l], now, in.max_experts_per_rank));
-        out[1].push_back(plan_add_replicas(in.loads[l], now, in.max_experts_per_rank));
+        out[1].push_back(plan_incremental(in.loads[l], now, in.max_experts_per_rank, in.cost, in.interval));
       }
     }
     return out;
@@ -375,7 +346,7 @@ PlannerDecision plan_placement(const PlannerInput& in) {
       const double judged = judged_step_seconds(in, plan);
       const double bytes = migration_bytes(in.current, plan, in.cost);
       // What the candidate saves over the interval, less what moving to it costs.
-      const double net = (judged_before - judged) * in.interval - bytes / in.cost.migration_bandwidth;
+      const double net = (judged_before - judged) * in.cost.realized_gain * in.interval - bytes / in.cost.migration_bandwidth;
       if (!have || net > best_net + 1e-12 || (net >= best_net - 1e-12 && bytes < d.migrate_bytes)) {
         have = true;
         d.chosen = policy;
@@ -392,7 +363,7 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   d.before.step_seconds = judged_before;
   d.after.step_seconds = judged_after;
   d.migrate_seconds = d.migrate_bytes / in.cost.migration_bandwidth;
-  d.gain_seconds = (d.before.step_seconds - d.after.step_seconds) * in.interval;
+  d.gain_seconds = (d.before.step_seconds - d.after.step_seconds) * in.cost.realized_gain * in.interval;
   bool same = true;
   for (std::size_t l = 0; l < in.current.size(); ++l) same = same && d.placements[l] == in.current[l];
   if (same) {
@@ -403,11 +374,13 @@ PlannerDecision plan_placement(const PlannerInput& in) {
                            in.recent_loads.empty() ? "" : fmt::format(" (median over the last {} steps)", in.recent_loads.size()),
                            100 * in.min_gain);
   } else if (!in.force && d.gain_seconds <= d.migrate_seconds) {
-    d.reason = fmt::format("predicted gain {:.4f} s over {} steps does not pay for migrating {:.0f} bytes ({:.4f} s)",
-                           d.gain_seconds, in.interval, d.migrate_bytes, d.migrate_seconds);
+    d.reason = fmt::format("predicted gain {:.4f} s over {} steps{} does not pay for migrating {:.0f} bytes ({:.4f} s)",
+                           d.gain_seconds, in.interval, realized_note(in.cost), d.migrate_bytes, d.migrate_seconds);
   } else {
     d.apply = true;
-    d.reason = in.force ? "forced" : fmt::format("predicted gain {:.4f} s > migration {:.4f} s", d.gain_seconds, d.migrate_seconds);
+    d.reason = in.force ? "forced"
+                        : fmt::format("predicted gain {:.4f} s{} > migration {:.4f} s", d.gain_seconds, realized_note(in.cost),
+                                      d.migrate_seconds);
   }
   if (!d.apply) {
     d.placements = in.current;

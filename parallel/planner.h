@@ -6,9 +6,9 @@
 //   step = fixed + sum over layers of [ max over ranks of (copies the rank's experts process)
 //          x seconds_per_copy + max over ranks of (crossing copies it sends or receives)
 //          x bytes_per_copy / bandwidth ]
-// A new placement is applied when its predicted gain over the next `interval` steps exceeds
-// the one-off cost of moving expert state, (new replicas x expert_state_bytes) /
-// migration_bandwidth, and the predicted step time falls by at least `min_gain` (a fraction):
+// A new placement is applied when its expected gain over the next `interval` steps (the
+// predicted saving x realized_gain, the share past changes achieved) exceeds the one-off cost
+// of moving expert state, (new replicas x expert_state_bytes) / migration_bandwidth, and the predicted step time falls by at least `min_gain` (a fraction):
 // smaller gains are within the step-to-step noise of the measurements they come from.
 //
 // Loads move from step to step, most while the router is still learning. A placement fitted to
@@ -34,6 +34,10 @@ struct CostModel {
   double migration_bandwidth = 1e9;  // bytes/s of moving expert state, measured on past migrations
   double expert_state_bytes = 0.0;   // weights and AdamW moments of one expert
   double fixed_seconds = 0.0;        // the rest of the step, unaffected by placement
+  // The share of their predicted step-time saving that past placement changes achieved when
+  // measured (in [0.1, 1]; 1 before any was measured). Savings are expected at this share:
+  // when loads drift, a placement fitted to the last steps helps the next ones less.
+  double realized_gain = 1.0;
 };
 
 struct Prediction {
@@ -65,7 +69,7 @@ struct PlannerDecision {
   Prediction before, after;
   double migrate_bytes = 0.0;    // per EP group
   double migrate_seconds = 0.0;
-  double gain_seconds = 0.0;     // (before - after) x interval
+  double gain_seconds = 0.0;     // (before - after) x interval x cost.realized_gain
   std::string reason;
 };
 
@@ -82,9 +86,13 @@ std::vector<int> heaviest_first(const std::vector<double>& weights);
 // Candidate placements for one layer.
 Placement plan_migrate(const std::vector<double>& loads, const Placement& current);
 Placement plan_replicate(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank);
-// Replicas added to the current placement (nothing else moves): few bytes, for large groups
-// where re-packing every expert would move more state than the gain repays.
-Placement plan_add_replicas(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank);
+// The current placement changed a few replicas at a time (incremental_placements), stopped
+// where the saving over `interval` steps, less the migration time of what moved, is largest:
+// few bytes, for large groups where re-packing every expert moves more state than it repays.
+// (Even when no stopping point pays: the gates then say so. The current placement when no
+// change lowers the busiest rank.)
+Placement plan_incremental(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank,
+                           const CostModel& cost, int interval);
 
 PlannerDecision plan_placement(const PlannerInput& input);
 

@@ -14,7 +14,8 @@ nlohmann::json planner_input_to_json(const PlannerInput& in) {
           {"ep", in.current.empty() ? 0 : in.current.front().ep_size()},
           {"cost", {{"seconds_per_copy", c.seconds_per_copy}, {"bytes_per_copy", c.bytes_per_copy},
                     {"bandwidth", c.bandwidth}, {"migration_bandwidth", c.migration_bandwidth},
-                    {"expert_state_bytes", c.expert_state_bytes}, {"fixed_seconds", c.fixed_seconds}}},
+                    {"expert_state_bytes", c.expert_state_bytes}, {"fixed_seconds", c.fixed_seconds},
+                    {"realized_gain", c.realized_gain}}},
           {"policy", balance_policy_name(in.policy)},
           {"max_experts_per_rank", in.max_experts_per_rank},
           {"node_of_rank", in.node_of_rank},
@@ -56,7 +57,8 @@ PlannerInput planner_input_from_json(const nlohmann::json& j) {
   const nlohmann::json& c = field(j, "cost");
   in.cost = {.seconds_per_copy = get<double>(c, "seconds_per_copy"), .bytes_per_copy = get<double>(c, "bytes_per_copy"),
              .bandwidth = get<double>(c, "bandwidth"), .migration_bandwidth = get<double>(c, "migration_bandwidth"),
-             .expert_state_bytes = get<double>(c, "expert_state_bytes"), .fixed_seconds = get<double>(c, "fixed_seconds")};
+             .expert_state_bytes = get<double>(c, "expert_state_bytes"), .fixed_seconds = get<double>(c, "fixed_seconds"),
+             .realized_gain = get<double>(c, "realized_gain")};
   in.policy = policy_named(get<std::string>(j, "policy"));
   in.max_experts_per_rank = get<int>(j, "max_experts_per_rank");
   in.node_of_rank = get<std::vector<int>>(j, "node_of_rank");

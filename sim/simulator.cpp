@@ -65,6 +65,8 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
         placements = d.placements;
         ++result.rebalances;
         if (d.migrate_bytes > 0) cost.migrated(model.exchange_bandwidth());
+        cost.placement_changed(d.before.step_seconds, d.after.step_seconds,
+                               static_cast<int>(std::min<std::int64_t>(5, config.balance.interval)));
       }
     }
     result.steps.push_back(std::move(s));

@@ -20,6 +20,35 @@ void CostObserver::observe(const StepResult& last) {
     var_copies_ = (1 - alpha_) * var_copies_ + alpha_ * sxx;
   }
   step_seconds_avg_ = step_seconds_avg_ == 0.0 ? last.step_ms / 1000 : (1 - alpha_) * step_seconds_avg_ + alpha_ * last.step_ms / 1000;
+  if (pending_) {
+    pending_->after.push_back(last.step_ms / 1000);
+    if (static_cast<int>(pending_->after.size()) >= pending_->steps) {
+      ChangeOutcome o = pending_->outcome;
+      std::vector<double> after = pending_->after;
+      std::sort(after.begin(), after.end());
+      o.measured_after = after[after.size() / 2];
+      const double predicted = o.predicted_before - o.predicted_after;
+      if (predicted > 0) {
+        o.realized = std::clamp((o.measured_before - o.measured_after) / predicted, 0.1, 1.0);
+        realized_gain_ = measured_a_change_ ? 0.5 * (realized_gain_ + o.realized) : o.realized;
+        measured_a_change_ = true;
+      }
+      done_ = o;
+      pending_.reset();
+    }
+  }
+}
+
+void CostObserver::placement_changed(double predicted_before, double predicted_after, int steps) {
+  pending_ = Pending{.outcome = {.predicted_before = predicted_before, .predicted_after = predicted_after,
+                                 .measured_before = step_seconds_avg_},
+                     .steps = std::max(1, steps)};
+}
+
+std::optional<ChangeOutcome> CostObserver::take_outcome() {
+  std::optional<ChangeOutcome> o = done_;
+  done_.reset();
+  return o;
 }
 
 CostMeasurements CostObserver::measurements() const {
@@ -27,7 +56,8 @@ CostMeasurements CostObserver::measurements() const {
           .marginal_seconds_per_copy = var_copies_ > 0 ? cov_copies_seconds_ / var_copies_ : -1.0,
           .step_seconds = step_seconds_avg_,
           .ep_bandwidth = ep_bandwidth_,
-          .migration_bandwidth = migration_bandwidth_};
+          .migration_bandwidth = migration_bandwidth_,
+          .realized_gain = realized_gain_};
 }
 
 PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor, const std::vector<Placement>& current,
@@ -60,6 +90,7 @@ PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor
   // previous ones achieved once there is one.
   in.cost.migration_bandwidth = measured.migration_bandwidth > 0 ? measured.migration_bandwidth : measured.ep_bandwidth;
   in.cost.expert_state_bytes = 3.0 * matrices * d * ff * sizeof(float);  // weights and two moments
+  in.cost.realized_gain = measured.realized_gain;
   // Calibrate: the rest of the step is whatever the model does not explain now.
   CostModel probe = in.cost;
   probe.fixed_seconds = 0.0;

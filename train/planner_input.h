@@ -5,6 +5,7 @@
 // the same kind of numbers, so a simulated decision is the one training would make.
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "parallel/load_monitor.h"
@@ -20,6 +21,15 @@ struct CostMeasurements {
   double step_seconds = 0.0;                // the recent step time
   double ep_bandwidth = 0.0;                // bytes/s of the EP exchange
   double migration_bandwidth = 0.0;         // bytes/s past migrations achieved (0: none yet)
+  double realized_gain = 1.0;               // share of the predicted saving past changes achieved
+};
+
+// What a placement change did, measured over the steps after it.
+struct ChangeOutcome {
+  double predicted_before = 0.0, predicted_after = 0.0;  // seconds per step, as the planner judged
+  double measured_before = 0.0;  // the moving-average step time when the change was made
+  double measured_after = 0.0;   // the median step time of the steps after it
+  double realized = 1.0;         // (measured saving) / (predicted saving), in [0.1, 1]
 };
 
 // Moving averages (window w: alpha = 2 / (w + 1)) of what each step reports.
@@ -34,6 +44,14 @@ class CostObserver {
   void migrated(double bytes_per_second) {
     migration_bandwidth_ = migration_bandwidth_ == 0.0 ? bytes_per_second : 0.5 * (migration_bandwidth_ + bytes_per_second);
   }
+  // A placement change was applied, predicted to take the step from `before` to `after`
+  // seconds. The median of the next `steps` observed steps measures how much of the predicted
+  // saving it achieved; the running share (the mean of the last one and the earlier ones)
+  // becomes realized_gain. A share below 0.1 counts as 0.1, so that a planner proved wrong
+  // once still acts on a predicted gain ten times its migration cost.
+  void placement_changed(double predicted_before, double predicted_after, int steps);
+  // The last change's outcome, once all of its steps are observed (then forgotten).
+  std::optional<ChangeOutcome> take_outcome();
   CostMeasurements measurements() const;
 
  private:
@@ -44,6 +62,15 @@ class CostObserver {
   double var_copies_ = 0.0;          // expert seconds, and of the variance of copies
   double step_seconds_avg_ = 0.0;
   double migration_bandwidth_ = 0.0;
+  double realized_gain_ = 1.0;
+  bool measured_a_change_ = false;
+  struct Pending {
+    ChangeOutcome outcome;
+    int steps = 0;
+    std::vector<double> after;
+  };
+  std::optional<Pending> pending_;
+  std::optional<ChangeOutcome> done_;
 };
 
 // Loads from the monitor (the average, and the last balance.window steps one by one), the

@@ -50,15 +50,16 @@ double Rebalancer::measure_ep_bandwidth() {
   return topology_.world().all_reduce_value(bw, ReduceOp::Min);  // every rank plans with the same number
 }
 
-void Rebalancer::report_measured(std::int64_t step, const StepResult& last) {
-  if (!pending_) return;
-  pending_->measured.push_back(last.step_ms / 1000);
-  if (static_cast<std::int64_t>(pending_->measured.size()) < std::min<std::int64_t>(5, config_.balance.interval)) return;
-  const double measured = median(pending_->measured);
-  log_.event({{"event", "rebalance_measured"}, {"step", step}, {"decision_step", pending_->decision_step},
-              {"predicted_step_ms", 1000 * pending_->predicted_seconds}, {"measured_step_ms", 1000 * measured},
-              {"prediction_error", measured > 0 ? (pending_->predicted_seconds - measured) / measured : 0.0}});
-  pending_.reset();
+void Rebalancer::report_measured(std::int64_t step) {
+  const std::optional<ChangeOutcome> o = cost_.take_outcome();
+  if (!o) return;
+  const double measured = o->measured_after;
+  log_.event({{"event", "rebalance_measured"}, {"step", step}, {"decision_step", last_change_step_},
+              {"predicted_step_ms", 1000 * o->predicted_after}, {"measured_step_ms", 1000 * measured},
+              {"prediction_error", measured > 0 ? (o->predicted_after - measured) / measured : 0.0},
+              {"predicted_saving_ms", 1000 * (o->predicted_before - o->predicted_after)},
+              {"measured_saving_ms", 1000 * (o->measured_before - measured)}, {"realized", o->realized},
+              {"realized_gain", cost_.measurements().realized_gain}});
 }
 
 PlannerInput Rebalancer::planner_input(const std::vector<Placement>& current) const {
@@ -72,7 +73,8 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
   for (const auto& layer : in.loads) wire.insert(wire.end(), layer.begin(), layer.end());
   for (const auto& step_loads : in.recent_loads)
     for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
-  wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth});
+  wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth,
+                           in.cost.realized_gain});
   world.broadcast(wire, 0);
   std::size_t at = 0;
   for (auto& layer : in.loads)
@@ -84,6 +86,7 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
   in.cost.fixed_seconds = wire[at++];
   in.cost.bandwidth = wire[at++];
   in.cost.migration_bandwidth = wire[at++];
+  in.cost.realized_gain = wire[at++];
 }
 }  // namespace
 
@@ -91,7 +94,7 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
                             const Apply& apply) {
   if (current.empty() || policy_ == BalancePolicy::None) return false;
   cost_.observe(last);
-  report_measured(step, last);
+  report_measured(step);
   if (step % config_.balance.interval != 0 || step == config_.train.steps) return false;
   const trace::Scope span("rebalance", "rebalance decision");
   const auto rebalance_start = Clock::now();
@@ -107,7 +110,10 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
       cost_.migrated(achieved);
     }
     ++rebalances_;
-    pending_ = PendingCheck{step, decision.after.step_seconds, {}};
+    // Measured over the next few steps: how much of the predicted saving the change achieved.
+    cost_.placement_changed(decision.before.step_seconds, decision.after.step_seconds,
+                            static_cast<int>(std::min<std::int64_t>(5, config_.balance.interval)));
+    last_change_step_ = step;
   }
   nlohmann::json event = {{"event", "rebalance"}, {"step", step}, {"policy", balance_policy_name(policy_)},
                           {"chosen", balance_policy_name(decision.chosen)}, {"applied", decision.apply},

@@ -37,7 +37,7 @@ class Rebalancer {
   void set_rebalances(int n) { rebalances_ = n; }  // from a checkpoint
 
  private:
-  void report_measured(std::int64_t step, const StepResult& last);
+  void report_measured(std::int64_t step);
   PlannerInput planner_input(const std::vector<Placement>& current) const;
   double measure_ep_bandwidth();
 
@@ -48,12 +48,7 @@ class Rebalancer {
   BalancePolicy policy_ = BalancePolicy::None;
   int rebalances_ = 0;
   CostObserver cost_;                 // the cost model's measured inputs
-  struct PendingCheck {               // a decision whose effect is measured a few steps later
-    std::int64_t decision_step = 0;
-    double predicted_seconds = 0.0;
-    std::vector<double> measured;
-  };
-  std::optional<PendingCheck> pending_;
+  std::int64_t last_change_step_ = 0;  // the step of the last applied change (for its measured event)
 };
 
 }  // namespace moerun

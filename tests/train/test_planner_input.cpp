@@ -1,0 +1,68 @@
+// The cost model's measured inputs (CostObserver): how much of a placement change's predicted
+// saving was achieved, and how the planner then discounts what it expects.
+#include <gtest/gtest.h>
+
+#include "parallel/planner.h"
+#include "train/planner_input.h"
+
+namespace moerun::test {
+namespace {
+
+StepResult step_of(double ms) {
+  StepResult s;
+  s.step_ms = ms;
+  return s;
+}
+
+}  // namespace
+
+TEST(CostObserver, AChangeIsMeasuredAgainstItsPredictedSaving) {
+  CostObserver cost(1);  // window 1: the step-time average is the last step
+  EXPECT_EQ(cost.measurements().realized_gain, 1.0);
+  cost.observe(step_of(200));
+  cost.placement_changed(0.200, 0.100, 3);  // predicted: 100 ms saved per step
+  cost.observe(step_of(190));
+  cost.observe(step_of(160));
+  EXPECT_FALSE(cost.take_outcome()) << "two of the three steps are in";
+  cost.observe(step_of(150));
+  const auto o = cost.take_outcome();
+  ASSERT_TRUE(o);
+  EXPECT_DOUBLE_EQ(o->measured_before, 0.200);
+  EXPECT_DOUBLE_EQ(o->measured_after, 0.160);  // the median of 190, 160, 150
+  EXPECT_NEAR(o->realized, 0.4, 1e-12);        // 40 of the predicted 100 ms
+  EXPECT_NEAR(cost.measurements().realized_gain, 0.4, 1e-12);
+  EXPECT_FALSE(cost.take_outcome()) << "an outcome is reported once";
+
+  // A change that made the step slower counts as 0.1; the running share is the mean.
+  cost.placement_changed(0.150, 0.100, 1);
+  cost.observe(step_of(170));
+  ASSERT_TRUE(cost.take_outcome());
+  EXPECT_NEAR(cost.measurements().realized_gain, 0.5 * (0.4 + 0.1), 1e-12);
+  // More than predicted counts as 1: predictions are never scaled up.
+  cost.placement_changed(0.170, 0.160, 1);
+  cost.observe(step_of(100));
+  ASSERT_TRUE(cost.take_outcome());
+  EXPECT_NEAR(cost.measurements().realized_gain, 0.5 * (0.25 + 1.0), 1e-12);
+}
+
+TEST(CostObserver, ThePlannerExpectsOnlyTheRealizedShareOfItsPredictedGain) {
+  // Two experts on two ranks, both on rank 0: moving one halves the busiest rank.
+  PlannerInput in;
+  in.loads = {{1000.0, 1000.0}};
+  in.current = {Placement(2, {{{0, 1}}, {{0, 1}}})};
+  in.cost.seconds_per_copy = 1e-4;  // 0.2 s of experts on rank 0; a move saves 0.1 s per step
+  in.cost.expert_state_bytes = 1e8;
+  in.cost.migration_bandwidth = 1e8;  // a move costs 1 s
+  in.policy = BalancePolicy::Migrate;
+  in.max_experts_per_rank = 2;
+  in.interval = 20;  // predicted: 2 s over the interval
+  const PlannerDecision trusted = plan_placement(in);
+  ASSERT_TRUE(trusted.apply) << trusted.reason;
+  EXPECT_NEAR(trusted.gain_seconds, 2.0, 1e-9);
+  in.cost.realized_gain = 0.4;  // past changes achieved 40%: 0.8 s expected, less than the move
+  const PlannerDecision discounted = plan_placement(in);
+  EXPECT_FALSE(discounted.apply);
+  EXPECT_NE(discounted.reason.find("40% past changes realized"), std::string::npos) << discounted.reason;
+}
+
+}  // namespace moerun::test
