@@ -87,11 +87,14 @@ Routing RoutingSource::next() {
             out[l][r][static_cast<std::size_t>(te)] = std::min(scale * double(row[te]), double(tokens_per_rank_));
             continue;
           }
-          // Split the traced expert's copies over its `split` experts, each copy at random.
-          std::int64_t left = row[te];
+          // Split the traced expert's copies, scaled to this layout, over its `split` experts,
+          // each copy at random: the split has the noise of the simulated copy counts. (Splitting
+          // the traced copies and scaling after would multiply that noise by sqrt(scale), and
+          // make imbalance that no placement can follow.)
+          auto left = static_cast<std::int64_t>(std::llround(scale * double(row[te])));
           for (std::int64_t c = 0; c < split; ++c) {
             const std::int64_t n = c + 1 == split ? left : binomial(left, 1.0 / double(split - c));
-            out[l][r][static_cast<std::size_t>(te * split + c)] = std::min(scale * double(n), double(tokens_per_rank_));
+            out[l][r][static_cast<std::size_t>(te * split + c)] = std::min(double(n), double(tokens_per_rank_));
             left -= n;
           }
         }

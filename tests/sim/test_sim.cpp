@@ -245,6 +245,27 @@ TEST(SimRouting, ATraceReplaysExactlyAndResamplesToMoreRanksAndExperts) {
   const sim::Routing first = resampled.next();
   for (int e = 0; e < 4; ++e)
     EXPECT_DOUBLE_EQ(first[0][3][2 * e] + first[0][3][2 * e + 1], double(4 + e)) << "expert " << e;
+  // Top-8 where the trace was top-2: four times the copies. The traced expert's copies are
+  // scaled first and then split, so the split has the noise of the simulated counts (a
+  // binomial at 4 x 45 copies: variance about the mean), not four times the traced split's
+  // noise (variance about 4 x the mean, every count a multiple of 4).
+  const Config top8 = config_of({"parallel.ep=2", "model.experts=128", "model.top_k=8"});
+  sim::RoutingSource scaled(sim::RoutingSpec::parse("trace:" + path), top8, 2, 2, 1);
+  scaled.next();
+  scaled.next();
+  const sim::Routing third = scaled.next();
+  const std::vector<double>& row = third[1][1];  // layer 1, rank 1: traced expert 3 holds 15 x 3 copies
+  double sum = 0.0, squares = 0.0;
+  bool all_multiples_of_4 = true;
+  for (int c = 0; c < 32; ++c) {
+    const double n = row[static_cast<std::size_t>(3 * 32 + c)];
+    sum += n, squares += n * n;
+    all_multiples_of_4 = all_multiples_of_4 && std::fmod(n, 4.0) == 0.0;
+  }
+  EXPECT_DOUBLE_EQ(sum, 4.0 * 45);
+  const double mean = sum / 32, variance = squares / 32 - mean * mean;
+  EXPECT_LT(variance, 2.0 * mean) << "mean " << mean;
+  EXPECT_FALSE(all_multiples_of_4);
   // A trace of another depth, or experts that do not divide, is refused with the file's name.
   const Config deeper = config_of({"model.n_layers=3"});
   try {
