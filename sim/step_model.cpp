@@ -30,7 +30,7 @@ StepModel::StepModel(const Config& config, int world_size, int ranks_per_node, c
   const double a = double(dtype_size(c));
   row_bytes_ = double(m.d_model) * a;
   for (int r = 0; r < ep_; ++r) node_of_ep_rank_.push_back(r / ranks_per_node_);
-  hierarchical_ = ep_ > 1 && use_hierarchical_exchange(config.parallel.all_to_all, node_of_ep_rank_);
+  hierarchical_ = ep_ > 1 && use_hierarchical_exchange(config, node_of_ep_rank_);
 
   // Dense compute of one micro-batch, forward and backward: every GEMM's backward is a data
   // gradient [m, k] = [m, n] x [n, k]^T and a weight gradient [k, n] = [k, m] x [m, n].

@@ -240,7 +240,13 @@ const std::vector<Key>& keys() {
                           {"hierarchical", ExchangeRoute::Hierarchical}},
                            "token exchange: flat (rank to rank), hierarchical (rows for other nodes through node leaders: "
                            "one inter-node message per pair of nodes), auto (hierarchical when the EP group spans nodes "
-                           "with several ranks on one)"));
+                           "with several ranks on one and a flat message is at most parallel.leader_exchange_kib)"));
+    k.push_back(float_key("parallel.leader_exchange_kib", &C::parallel, &ParallelConfig::leader_exchange_kib,
+                          "with parallel.all_to_all = auto: the largest average flat message to one peer (micro_batch x "
+                          "seq_len x top_k / ep token-copies of d_model values in the compute dtype), in KiB, for which "
+                          "the node-leader exchange is taken; above it one leader's link carrying its node's rows costs "
+                          "more than the saved messages (moerun-sim crossovers: about 35 KiB on trn2, 90 KiB on H100 "
+                          "nodes)"));
     k.push_back(enum_key("parallel.grad_reduce_dtype", &C::parallel, &ParallelConfig::grad_reduce_dtype,
                          {{"fp32", DType::F32}, {"bf16", DType::BF16}},
                          "gradient all-reduce on the wire: fp32, or bf16 (half the bytes; each addition in fp32, the "
@@ -523,6 +529,9 @@ void Config::validate(int world_size) const {
                "bench.router_balanced = true and bench.router_zipf = {} contradict each other (forced balance vs a "
                "skew); set one of them", model.router_zipf);
   MOERUN_CHECK(parallel.bucket_mb > 0.0, ConfigError, "parallel.bucket_mb = {} must be > 0", parallel.bucket_mb);
+  MOERUN_CHECK(parallel.leader_exchange_kib >= 0.0, ConfigError,
+               "parallel.leader_exchange_kib = {} must be >= 0 (0: never the node-leader exchange under auto)",
+               parallel.leader_exchange_kib);
   MOERUN_CHECK(train.lr > 0.0, ConfigError, "train.lr = {} must be > 0", train.lr);
   MOERUN_CHECK(train.min_lr_ratio >= 0.0 && train.min_lr_ratio <= 1.0, ConfigError,
                "train.min_lr_ratio = {} must be in [0, 1]", train.min_lr_ratio);

@@ -58,8 +58,9 @@ struct ParallelConfig {
   std::int64_t ep = 1;         // expert-parallel group size; dp = world / ep
   double bucket_mb = 4.0;      // gradient all-reduce bucket size
   std::int64_t ranks_per_node = 0;  // 0 = detect; n = consecutive blocks of n ranks count as nodes
-  ExchangeRoute all_to_all = ExchangeRoute::Auto;  // flat, hierarchical (through node leaders), auto (hierarchical when it saves messages)
+  ExchangeRoute all_to_all = ExchangeRoute::Auto;  // flat, hierarchical (through node leaders), auto (hierarchical for small messages across nodes)
   DType grad_reduce_dtype = DType::F32;  // gradient all-reduce on the wire: fp32, or bf16 (sums in fp32)
+  double leader_exchange_kib = 32.0;     // auto: node leaders only for flat messages up to this size
 };
 
 struct BalanceConfig {

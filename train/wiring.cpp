@@ -10,18 +10,26 @@
 
 namespace moerun {
 
-bool use_hierarchical_exchange(ExchangeRoute route, const std::vector<int>& node_of_ep_rank) {
+double flat_exchange_message_bytes(const Config& config) {
+  const ModelConfig& m = config.model;
+  const double copies = double(config.train.micro_batch * m.seq_len * m.top_k);
+  return copies / double(std::max<std::int64_t>(1, config.parallel.ep)) * double(m.d_model) * double(dtype_size(m.compute_dtype));
+}
+
+bool use_hierarchical_exchange(const Config& config, const std::vector<int>& node_of_ep_rank) {
+  const ExchangeRoute route = config.parallel.all_to_all;
   if (route != ExchangeRoute::Auto) return route == ExchangeRoute::Hierarchical;
   std::map<int, int> ranks_on_node;
   for (int n : node_of_ep_rank) ++ranks_on_node[n];
   return ranks_on_node.size() > 1 &&
-         std::any_of(ranks_on_node.begin(), ranks_on_node.end(), [](const auto& kv) { return kv.second > 1; });
+         std::any_of(ranks_on_node.begin(), ranks_on_node.end(), [](const auto& kv) { return kv.second > 1; }) &&
+         flat_exchange_message_bytes(config) <= 1024.0 * config.parallel.leader_exchange_kib;
 }
 
 std::vector<std::unique_ptr<TokenDispatcher>> make_dispatchers(const Config& config, const Topology& topology) {
   const int experts = static_cast<int>(config.model.experts);
   std::vector<std::unique_ptr<TokenDispatcher>> out;
-  const bool hierarchical = use_hierarchical_exchange(config.parallel.all_to_all, topology.node_of_ep_rank());
+  const bool hierarchical = use_hierarchical_exchange(config, topology.node_of_ep_rank());
   for (int block = 0; block < config.model.n_layers; ++block) {  // each MoE layer gets its own placement
     if (topology.ep() == 1) {
       out.push_back(std::make_unique<LocalTokenDispatcher>(experts));

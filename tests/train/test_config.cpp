@@ -6,6 +6,7 @@
 
 #include "runtime/error.h"
 #include "train/config.h"
+#include "train/wiring.h"
 #include "expect_error.h"
 
 namespace moerun::test {
@@ -115,6 +116,37 @@ TEST(Config, ReferenceListsTheContractKeys) {
                           "train.micro_batch", "train.lr", "train.seed", "data.source", "data.skew"}) {
     EXPECT_NE(ref.find(std::string("`") + key + "`"), std::string::npos) << key;
   }
+}
+
+}  // namespace moerun::test
+
+namespace moerun::test {
+
+// parallel.all_to_all = auto: node leaders only when the group spans nodes with several ranks
+// on one and a flat message to one peer is small (they save per-message latency, and cost one
+// link carrying the node's rows); flat and hierarchical are taken as set.
+TEST(Config, AutoExchangeTakesNodeLeadersOnlyForSmallMessagesAcrossNodes) {
+  // 64 tokens x top-2 over ep 8, d_model 64 in fp32: 16 copies x 256 bytes = 4 KiB per peer.
+  const Config small = Config::load(std::nullopt, {"model.d_model=64", "model.seq_len=64", "model.top_k=2",
+                                                   "train.micro_batch=1", "parallel.ep=8", "model.experts=8"});
+  EXPECT_DOUBLE_EQ(flat_exchange_message_bytes(small), 4096.0);
+  const std::vector<int> two_nodes = {0, 0, 0, 0, 1, 1, 1, 1}, one_node(8, 0), one_rank_each = {0, 1, 2, 3, 4, 5, 6, 7};
+  EXPECT_TRUE(use_hierarchical_exchange(small, two_nodes));
+  EXPECT_FALSE(use_hierarchical_exchange(small, one_node));
+  EXPECT_FALSE(use_hierarchical_exchange(small, one_rank_each));
+  // 32 times the tokens: 128 KiB per peer, above the default 32 KiB.
+  Config large = Config::load(std::nullopt, {"model.d_model=64", "model.seq_len=2048", "model.top_k=2",
+                                             "train.micro_batch=1", "parallel.ep=8", "model.experts=8"});
+  EXPECT_FALSE(use_hierarchical_exchange(large, two_nodes));
+  large.parallel.leader_exchange_kib = 128;
+  EXPECT_TRUE(use_hierarchical_exchange(large, two_nodes));
+  large.parallel.all_to_all = ExchangeRoute::Flat;
+  EXPECT_FALSE(use_hierarchical_exchange(large, two_nodes));
+  large.parallel.all_to_all = ExchangeRoute::Hierarchical;
+  large.parallel.leader_exchange_kib = 0;
+  EXPECT_TRUE(use_hierarchical_exchange(large, one_node));
+  expect_error<ConfigError>([] { Config::load(std::nullopt, {"parallel.leader_exchange_kib=-1"}).validate(1); },
+                            {"parallel.leader_exchange_kib = -1", ">= 0"});
 }
 
 }  // namespace moerun::test
