@@ -160,13 +160,14 @@ def plot(args, spec, rows):
                                  (kind == "interval" or r[x_axis] == x)), None)
                     ys.append(mine["tokens_per_s"] / none["tokens_per_s"] if mine and none else float("nan"))
                 ax.plot(xs, ys, "o-", color=colour[policy], label=policy)
-            if kind == "gain":
+            if any(r["routing"] == "balanced" for r in ok):
                 bound = []
                 for x in xs:
                     b = next((r for r in ok if r["routing"] == "balanced" and r[x_axis] == x and r["balance.policy"] == "none"), None)
                     none = next((r for r in ok if r["routing"] == routing and r[x_axis] == x and r["balance.policy"] == "none"), None)
                     bound.append(b["tokens_per_s"] / none["tokens_per_s"] if b and none else float("nan"))
                 ax.plot(xs, bound, "--", color="0.4", label="forced-balanced bound")
+            if kind == "gain":
                 ax.set_xscale("log", base=2)
             ax.axhline(1.0, color="0.7", lw=0.8)
             ax.set_title(routing, fontsize=9)
