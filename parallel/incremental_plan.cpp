@@ -127,13 +127,6 @@ class Walk {
   std::vector<double> load_;               // [rank] copies it processes per step
 };
 
-int states_moved(const Placement& from, const Placement& to) {
-  int moved = 0;
-  for (int e = 0; e < to.experts(); ++e)
-    for (const Replica& r : to.replicas(e)) moved += from.holds(r.rank, e) ? 0 : 1;
-  return moved;
-}
-
 }  // namespace
 
 std::vector<IncrementalStep> incremental_placements(const std::vector<double>& loads, const Placement& current, int slots) {
@@ -151,7 +144,7 @@ std::vector<IncrementalStep> incremental_placements(const std::vector<double>& l
     last_saved = false;
     if (taken == next_snapshot) {
       Placement p = walk.placement();
-      const int moved = states_moved(current, p);
+      const int moved = p.replicas_added_since(current);
       steps.push_back({std::move(p), moved});
       last_saved = true;
       next_snapshot = taken < 8 ? taken + 1 : taken + std::max(1, taken / 4);
@@ -159,7 +152,7 @@ std::vector<IncrementalStep> incremental_placements(const std::vector<double>& l
   }
   if (!last_saved) {
     Placement p = walk.placement();
-    const int moved = states_moved(current, p);
+    const int moved = p.replicas_added_since(current);
     steps.push_back({std::move(p), moved});
   }
   return steps;

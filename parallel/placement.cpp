@@ -120,4 +120,11 @@ Placement Placement::from_json(int ep_size, const nlohmann::json& j) {
   return Placement(ep_size, std::move(replicas));
 }
 
+int Placement::replicas_added_since(const Placement& before) const {
+  int added = 0;
+  for (int e = 0; e < experts(); ++e)
+    for (const Replica& r : replicas(e)) added += before.holds(r.rank, e) ? 0 : 1;
+  return added;
+}
+
 }  // namespace moerun

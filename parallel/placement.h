@@ -46,6 +46,8 @@ class Placement {
   nlohmann::json to_json() const;
   // The reverse of to_json, for a group of `ep_size` ranks (a RuntimeError on a malformed one).
   static Placement from_json(int ep_size, const nlohmann::json& j);
+  // Replicas here that `before` does not hold: the expert states a change from it moves.
+  int replicas_added_since(const Placement& before) const;
 
  private:
   int ep_size_;

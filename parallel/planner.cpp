@@ -77,10 +77,7 @@ Prediction predict(const std::vector<std::vector<double>>& loads, const std::vec
 
 double migration_bytes(const std::vector<Placement>& from, const std::vector<Placement>& to, const CostModel& cost) {
   double bytes = 0.0;
-  for (std::size_t l = 0; l < to.size(); ++l)
-    for (int e = 0; e < to[l].experts(); ++e)
-      for (const Replica& r : to[l].replicas(e))
-        if (!from[l].holds(r.rank, e)) bytes += cost.expert_state_bytes;
+  for (std::size_t l = 0; l < to.size(); ++l) bytes += to[l].replicas_added_since(from[l]) * cost.expert_state_bytes;
   return bytes;
 }
 
@@ -157,13 +154,6 @@ Placement to_placement(const Bins& bins, int experts) {
   return Placement(static_cast<int>(bins.size()), std::move(replicas));
 }
 
-int moved_experts(const Placement& from, const Placement& to) {
-  int moved = 0;
-  for (int e = 0; e < to.experts(); ++e)
-    for (const Replica& r : to.replicas(e)) moved += from.holds(r.rank, e) ? 0 : 1;
-  return moved;
-}
-
 }  // namespace
 
 std::vector<int> heaviest_first(const std::vector<double>& weights) {
@@ -217,7 +207,7 @@ Placement plan_migrate(const std::vector<double>& loads, const Placement& curren
   improve(from_current, slots, /*allow_moves=*/false);
   Placement a = to_placement(packed, experts), b = to_placement(from_current, experts);
   const double ma = max_bin(packed), mb = max_bin(from_current);
-  if (mb < ma - 1e-9 || (mb <= ma + 1e-9 && moved_experts(current, b) <= moved_experts(current, a))) return b;
+  if (mb < ma - 1e-9 || (mb <= ma + 1e-9 && b.replicas_added_since(current) <= a.replicas_added_since(current))) return b;
   return a;
 }
 
