@@ -8,8 +8,9 @@
 //          x bytes_per_copy / bandwidth ]
 // A new placement is applied when its expected gain over the next `interval` steps (the
 // predicted saving x realized_gain, the share past changes achieved) exceeds the one-off cost
-// of moving expert state, (new replicas x expert_state_bytes) / migration_bandwidth, and the predicted step time falls by at least `min_gain` (a fraction):
-// smaller gains are within the step-to-step noise of the measurements they come from.
+// of moving expert state, (new replicas x expert_state_bytes) / migration_bandwidth, and the
+// predicted step time falls by at least `min_gain` (a fraction): smaller gains are within the
+// step-to-step noise of the measurements they come from.
 //
 // Loads move from step to step, most while the router is still learning. A placement fitted to
 // the moving average can help no single step: when the recent per-step loads are given, a
@@ -35,7 +36,7 @@ struct CostModel {
   double expert_state_bytes = 0.0;   // weights and AdamW moments of one expert
   double fixed_seconds = 0.0;        // the rest of the step, unaffected by placement
   // The share of their predicted step-time saving that past placement changes achieved when
-  // measured (in [0.1, 1]; 1 before any was measured). Savings are expected at this share:
+  // measured (in (0, 1]; 1 before any was measured). Savings are expected at this share:
   // when loads drift, a placement fitted to the last steps helps the next ones less.
   double realized_gain = 1.0;
 };

@@ -29,9 +29,9 @@ void CostObserver::observe(const StepResult& last) {
       o.measured_after = after[after.size() / 2];
       const double predicted = o.predicted_before - o.predicted_after;
       if (predicted > 0) {
-        o.realized = std::clamp((o.measured_before - o.measured_after) / predicted, 0.1, 1.0);
-        realized_gain_ = measured_a_change_ ? 0.5 * (realized_gain_ + o.realized) : o.realized;
-        measured_a_change_ = true;
+        o.realized = std::clamp((o.measured_before - o.measured_after) / predicted, 0.0, 1.0);
+        realized_sum_ += o.realized;
+        ++changes_measured_;
       }
       done_ = o;
       pending_.reset();
@@ -57,7 +57,9 @@ CostMeasurements CostObserver::measurements() const {
           .step_seconds = step_seconds_avg_,
           .ep_bandwidth = ep_bandwidth_,
           .migration_bandwidth = migration_bandwidth_,
-          .realized_gain = realized_gain_};
+          // The model's own claim (all of it) counts as one more measurement: one noisy change
+          // cannot switch the planner off, a run of them can.
+          .realized_gain = (1.0 + realized_sum_) / (1.0 + changes_measured_)};
 }
 
 PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor, const std::vector<Placement>& current,

@@ -30,19 +30,27 @@ TEST(CostObserver, AChangeIsMeasuredAgainstItsPredictedSaving) {
   EXPECT_DOUBLE_EQ(o->measured_before, 0.200);
   EXPECT_DOUBLE_EQ(o->measured_after, 0.160);  // the median of 190, 160, 150
   EXPECT_NEAR(o->realized, 0.4, 1e-12);        // 40 of the predicted 100 ms
-  EXPECT_NEAR(cost.measurements().realized_gain, 0.4, 1e-12);
+  // The model's claim (1) counts as one measurement beside it: (1 + 0.4) / 2.
+  EXPECT_NEAR(cost.measurements().realized_gain, 0.7, 1e-12);
   EXPECT_FALSE(cost.take_outcome()) << "an outcome is reported once";
 
-  // A change that made the step slower counts as 0.1; the running share is the mean.
+  // A change that made the step slower counts as 0, more than predicted as 1: predictions are
+  // never scaled up.
   cost.placement_changed(0.150, 0.100, 1);
   cost.observe(step_of(170));
   ASSERT_TRUE(cost.take_outcome());
-  EXPECT_NEAR(cost.measurements().realized_gain, 0.5 * (0.4 + 0.1), 1e-12);
-  // More than predicted counts as 1: predictions are never scaled up.
+  EXPECT_NEAR(cost.measurements().realized_gain, (1 + 0.4 + 0) / 3, 1e-12);
   cost.placement_changed(0.170, 0.160, 1);
   cost.observe(step_of(100));
   ASSERT_TRUE(cost.take_outcome());
-  EXPECT_NEAR(cost.measurements().realized_gain, 0.5 * (0.25 + 1.0), 1e-12);
+  EXPECT_NEAR(cost.measurements().realized_gain, (1 + 0.4 + 0 + 1) / 4, 1e-12);
+  // A run of changes that achieve nothing drives the share down.
+  for (int i = 0; i < 6; ++i) {
+    cost.placement_changed(0.100, 0.050, 1);
+    cost.observe(step_of(100));
+    ASSERT_TRUE(cost.take_outcome());
+  }
+  EXPECT_NEAR(cost.measurements().realized_gain, 2.4 / 10, 1e-12);
 }
 
 TEST(CostObserver, ThePlannerExpectsOnlyTheRealizedShareOfItsPredictedGain) {
