@@ -135,26 +135,22 @@ std::vector<IncrementalStep> incremental_placements(const std::vector<double>& l
   // Every change strictly lowers the busiest rank and leaves the ranks it touches below it, so
   // the walk ends; the bound only caps its cost.
   const int limit = 2 * current.ep_size() * std::max(slots, 1) + 64;
-  int taken = 0, next_snapshot = 1;
-  Change change;
-  bool last_saved = true;
-  while (taken < limit && walk.best_change(change)) {
-    walk.apply(change);
-    ++taken;
-    last_saved = false;
-    if (taken == next_snapshot) {
-      Placement p = walk.placement();
-      const int moved = p.replicas_added_since(current);
-      steps.push_back({std::move(p), moved});
-      last_saved = true;
-      next_snapshot = taken < 8 ? taken + 1 : taken + std::max(1, taken / 4);
-    }
-  }
-  if (!last_saved) {
+  int taken = 0, next_snapshot = 1, saved_at = 0;
+  auto snapshot = [&] {
     Placement p = walk.placement();
     const int moved = p.replicas_added_since(current);
     steps.push_back({std::move(p), moved});
+    saved_at = taken;
+  };
+  Change change;
+  while (taken < limit && walk.best_change(change)) {
+    walk.apply(change);
+    if (++taken == next_snapshot) {
+      snapshot();
+      next_snapshot = taken < 8 ? taken + 1 : taken + std::max(1, taken / 4);
+    }
   }
+  if (taken > saved_at) snapshot();  // always the walk's end
   return steps;
 }
 
