@@ -24,7 +24,7 @@ void CostObserver::observe(const StepResult& last) {
     pending_->after.push_back(last.step_ms / 1000);
     if (static_cast<int>(pending_->after.size()) >= pending_->steps) {
       ChangeOutcome o = pending_->outcome;
-      std::vector<double> after = pending_->after;
+      std::vector<double>& after = pending_->after;  // sorted in place: pending_ ends here
       std::sort(after.begin(), after.end());
       o.measured_after = after[after.size() / 2];
       const double predicted = o.predicted_before - o.predicted_after;
