@@ -1,6 +1,7 @@
 #include "parallel/planner.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <numeric>
@@ -256,10 +257,10 @@ Placement plan_replicate(const std::vector<double>& loads, const Placement& curr
 }
 
 Placement plan_incremental(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank,
-                           const CostModel& cost, int interval) {
-  // Each snapshot of the walk judged alone for this layer: its saving over the interval less
-  // the time to move its states. The walk's first changes relieve the busiest rank most per
-  // byte, so the best stopping point is usually well before its end.
+                           const CostModel& cost, double saving_steps) {
+  // Each snapshot of the walk judged alone for this layer: its saving over `saving_steps`
+  // steps less the time to move its states. The walk's first changes relieve the busiest rank
+  // most per byte, so the best stopping point is usually well before its end.
   auto layer_seconds = [&](const Placement& p) {
     CostModel layer = cost;
     layer.fixed_seconds = 0.0;
@@ -270,7 +271,7 @@ Placement plan_incremental(const std::vector<double>& loads, const Placement& cu
   std::size_t best = 0;
   double best_net = 0.0;
   for (std::size_t i = 0; i < steps.size(); ++i) {
-    const double net = (now - layer_seconds(steps[i].placement)) * cost.realized_gain * interval -
+    const double net = (now - layer_seconds(steps[i].placement)) * saving_steps -
                        steps[i].states_moved * cost.expert_state_bytes / cost.migration_bandwidth;
     if (i == 0 || net > best_net) best_net = net, best = i;
   }
@@ -279,19 +280,99 @@ Placement plan_incremental(const std::vector<double>& loads, const Placement& cu
 
 namespace {
 
-// The step time a placement is judged by: predicted from each recent step's loads, the median
-// (or from the averaged loads when no history is given).
-double judged_step_seconds(const PlannerInput& in, const std::vector<Placement>& placements) {
-  if (in.recent_loads.empty()) return predict(in.loads, placements, in.cost).step_seconds;
+using Loads = std::vector<std::vector<double>>;  // [layer][expert]
+using StepLoads = std::vector<Loads>;            // [step][layer][expert]
+using Plan = std::vector<Placement>;             // [layer]
+
+// The step time a placement is judged by: predicted from each of `steps` loads, the median
+// (or from the averaged `loads` when no steps are given).
+double judged_step_seconds(const Loads& loads, const StepLoads& steps, const Plan& placements, const CostModel& cost) {
+  if (steps.empty()) return predict(loads, placements, cost).step_seconds;
   std::vector<double> per_step;
-  for (const auto& loads : in.recent_loads) per_step.push_back(predict(loads, placements, in.cost).step_seconds);
+  for (const auto& step : steps) per_step.push_back(predict(step, placements, cost).step_seconds);
   std::sort(per_step.begin(), per_step.end());
   const std::size_t n = per_step.size();
   return n % 2 == 1 ? per_step[n / 2] : 0.5 * (per_step[n / 2 - 1] + per_step[n / 2]);
 }
 
-std::string realized_note(const CostModel& cost) {
-  return cost.realized_gain < 1.0 ? fmt::format(" (at the {:.0f}% past changes realized)", 100 * cost.realized_gain) : "";
+Loads mean_loads(const StepLoads& steps) {
+  Loads mean = steps.front();
+  for (std::size_t s = 1; s < steps.size(); ++s)
+    for (std::size_t l = 0; l < mean.size(); ++l)
+      for (std::size_t e = 0; e < mean[l].size(); ++e) mean[l][e] += steps[s][l][e];
+  for (auto& layer : mean)
+    for (double& x : layer) x /= double(steps.size());
+  return mean;
+}
+
+struct Choice {
+  BalancePolicy policy = BalancePolicy::None;
+  Plan placements;
+  double judged = 0.0;  // seconds per step, judged on the steps it was fitted to
+  double bytes = 0.0;   // of expert state to move there
+};
+
+// The best candidate fitted to `loads` (judged on `steps`): largest saving over the interval,
+// expected at `share` of its prediction, less its migration time; equal nets take fewer bytes.
+Choice best_candidate(const PlannerInput& in, const Loads& loads, const StepLoads& steps, double share) {
+  const double saving_steps = share * in.interval;
+  const double judged_now = judged_step_seconds(loads, steps, in.current, in.cost);
+  std::vector<BalancePolicy> tried;
+  if (in.policy == BalancePolicy::Auto) tried = {BalancePolicy::Migrate, BalancePolicy::Replicate};
+  else tried = {in.policy};
+  Choice best;
+  double best_net = 0.0;
+  bool have = false;
+  for (BalancePolicy policy : tried) {
+    // Candidates per policy. replicate also tries changes around the current placement (few
+    // bytes to move, plan_incremental).
+    std::vector<Plan> plans(policy == BalancePolicy::Replicate ? 2 : 1);
+    for (std::size_t l = 0; l < in.current.size(); ++l) {
+      const Placement& now = in.current[l];
+      if (policy == BalancePolicy::Migrate) plans[0].push_back(plan_migrate(loads[l], now));
+      else if (policy == BalancePolicy::Eplb) plans[0].push_back(plan_eplb(loads[l], now.ep_size(), in.max_experts_per_rank, in.node_of_rank));
+      else {
+        plans[0].push_back(plan_replicate(loads[l], now, in.max_experts_per_rank));
+        plans[1].push_back(plan_incremental(loads[l], now, in.max_experts_per_rank, in.cost, saving_steps));
+      }
+    }
+    for (Plan& plan : plans) {
+      const double judged = judged_step_seconds(loads, steps, plan, in.cost);
+      const double bytes = migration_bytes(in.current, plan, in.cost);
+      const double net = (judged_now - judged) * saving_steps - bytes / in.cost.migration_bandwidth;
+      if (!have || net > best_net + 1e-12 || (net >= best_net - 1e-12 && bytes < best.bytes)) {
+        have = true;
+        best_net = net;
+        best = {.policy = policy, .placements = std::move(plan), .judged = judged, .bytes = bytes};
+      }
+    }
+  }
+  return best;
+}
+
+// The share of a fitted placement's saving that outlasts the loads it was fitted to: what the
+// placement this planner would have chosen from the earlier steps saves on the recent ones,
+// over the larger of what it promised on the earlier steps and what `now` (fitted to the recent
+// steps) promises on them, clamped to [0, 1]. The larger: an imbalance that is new since the
+// earlier steps (they promised nothing) has not persisted yet either. 1 when there are no
+// earlier steps, or nothing to gain now.
+double persisting_share(const PlannerInput& in, const Choice& now) {
+  const double judged_now = judged_step_seconds(in.loads, in.recent_loads, in.current, in.cost);
+  const double available = judged_now - now.judged;
+  if (in.earlier_loads.empty() || in.recent_loads.empty() || available <= 0.0) return 1.0;
+  const Loads earlier = mean_loads(in.earlier_loads);
+  const Choice then = best_candidate(in, earlier, in.earlier_loads, in.cost.realized_gain);
+  const double promised = judged_step_seconds(earlier, in.earlier_loads, in.current, in.cost) - then.judged;
+  const double kept = judged_now - judged_step_seconds(in.loads, in.recent_loads, then.placements, in.cost);
+  return std::clamp(kept / std::max(promised, available), 0.0, 1.0);
+}
+
+std::string expected_note(const CostModel& cost, double persistence) {
+  std::vector<std::string> parts;
+  if (cost.realized_gain < 1.0) parts.push_back(fmt::format("the {:.0f}% past changes realized", 100 * cost.realized_gain));
+  if (persistence < 1.0) parts.push_back(fmt::format("the {:.0f}% a placement fitted to earlier steps kept", 100 * persistence));
+  if (parts.empty()) return "";
+  return fmt::format(" (at {})", fmt::join(parts, " and "));
 }
 
 }  // namespace
@@ -309,51 +390,22 @@ PlannerDecision plan_placement(const PlannerInput& in) {
     d.reason = fmt::format("imbalance {:.3f} <= threshold {:.3f}", d.before.imbalance, in.threshold);
     return d;
   }
-  // Candidates per policy. replicate also tries changes around the current placement (few
-  // bytes to move, plan_incremental); the better net gain wins.
-  using Plan = std::vector<Placement>;
-  auto candidates = [&](BalancePolicy policy) {
-    std::vector<Plan> out(policy == BalancePolicy::Replicate ? 2 : 1);
-    for (std::size_t l = 0; l < in.current.size(); ++l) {
-      const Placement& now = in.current[l];
-      if (policy == BalancePolicy::Migrate) out[0].push_back(plan_migrate(in.loads[l], now));
-      else if (policy == BalancePolicy::Eplb) out[0].push_back(plan_eplb(in.loads[l], now.ep_size(), in.max_experts_per_rank, in.node_of_rank));
-      else {
-        out[0].push_back(plan_replicate(in.loads[l], now, in.max_experts_per_rank));
-        out[1].push_back(plan_incremental(in.loads[l], now, in.max_experts_per_rank, in.cost, in.interval));
-      }
-    }
-    return out;
-  };
-  std::vector<BalancePolicy> tried;
-  if (in.policy == BalancePolicy::Auto) tried = {BalancePolicy::Migrate, BalancePolicy::Replicate};
-  else tried = {in.policy};
-  const double judged_before = judged_step_seconds(in, in.current);
-  double judged_after = judged_before, best_net = 0.0;
-  bool have = false;
-  for (BalancePolicy policy : tried) {
-    for (Plan& plan : candidates(policy)) {
-      const double judged = judged_step_seconds(in, plan);
-      const double bytes = migration_bytes(in.current, plan, in.cost);
-      // What the candidate saves over the interval, less what moving to it costs.
-      const double net = (judged_before - judged) * in.cost.realized_gain * in.interval - bytes / in.cost.migration_bandwidth;
-      if (!have || net > best_net + 1e-12 || (net >= best_net - 1e-12 && bytes < d.migrate_bytes)) {
-        have = true;
-        d.chosen = policy;
-        d.after = predict(in.loads, plan, in.cost);
-        d.placements = std::move(plan);
-        d.migrate_bytes = bytes;
-        judged_after = judged;
-        best_net = net;
-      }
-    }
-  }
+  // The candidate at the share past changes realized; chosen again when less of a fitted
+  // saving persists (fewer steps' saving: the cheaper changes win).
+  Choice best = best_candidate(in, in.loads, in.recent_loads, in.cost.realized_gain);
+  d.persistence = persisting_share(in, best);
+  const double share = in.cost.realized_gain * d.persistence;
+  if (d.persistence < 1.0) best = best_candidate(in, in.loads, in.recent_loads, share);
+  d.chosen = best.policy;
+  d.after = predict(in.loads, best.placements, in.cost);
+  d.placements = std::move(best.placements);
+  d.migrate_bytes = best.bytes;
   // Step times as judged (the median over recent steps when they are given), for the gates
   // and the events: what is compared with the measured step time later.
-  d.before.step_seconds = judged_before;
-  d.after.step_seconds = judged_after;
+  d.before.step_seconds = judged_step_seconds(in.loads, in.recent_loads, in.current, in.cost);
+  d.after.step_seconds = best.judged;
   d.migrate_seconds = d.migrate_bytes / in.cost.migration_bandwidth;
-  d.gain_seconds = (d.before.step_seconds - d.after.step_seconds) * in.cost.realized_gain * in.interval;
+  d.gain_seconds = (d.before.step_seconds - d.after.step_seconds) * share * in.interval;
   bool same = true;
   for (std::size_t l = 0; l < in.current.size(); ++l) same = same && d.placements[l] == in.current[l];
   if (same) {
@@ -365,12 +417,12 @@ PlannerDecision plan_placement(const PlannerInput& in) {
                            100 * in.min_gain);
   } else if (!in.force && d.gain_seconds <= d.migrate_seconds) {
     d.reason = fmt::format("predicted gain {:.4f} s over {} steps{} does not pay for migrating {:.0f} bytes ({:.4f} s)",
-                           d.gain_seconds, in.interval, realized_note(in.cost), d.migrate_bytes, d.migrate_seconds);
+                           d.gain_seconds, in.interval, expected_note(in.cost, d.persistence), d.migrate_bytes, d.migrate_seconds);
   } else {
     d.apply = true;
     d.reason = in.force ? "forced"
-                        : fmt::format("predicted gain {:.4f} s{} > migration {:.4f} s", d.gain_seconds, realized_note(in.cost),
-                                      d.migrate_seconds);
+                        : fmt::format("predicted gain {:.4f} s{} > migration {:.4f} s", d.gain_seconds,
+                                      expected_note(in.cost, d.persistence), d.migrate_seconds);
   }
   if (!d.apply) {
     d.placements = in.current;

@@ -7,7 +7,8 @@
 //          x seconds_per_copy + max over ranks of (crossing copies it sends or receives)
 //          x bytes_per_copy / bandwidth ]
 // A new placement is applied when its expected gain over the next `interval` steps (the
-// predicted saving x realized_gain, the share past changes achieved) exceeds the one-off cost
+// predicted saving x realized_gain, the share past changes achieved, x persistence, below)
+// exceeds the one-off cost
 // of moving expert state, (new replicas x expert_state_bytes) / migration_bandwidth, and the
 // predicted step time falls by at least `min_gain` (a fraction): smaller gains are within the
 // step-to-step noise of the measurements they come from.
@@ -16,6 +17,15 @@
 // the moving average can help no single step: when the recent per-step loads are given, a
 // candidate is judged by its median gain over those steps (evaluated on each step's own loads),
 // so only imbalance that persists is acted on.
+//
+// And a placement is kept for the interval after it is fitted, while the loads keep moving.
+// When the steps before the recent ones are given too (earlier_loads), the planner measures
+// how much of a fitted placement's saving outlasts the loads it was fitted to: the placement it
+// would have chosen from the earlier steps, judged on the recent ones, against what it promised
+// on the earlier ones (or what fitting the recent ones promises, when that is more: a new
+// imbalance has not persisted yet). That share (the decision's `persistence`) multiplies the
+// expected saving like realized_gain; it needs no change to be applied first, so drifting loads
+// (early training, a router that keeps moving its hot experts) stop changes before they cost.
 #pragma once
 
 #include <string>
@@ -53,6 +63,9 @@ struct PlannerInput {
   std::vector<Placement> current;          // [layer]
   // [step][layer][expert]: the loads of the last steps, one by one (empty: judge on `loads`).
   std::vector<std::vector<std::vector<double>>> recent_loads;
+  // [step][layer][expert]: as many steps, ending about half an interval before the recent ones
+  // (empty: no persistence check, the saving is expected to last).
+  std::vector<std::vector<std::vector<double>>> earlier_loads;
   CostModel cost;
   BalancePolicy policy = BalancePolicy::Auto;
   int max_experts_per_rank = 0;  // expert slots per rank (replicas included)
@@ -70,7 +83,10 @@ struct PlannerDecision {
   Prediction before, after;
   double migrate_bytes = 0.0;    // per EP group
   double migrate_seconds = 0.0;
-  double gain_seconds = 0.0;     // (before - after) x interval x cost.realized_gain
+  double gain_seconds = 0.0;     // (before - after) x interval x cost.realized_gain x persistence
+  // The share of a fitted placement's saving that outlasted the loads it was fitted to, in
+  // [0, 1] (1 without earlier_loads). Computed only past the threshold gate.
+  double persistence = 1.0;
   std::string reason;
 };
 
@@ -88,12 +104,13 @@ std::vector<int> heaviest_first(const std::vector<double>& weights);
 Placement plan_migrate(const std::vector<double>& loads, const Placement& current);
 Placement plan_replicate(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank);
 // The current placement changed a few replicas at a time (incremental_placements), stopped
-// where the saving over `interval` steps, less the migration time of what moved, is largest:
+// where the saving over `saving_steps` steps (the interval x the share of the prediction
+// expected to be realized), less the migration time of what moved, is largest:
 // few bytes, for large groups where re-packing every expert moves more state than it repays.
 // (Even when no stopping point pays: the gates then say so. The current placement when no
 // change lowers the busiest rank.)
 Placement plan_incremental(const std::vector<double>& loads, const Placement& current, int max_experts_per_rank,
-                           const CostModel& cost, int interval);
+                           const CostModel& cost, double saving_steps);
 
 PlannerDecision plan_placement(const PlannerInput& input);
 

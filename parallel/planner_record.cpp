@@ -10,6 +10,7 @@ nlohmann::json planner_input_to_json(const PlannerInput& in) {
   const CostModel& c = in.cost;
   return {{"loads", in.loads},
           {"recent_loads", in.recent_loads},
+          {"earlier_loads", in.earlier_loads},
           {"current", current},
           {"ep", in.current.empty() ? 0 : in.current.front().ep_size()},
           {"cost", {{"seconds_per_copy", c.seconds_per_copy}, {"bytes_per_copy", c.bytes_per_copy},
@@ -52,6 +53,9 @@ PlannerInput planner_input_from_json(const nlohmann::json& j) {
   PlannerInput in;
   in.loads = get<std::vector<std::vector<double>>>(j, "loads");
   in.recent_loads = get<std::vector<std::vector<std::vector<double>>>>(j, "recent_loads");
+  // Optional: records written before the persistence check (2026-12-03) have none, and those
+  // planners made no check, which an empty list reproduces.
+  if (j.contains("earlier_loads")) in.earlier_loads = get<std::vector<std::vector<std::vector<double>>>>(j, "earlier_loads");
   const int ep = get<int>(j, "ep");
   for (const auto& layer : field(j, "current")) in.current.push_back(Placement::from_json(ep, layer));
   const nlohmann::json& c = field(j, "cost");

@@ -38,7 +38,7 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
   RoutingSource routing(options.routing, config, options.world_size, model.moe_layers(), options.seed);
   const int experts = static_cast<int>(config.model.experts);
   std::vector<Placement> placements(static_cast<std::size_t>(model.moe_layers()), Placement::contiguous(experts, model.ep()));
-  LoadMonitor monitor(model.moe_layers(), experts, static_cast<int>(config.balance.window));
+  LoadMonitor monitor(model.moe_layers(), experts, static_cast<int>(config.balance.window), load_history_steps(config));
   CostObserver cost(config.balance.window);
   cost.set_ep_bandwidth(model.exchange_bandwidth());
   const bool balancing = model.ep() > 1 && config.balance.policy != BalancePolicy::None;

@@ -9,6 +9,7 @@
 #include "model/feed_forward.h"
 #include "model/moe_layer.h"
 #include "train/rank_agreement.h"
+#include "train/planner_input.h"
 
 namespace moerun {
 
@@ -134,7 +135,7 @@ void restore_state(const ckpt::CheckpointReader& file, const TrainingState& s) {
   const auto history = nlohmann::json::parse(file.string_attribute("load_history"));
   if (average.size() == s.monitor.average().size()) {
     s.monitor = LoadMonitor(static_cast<int>(s.moe_blocks.size()), static_cast<int>(experts),
-                            static_cast<int>(s.config.balance.window));
+                            static_cast<int>(s.config.balance.window), load_history_steps(s.config));
     for (const auto& h : history) s.monitor.record(h.get<std::vector<std::vector<double>>>());
     s.monitor.set_average(average.get<std::vector<std::vector<double>>>());
   }

@@ -62,6 +62,10 @@ CostMeasurements CostObserver::measurements() const {
           .realized_gain = (1.0 + realized_sum_) / (1.0 + changes_measured_)};
 }
 
+std::size_t load_history_steps(const Config& config) {
+  return std::max<std::size_t>(64, static_cast<std::size_t>(config.balance.window + (config.balance.interval + 1) / 2));
+}
+
 PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor, const std::vector<Placement>& current,
                                 const CostMeasurements& measured, std::vector<int> node_of_rank) {
   PlannerInput in;
@@ -70,6 +74,11 @@ PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor
   const auto& history = monitor.history();
   const auto recent = static_cast<std::ptrdiff_t>(std::min<std::size_t>(history.size(), static_cast<std::size_t>(config.balance.window)));
   in.recent_loads.assign(history.end() - recent, history.end());
+  // As many steps ending half an interval earlier (or as far back as the history reaches): how
+  // much of a placement fitted to them still helps the recent steps (the planner's persistence).
+  const auto gap = std::min<std::ptrdiff_t>((config.balance.interval + 1) / 2,
+                                            static_cast<std::ptrdiff_t>(history.size()) - recent);
+  if (recent > 0 && gap >= 1) in.earlier_loads.assign(history.end() - recent - gap, history.end() - gap);
   in.current = current;
   in.policy = config.balance.policy;
   in.node_of_rank = std::move(node_of_rank);

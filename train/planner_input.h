@@ -73,7 +73,12 @@ class CostObserver {
   std::optional<ChangeOutcome> done_;
 };
 
-// Loads from the monitor (the average, and the last balance.window steps one by one), the
+// Steps of per-step loads the load monitor must keep for make_planner_input: a window of recent
+// steps and one ending half an interval earlier (at least 64, for logs).
+std::size_t load_history_steps(const Config& config);
+
+// Loads from the monitor (the average, the last balance.window steps one by one, and as many
+// ending half an interval earlier, when the history reaches that far back), the
 // policy and gates from the config, and the cost model from the measurements; `fixed_seconds`
 // is whatever the model does not explain of the measured step time.
 PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor, const std::vector<Placement>& current,

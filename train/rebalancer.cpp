@@ -71,17 +71,19 @@ namespace {
 void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
   std::vector<double> wire;
   for (const auto& layer : in.loads) wire.insert(wire.end(), layer.begin(), layer.end());
-  for (const auto& step_loads : in.recent_loads)
-    for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
+  for (const auto* steps : {&in.recent_loads, &in.earlier_loads})
+    for (const auto& step_loads : *steps)
+      for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
   wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth,
                            in.cost.realized_gain});
   world.broadcast(wire, 0);
   std::size_t at = 0;
   for (auto& layer : in.loads)
     for (double& x : layer) x = wire[at++];
-  for (auto& step_loads : in.recent_loads)
-    for (auto& layer : step_loads)
-      for (double& x : layer) x = wire[at++];
+  for (auto* steps : {&in.recent_loads, &in.earlier_loads})
+    for (auto& step_loads : *steps)
+      for (auto& layer : step_loads)
+        for (double& x : layer) x = wire[at++];
   in.cost.seconds_per_copy = wire[at++];
   in.cost.fixed_seconds = wire[at++];
   in.cost.bandwidth = wire[at++];

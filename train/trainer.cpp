@@ -20,6 +20,7 @@
 #include "runtime/trace.h"
 #include "runtime/vocab.h"
 #include "train/checkpoint_state.h"
+#include "train/planner_input.h"
 #include "train/signals.h"
 #include "train/wiring.h"
 
@@ -59,7 +60,7 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   evaluator_ = std::make_unique<Evaluator>(config_, *model_, *params_, device, world);
   log_ = std::make_unique<RunLog>(config_, world.rank(), run_dir);
   monitor_ = std::make_unique<LoadMonitor>(static_cast<int>(moe_blocks_.size()), static_cast<int>(config_.model.experts),
-                                           static_cast<int>(config_.balance.window));
+                                           static_cast<int>(config_.balance.window), load_history_steps(config_));
   rebalancer_ = std::make_unique<Rebalancer>(config_, *topology_, *monitor_, *log_);
   if (config_.log.routing_trace && !run_dir_.empty())
     routing_trace_ = std::make_unique<RoutingTraceLog>(world_, config_, run_dir_, moe_blocks_.size());

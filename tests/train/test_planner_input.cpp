@@ -73,4 +73,35 @@ TEST(CostObserver, ThePlannerExpectsOnlyTheRealizedShareOfItsPredictedGain) {
   EXPECT_NE(discounted.reason.find("40% past changes realized"), std::string::npos) << discounted.reason;
 }
 
+// The planner gets the last balance.window steps one by one, and as many ending half an
+// interval earlier (its persistence check), as far back as the monitor's history reaches.
+TEST(PlannerInput, EarlierStepsEndHalfAnIntervalBeforeTheRecentOnes) {
+  Config config;
+  config.balance.window = 5;
+  config.balance.interval = 10;
+  LoadMonitor monitor(1, 2, 5, load_history_steps(config));
+  auto first_of = [](const std::vector<std::vector<std::vector<double>>>& steps) {
+    std::vector<double> out;
+    for (const auto& s : steps) out.push_back(s[0][0]);
+    return out;
+  };
+  auto input = [&] {
+    return make_planner_input(config, monitor, {Placement::contiguous(2, 2)}, CostMeasurements{.seconds_per_copy = 1e-6}, {});
+  };
+  for (int step = 0; step < 5; ++step) monitor.record({{double(step), 1.0}});
+  EXPECT_TRUE(input().earlier_loads.empty()) << "no step before the recent ones";
+  for (int step = 5; step < 7; ++step) monitor.record({{double(step), 1.0}});
+  EXPECT_EQ(first_of(input().earlier_loads), (std::vector<double>{0, 1, 2, 3, 4})) << "as far back as there is";
+  for (int step = 7; step < 30; ++step) monitor.record({{double(step), 1.0}});
+  EXPECT_EQ(first_of(input().recent_loads), (std::vector<double>{25, 26, 27, 28, 29}));
+  EXPECT_EQ(first_of(input().earlier_loads), (std::vector<double>{20, 21, 22, 23, 24}));
+  // A long interval needs a longer history than the default 64 steps.
+  config.balance.interval = 200;
+  EXPECT_EQ(load_history_steps(config), 105u);
+  LoadMonitor longer(1, 2, 5, load_history_steps(config));
+  for (int step = 0; step < 300; ++step) longer.record({{double(step), 1.0}});
+  const PlannerInput in = make_planner_input(config, longer, {Placement::contiguous(2, 2)}, CostMeasurements{.seconds_per_copy = 1e-6}, {});
+  EXPECT_EQ(first_of(in.earlier_loads), (std::vector<double>{195, 196, 197, 198, 199}));
+}
+
 }  // namespace moerun::test
