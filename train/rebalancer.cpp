@@ -124,6 +124,7 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
                           {"predicted_step_ms_before", 1000 * decision.before.step_seconds},
                           {"predicted_step_ms_after", 1000 * decision.after.step_seconds},
                           {"imbalance_before", decision.before.imbalance}, {"imbalance_after", decision.after.imbalance},
+                          {"realized_gain", in.cost.realized_gain}, {"persistence", decision.persistence},
                           {"bytes_moved", decision.migrate_bytes}, {"predicted_migrate_ms", 1000 * decision.migrate_seconds},
                           {"migrate_ms", 1000 * migrate_seconds},
                           {"rebalance_ms", 1000 * std::chrono::duration<double>(Clock::now() - rebalance_start).count()}};
