@@ -308,8 +308,9 @@ Loads mean_loads(const StepLoads& steps) {
 struct Choice {
   BalancePolicy policy = BalancePolicy::None;
   Plan placements;
-  double judged = 0.0;  // seconds per step, judged on the steps it was fitted to
-  double bytes = 0.0;   // of expert state to move there
+  double judged = 0.0;          // seconds per step, judged on the steps it was fitted to
+  double judged_current = 0.0;  // the current placement's, judged on the same steps
+  double bytes = 0.0;           // of expert state to move there
 };
 
 // The best candidate fitted to `loads` (judged on `steps`): largest saving over the interval,
@@ -343,7 +344,8 @@ Choice best_candidate(const PlannerInput& in, const Loads& loads, const StepLoad
       if (!have || net > best_net + 1e-12 || (net >= best_net - 1e-12 && bytes < best.bytes)) {
         have = true;
         best_net = net;
-        best = {.policy = policy, .placements = std::move(plan), .judged = judged, .bytes = bytes};
+        best = {.policy = policy, .placements = std::move(plan), .judged = judged, .judged_current = judged_now,
+                .bytes = bytes};
       }
     }
   }
@@ -357,13 +359,12 @@ Choice best_candidate(const PlannerInput& in, const Loads& loads, const StepLoad
 // earlier steps (they promised nothing) has not persisted yet either. 1 when there are no
 // earlier steps, or nothing to gain now.
 double persisting_share(const PlannerInput& in, const Choice& now) {
-  const double judged_now = judged_step_seconds(in.loads, in.recent_loads, in.current, in.cost);
-  const double available = judged_now - now.judged;
+  const double available = now.judged_current - now.judged;
   if (in.earlier_loads.empty() || in.recent_loads.empty() || available <= 0.0) return 1.0;
   const Loads earlier = mean_loads(in.earlier_loads);
   const Choice then = best_candidate(in, earlier, in.earlier_loads, in.cost.realized_gain);
-  const double promised = judged_step_seconds(earlier, in.earlier_loads, in.current, in.cost) - then.judged;
-  const double kept = judged_now - judged_step_seconds(in.loads, in.recent_loads, then.placements, in.cost);
+  const double promised = then.judged_current - then.judged;
+  const double kept = now.judged_current - judged_step_seconds(in.loads, in.recent_loads, then.placements, in.cost);
   return std::clamp(kept / std::max(promised, available), 0.0, 1.0);
 }
 
@@ -402,7 +403,7 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   d.migrate_bytes = best.bytes;
   // Step times as judged (the median over recent steps when they are given), for the gates
   // and the events: what is compared with the measured step time later.
-  d.before.step_seconds = judged_step_seconds(in.loads, in.recent_loads, in.current, in.cost);
+  d.before.step_seconds = best.judged_current;
   d.after.step_seconds = best.judged;
   d.migrate_seconds = d.migrate_bytes / in.cost.migration_bandwidth;
   d.gain_seconds = (d.before.step_seconds - d.after.step_seconds) * share * in.interval;

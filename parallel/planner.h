@@ -8,10 +8,9 @@
 //          x bytes_per_copy / bandwidth ]
 // A new placement is applied when its expected gain over the next `interval` steps (the
 // predicted saving x realized_gain, the share past changes achieved, x persistence, below)
-// exceeds the one-off cost
-// of moving expert state, (new replicas x expert_state_bytes) / migration_bandwidth, and the
-// predicted step time falls by at least `min_gain` (a fraction): smaller gains are within the
-// step-to-step noise of the measurements they come from.
+// exceeds the one-off cost of moving expert state, (new replicas x expert_state_bytes) /
+// migration_bandwidth, and the predicted step time falls by at least `min_gain` (a fraction):
+// smaller gains are within the step-to-step noise of the measurements they come from.
 //
 // Loads move from step to step, most while the router is still learning. A placement fitted to
 // the moving average can help no single step: when the recent per-step loads are given, a
