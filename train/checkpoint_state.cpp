@@ -8,8 +8,8 @@
 #include "checkpoint/state_content.h"
 #include "model/feed_forward.h"
 #include "model/moe_layer.h"
-#include "train/rank_agreement.h"
 #include "train/planner_input.h"
+#include "train/rank_agreement.h"
 
 namespace moerun {
 

@@ -62,8 +62,14 @@ CostMeasurements CostObserver::measurements() const {
           .realized_gain = (1.0 + realized_sum_) / (1.0 + changes_measured_)};
 }
 
+namespace {
+// How far before the recent steps the planner's earlier steps end: half an interval, the
+// average age of a placement over the interval it serves.
+std::int64_t persistence_gap(const Config& config) { return (config.balance.interval + 1) / 2; }
+}  // namespace
+
 std::size_t load_history_steps(const Config& config) {
-  return std::max<std::size_t>(64, static_cast<std::size_t>(config.balance.window + (config.balance.interval + 1) / 2));
+  return std::max<std::size_t>(64, static_cast<std::size_t>(config.balance.window + persistence_gap(config)));
 }
 
 PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor, const std::vector<Placement>& current,
@@ -76,8 +82,7 @@ PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor
   in.recent_loads.assign(history.end() - recent, history.end());
   // As many steps ending half an interval earlier (or as far back as the history reaches): how
   // much of a placement fitted to them still helps the recent steps (the planner's persistence).
-  const auto gap = std::min<std::ptrdiff_t>((config.balance.interval + 1) / 2,
-                                            static_cast<std::ptrdiff_t>(history.size()) - recent);
+  const auto gap = std::min<std::ptrdiff_t>(persistence_gap(config), static_cast<std::ptrdiff_t>(history.size()) - recent);
   if (recent > 0 && gap >= 1) in.earlier_loads.assign(history.end() - recent - gap, history.end() - gap);
   in.current = current;
   in.policy = config.balance.policy;
