@@ -108,12 +108,18 @@ double Trainer::apply_placements(const std::vector<Placement>& placements) {
   MOERUN_CHECK(placements.size() == current.size(), RuntimeError,
                "[rebalance] {} placements for {} MoE layers (expert parallelism needs parallel.ep > 1)",
                placements.size(), current.size());
-  migrate_experts(topology_->ep_group(), moe_blocks_, current, placements, *expert_store_);
+  {
+    const trace::Scope transfer("rebalance", "transfer expert state");
+    migrate_experts(topology_->ep_group(), moe_blocks_, current, placements, *expert_store_);
+  }
   for (std::size_t i = 0; i < moe_blocks_.size(); ++i) {
     dispatchers_[static_cast<std::size_t>(moe_blocks_[i])]->set_placement(placements[i]);
     model_->moe_layer(moe_blocks_[i]).attach_local_experts(*params_);
   }
-  grad_groups_->rebuild(*params_, moe_blocks_, placements);
+  {
+    const trace::Scope regroup("rebalance", "rebuild gradient groups");
+    grad_groups_->rebuild(*params_, moe_blocks_, placements);
+  }
   for (const Parameter* p : params_->all()) {  // the moments must cover exactly the rows the buckets assign
     const RowRange held = optimizer_->moments(p->name).rows, owned = grad_groups_->sync().owned_rows(*p);
     MOERUN_CHECK(held == owned, RuntimeError, "[zero-1] the optimizer holds rows [{}, {}) of '{}' but its bucket assigns "
