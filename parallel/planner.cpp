@@ -313,43 +313,63 @@ struct Choice {
   double bytes = 0.0;           // of expert state to move there
 };
 
-// The best candidate fitted to `loads` (judged on `steps`): largest saving over the interval,
-// expected at `share` of its prediction, less its migration time; equal nets take fewer bytes.
-Choice best_candidate(const PlannerInput& in, const Loads& loads, const StepLoads& steps, double share) {
-  const double saving_steps = share * in.interval;
-  const double judged_now = judged_step_seconds(loads, steps, in.current, in.cost);
+// The candidates fitted to one set of loads that do not depend on how much of their saving is
+// expected (the re-packs of the tried policies, in the order they compete), judged once.
+struct Fitted {
+  const Loads& loads;
+  const StepLoads& steps;
+  std::vector<Choice> repacked;
+};
+
+Fitted fit(const PlannerInput& in, const Loads& loads, const StepLoads& steps) {
+  Fitted f{.loads = loads, .steps = steps, .repacked = {}};
+  const double judged_current = judged_step_seconds(loads, steps, in.current, in.cost);
   std::vector<BalancePolicy> tried;
   if (in.policy == BalancePolicy::Auto) tried = {BalancePolicy::Migrate, BalancePolicy::Replicate};
   else tried = {in.policy};
-  Choice best;
-  double best_net = 0.0;
-  bool have = false;
   for (BalancePolicy policy : tried) {
-    // Candidates per policy. replicate also tries changes around the current placement (few
-    // bytes to move, plan_incremental).
-    std::vector<Plan> plans(policy == BalancePolicy::Replicate ? 2 : 1);
+    Plan plan;
     for (std::size_t l = 0; l < in.current.size(); ++l) {
       const Placement& now = in.current[l];
-      if (policy == BalancePolicy::Migrate) plans[0].push_back(plan_migrate(loads[l], now));
-      else if (policy == BalancePolicy::Eplb) plans[0].push_back(plan_eplb(loads[l], now.ep_size(), in.max_experts_per_rank, in.node_of_rank));
-      else {
-        plans[0].push_back(plan_replicate(loads[l], now, in.max_experts_per_rank));
-        plans[1].push_back(plan_incremental(loads[l], now, in.max_experts_per_rank, in.cost, saving_steps));
-      }
+      if (policy == BalancePolicy::Migrate) plan.push_back(plan_migrate(loads[l], now));
+      else if (policy == BalancePolicy::Eplb) plan.push_back(plan_eplb(loads[l], now.ep_size(), in.max_experts_per_rank, in.node_of_rank));
+      else plan.push_back(plan_replicate(loads[l], now, in.max_experts_per_rank));
     }
-    for (Plan& plan : plans) {
-      const double judged = judged_step_seconds(loads, steps, plan, in.cost);
-      const double bytes = migration_bytes(in.current, plan, in.cost);
-      const double net = (judged_now - judged) * saving_steps - bytes / in.cost.migration_bandwidth;
-      if (!have || net > best_net + 1e-12 || (net >= best_net - 1e-12 && bytes < best.bytes)) {
-        have = true;
-        best_net = net;
-        best = {.policy = policy, .placements = std::move(plan), .judged = judged, .judged_current = judged_now,
-                .bytes = bytes};
-      }
-    }
+    const double judged = judged_step_seconds(loads, steps, plan, in.cost);
+    const double bytes = migration_bytes(in.current, plan, in.cost);
+    f.repacked.push_back({.policy = policy, .placements = std::move(plan), .judged = judged,
+                          .judged_current = judged_current, .bytes = bytes});
   }
-  return best;
+  return f;
+}
+
+// The best candidate: largest saving over the interval, expected at `share` of its prediction,
+// less its migration time; equal nets take fewer bytes. replicate also tries changes around
+// the current placement (few bytes to move, plan_incremental), which depend on the share.
+Choice best_candidate(const PlannerInput& in, const Fitted& fitted, double share) {
+  const double saving_steps = share * in.interval;
+  const Choice* best = nullptr;
+  double best_net = 0.0;
+  auto consider = [&](const Choice& c) {
+    const double net = (c.judged_current - c.judged) * saving_steps - c.bytes / in.cost.migration_bandwidth;
+    if (best == nullptr || net > best_net + 1e-12 || (net >= best_net - 1e-12 && c.bytes < best->bytes)) {
+      best = &c;
+      best_net = net;
+    }
+  };
+  for (const Choice& c : fitted.repacked) consider(c);
+  Choice incremental;
+  if (in.policy == BalancePolicy::Auto || in.policy == BalancePolicy::Replicate) {
+    Plan plan;
+    for (std::size_t l = 0; l < in.current.size(); ++l)
+      plan.push_back(plan_incremental(fitted.loads[l], in.current[l], in.max_experts_per_rank, in.cost, saving_steps));
+    const double judged = judged_step_seconds(fitted.loads, fitted.steps, plan, in.cost);
+    const double bytes = migration_bytes(in.current, plan, in.cost);
+    incremental = {.policy = BalancePolicy::Replicate, .placements = std::move(plan), .judged = judged,
+                   .judged_current = fitted.repacked.front().judged_current, .bytes = bytes};
+    consider(incremental);
+  }
+  return *best;
 }
 
 // The share of a fitted placement's saving that outlasts the loads it was fitted to: what the
@@ -362,7 +382,7 @@ double persisting_share(const PlannerInput& in, const Choice& now) {
   const double available = now.judged_current - now.judged;
   if (in.earlier_loads.empty() || in.recent_loads.empty() || available <= 0.0) return 1.0;
   const Loads earlier = mean_loads(in.earlier_loads);
-  const Choice then = best_candidate(in, earlier, in.earlier_loads, in.cost.realized_gain);
+  const Choice then = best_candidate(in, fit(in, earlier, in.earlier_loads), in.cost.realized_gain);
   const double promised = then.judged_current - then.judged;
   const double kept = now.judged_current - judged_step_seconds(in.loads, in.recent_loads, then.placements, in.cost);
   return std::clamp(kept / std::max(promised, available), 0.0, 1.0);
@@ -393,10 +413,11 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   }
   // The candidate at the share past changes realized; chosen again when less of a fitted
   // saving persists (fewer steps' saving: the cheaper changes win).
-  Choice best = best_candidate(in, in.loads, in.recent_loads, in.cost.realized_gain);
+  const Fitted fitted = fit(in, in.loads, in.recent_loads);
+  Choice best = best_candidate(in, fitted, in.cost.realized_gain);
   d.persistence = persisting_share(in, best);
   const double share = in.cost.realized_gain * d.persistence;
-  if (d.persistence < 1.0) best = best_candidate(in, in.loads, in.recent_loads, share);
+  if (d.persistence < 1.0) best = best_candidate(in, fitted, share);
   d.chosen = best.policy;
   d.after = predict(in.loads, best.placements, in.cost);
   d.placements = std::move(best.placements);
