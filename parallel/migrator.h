@@ -4,10 +4,13 @@
 // freed afterwards. The planner guarantees that nothing about the math changes: a copy is a
 // copy, bit for bit.
 //
-// Protocol: all ranks walk the same list of transfers, ordered by (layer, expert, new rank),
-// with blocking send/recv; each transfer involves one sender (the lowest old holder) and one
-// receiver, so transfer k completes once both finished their earlier transfers: no deadlock.
-// Drops happen after all transfers, so a rank can send an expert it is about to lose.
+// Protocol: all ranks walk the same list of transfers, ordered by (layer, expert, new rank);
+// each involves one sender (the first old holder) and one receiver. A rank posts every send and
+// receive it takes part in at once (non-blocking), then waits for all of them: both directions
+// of a swap and all experts move concurrently, with no order that could deadlock. Messages
+// match by (peer, tag) in posting order, the same on both sides. Drops happen after all
+// transfers, so a rank can send an expert it is about to lose. Memory: a device that MPI cannot
+// read stages every moved tensor in host memory for the whole migration.
 #pragma once
 
 #include <cstdint>

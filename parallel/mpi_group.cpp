@@ -252,16 +252,19 @@ void MpiGroup::all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> se
         "MPI_Alltoallv");
 }
 
-void MpiGroup::send(ConstCommSpan data, int dest, int tag) {
-  const watchdog::Scope watch("MPI_Send", name());
-  check(MPI_Send(data.data, to_int(data.count, "MPI_Send", name()), mpi_type(data.type), dest, tag, comm_), "MPI_Send");
+std::unique_ptr<CommRequest> MpiGroup::send_async(ConstCommSpan data, int dest, int tag) {
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Isend(data.data, to_int(data.count, "MPI_Isend", name()), mpi_type(data.type), dest, tag, comm_, &request),
+        "MPI_Isend");
+  return std::make_unique<MpiRequest>(*this, request);
 }
 
-void MpiGroup::recv(CommSpan data, int source, int tag) {
-  const watchdog::Scope watch("MPI_Recv", name());
-  check(MPI_Recv(data.data, to_int(data.count, "MPI_Recv", name()), mpi_type(data.type), source, tag, comm_,
-                 MPI_STATUS_IGNORE),
-        "MPI_Recv");
+std::unique_ptr<CommRequest> MpiGroup::recv_async(CommSpan data, int source, int tag) {
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Irecv(data.data, to_int(data.count, "MPI_Irecv", name()), mpi_type(data.type), source, tag, comm_,
+                  &request),
+        "MPI_Irecv");
+  return std::make_unique<MpiRequest>(*this, request);
 }
 
 }  // namespace moerun

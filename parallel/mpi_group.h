@@ -48,8 +48,8 @@ class MpiGroup final : public ProcessGroup {
   void all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
                     CommSpan recv, std::span<const std::int64_t> recv_counts,
                     std::span<const std::int64_t> recv_displs) override;
-  void send(ConstCommSpan data, int dest, int tag) override;
-  void recv(CommSpan data, int source, int tag) override;
+  std::unique_ptr<CommRequest> send_async(ConstCommSpan data, int dest, int tag) override;
+  std::unique_ptr<CommRequest> recv_async(CommSpan data, int source, int tag) override;
 
   MPI_Comm comm() const { return comm_; }
   // Throws MpiError "[call on group, rank r] <MPI's text>" unless code == MPI_SUCCESS.

@@ -100,11 +100,11 @@ void LocalGroup::all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> 
                static_cast<std::size_t>(send_counts[0]) * es);
 }
 
-void LocalGroup::send(ConstCommSpan, int dest, int tag) {
+std::unique_ptr<CommRequest> LocalGroup::send_async(ConstCommSpan, int dest, int tag) {
   MOERUN_THROW(MpiError, "[send on {}] to rank {} (tag {}): a group of 1 has no peer", name(), dest, tag);
 }
 
-void LocalGroup::recv(CommSpan, int source, int tag) {
+std::unique_ptr<CommRequest> LocalGroup::recv_async(CommSpan, int source, int tag) {
   MOERUN_THROW(MpiError, "[recv on {}] from rank {} (tag {}): a group of 1 has no peer", name(), source, tag);
 }
 

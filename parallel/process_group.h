@@ -116,8 +116,10 @@ class ProcessGroup {
   virtual void all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> send_counts,
                             std::span<const std::int64_t> send_displs, CommSpan recv,
                             std::span<const std::int64_t> recv_counts, std::span<const std::int64_t> recv_displs) = 0;
-  virtual void send(ConstCommSpan data, int dest, int tag) = 0;
-  virtual void recv(CommSpan data, int source, int tag) = 0;
+  // Point-to-point, non-blocking: the data may be read (send) or written (recv) until wait().
+  // Messages between two ranks with the same tag match in the order they were posted.
+  virtual std::unique_ptr<CommRequest> send_async(ConstCommSpan data, int dest, int tag) = 0;
+  virtual std::unique_ptr<CommRequest> recv_async(CommSpan data, int source, int tag) = 0;
 
   // recv holds size() blocks of send.count elements, block r from rank r.
   void all_gather(ConstCommSpan send, CommSpan recv);
@@ -158,8 +160,8 @@ class LocalGroup final : public ProcessGroup {
   void all_to_all_v(ConstCommSpan send, std::span<const std::int64_t> send_counts, std::span<const std::int64_t> send_displs,
                     CommSpan recv, std::span<const std::int64_t> recv_counts,
                     std::span<const std::int64_t> recv_displs) override;
-  void send(ConstCommSpan data, int dest, int tag) override;
-  void recv(CommSpan data, int source, int tag) override;
+  std::unique_ptr<CommRequest> send_async(ConstCommSpan data, int dest, int tag) override;
+  std::unique_ptr<CommRequest> recv_async(CommSpan data, int source, int tag) override;
 };
 
 }  // namespace moerun

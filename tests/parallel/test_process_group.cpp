@@ -106,13 +106,42 @@ TEST(MpiGroup, ErrorsNameCallGroupAndRank) {
   auto w = world();
   try {
     const float one = 1.0f;
-    w->send(std::span<const float>(&one, 1), w->size() + 5, 0);  // no such rank
+    w->send_async(std::span<const float>(&one, 1), w->size() + 5, 0)->wait();  // no such rank
     FAIL() << "expected MpiError";
   } catch (const MpiError& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("MPI_Send on world"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("MPI_Isend on world"), std::string::npos) << msg;
     EXPECT_NE(msg.find("rank"), std::string::npos) << msg;
   }
+}
+
+// Every rank sends a large message to the next rank and another to the one before, all posted
+// before any receive is waited for: blocking sends in this order would deadlock above MPI's
+// eager limit. Same-tag messages between two ranks arrive in the order they were posted.
+TEST(MpiGroup, PointToPointMessagesAreNonBlockingAndKeepTheirOrder) {
+  auto w = world();
+  const int p = w->size(), me = w->rank();
+  if (p < 2) GTEST_SKIP() << "needs a peer";
+  const int next = (me + 1) % p, prev = (me + p - 1) % p;
+  const std::size_t n = 1 << 20;  // 4 MiB of floats: far above the eager limit
+  auto filled = [&](int from, int to, int which) {
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = float(from * 1000 + to * 10 + which) + float(i % 7);
+    return v;
+  };
+  const std::vector<float> first = filled(me, next, 0), second = filled(me, next, 1), back = filled(me, prev, 2);
+  std::vector<float> got_first(n), got_second(n), got_back(n);
+  std::vector<std::unique_ptr<CommRequest>> pending;
+  pending.push_back(w->send_async(first, next, 7));
+  pending.push_back(w->send_async(second, next, 7));
+  pending.push_back(w->send_async(back, prev, 8));
+  pending.push_back(w->recv_async(std::span<float>(got_first), prev, 7));
+  pending.push_back(w->recv_async(std::span<float>(got_second), prev, 7));
+  pending.push_back(w->recv_async(std::span<float>(got_back), next, 8));
+  for (auto& r : pending) r->wait();
+  EXPECT_EQ(got_first, filled(prev, me, 0));
+  EXPECT_EQ(got_second, filled(prev, me, 1));
+  EXPECT_EQ(got_back, filled(next, me, 2));
 }
 
 // Typed buffers carry their length: a block outside the buffer is refused before MPI sees it
@@ -145,7 +174,7 @@ TEST(LocalGroup, BehavesAsAWorldOfOne) {
   const std::int64_t c[] = {3}, d[] = {0};
   g.all_to_all_v(send, c, d, recv, c, d);
   EXPECT_EQ(recv, send);
-  EXPECT_THROW(g.send(send, 1, 0), MpiError);
+  EXPECT_THROW(g.send_async(send, 1, 0), MpiError);
 }
 
 }  // namespace moerun::test
