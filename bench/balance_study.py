@@ -5,7 +5,11 @@ before and after rebalancing, bytes migrated, and the planner's prediction error
 Python standard library only.
 
   bench/balance_study.py [--np 2] [--steps 40] [--interval 10] [--zipf 0 0.8 1.2 1.6] [--capacity 0]
-                         [--policies none migrate replicate auto] [--out runs/balance_study]
+                         [--set KEY=VALUE ...] [--policies none migrate replicate auto] [--out runs/balance_study]
+
+A policy may carry its own settings after a colon, comma-separated, as a variant beside the
+plain policy: "auto:balance.max_experts_per_rank=8" runs auto with room for every expert on
+every rank.
 
 Policy "ep1" is a reference, not a policy: parallel.ep = 1, every rank holds every expert and
 processes its own tokens' copies, so no rank waits for another's experts. Its tokens/s bound
@@ -32,15 +36,16 @@ MEDIUM = ["model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_
 
 
 def run(args, zipf, policy):
-    out = os.path.join(args.out, f"zipf{zipf}_{policy}")
+    out = os.path.join(args.out, f"zipf{zipf}_{policy.replace(':', '_').replace(',', '_')}")
     if not os.path.exists(os.path.join(out, "metrics.jsonl")):
-        ep = 1 if policy == "ep1" else args.np
-        reference = policy in ("ep1", "balanced")
+        name, _, variant = policy.partition(":")  # e.g. auto:balance.max_experts_per_rank=8
+        ep = 1 if name == "ep1" else args.np
+        reference = name in ("ep1", "balanced")
         sets = MEDIUM + [f"train.steps={args.steps}", f"parallel.ep={ep}",
-                         f"balance.policy={'none' if reference else policy}",
+                         f"balance.policy={'none' if reference else name}",
                          f"balance.interval={args.interval}", "balance.window=5",
-                         "bench.router_balanced=true" if policy == "balanced" else f"bench.router_zipf={zipf}",
-                         f"model.capacity_factor={args.capacity}"]
+                         "bench.router_balanced=true" if name == "balanced" else f"bench.router_zipf={zipf}",
+                         f"model.capacity_factor={args.capacity}"] + args.set + [v for v in variant.split(",") if v]
         cmd = ["mpirun", "-np", str(args.np), "--bind-to", "core", args.moerun, "--run-dir", out]
         for s in sets:
             cmd += ["--set", s]
@@ -57,6 +62,7 @@ def run(args, zipf, policy):
     before = [s for s in steps if 2 <= s["step"] <= args.interval]
     after = [s for s in steps if s["step"] > first + 1]
     tail = [s for s in steps if s["step"] > args.steps // 2]  # throughput after settling
+    summary = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"summary"' in l]
     return {
         "zipf": zipf, "policy": policy,
         "tokens_per_s": statistics.median(s["tokens_per_s"] for s in tail),
@@ -66,6 +72,7 @@ def run(args, zipf, policy):
         "rebalances": len(applied),
         "bytes_moved": sum(e["bytes_moved"] for e in applied),
         "prediction_error": statistics.median(abs(e["prediction_error"]) for e in measured) if measured else None,
+        "peak_device_bytes": summary[-1].get("peak_device_bytes", 0) if summary else 0,
     }
 
 
@@ -77,6 +84,8 @@ def main():
     ap.add_argument("--zipf", type=float, nargs="+", default=[0.0, 0.8, 1.2, 1.6])
     ap.add_argument("--policies", nargs="+", default=["none", "migrate", "replicate", "auto"])
     ap.add_argument("--capacity", type=float, default=0.0, help="model.capacity_factor (0 = dropless: experts do all their work)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more moerun setting for every run (repeatable), e.g. log.routing_trace=true")
     ap.add_argument("--moerun", default=os.path.join(ROOT, "build", "release", "bin", "moerun"))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "balance_study"))
     args = ap.parse_args()
@@ -84,8 +93,8 @@ def main():
     base = {r["zipf"]: r["tokens_per_s"] for r in rows if r["policy"] == "none"}
     bound = {r["zipf"]: r["tokens_per_s"] for r in rows if r["policy"] == "balanced"}
     print(f"\n| zipf | policy | tokens/s | vs none | vs balanced | share of the bound's gain | imbalance before | "
-          f"after | expert-time imbalance after | rebalances | MB moved | prediction error |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"after | expert-time imbalance after | rebalances | MB moved | prediction error | peak device GiB/rank |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         z = r["zipf"]
         rel = r["tokens_per_s"] / base[z] if z in base else float("nan")
@@ -95,7 +104,7 @@ def main():
         err = f"{100 * r['prediction_error']:.0f}%" if r["prediction_error"] is not None else "-"
         print(f"| {z} | {r['policy']} | {r['tokens_per_s']:.0f} | {rel:.2f}x | {vs_bound} | {share} | "
               f"{r['imbalance_before']:.2f} | {r['imbalance_after']:.2f} | {r['expert_time_imb_after']:.2f} | "
-              f"{r['rebalances']} | {r['bytes_moved'] / 1e6:.1f} | {err} |")
+              f"{r['rebalances']} | {r['bytes_moved'] / 1e6:.1f} | {err} | {r.get('peak_device_bytes', 0) / 2**30:.2f} |")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(rows, f, indent=1)
 
