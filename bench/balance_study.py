@@ -53,7 +53,8 @@ def run(args, zipf, policy):
         env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                    OMPI_MCA_btl_vader_single_copy_mechanism="none")
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    steps = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"step_ms"' in l]
+    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    steps = [r for r in records if "step_ms" in r]
     events_path = os.path.join(out, "events.jsonl")
     events = [json.loads(l) for l in open(events_path)] if os.path.exists(events_path) else []
     applied = [e for e in events if e.get("event") == "rebalance" and e.get("applied")]
@@ -62,7 +63,6 @@ def run(args, zipf, policy):
     before = [s for s in steps if 2 <= s["step"] <= args.interval]
     after = [s for s in steps if s["step"] > first + 1]
     tail = [s for s in steps if s["step"] > args.steps // 2]  # throughput after settling
-    summary = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"summary"' in l]
     return {
         "zipf": zipf, "policy": policy,
         "tokens_per_s": statistics.median(s["tokens_per_s"] for s in tail),
@@ -72,7 +72,7 @@ def run(args, zipf, policy):
         "rebalances": len(applied),
         "bytes_moved": sum(e["bytes_moved"] for e in applied),
         "prediction_error": statistics.median(abs(e["prediction_error"]) for e in measured) if measured else None,
-        "peak_device_bytes": summary[-1].get("peak_device_bytes", 0) if summary else 0,
+        "peak_device_bytes": next((r.get("peak_device_bytes", 0) for r in reversed(records) if r.get("summary")), 0),
     }
 
 
