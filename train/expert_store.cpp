@@ -50,4 +50,19 @@ void ExpertStore::drop_expert(int layer, int expert) {
   }
 }
 
+void ExpertStore::reserve_arrivals(const std::vector<int>& layers, const std::vector<Placement>& placements,
+                                   int ep_rank, int per_layer) {
+  std::vector<std::pair<int, int>> created;  // (block, expert)
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    int left = per_layer;
+    for (int e = 0; e < placements[i].experts() && left > 0; ++e) {
+      if (placements[i].holds(ep_rank, e)) continue;
+      create_expert(layers[i], e);
+      created.emplace_back(layers[i], e);
+      --left;
+    }
+  }
+  for (const auto& [layer, expert] : created) drop_expert(layer, expert);
+}
+
 }  // namespace moerun

@@ -58,6 +58,8 @@ void GradientGroups::rebuild(ParameterStore& params, const std::vector<int>& moe
       spans_nodes[group] = topology_.ep_ranks_span_nodes(ranks);
     }
   }
+  // The old buckets go first: the device reuses their memory for the new ones.
+  sync_.reset();
   sync_ = std::make_unique<GradSync>(
       ready_order,
       [&](const Parameter& p) -> GradSync::Groups {

@@ -56,6 +56,13 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
                                        [this](const Parameter& p) { return grad_groups_->sync().owned_rows(p); });
   expert_store_ = std::make_unique<ExpertStore>(config_.model, config_.train.shard_optimizer, *params_, *optimizer_,
                                                 topology_->edp_group());
+  if (config_.balance.policy != BalancePolicy::None && topology_->ep() > 1 && !moe_blocks_.empty()) {
+    // The spare expert slots' memory, held from the start (ExpertStore::reserve_arrivals).
+    const std::vector<Placement> now = placements();
+    const int held = now.front().slots_used(topology_->ep_rank());
+    expert_store_->reserve_arrivals(moe_blocks_, now, topology_->ep_rank(),
+                                    static_cast<int>(config_.expert_slots_per_rank()) - held);
+  }
   data_ = make_data(config_);
   evaluator_ = std::make_unique<Evaluator>(config_, *model_, *params_, device, world);
   log_ = std::make_unique<RunLog>(config_, world.rank(), run_dir);
