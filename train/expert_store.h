@@ -23,9 +23,9 @@ class ExpertStore final : public ExpertStateStore {
   // Creates and frees, once, the state of `per_layer` experts of each MoE block in `layers`
   // that this rank does not hold (placements[i] is layers[i]'s). The device keeps freed memory
   // for later allocations of the same sizes, so experts that arrive by migration or
-  // replication are written into memory it already holds and has touched: a rebalance neither
-  // allocates fresh memory mid-run nor finds at step N that its slots do not fit. (On the
-  // VMs this runs on, a first write to fresh pages runs at 1.5-1.9 GB/s, a second at 24.)
+  // replication are written into memory it already holds and has touched: a rebalance does
+  // not first ask for that memory mid-run. (On the VMs this runs on, a first write to fresh
+  // pages runs at 1.5-1.9 GB/s, a second at 24.)
   void reserve_arrivals(const std::vector<int>& layers, const std::vector<Placement>& placements, int ep_rank,
                         int per_layer);
 
