@@ -41,6 +41,16 @@ std::vector<double> expected_rank_loads(const std::vector<double>& loads, const 
   return rank;
 }
 
+std::vector<double> replica_reduce_wire_bytes(const Placement& placement, double grad_bytes) {
+  std::vector<double> wire(static_cast<std::size_t>(placement.ep_size()), 0.0);
+  for (int e = 0; e < placement.experts(); ++e) {
+    const double k = double(placement.replicas(e).size());
+    if (k < 2) continue;
+    for (const Replica& r : placement.replicas(e)) wire[static_cast<std::size_t>(r.rank)] += 2.0 * (k - 1) / k * grad_bytes;
+  }
+  return wire;
+}
+
 Prediction predict(const std::vector<std::vector<double>>& loads, const std::vector<Placement>& placements,
                    const CostModel& cost) {
   Prediction pr;
@@ -72,6 +82,12 @@ Prediction predict(const std::vector<std::vector<double>>& loads, const std::vec
     pr.crossing_copies += crossing / double(p);
     const double busiest = std::max(*std::max_element(sent.begin(), sent.end()), *std::max_element(received.begin(), received.end()));
     pr.step_seconds += busiest * cost.bytes_per_copy / cost.bandwidth;
+    if (cost.replica_grad_bytes > 0 && cost.reduce_bandwidth > 0) {
+      const std::vector<double> wire = replica_reduce_wire_bytes(pl, cost.replica_grad_bytes);
+      const double reduce = *std::max_element(wire.begin(), wire.end()) / cost.reduce_bandwidth;
+      pr.replica_reduce_seconds += reduce;
+      pr.step_seconds += reduce;
+    }
   }
   return pr;
 }
@@ -351,8 +367,11 @@ Choice best_candidate(const PlannerInput& in, const Fitted& fitted, double share
   const Choice* best = nullptr;
   double best_net = 0.0;
   auto consider = [&](const Choice& c) {
+    // balance.force asks for a change: a candidate that keeps the placement loses to any other.
+    if (in.force && best != nullptr && c.placements == in.current) return;
+    const bool replaces_current = in.force && best != nullptr && best->placements == in.current;
     const double net = (c.judged_current - c.judged) * saving_steps - c.bytes / in.cost.migration_bandwidth;
-    if (best == nullptr || net > best_net + 1e-12 || (net >= best_net - 1e-12 && c.bytes < best->bytes)) {
+    if (best == nullptr || replaces_current || net > best_net + 1e-12 || (net >= best_net - 1e-12 && c.bytes < best->bytes)) {
       best = &c;
       best_net = net;
     }

@@ -5,7 +5,10 @@
 // Cost model of one training step:
 //   step = fixed + sum over layers of [ max over ranks of (copies the rank's experts process)
 //          x seconds_per_copy + max over ranks of (crossing copies it sends or receives)
-//          x bytes_per_copy / bandwidth ]
+//          x bytes_per_copy / bandwidth + max over ranks of (bytes it puts on the wire summing
+//          its replicated experts' gradients over their replicas) / reduce_bandwidth ]
+// The last term is what a replica costs every step after it arrives: more replicas balance
+// copies better but reduce more gradients.
 // A new placement is applied when its expected gain over the next `interval` steps (the
 // predicted saving x realized_gain, the share past changes achieved, x persistence, below)
 // exceeds the one-off cost of moving expert state, (new replicas x expert_state_bytes) /
@@ -48,6 +51,11 @@ struct CostModel {
   // measured (in (0, 1]; 1 before any was measured). Savings are expected at this share:
   // when loads drift, a placement fitted to the last steps helps the next ones less.
   double realized_gain = 1.0;
+  // A replicated expert's gradient is summed over its replicas every step: the bytes of one
+  // expert's gradient as reduced (0: replicas cost nothing per step), and the bytes/s one rank
+  // puts on the wire in an all-reduce within the EP group.
+  double replica_grad_bytes = 0.0;
+  double reduce_bandwidth = 1e9;
 };
 
 struct Prediction {
@@ -55,6 +63,7 @@ struct Prediction {
   double imbalance = 1.0;            // max over layers of (max rank load / mean rank load)
   std::vector<double> layer_imbalance;
   double crossing_copies = 0.0;      // per rank per step, all layers
+  double replica_reduce_seconds = 0.0;  // summing replicated experts' gradients, all layers
 };
 
 struct PlannerInput {
@@ -91,6 +100,10 @@ struct PlannerDecision {
 
 // Expected copies each rank processes for one layer, sources contributing loads / ep each.
 std::vector<double> expected_rank_loads(const std::vector<double>& loads, const Placement& placement);
+// Bytes each EP rank puts on the wire per step summing the gradients of its replicated experts
+// over their replicas: a ring all-reduce, 2 (k - 1) / k x `grad_bytes` for an expert with k
+// replicas, one after another for the experts a rank holds.
+std::vector<double> replica_reduce_wire_bytes(const Placement& placement, double grad_bytes);
 Prediction predict(const std::vector<std::vector<double>>& loads, const std::vector<Placement>& placements,
                    const CostModel& cost);
 // Bytes of expert state that must move from `from` to `to` in one EP group.

@@ -16,7 +16,8 @@ nlohmann::json planner_input_to_json(const PlannerInput& in) {
           {"cost", {{"seconds_per_copy", c.seconds_per_copy}, {"bytes_per_copy", c.bytes_per_copy},
                     {"bandwidth", c.bandwidth}, {"migration_bandwidth", c.migration_bandwidth},
                     {"expert_state_bytes", c.expert_state_bytes}, {"fixed_seconds", c.fixed_seconds},
-                    {"realized_gain", c.realized_gain}}},
+                    {"realized_gain", c.realized_gain}, {"replica_grad_bytes", c.replica_grad_bytes},
+                    {"reduce_bandwidth", c.reduce_bandwidth}}},
           {"policy", balance_policy_name(in.policy)},
           {"max_experts_per_rank", in.max_experts_per_rank},
           {"node_of_rank", in.node_of_rank},
@@ -63,6 +64,12 @@ PlannerInput planner_input_from_json(const nlohmann::json& j) {
              .bandwidth = get<double>(c, "bandwidth"), .migration_bandwidth = get<double>(c, "migration_bandwidth"),
              .expert_state_bytes = get<double>(c, "expert_state_bytes"), .fixed_seconds = get<double>(c, "fixed_seconds"),
              .realized_gain = get<double>(c, "realized_gain")};
+  // Optional: records written before replicas' gradient reduction was charged (2026-12-03)
+  // have neither, and those planners charged nothing, which a zero reproduces.
+  if (c.contains("replica_grad_bytes")) {
+    in.cost.replica_grad_bytes = get<double>(c, "replica_grad_bytes");
+    in.cost.reduce_bandwidth = get<double>(c, "reduce_bandwidth");
+  }
   in.policy = policy_named(get<std::string>(j, "policy"));
   in.max_experts_per_rank = get<int>(j, "max_experts_per_rank");
   in.node_of_rank = get<std::vector<int>>(j, "node_of_rank");

@@ -56,6 +56,7 @@ CostMeasurements CostObserver::measurements() const {
           .marginal_seconds_per_copy = var_copies_ > 0 ? cov_copies_seconds_ / var_copies_ : -1.0,
           .step_seconds = step_seconds_avg_,
           .ep_bandwidth = ep_bandwidth_,
+          .reduce_bandwidth = reduce_bandwidth_,
           .migration_bandwidth = migration_bandwidth_,
           // The model's own claim (all of it) counts as one more measurement: one noisy change
           // cannot switch the planner off, a run of them can.
@@ -107,6 +108,10 @@ PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor
   in.cost.migration_bandwidth = measured.migration_bandwidth > 0 ? measured.migration_bandwidth : measured.ep_bandwidth;
   in.cost.expert_state_bytes = 3.0 * matrices * d * ff * sizeof(float);  // weights and two moments
   in.cost.realized_gain = measured.realized_gain;
+  // Every replica beyond the first sums its expert's gradient with the others each step.
+  const double grad_wire = config.parallel.grad_reduce_dtype == DType::BF16 ? 2.0 : 4.0;
+  in.cost.replica_grad_bytes = matrices * d * ff * grad_wire;
+  in.cost.reduce_bandwidth = measured.reduce_bandwidth > 0 ? measured.reduce_bandwidth : measured.ep_bandwidth;
   // Calibrate: the rest of the step is whatever the model does not explain now.
   CostModel probe = in.cost;
   probe.fixed_seconds = 0.0;

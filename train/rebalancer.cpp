@@ -28,7 +28,10 @@ nlohmann::json placements_json(const std::vector<Placement>& placements) {
 Rebalancer::Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log)
     : config_(config), topology_(topology), monitor_(monitor), log_(log), policy_(config.balance.policy),
       cost_(config.balance.window) {
-  if (topology_.ep() > 1) cost_.set_ep_bandwidth(measure_ep_bandwidth());
+  if (topology_.ep() > 1) {
+    cost_.set_ep_bandwidth(measure_ep_bandwidth());
+    cost_.set_reduce_bandwidth(measure_reduce_bandwidth());
+  }
 }
 
 double Rebalancer::measure_ep_bandwidth() {
@@ -48,6 +51,23 @@ double Rebalancer::measure_ep_bandwidth() {
   }
   const double bw = double(per_peer * 4) * double(p - 1) / std::max(1e-9, median(times));
   return topology_.world().all_reduce_value(bw, ReduceOp::Min);  // every rank plans with the same number
+}
+
+double Rebalancer::measure_reduce_bandwidth() {
+  // Bytes/s each rank puts on the wire in an all-reduce in the EP group (a ring's 2 (p - 1) / p
+  // of the payload), at about half an expert's gradient of the medium config.
+  ProcessGroup& ep = topology_.ep_group();
+  std::vector<float> data(std::size_t{1} << 20, 1.0f);  // 4 MiB
+  std::vector<double> times;
+  for (int i = 0; i < 5; ++i) {
+    ep.barrier();
+    const auto t = Clock::now();
+    ep.all_reduce(std::span<float>(data));
+    times.push_back(std::chrono::duration<double>(Clock::now() - t).count());
+  }
+  const double p = double(ep.size());
+  const double bw = 2.0 * (p - 1) / p * double(data.size() * sizeof(float)) / std::max(1e-9, median(times));
+  return topology_.world().all_reduce_value(bw, ReduceOp::Min);
 }
 
 void Rebalancer::report_measured(std::int64_t step) {
@@ -75,7 +95,7 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
     for (const auto& step_loads : *steps)
       for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
   wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth,
-                           in.cost.realized_gain});
+                           in.cost.realized_gain, in.cost.reduce_bandwidth});
   world.broadcast(wire, 0);
   std::size_t at = 0;
   for (auto& layer : in.loads)
@@ -89,6 +109,7 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
   in.cost.bandwidth = wire[at++];
   in.cost.migration_bandwidth = wire[at++];
   in.cost.realized_gain = wire[at++];
+  in.cost.reduce_bandwidth = wire[at++];
 }
 }  // namespace
 
@@ -124,6 +145,7 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
                           {"predicted_step_ms_before", 1000 * decision.before.step_seconds},
                           {"predicted_step_ms_after", 1000 * decision.after.step_seconds},
                           {"imbalance_before", decision.before.imbalance}, {"imbalance_after", decision.after.imbalance},
+                          {"predicted_replica_reduce_ms", 1000 * decision.after.replica_reduce_seconds},
                           {"realized_gain", in.cost.realized_gain}, {"persistence", decision.persistence},
                           {"bytes_moved", decision.migrate_bytes}, {"predicted_migrate_ms", 1000 * decision.migrate_seconds},
                           {"migrate_ms", 1000 * migrate_seconds},

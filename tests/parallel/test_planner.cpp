@@ -124,6 +124,53 @@ TEST(Planner, PredictionCountsCrossingCopies) {
   EXPECT_DOUBLE_EQ(p.imbalance, 1.0);
 }
 
+TEST(Planner, PredictionChargesReplicasTheirGradientReduction) {
+  CostModel c = cost();
+  c.replica_grad_bytes = 3e6;
+  c.reduce_bandwidth = 1e9;
+  // Expert 0 on ranks 0-2, expert 1 on ranks 1 and 3: rank 1 reduces both, 2 (3 - 1) / 3 and
+  // 2 (2 - 1) / 2 of a gradient on the wire.
+  const Placement pl(4, {{{0, 1}, {1, 1}, {2, 1}}, {{1, 1}, {3, 1}}, {{2, 1}}, {{3, 1}}});
+  const std::vector<std::vector<double>> loads = {{400, 400, 400, 400}};
+  const std::vector<double> wire = replica_reduce_wire_bytes(pl, c.replica_grad_bytes);
+  EXPECT_DOUBLE_EQ(wire[0], 4e6);
+  EXPECT_DOUBLE_EQ(wire[1], 7e6);
+  EXPECT_DOUBLE_EQ(wire[3], 3e6);
+  const Prediction charged = predict(loads, {pl}, c);
+  EXPECT_NEAR(charged.replica_reduce_seconds, 7e-3, 1e-15);
+  c.replica_grad_bytes = 0.0;
+  EXPECT_NEAR(charged.step_seconds - predict(loads, {pl}, c).step_seconds, 7e-3, 1e-12);
+}
+
+// Two experts on two ranks, one hot: only replicas lower the busiest rank (3000 -> 2500 copies
+// with the hot expert on both ranks, -> 2000 with both experts on both, 5 ms a step each here).
+// They are made when summing a replica's gradient costs less than that, and not when it costs
+// more.
+TEST(Planner, AReplicaWhoseGradientReductionCostsMoreThanItSavesIsNotMade) {
+  PlannerInput in;
+  in.loads = {{3000, 1000}};
+  in.current = {Placement::contiguous(2, 2)};
+  in.cost = cost();
+  in.cost.fixed_seconds = 0.0;
+  in.cost.replica_grad_bytes = 1e6;
+  in.policy = BalancePolicy::Auto;
+  in.max_experts_per_rank = 2;
+  in.interval = 100;
+  in.cost.reduce_bandwidth = 1e9;  // 1 ms a step
+  const PlannerDecision cheap = plan_placement(in);
+  ASSERT_TRUE(cheap.apply) << cheap.reason;
+  EXPECT_EQ(cheap.placements[0].replicas(0).size(), 2u);
+  EXPECT_EQ(cheap.placements[0].replicas(1).size(), 2u);
+  EXPECT_NEAR(cheap.after.replica_reduce_seconds, 2e-3, 1e-12);
+  in.cost.reduce_bandwidth = 1e8;  // 10 ms a step
+  const PlannerDecision costly = plan_placement(in);
+  EXPECT_FALSE(costly.apply) << costly.reason;
+  in.force = true;  // balance.force still gets a change, though every one costs more than it saves
+  const PlannerDecision forced = plan_placement(in);
+  EXPECT_TRUE(forced.apply) << forced.reason;
+  EXPECT_FALSE(forced.placements[0] == in.current[0]);
+}
+
 TEST(Planner, GainBelowTheMinimumFractionGivesNoChange) {
   PlannerInput in;
   in.loads = {{1200, 1000, 900, 900}};  // ranks 2200 vs 1800 copies: 10% over the mean
