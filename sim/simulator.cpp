@@ -41,6 +41,7 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
   LoadMonitor monitor(model.moe_layers(), experts, static_cast<int>(config.balance.window), load_history_steps(config));
   CostObserver cost(config.balance.window);
   cost.set_ep_bandwidth(model.exchange_bandwidth());
+  cost.set_reduce_bandwidth(model.replica_reduce_bandwidth());
   const bool balancing = model.ep() > 1 && config.balance.policy != BalancePolicy::None;
 
   SimResult result;

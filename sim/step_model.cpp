@@ -124,6 +124,11 @@ double StepModel::expert_seconds(double rows) const {
   return ffn_seconds(rows, double(config_.model.d_ff), config_.train.recompute != Recompute::None);
 }
 
+double StepModel::replica_reduce_bandwidth() const {
+  const bool spans = ep_ > ranks_per_node_;
+  return 1e9 * (spans ? hw_.inter_node : hw_.intra_node).all_reduce.gbps;
+}
+
 double StepModel::exchange_bandwidth() const {
   const bool spans = ep_ > ranks_per_node_;
   return 1e9 * (spans ? hw_.inter_node : hw_.intra_node).all_to_all.gbps;
@@ -257,15 +262,21 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
   for (std::size_t l = 0; l < routed.size(); ++l) {
     const Placement& pl = placements[l];
     double layer_expert = 0.0, layer_a2a = 0.0;
-    // Replicated experts' gradients are summed over their replicas inside the EP group.
-    double replica_reduce = 0.0;
+    // Replicated experts' gradients are summed over their replicas inside the EP group, one
+    // expert after another on each rank; the step waits for the rank with the most. A replica
+    // set on one node reduces at the intra-node rate.
+    std::vector<double> reduce_seconds(p, 0.0);
     for (std::size_t e = 0; e < experts; ++e) {
-      const auto k = static_cast<int>(pl.replicas(static_cast<int>(e)).size());
-      const LinkFit& fit = hw_.intra_node.all_reduce;
-      if (k > 1)
-        replica_reduce = std::max(replica_reduce, 2.0 * (k - 1) * fit.seconds(0.0) + ring_wire_bytes(expert_grad_bytes_, k) / (1e9 * fit.gbps));
+      const std::vector<Replica>& replicas = pl.replicas(static_cast<int>(e));
+      const auto k = static_cast<int>(replicas.size());
+      if (k < 2) continue;
+      bool spans = false;
+      for (const Replica& r : replicas) spans = spans || node_of_ep_rank_[static_cast<std::size_t>(r.rank)] != node_of_ep_rank_[static_cast<std::size_t>(replicas.front().rank)];
+      const LinkFit& fit = (spans ? hw_.inter_node : hw_.intra_node).all_reduce;
+      const double seconds = 2.0 * (k - 1) * fit.seconds(0.0) + ring_wire_bytes(expert_grad_bytes_, k) / (1e9 * fit.gbps);
+      for (const Replica& r : replicas) reduce_seconds[static_cast<std::size_t>(r.rank)] += seconds;
     }
-    t.allreduce += replica_reduce;
+    t.allreduce += *std::max_element(reduce_seconds.begin(), reduce_seconds.end());
     for (int g = 0; g < dp_; ++g) {
       // Copies per micro-batch: rows[rank][expert] at the experts, copies[src][dst] exchanged.
       std::vector<std::vector<double>> rows(p, std::vector<double>(experts, 0.0)), copies(p, std::vector<double>(p, 0.0));

@@ -61,6 +61,7 @@ class StepModel {
   const std::vector<int>& node_of_ep_rank() const { return node_of_ep_rank_; }
   bool hierarchical() const { return hierarchical_; }
   double exchange_bandwidth() const;  // bytes/s of the EP group's exchange, for the planner
+  double replica_reduce_bandwidth() const;  // bytes/s on the wire of an all-reduce in the EP group, for the planner
   double dense_seconds() const { return dense_; }
   double optimizer_seconds() const { return optimizer_; }
   double allreduce_seconds() const { return allreduce_; }

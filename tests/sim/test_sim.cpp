@@ -204,6 +204,23 @@ TEST(SimStepModel, SkewSetsTheStepByTheSlowestRankAndReplicationHelps) {
   EXPECT_LT(better.imbalance, skewed.imbalance);
 }
 
+// A rank sums the gradients of the replicated experts it holds one after another: two experts
+// replicated on both ranks cost each rank twice what one does.
+TEST(SimStepModel, ReplicasAddTheirGradientReductionPerRank) {
+  const Config config = config_of({"parallel.ep=2"});
+  const sim::StepModel model(config, 2, 2, exact_hardware());
+  const sim::Routing routed(2, std::vector<std::vector<double>>(2, {64, 64, 64, 64}));
+  const double none = model.step(routed, std::vector<Placement>(2, Placement::contiguous(4, 2))).allreduce;
+  const Placement one(2, {{{0, 1}, {1, 1}}, {{0, 1}}, {{1, 1}}, {{1, 1}}});
+  const Placement two(2, {{{0, 1}, {1, 1}}, {{0, 1}}, {{0, 1}, {1, 1}}, {{1, 1}}});
+  const double with_one = model.step(routed, std::vector<Placement>(2, one)).allreduce - none;
+  const double with_two = model.step(routed, std::vector<Placement>(2, two)).allreduce - none;
+  EXPECT_GT(with_one, 0.0);
+  EXPECT_NEAR(with_two, 2 * with_one, 1e-12);
+  // The planner is told the same link's rate.
+  EXPECT_DOUBLE_EQ(model.replica_reduce_bandwidth(), 1e9 * exact_hardware().intra_node.all_reduce.gbps);
+}
+
 TEST(SimStepModel, ALayoutMoerunRefusesIsRefused) {
   const Config config = config_of({"parallel.ep=3"});
   EXPECT_THROW(sim::StepModel(config, 4, 2, exact_hardware()), ConfigError);
