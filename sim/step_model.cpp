@@ -270,8 +270,9 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
       const std::vector<Replica>& replicas = pl.replicas(static_cast<int>(e));
       const auto k = static_cast<int>(replicas.size());
       if (k < 2) continue;
+      const int first_node = node_of_ep_rank_[static_cast<std::size_t>(replicas.front().rank)];
       bool spans = false;
-      for (const Replica& r : replicas) spans = spans || node_of_ep_rank_[static_cast<std::size_t>(r.rank)] != node_of_ep_rank_[static_cast<std::size_t>(replicas.front().rank)];
+      for (const Replica& r : replicas) spans = spans || node_of_ep_rank_[static_cast<std::size_t>(r.rank)] != first_node;
       const LinkFit& fit = (spans ? hw_.inter_node : hw_.intra_node).all_reduce;
       const double seconds = 2.0 * (k - 1) * fit.seconds(0.0) + ring_wire_bytes(expert_grad_bytes_, k) / (1e9 * fit.gbps);
       for (const Replica& r : replicas) reduce_seconds[static_cast<std::size_t>(r.rank)] += seconds;

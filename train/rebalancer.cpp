@@ -28,7 +28,7 @@ nlohmann::json placements_json(const std::vector<Placement>& placements) {
 Rebalancer::Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log)
     : config_(config), topology_(topology), monitor_(monitor), log_(log), policy_(config.balance.policy),
       cost_(config.balance.window) {
-  if (topology_.ep() > 1) {
+  if (topology_.ep() > 1 && policy_ != BalancePolicy::None) {  // only the planner uses them
     cost_.set_ep_bandwidth(measure_ep_bandwidth());
     cost_.set_reduce_bandwidth(measure_reduce_bandwidth());
   }
@@ -56,8 +56,8 @@ double Rebalancer::measure_ep_bandwidth() {
 double Rebalancer::measure_reduce_bandwidth() {
   // Bytes/s each rank puts on the wire in an all-reduce in the EP group (a ring's 2 (p - 1) / p
   // of the payload), as gradients are reduced: buckets of parallel.bucket_mb one after another
-  // over 64 MiB, more than these CPUs' last-level cache. One hot 4 MiB buffer measured 4x the
-  // rate the replicas' gradient sums achieved in training.
+  // over 64 MiB, more than these CPUs' last-level cache. One hot 4 MiB buffer read 10.7 GB/s
+  // on a Zen 5 host where this reads 6.1 and training's replica sums took 2.6 when exposed.
   ProcessGroup& ep = topology_.ep_group();
   const std::size_t total = std::size_t{16} << 20;  // floats: 64 MiB
   const std::size_t bucket = std::clamp<std::size_t>(static_cast<std::size_t>(config_.parallel.bucket_mb * (1 << 18)), 1 << 10, total);

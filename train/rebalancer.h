@@ -27,8 +27,8 @@ class Rebalancer {
  public:
   // Moves experts to new placements (one per MoE layer) on every rank; returns its seconds.
   using Apply = std::function<double(const std::vector<Placement>&)>;
-  // Collective over the world when expert-parallel (measures the EP exchange's bandwidth and
-  // that of an all-reduce in the EP group, which sums replicated experts' gradients).
+  // Collective over the world when expert-parallel and balancing (measures the EP exchange's
+  // bandwidth and that of an all-reduce in the EP group, which sums replicated experts' gradients).
   Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log);
   // Every step, on every rank, with the same arguments. A no-op unless ep > 1 and
   // balance.policy != none. Returns true when the placement changed.
