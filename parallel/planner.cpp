@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "parallel/collective_cost.h"
 #include "parallel/eplb.h"
 #include "parallel/incremental_plan.h"
 #include "runtime/error.h"
@@ -44,9 +45,8 @@ std::vector<double> expected_rank_loads(const std::vector<double>& loads, const 
 std::vector<double> replica_reduce_wire_bytes(const Placement& placement, double grad_bytes) {
   std::vector<double> wire(static_cast<std::size_t>(placement.ep_size()), 0.0);
   for (int e = 0; e < placement.experts(); ++e) {
-    const double k = double(placement.replicas(e).size());
-    if (k < 2) continue;
-    for (const Replica& r : placement.replicas(e)) wire[static_cast<std::size_t>(r.rank)] += 2.0 * (k - 1) / k * grad_bytes;
+    const auto k = static_cast<int>(placement.replicas(e).size());
+    for (const Replica& r : placement.replicas(e)) wire[static_cast<std::size_t>(r.rank)] += ring_all_reduce_wire_bytes(grad_bytes, k);
   }
   return wire;
 }

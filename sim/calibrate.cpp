@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "kernels/matmul.h"
+#include "parallel/collective_cost.h"
 #include "kernels/attention.h"
 #include "kernels/norm.h"
 #include "kernels/optimizer.h"
@@ -113,15 +114,7 @@ LinkFit fit_line(const std::vector<double>& bytes, const std::vector<double>& se
 }
 
 double timed_collective(ProcessGroup& world, const std::function<void()>& call) {
-  std::vector<double> times;
-  for (int i = 0; i < 7; ++i) {
-    world.barrier();
-    const auto t = Clock::now();
-    call();
-    times.push_back(std::chrono::duration<double>(Clock::now() - t).count());
-  }
-  std::sort(times.begin(), times.end());
-  return world.all_reduce_value(times[times.size() / 2], ReduceOp::Max);  // the slowest rank's median
+  return world.all_reduce_value(median_collective_seconds(world, 7, call), ReduceOp::Max);  // the slowest rank's median
 }
 
 Link measure_link(ProcessGroup& world, bool quick) {

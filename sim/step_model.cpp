@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "parallel/collective_cost.h"
 #include "runtime/error.h"
 #include "train/memory_plan.h"
 #include "train/wiring.h"
@@ -12,9 +13,6 @@ namespace moerun::sim {
 namespace {
 
 constexpr double kF32 = 4.0;
-
-// Ring all-reduce of `payload` bytes over p ranks: bytes each rank puts on the wire.
-double ring_wire_bytes(double payload, int p) { return p > 1 ? 2.0 * (p - 1) / p * payload : 0.0; }
 
 }  // namespace
 
@@ -83,7 +81,7 @@ StepModel::StepModel(const Config& config, int world_size, int ranks_per_node, c
   auto reduce = [&](double payload, int p, bool spans_nodes) {
     if (p <= 1 || payload <= 0) return 0.0;
     const LinkFit& fit = (spans_nodes ? hw_.inter_node : hw_.intra_node).all_reduce;
-    const double wire_bytes = ring_wire_bytes(payload, p);
+    const double wire_bytes = ring_all_reduce_wire_bytes(payload, p);
     (spans_nodes ? allreduce_inter_bytes_ : allreduce_intra_bytes_) += wire_bytes;
     // A ring all-reduce of one bucket is 2 (p - 1) messages in sequence.
     return std::ceil(payload / bucket) * 2.0 * (p - 1) * fit.seconds(0.0) + wire_bytes / (1e9 * fit.gbps);
@@ -274,7 +272,7 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
       bool spans = false;
       for (const Replica& r : replicas) spans = spans || node_of_ep_rank_[static_cast<std::size_t>(r.rank)] != first_node;
       const LinkFit& fit = (spans ? hw_.inter_node : hw_.intra_node).all_reduce;
-      const double seconds = 2.0 * (k - 1) * fit.seconds(0.0) + ring_wire_bytes(expert_grad_bytes_, k) / (1e9 * fit.gbps);
+      const double seconds = 2.0 * (k - 1) * fit.seconds(0.0) + ring_all_reduce_wire_bytes(expert_grad_bytes_, k) / (1e9 * fit.gbps);
       for (const Replica& r : replicas) reduce_seconds[static_cast<std::size_t>(r.rank)] += seconds;
     }
     t.allreduce += *std::max_element(reduce_seconds.begin(), reduce_seconds.end());

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "parallel/collective_cost.h"
 #include "parallel/planner_record.h"
 #include "runtime/trace.h"
 
@@ -12,11 +13,6 @@ namespace moerun {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
 
 nlohmann::json placements_json(const std::vector<Placement>& placements) {
   nlohmann::json out = nlohmann::json::array();
@@ -42,14 +38,8 @@ double Rebalancer::measure_ep_bandwidth() {
   std::vector<float> send(p * per_peer, 1.0f), recv(send.size());
   std::vector<std::int64_t> counts(p, per_peer), displs(p);
   for (std::size_t r = 0; r < p; ++r) displs[r] = static_cast<std::int64_t>(r) * per_peer;
-  std::vector<double> times;
-  for (int i = 0; i < 5; ++i) {
-    ep.barrier();
-    const auto t = Clock::now();
-    ep.all_to_all_v(send, counts, displs, recv, counts, displs);
-    times.push_back(std::chrono::duration<double>(Clock::now() - t).count());
-  }
-  const double bw = double(per_peer * 4) * double(p - 1) / std::max(1e-9, median(times));
+  const double seconds = median_collective_seconds(ep, 5, [&] { ep.all_to_all_v(send, counts, displs, recv, counts, displs); });
+  const double bw = double(per_peer * 4) * double(p - 1) / std::max(1e-9, seconds);
   return topology_.world().all_reduce_value(bw, ReduceOp::Min);  // every rank plans with the same number
 }
 
@@ -62,16 +52,11 @@ double Rebalancer::measure_reduce_bandwidth() {
   const std::size_t total = std::size_t{16} << 20;  // floats: 64 MiB
   const std::size_t bucket = std::clamp<std::size_t>(static_cast<std::size_t>(config_.parallel.bucket_mb * (1 << 18)), 1 << 10, total);
   std::vector<float> data(total, 1.0f);  // written once: no first-touch page faults in the timing
-  std::vector<double> times;
-  for (int i = 0; i < 3; ++i) {
-    ep.barrier();
-    const auto t = Clock::now();
+  const double seconds = median_collective_seconds(ep, 3, [&] {
     for (std::size_t at = 0; at < total; at += bucket)
       ep.all_reduce(std::span<float>(data.data() + at, std::min(bucket, total - at)));
-    times.push_back(std::chrono::duration<double>(Clock::now() - t).count());
-  }
-  const double p = double(ep.size());
-  const double bw = 2.0 * (p - 1) / p * double(total * sizeof(float)) / std::max(1e-9, median(times));
+  });
+  const double bw = ring_all_reduce_wire_bytes(double(total * sizeof(float)), ep.size()) / std::max(1e-9, seconds);
   return topology_.world().all_reduce_value(bw, ReduceOp::Min);
 }
 
