@@ -108,6 +108,12 @@ void GradSync::launch(Bucket& b) {
   ProcessGroup* first = b.groups.front();
   b.request = first == b.shard_group ? first->reduce_scatter_async(b.host->span(), b.shard_counts, ReduceOp::Sum)
                                      : first->all_reduce_async(b.host->span(), ReduceOp::Sum);
+  in_flight_.push_back(&b);
+  if (in_flight_.size() > kMaxInFlight) {
+    in_flight_.front()->request->wait();
+    in_flight_.front()->request.reset();
+    in_flight_.erase(in_flight_.begin());
+  }
 }
 
 void GradSync::mark_ready(const Parameter& param) {
@@ -142,6 +148,7 @@ double GradSync::finish() {
       launch(b);
     }
   }
+  in_flight_.clear();
   for (Bucket& b : buckets_) {
     if (b.request) b.request->wait();
     b.request.reset();

@@ -85,6 +85,14 @@ class GradSync {
   };
   void launch(Bucket& b);
 
+  // At most this many buckets' first reductions in flight; launching one more waits for the
+  // oldest. A reduction in flight holds a host buffer of its bucket's size in the process
+  // group (MpiGroup::all_reduce_async): the bound keeps those at a few buckets, not a second
+  // copy of every gradient. (On the CPU backend nothing progresses a reduction between MPI
+  // calls anyway: the all-to-alls of the next layers' backward do.)
+  static constexpr std::size_t kMaxInFlight = 4;
+  std::vector<Bucket*> in_flight_;  // launched, not yet waited, oldest first
+
   std::vector<Bucket> buckets_;
   std::map<const Parameter*, std::size_t> bucket_of_;
   std::map<const Parameter*, RowRange> owned_;  // sharded parameters only

@@ -6,8 +6,10 @@
 
 #include <mpi.h>
 
+#include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/process_group.h"
 
@@ -55,8 +57,15 @@ class MpiGroup final : public ProcessGroup {
   // Throws MpiError "[call on group, rank r] <MPI's text>" unless code == MPI_SUCCESS.
   void check(int code, const char* call) const;
 
+  // Host buffers for the non-blocking reductions' results (see all_reduce_async), kept for
+  // reuse: taken for a call, given back by its request's wait().
+  std::vector<std::byte> take_staging(std::size_t bytes);
+  void give_back_staging(std::vector<std::byte> buffer) { staging_.push_back(std::move(buffer)); }
+  std::size_t staging_bytes() const;  // held in the pool now
+
  private:
   MPI_Comm comm_;
+  std::vector<std::vector<std::byte>> staging_;
 };
 
 }  // namespace moerun

@@ -6,6 +6,7 @@
 
 #include "expect_error.h"
 #include "mpi_test_util.h"
+#include "parallel/mpi_group.h"
 #include "runtime/error.h"
 
 namespace moerun::test {
@@ -26,6 +27,26 @@ TEST(MpiGroup, AsyncAllReduceCompletesOnWait) {
   auto req = w->all_reduce_async(v, ReduceOp::Sum);
   req->wait();
   EXPECT_EQ(v[999], static_cast<float>(w->size()));
+}
+
+// Several reductions in flight at once, of different sizes, waited out of order: each lands
+// in its own buffer (they are staged out of place: MpiGroup::all_reduce_async), and a second
+// round reuses the staging buffers the first gave back instead of allocating more.
+TEST(MpiGroup, AsyncAllReducesInFlightTogetherLandInTheirOwnBuffers) {
+  auto w = world();
+  auto* mpi = dynamic_cast<MpiGroup*>(w.get());
+  ASSERT_NE(mpi, nullptr);
+  const int p = w->size(), r = w->rank();
+  for (int round = 0; round < 2; ++round) {
+    std::vector<std::vector<float>> buffers;
+    for (int b = 0; b < 3; ++b) buffers.emplace_back(static_cast<std::size_t>(1000 * (b + 1)), float(r + 10 * b));
+    std::vector<std::unique_ptr<CommRequest>> requests;
+    for (auto& buffer : buffers) requests.push_back(w->all_reduce_async(buffer, ReduceOp::Sum));
+    for (int b = 2; b >= 0; --b) requests[static_cast<std::size_t>(b)]->wait();
+    for (int b = 0; b < 3; ++b)
+      for (float x : buffers[static_cast<std::size_t>(b)]) ASSERT_EQ(x, float(p * (p - 1) / 2 + 10 * b * p)) << "buffer " << b;
+    EXPECT_EQ(mpi->staging_bytes(), (1000 + 2000 + 3000) * sizeof(float)) << "round " << round;
+  }
 }
 
 // bf16 has no MPI type: a user-defined sum adds in fp32 and rounds each partial sum to bf16.
