@@ -3,12 +3,13 @@
 // rank calls it on identical inputs (broadcast from rank 0) and reaches the same decision.
 //
 // Cost model of one training step:
-//   step = fixed + sum over layers of [ max over ranks of (copies the rank's experts process)
-//          x seconds_per_copy + max over ranks of (crossing copies it sends or receives)
+//   step = fixed + sum over layers of [ max over ranks of ((copies the rank's experts process)
+//          x seconds_per_copy + (experts it holds) x seconds_per_held_expert) + max over ranks of (crossing copies it sends or receives)
 //          x bytes_per_copy / bandwidth + max over ranks of (bytes it puts on the wire summing
 //          its replicated experts' gradients over their replicas) / reduce_bandwidth ]
-// The last term is what a replica costs every step after it arrives: more replicas balance
-// copies better but reduce more gradients.
+// What a replica costs every step after it arrives is in two terms: its holder's fixed work
+// for one more expert (weights read, gradients written, the optimizer update) and the sum of
+// its gradient with the other replicas'. More replicas balance copies better but cost both.
 // A new placement is applied when its expected gain over the next `interval` steps (the
 // predicted saving x realized_gain, the share past changes achieved, x persistence, below)
 // exceeds the one-off cost of moving expert state, (new replicas x expert_state_bytes) /
@@ -56,6 +57,9 @@ struct CostModel {
   // puts on the wire in an all-reduce within the EP group.
   double replica_grad_bytes = 0.0;
   double reduce_bandwidth = 1e9;
+  // Seconds a rank spends every step on each expert it holds, whatever its copies: weights
+  // read and gradients written in every micro-batch, and its optimizer update (0: nothing).
+  double seconds_per_held_expert = 0.0;
 };
 
 struct Prediction {

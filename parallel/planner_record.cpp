@@ -17,7 +17,8 @@ nlohmann::json planner_input_to_json(const PlannerInput& in) {
                     {"bandwidth", c.bandwidth}, {"migration_bandwidth", c.migration_bandwidth},
                     {"expert_state_bytes", c.expert_state_bytes}, {"fixed_seconds", c.fixed_seconds},
                     {"realized_gain", c.realized_gain}, {"replica_grad_bytes", c.replica_grad_bytes},
-                    {"reduce_bandwidth", c.reduce_bandwidth}}},
+                    {"reduce_bandwidth", c.reduce_bandwidth},
+                    {"seconds_per_held_expert", c.seconds_per_held_expert}}},
           {"policy", balance_policy_name(in.policy)},
           {"max_experts_per_rank", in.max_experts_per_rank},
           {"node_of_rank", in.node_of_rank},
@@ -70,6 +71,8 @@ PlannerInput planner_input_from_json(const nlohmann::json& j) {
     in.cost.replica_grad_bytes = get<double>(c, "replica_grad_bytes");
     in.cost.reduce_bandwidth = get<double>(c, "reduce_bandwidth");
   }
+  // Optional: records written before a held expert's fixed work was charged (2026-12-04).
+  if (c.contains("seconds_per_held_expert")) in.cost.seconds_per_held_expert = get<double>(c, "seconds_per_held_expert");
   in.policy = policy_named(get<std::string>(j, "policy"));
   in.max_experts_per_rank = get<int>(j, "max_experts_per_rank");
   in.node_of_rank = get<std::vector<int>>(j, "node_of_rank");

@@ -42,6 +42,7 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
   CostObserver cost(config.balance.window);
   cost.set_ep_bandwidth(model.exchange_bandwidth());
   cost.set_reduce_bandwidth(model.replica_reduce_bandwidth());
+  cost.set_held_expert_seconds(model.held_expert_seconds());
   const bool balancing = model.ep() > 1 && config.balance.policy != BalancePolicy::None;
 
   SimResult result;

@@ -71,8 +71,14 @@ StepModel::StepModel(const Config& config, int world_size, int ranks_per_node, c
   // step's gradients are zeroed.
   const MemoryEstimate mem = estimate_memory(config, world_size, false);
   const double params = double(mem.dense_parameters + mem.expert_parameters);
-  optimizer_ = params * (7 * kF32 + (c == DType::BF16 ? 2.0 : 0.0)) / (1e9 * hw_.optimizer_gbps) +
-               elementwise(params * kF32) + elementwise(params * kF32);
+  auto update = [&](double n) {
+    return n * (7 * kF32 + (c == DType::BF16 ? 2.0 : 0.0)) / (1e9 * hw_.optimizer_gbps) + elementwise(n * kF32) +
+           elementwise(n * kF32);
+  };
+  optimizer_ = update(params);
+  // A replica adds its expert's update on its rank (step() charges the busiest rank's).
+  expert_update_ = update((m.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0) * d * double(m.d_ff));
+  experts_per_rank_ = mem.experts_per_rank;
 
   // Gradient all-reduce: dense over the world, experts over their expert-data-parallel copies,
   // in buckets of parallel.bucket_mb; a group that spans nodes runs at the inter-node rate.
@@ -121,6 +127,8 @@ double StepModel::ffn_seconds(double rows, double width, bool recompute_hidden) 
 double StepModel::expert_seconds(double rows) const {
   return ffn_seconds(rows, double(config_.model.d_ff), config_.train.recompute != Recompute::None);
 }
+
+double StepModel::held_expert_seconds() const { return double(micro_batches_) * expert_seconds(1.0) + expert_update_; }
 
 double StepModel::replica_reduce_bandwidth() const {
   const bool spans = ep_ > ranks_per_node_;
@@ -257,6 +265,14 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
   const double mb = double(micro_batches_);
   const double capacity = m.capacity_factor > 0 ? double(m.capacity(tokens_)) : 1e300;  // per source, expert, micro-batch
   t.expert_copies.assign(routed.size(), std::vector<double>(experts, 0.0));
+  // Replicas' optimizer updates: the rank holding the most experts beyond its own updates longest.
+  double extra_updates = 0.0;
+  for (std::size_t r = 0; r < p; ++r) {
+    double extra = 0.0;
+    for (const Placement& pl : placements) extra += std::max<double>(0.0, double(pl.slots_used(static_cast<int>(r)) - experts_per_rank_));
+    extra_updates = std::max(extra_updates, extra);
+  }
+  t.optimizer += extra_updates * expert_update_;
   for (std::size_t l = 0; l < routed.size(); ++l) {
     const Placement& pl = placements[l];
     double layer_expert = 0.0, layer_a2a = 0.0;

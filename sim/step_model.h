@@ -62,6 +62,9 @@ class StepModel {
   bool hierarchical() const { return hierarchical_; }
   double exchange_bandwidth() const;  // bytes/s of the EP group's exchange, for the planner
   double replica_reduce_bandwidth() const;  // bytes/s on the wire of an all-reduce in the EP group, for the planner
+  // Seconds a step costs a rank for each expert it holds, whatever its copies (the planner's
+  // seconds_per_held_expert): every micro-batch's FFN at one row, and the expert's optimizer update.
+  double held_expert_seconds() const;
   double dense_seconds() const { return dense_; }
   double optimizer_seconds() const { return optimizer_; }
   double allreduce_seconds() const { return allreduce_; }
@@ -84,6 +87,8 @@ class StepModel {
   bool hierarchical_ = false;
   double dense_ = 0.0, optimizer_ = 0.0, allreduce_ = 0.0, allreduce_intra_bytes_ = 0.0, allreduce_inter_bytes_ = 0.0;
   double expert_grad_bytes_ = 0.0;  // one expert's gradients on the wire
+  double expert_update_ = 0.0;      // seconds of one expert's optimizer update, gradient norm and zeroing
+  std::int64_t experts_per_rank_ = 0;  // held before any replica: the optimizer_ term covers these
 };
 
 }  // namespace moerun::sim

@@ -57,6 +57,7 @@ CostMeasurements CostObserver::measurements() const {
           .step_seconds = step_seconds_avg_,
           .ep_bandwidth = ep_bandwidth_,
           .reduce_bandwidth = reduce_bandwidth_,
+          .held_expert_seconds = held_expert_seconds_,
           .migration_bandwidth = migration_bandwidth_,
           // The model's own claim (all of it) counts as one more measurement: one noisy change
           // cannot switch the planner off, a run of them can.
@@ -112,6 +113,7 @@ PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor
   const double grad_wire = config.parallel.grad_reduce_dtype == DType::BF16 ? 2.0 : 4.0;
   in.cost.replica_grad_bytes = matrices * d * ff * grad_wire;
   in.cost.reduce_bandwidth = measured.reduce_bandwidth > 0 ? measured.reduce_bandwidth : measured.ep_bandwidth;
+  in.cost.seconds_per_held_expert = measured.held_expert_seconds;
   // Calibrate: the rest of the step is whatever the model does not explain now.
   CostModel probe = in.cost;
   probe.fixed_seconds = 0.0;

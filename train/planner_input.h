@@ -21,6 +21,7 @@ struct CostMeasurements {
   double step_seconds = 0.0;                // the recent step time
   double ep_bandwidth = 0.0;                // bytes/s of the EP exchange
   double reduce_bandwidth = 0.0;            // bytes/s on the wire per rank of an all-reduce in the EP group (0: unknown)
+  double held_expert_seconds = 0.0;         // per step for each expert a rank holds, whatever its copies
   double migration_bandwidth = 0.0;         // bytes/s past migrations achieved (0: none yet)
   double realized_gain = 1.0;               // share of the predicted saving past changes achieved
 };
@@ -42,6 +43,7 @@ class CostObserver {
   void observe(const StepResult& last);
   void set_ep_bandwidth(double bytes_per_second) { ep_bandwidth_ = bytes_per_second; }
   void set_reduce_bandwidth(double bytes_per_second) { reduce_bandwidth_ = bytes_per_second; }
+  void set_held_expert_seconds(double seconds) { held_expert_seconds_ = seconds; }
   // A migration moved its bytes at this rate (slowest rank, everything included).
   void migrated(double bytes_per_second) {
     migration_bandwidth_ = migration_bandwidth_ == 0.0 ? bytes_per_second : 0.5 * (migration_bandwidth_ + bytes_per_second);
@@ -60,6 +62,7 @@ class CostObserver {
   double alpha_;
   double ep_bandwidth_ = 0.0;
   double reduce_bandwidth_ = 0.0;
+  double held_expert_seconds_ = 0.0;
   double seconds_per_copy_ = 0.0;
   double cov_copies_seconds_ = 0.0;  // moving averages of the across-rank covariance of copies and
   double var_copies_ = 0.0;          // expert seconds, and of the variance of copies

@@ -8,6 +8,7 @@
 #include "parallel/collective_cost.h"
 #include "parallel/planner_record.h"
 #include "runtime/trace.h"
+#include "train/held_expert_cost.h"
 
 namespace moerun {
 
@@ -21,12 +22,15 @@ nlohmann::json placements_json(const std::vector<Placement>& placements) {
 }
 }  // namespace
 
-Rebalancer::Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log)
+Rebalancer::Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log, Device& device)
     : config_(config), topology_(topology), monitor_(monitor), log_(log), policy_(config.balance.policy),
       cost_(config.balance.window) {
   if (topology_.ep() > 1 && policy_ != BalancePolicy::None) {  // only the planner uses them
     cost_.set_ep_bandwidth(measure_ep_bandwidth());
     cost_.set_reduce_bandwidth(measure_reduce_bandwidth());
+    // Every rank measures at once, as they train; the slowest rank's figure, everywhere.
+    const double held = measure_held_expert_seconds(config_, device, config_.micro_batches_per_rank(topology_.world().size()));
+    cost_.set_held_expert_seconds(topology_.world().all_reduce_value(held, ReduceOp::Max));
   }
 }
 
@@ -85,7 +89,7 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
     for (const auto& step_loads : *steps)
       for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
   wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth,
-                           in.cost.realized_gain, in.cost.reduce_bandwidth});
+                           in.cost.realized_gain, in.cost.reduce_bandwidth, in.cost.seconds_per_held_expert});
   world.broadcast(wire, 0);
   std::size_t at = 0;
   for (auto& layer : in.loads)
@@ -100,6 +104,7 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
   in.cost.migration_bandwidth = wire[at++];
   in.cost.realized_gain = wire[at++];
   in.cost.reduce_bandwidth = wire[at++];
+  in.cost.seconds_per_held_expert = wire[at++];
 }
 }  // namespace
 

@@ -16,6 +16,7 @@
 #include "parallel/load_monitor.h"
 #include "parallel/planner.h"
 #include "parallel/topology.h"
+#include "runtime/device.h"
 #include "train/config.h"
 #include "train/planner_input.h"
 #include "train/run_log.h"
@@ -28,8 +29,9 @@ class Rebalancer {
   // Moves experts to new placements (one per MoE layer) on every rank; returns its seconds.
   using Apply = std::function<double(const std::vector<Placement>&)>;
   // Collective over the world when expert-parallel and balancing (measures the EP exchange's
-  // bandwidth and that of an all-reduce in the EP group, which sums replicated experts' gradients).
-  Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log);
+  // bandwidth, that of an all-reduce in the EP group, which sums replicated experts' gradients,
+  // and through `device` what one more held expert costs a step: train/held_expert_cost.h).
+  Rebalancer(const Config& config, Topology& topology, const LoadMonitor& monitor, RunLog& log, Device& device);
   // Every step, on every rank, with the same arguments. A no-op unless ep > 1 and
   // balance.policy != none. Returns true when the placement changed.
   bool after_step(std::int64_t step, const StepResult& last, const std::vector<Placement>& current, const Apply& apply);

@@ -68,7 +68,7 @@ Trainer::Trainer(const Config& config, ProcessGroup& world, Device& device, cons
   log_ = std::make_unique<RunLog>(config_, world.rank(), run_dir);
   monitor_ = std::make_unique<LoadMonitor>(static_cast<int>(moe_blocks_.size()), static_cast<int>(config_.model.experts),
                                            static_cast<int>(config_.balance.window), load_history_steps(config_));
-  rebalancer_ = std::make_unique<Rebalancer>(config_, *topology_, *monitor_, *log_);
+  rebalancer_ = std::make_unique<Rebalancer>(config_, *topology_, *monitor_, *log_, device);
   if (config_.log.routing_trace && !run_dir_.empty())
     routing_trace_ = std::make_unique<RoutingTraceLog>(world_, config_, run_dir_, moe_blocks_.size());
   if (config_.log.trace && !run_dir_.empty()) {

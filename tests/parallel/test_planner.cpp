@@ -171,6 +171,42 @@ TEST(Planner, AReplicaWhoseGradientReductionCostsMoreThanItSavesIsNotMade) {
   EXPECT_FALSE(forced.placements[0] == in.current[0]);
 }
 
+// Each rank's experts finish when its copies and its experts' fixed work are done: rank 0 has
+// more copies, rank 1 more experts. Which one sets the step depends on what a held expert costs.
+TEST(Planner, PredictionChargesEachRankTheExpertsItHolds) {
+  CostModel c = cost();
+  c.bytes_per_copy = 0.0;  // the experts alone
+  c.fixed_seconds = 0.0;
+  const Placement pl(2, {{{0, 1}}, {{1, 1}}, {{1, 1}}, {{1, 1}}});  // rank 0: expert 0; rank 1: experts 1-3
+  const std::vector<std::vector<double>> loads = {{3000, 300, 300, 300}};  // rank 0 3000 copies, rank 1 900
+  EXPECT_NEAR(predict(loads, {pl}, c).step_seconds, 3000 * c.seconds_per_copy, 1e-12);
+  c.seconds_per_held_expert = 1e-3;  // rank 0: 30 + 1 ms, rank 1: 9 + 3 ms
+  EXPECT_NEAR(predict(loads, {pl}, c).step_seconds, 3000 * c.seconds_per_copy + 1e-3, 1e-12);
+  c.seconds_per_held_expert = 20e-3;  // rank 0: 30 + 20 ms, rank 1: 9 + 60 ms
+  EXPECT_NEAR(predict(loads, {pl}, c).step_seconds, 900 * c.seconds_per_copy + 60e-3, 1e-12);
+}
+
+// The loads of AReplicaWhoseGradientReductionCostsMoreThanItSavesIsNotMade, gradients free:
+// a replica saves 5 ms a step of expert time (and some exchange). It is made when holding one
+// more expert costs a rank less than that, and not when it costs more.
+TEST(Planner, AReplicaWhoseHeldExpertCostsMoreThanItSavesIsNotMade) {
+  PlannerInput in;
+  in.loads = {{3000, 1000}};
+  in.current = {Placement::contiguous(2, 2)};
+  in.cost = cost();
+  in.cost.fixed_seconds = 0.0;
+  in.policy = BalancePolicy::Auto;
+  in.max_experts_per_rank = 2;
+  in.interval = 100;
+  in.cost.seconds_per_held_expert = 1e-3;
+  const PlannerDecision cheap = plan_placement(in);
+  ASSERT_TRUE(cheap.apply) << cheap.reason;
+  EXPECT_EQ(cheap.placements[0].replicas(0).size(), 2u);
+  in.cost.seconds_per_held_expert = 20e-3;
+  const PlannerDecision costly = plan_placement(in);
+  EXPECT_FALSE(costly.apply) << costly.reason;
+}
+
 TEST(Planner, GainBelowTheMinimumFractionGivesNoChange) {
   PlannerInput in;
   in.loads = {{1200, 1000, 900, 900}};  // ranks 2200 vs 1800 copies: 10% over the mean
@@ -300,6 +336,8 @@ TEST(Planner, ASkewThatPersistsKeepsMostOfItsExpectedGain) {
   EXPECT_LE(max_over_mean(in.loads[0], d.placements[0]), 1.15) << d.placements[0].describe();
 }
 
+
+
 }  // namespace moerun::test
 
 namespace moerun::test {
@@ -362,6 +400,7 @@ TEST(PlannerRecord, RoundTripsExactlyAndGivesTheSameDecision) {
   in.current = {Placement::contiguous(8, 4), Placement(4, {{{0, 1}}, {{0, 1}}, {{1, 1}, {3, 2}}, {{1, 1}}, {{2, 1}},
                                                            {{2, 1}}, {{3, 1}}, {{3, 1}}})};
   in.cost = cost();
+  in.cost.seconds_per_held_expert = 3e-3;
   in.policy = BalancePolicy::Eplb;
   in.max_experts_per_rank = 4;
   in.node_of_rank = {0, 0, 1, 1};
