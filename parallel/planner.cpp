@@ -455,11 +455,12 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   for (std::size_t l = 0; l < in.current.size(); ++l) same = same && d.placements[l] == in.current[l];
   if (same) {
     d.reason = "the best placement is the current one";
-  } else if (!in.force && d.before.step_seconds - d.after.step_seconds < in.min_gain * d.before.step_seconds) {
-    d.reason = fmt::format("predicted gain {:.1f}% of the step{} is below balance.min_gain {:.1f}%",
+  } else if (!in.force && (d.before.step_seconds - d.after.step_seconds) * share < in.min_gain * d.before.step_seconds) {
+    d.reason = fmt::format("expected gain {:.1f}% of the step (predicted {:.1f}%{}{}) is below balance.min_gain {:.1f}%",
+                           100 * share * (d.before.step_seconds - d.after.step_seconds) / d.before.step_seconds,
                            100 * (d.before.step_seconds - d.after.step_seconds) / d.before.step_seconds,
-                           in.recent_loads.empty() ? "" : fmt::format(" (median over the last {} steps)", in.recent_loads.size()),
-                           100 * in.min_gain);
+                           in.recent_loads.empty() ? "" : fmt::format(", median over the last {} steps", in.recent_loads.size()),
+                           expected_note(in.cost, d.persistence), 100 * in.min_gain);
   } else if (!in.force && d.gain_seconds <= d.migrate_seconds) {
     d.reason = fmt::format("predicted gain {:.4f} s over {} steps{} does not pay for migrating {:.0f} bytes ({:.4f} s)",
                            d.gain_seconds, in.interval, expected_note(in.cost, d.persistence), d.migrate_bytes, d.migrate_seconds);

@@ -13,8 +13,10 @@
 // A new placement is applied when its expected gain over the next `interval` steps (the
 // predicted saving x realized_gain, the share past changes achieved, x persistence, below)
 // exceeds the one-off cost of moving expert state, (new replicas x expert_state_bytes) /
-// migration_bandwidth, and the predicted step time falls by at least `min_gain` (a fraction):
-// smaller gains are within the step-to-step noise of the measurements they come from.
+// migration_bandwidth, and the step time is expected to fall (the predicted saving at the same
+// shares) by at least `min_gain` (a fraction): smaller gains are within the step-to-step noise
+// of the measurements they come from. A change whose saving is predicted large but expected to
+// last a fifth of the interval is noise too: cheap migrations would otherwise let it through.
 //
 // Loads move from step to step, most while the router is still learning. A placement fitted to
 // the moving average can help no single step: when the recent per-step loads are given, a
@@ -84,7 +86,7 @@ struct PlannerInput {
   std::vector<int> node_of_rank;  // [ep_rank] its node, for eplb (empty: one node)
   double threshold = 1.1;        // act only when the current imbalance exceeds this
   int interval = 50;             // steps the new placement is expected to last
-  double min_gain = 0.05;        // minimum predicted relative step-time gain
+  double min_gain = 0.05;        // minimum expected relative step-time gain (predicted x realized_gain x persistence)
   bool force = false;            // apply any different placement, whatever the predicted gain
 };
 

@@ -67,7 +67,7 @@ struct BalanceConfig {
   BalancePolicy policy = BalancePolicy::None;  // none, migrate, replicate, auto, eplb
   std::int64_t interval = 50;    // steps between decisions
   double threshold = 1.1;        // act only when the load imbalance exceeds this
-  double min_gain = 0.05;        // act only for a predicted step-time gain of at least this fraction
+  double min_gain = 0.05;        // act only for an expected step-time gain of at least this fraction
   std::int64_t max_experts_per_rank = 0;  // expert slots per rank, replicas included; 0 = experts / ep + 1
   std::int64_t window = 10;      // moving-average window of the load monitor (steps)
   bool force = false;            // apply every different placement, whatever the predicted gain (tests, studies)

@@ -337,6 +337,24 @@ TEST(Planner, ASkewThatPersistsKeepsMostOfItsExpectedGain) {
 }
 
 
+// balance.min_gain applies to the saving expected, not the one predicted: a change predicted
+// to save a fraction f of the step, of which half is expected to be realized, is refused at
+// min_gain 0.75 f (it passed when the gate looked at the raw prediction) and made at 0.25 f.
+TEST(Planner, MinGainIsJudgedOnTheExpectedSaving) {
+  PlannerInput in = skewed_input(noisy_steps(-1, 1), noisy_steps(-1, 2));
+  in.cost.realized_gain = 0.5;
+  in.min_gain = 0.0;
+  const PlannerDecision d = plan_placement(in);
+  ASSERT_TRUE(d.apply) << d.reason;
+  const double predicted = (d.before.step_seconds - d.after.step_seconds) / d.before.step_seconds;
+  ASSERT_GT(0.5 * d.persistence, 0.25);
+  in.min_gain = 0.75 * predicted;
+  const PlannerDecision refused = plan_placement(in);
+  EXPECT_FALSE(refused.apply) << refused.reason;
+  EXPECT_NE(refused.reason.find("expected gain"), std::string::npos) << refused.reason;
+  in.min_gain = 0.25 * predicted;
+  EXPECT_TRUE(plan_placement(in).apply);
+}
 
 }  // namespace moerun::test
 
