@@ -36,6 +36,12 @@ namespace moerun {
 
 class GradSync {
  public:
+  // At most this many buckets' first reductions in flight; launching one more waits for the
+  // oldest. A reduction in flight holds a host buffer of its bucket's size in the process
+  // group (MpiGroup::all_reduce_async): the bound keeps those at a few buckets, not a second
+  // copy of every gradient. (On the CPU backend nothing progresses a reduction between MPI
+  // calls anyway: the all-to-alls of the next layers' backward do.)
+  static constexpr std::size_t kMaxInFlight = 4;
   struct Groups {
     std::vector<ProcessGroup*> sum_over;  // summed over each in turn (null and size-1 groups skipped)
     ProcessGroup* shard_over = nullptr;   // ZeRO-1: the last of sum_over, or null (every rank updates all)
@@ -85,12 +91,6 @@ class GradSync {
   };
   void launch(Bucket& b);
 
-  // At most this many buckets' first reductions in flight; launching one more waits for the
-  // oldest. A reduction in flight holds a host buffer of its bucket's size in the process
-  // group (MpiGroup::all_reduce_async): the bound keeps those at a few buckets, not a second
-  // copy of every gradient. (On the CPU backend nothing progresses a reduction between MPI
-  // calls anyway: the all-to-alls of the next layers' backward do.)
-  static constexpr std::size_t kMaxInFlight = 4;
   std::vector<Bucket*> in_flight_;  // launched, not yet waited, oldest first
 
   std::vector<Bucket> buckets_;
