@@ -61,7 +61,11 @@ for rank in (0, 1):
     ends = [e for e in events if e["ph"] == "e" and e["pid"] == rank]
     check(len(begins) > 0 and len(begins) == len(ends), f"rank {rank}: {len(begins)} bucket begins, {len(ends)} ends")
     check(all(b.get("args", {}).get("bytes", 0) > 0 for b in begins.values()), "a bucket without its size")
-# One time axis: the ranks' first steps start within 50 ms of each other.
-first = [min(e["ts"] for e in spans if e["pid"] == r and e["name"] == "step 1") for r in (0, 1)]
-check(abs(first[0] - first[1]) < 50_000, f"step 1 starts {first} us apart: clocks not aligned")
+# One time axis: the ranks exchange tokens inside every step, so each step's spans on the two
+# ranks overlap in time. (Not "start within N ms": under a loaded CI machine one rank can be
+# descheduled between steps for longer than any fixed bound.)
+for n in range(1, 5):
+    a, b = ([e for e in spans if e["pid"] == r and e["name"] == f"step {n}"][0] for r in (0, 1))
+    check(a["ts"] < b["ts"] + b["dur"] and b["ts"] < a["ts"] + a["dur"],
+          f"step {n}: rank 0 at {a['ts']}+{a['dur']} us, rank 1 at {b['ts']}+{b['dur']} us do not overlap: clocks not aligned")
 print("trace test OK")
