@@ -5,7 +5,12 @@ before and after rebalancing, bytes migrated, and the planner's prediction error
 Python standard library only.
 
   bench/balance_study.py [--np 2] [--steps 40] [--interval 10] [--zipf 0 0.8 1.2 1.6] [--capacity 0]
-                         [--set KEY=VALUE ...] [--policies none migrate replicate auto] [--out runs/balance_study]
+                         [--set KEY=VALUE ...] [--policies none migrate replicate auto] [--reps 1]
+                         [--out runs/balance_study]
+
+--reps N runs every point N times, round-robin (all points once, then again), so that a slow
+spell of a shared machine falls on every policy alike; the table gives the median tokens/s and
+the range, the other columns from the median run.
 
 A policy may carry its own settings after a colon, comma-separated, as a variant beside the
 plain policy: "auto:balance.max_experts_per_rank=8" runs auto with room for every expert on
@@ -35,8 +40,8 @@ MEDIUM = ["model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_
           "eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "log.every=1000"]
 
 
-def run(args, zipf, policy):
-    out = os.path.join(args.out, f"zipf{zipf}_{policy.replace(':', '_').replace(',', '_')}")
+def run(args, zipf, policy, rep=0):
+    out = os.path.join(args.out, f"zipf{zipf}_{policy.replace(':', '_').replace(',', '_')}" + (f"_r{rep}" if args.reps > 1 else ""))
     if not os.path.exists(os.path.join(out, "metrics.jsonl")):
         name, _, variant = policy.partition(":")  # e.g. auto:balance.max_experts_per_rank=8
         ep = 1 if name == "ep1" else args.np
@@ -86,15 +91,23 @@ def main():
     ap.add_argument("--capacity", type=float, default=0.0, help="model.capacity_factor (0 = dropless: experts do all their work)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="one more moerun setting for every run (repeatable), e.g. log.routing_trace=true")
+    ap.add_argument("--reps", type=int, default=1, help="runs per point, round-robin; the table gives medians")
     ap.add_argument("--moerun", default=os.path.join(ROOT, "build", "release", "bin", "moerun"))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "balance_study"))
     args = ap.parse_args()
-    rows = [run(args, z, p) for z in args.zipf for p in args.policies]
+    runs = [[run(args, z, p, rep) for z in args.zipf for p in args.policies] for rep in range(args.reps)]
+    rows = []
+    for point in zip(*runs):  # one point's runs: the median run's row, with every run's tokens/s
+        ordered = sorted(point, key=lambda r: r["tokens_per_s"])
+        row = dict(ordered[(len(ordered) - 1) // 2])
+        row["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in point)
+        row["runs_tokens_per_s"] = [r["tokens_per_s"] for r in point]
+        rows.append(row)
     base = {r["zipf"]: r["tokens_per_s"] for r in rows if r["policy"] == "none"}
     bound = {r["zipf"]: r["tokens_per_s"] for r in rows if r["policy"] == "balanced"}
-    print(f"\n| zipf | policy | tokens/s | vs none | vs balanced | share of the bound's gain | imbalance before | "
+    print(f"\n| zipf | policy | tokens/s | range | vs none | vs balanced | share of the bound's gain | imbalance before | "
           f"after | expert-time imbalance after | rebalances | MB moved | prediction error | peak device GiB/rank |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         z = r["zipf"]
         rel = r["tokens_per_s"] / base[z] if z in base else float("nan")
@@ -102,7 +115,8 @@ def main():
         gap = bound.get(z, 0.0) - base.get(z, 0.0)
         share = f"{(r['tokens_per_s'] - base[z]) / gap:.0%}" if z in bound and z in base and gap > 0 else "-"
         err = f"{100 * r['prediction_error']:.0f}%" if r["prediction_error"] is not None else "-"
-        print(f"| {z} | {r['policy']} | {r['tokens_per_s']:.0f} | {rel:.2f}x | {vs_bound} | {share} | "
+        spread = f"{min(r['runs_tokens_per_s']):.0f}-{max(r['runs_tokens_per_s']):.0f}" if len(r["runs_tokens_per_s"]) > 1 else "-"
+        print(f"| {z} | {r['policy']} | {r['tokens_per_s']:.0f} | {spread} | {rel:.2f}x | {vs_bound} | {share} | "
               f"{r['imbalance_before']:.2f} | {r['imbalance_after']:.2f} | {r['expert_time_imb_after']:.2f} | "
               f"{r['rebalances']} | {r['bytes_moved'] / 1e6:.1f} | {err} | {r.get('peak_device_bytes', 0) / 2**30:.2f} |")
     with open(os.path.join(args.out, "results.json"), "w") as f:
