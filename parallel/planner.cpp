@@ -62,10 +62,12 @@ Prediction predict(const std::vector<std::vector<double>>& loads, const std::vec
     const double mean = std::accumulate(rank.begin(), rank.end(), 0.0) / double(rank.size());
     pr.layer_imbalance.push_back(mean > 0 ? mx / mean : 1.0);
     pr.imbalance = std::max(pr.imbalance, pr.layer_imbalance.back());
+    std::vector<int> held(rank.size(), 0);  // experts each rank holds (one pass: EP 1024 plans call this often)
+    for (int e = 0; e < pl.experts(); ++e)
+      for (const Replica& r : pl.replicas(e)) ++held[static_cast<std::size_t>(r.rank)];
     double slowest = 0.0;  // the rank whose experts finish last: its copies and its experts' fixed work
-    for (int r = 0; r < pl.ep_size(); ++r)
-      slowest = std::max(slowest, rank[static_cast<std::size_t>(r)] * cost.seconds_per_copy +
-                                      pl.slots_used(r) * cost.seconds_per_held_expert);
+    for (std::size_t r = 0; r < rank.size(); ++r)
+      slowest = std::max(slowest, rank[r] * cost.seconds_per_copy + held[r] * cost.seconds_per_held_expert);
     pr.step_seconds += slowest;
     // Copies that cross ranks: sources without a local replica send theirs to the replicas.
     // The exchange lasts as long as its busiest rank sends or receives: a rank holding hot

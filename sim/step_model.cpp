@@ -266,13 +266,14 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
   const double capacity = m.capacity_factor > 0 ? double(m.capacity(tokens_)) : 1e300;  // per source, expert, micro-batch
   t.expert_copies.assign(routed.size(), std::vector<double>(experts, 0.0));
   // Replicas' optimizer updates: the rank holding the most experts beyond its own updates longest.
-  double extra_updates = 0.0;
-  for (std::size_t r = 0; r < p; ++r) {
-    double extra = 0.0;
-    for (const Placement& pl : placements) extra += std::max<double>(0.0, double(pl.slots_used(static_cast<int>(r)) - experts_per_rank_));
-    extra_updates = std::max(extra_updates, extra);
+  std::vector<double> extra(p, 0.0);
+  for (const Placement& pl : placements) {
+    std::vector<std::int64_t> held(p, 0);
+    for (int e = 0; e < pl.experts(); ++e)
+      for (const Replica& r : pl.replicas(e)) ++held[static_cast<std::size_t>(r.rank)];
+    for (std::size_t r = 0; r < p; ++r) extra[r] += double(std::max<std::int64_t>(0, held[r] - experts_per_rank_));
   }
-  t.optimizer += extra_updates * expert_update_;
+  t.optimizer += *std::max_element(extra.begin(), extra.end()) * expert_update_;
   for (std::size_t l = 0; l < routed.size(); ++l) {
     const Placement& pl = placements[l];
     double layer_expert = 0.0, layer_a2a = 0.0;
