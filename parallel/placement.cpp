@@ -47,10 +47,16 @@ std::vector<int> Placement::local_experts(int ep_rank) const {
   return out;
 }
 
+std::vector<int> Placement::slots_used_per_rank() const {
+  std::vector<int> used(static_cast<std::size_t>(ep_size_), 0);
+  for (const auto& reps : replicas_)
+    for (const Replica& r : reps) ++used[static_cast<std::size_t>(r.rank)];
+  return used;
+}
+
 int Placement::max_slots_used() const {
-  int most = 0;
-  for (int r = 0; r < ep_size_; ++r) most = std::max(most, slots_used(r));
-  return most;
+  const std::vector<int> used = slots_used_per_rank();
+  return *std::max_element(used.begin(), used.end());
 }
 
 std::vector<std::int64_t> Placement::split(int expert, int source, std::int64_t rows) const {

@@ -35,6 +35,8 @@ class Placement {
   // Experts with a replica on an ep_rank, ascending.
   std::vector<int> local_experts(int ep_rank) const;
   int slots_used(int ep_rank) const { return static_cast<int>(local_experts(ep_rank).size()); }
+  // How many experts each ep_rank holds ([ep_size]), in one pass over the replicas.
+  std::vector<int> slots_used_per_rank() const;
   int max_slots_used() const;
   // How many of `rows` copies of `expert` from `source` go to each ep_rank ([ep_size]).
   std::vector<std::int64_t> split(int expert, int source, std::int64_t rows) const;

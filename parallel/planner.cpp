@@ -28,16 +28,14 @@ std::vector<double> expected_rank_loads(const std::vector<double>& loads, const 
   const int p = placement.ep_size();
   std::vector<double> rank(static_cast<std::size_t>(p), 0.0);
   for (int e = 0; e < placement.experts(); ++e) {
+    // Every source sends an equal part; a replica keeps its own rank's part and gets its share
+    // of the parts of the sources without a replica.
+    const std::vector<Replica>& replicas = placement.replicas(e);
     const double per_source = loads[static_cast<std::size_t>(e)] / p;
+    const double away = per_source * double(p - static_cast<int>(replicas.size()));
     double shares = 0.0;
-    for (const Replica& r : placement.replicas(e)) shares += double(r.share);
-    for (int s = 0; s < p; ++s) {
-      if (placement.holds(s, e)) {
-        rank[static_cast<std::size_t>(s)] += per_source;  // local replica: stays here
-      } else {
-        for (const Replica& r : placement.replicas(e)) rank[static_cast<std::size_t>(r.rank)] += per_source * double(r.share) / shares;
-      }
-    }
+    for (const Replica& r : replicas) shares += double(r.share);
+    for (const Replica& r : replicas) rank[static_cast<std::size_t>(r.rank)] += per_source + away * double(r.share) / shares;
   }
   return rank;
 }
@@ -62,9 +60,7 @@ Prediction predict(const std::vector<std::vector<double>>& loads, const std::vec
     const double mean = std::accumulate(rank.begin(), rank.end(), 0.0) / double(rank.size());
     pr.layer_imbalance.push_back(mean > 0 ? mx / mean : 1.0);
     pr.imbalance = std::max(pr.imbalance, pr.layer_imbalance.back());
-    std::vector<int> held(rank.size(), 0);  // experts each rank holds (one pass: EP 1024 plans call this often)
-    for (int e = 0; e < pl.experts(); ++e)
-      for (const Replica& r : pl.replicas(e)) ++held[static_cast<std::size_t>(r.rank)];
+    const std::vector<int> held = pl.slots_used_per_rank();
     double slowest = 0.0;  // the rank whose experts finish last: its copies and its experts' fixed work
     for (std::size_t r = 0; r < rank.size(); ++r)
       slowest = std::max(slowest, rank[r] * cost.seconds_per_copy + held[r] * cost.seconds_per_held_expert);
@@ -73,18 +69,22 @@ Prediction predict(const std::vector<std::vector<double>>& loads, const std::vec
     // The exchange lasts as long as its busiest rank sends or receives: a rank holding hot
     // experts receives from every other rank, which an average would hide.
     const auto p = static_cast<std::size_t>(pl.ep_size());
+    // Each source sends its part of every expert it does not hold: all parts less the held ones.
     std::vector<double> sent(p, 0.0), received(p, 0.0);
-    double crossing = 0.0;
+    double crossing = 0.0, all_parts = 0.0;
     for (int e = 0; e < pl.experts(); ++e) {
       const double per_source = loads[l][static_cast<std::size_t>(e)] / double(p);
       double shares = 0.0;
       for (const Replica& r : pl.replicas(e)) shares += double(r.share);
       const double away = per_source * double(p - pl.replicas(e).size());
       crossing += away;
-      for (const Replica& r : pl.replicas(e)) received[static_cast<std::size_t>(r.rank)] += away * double(r.share) / shares;
-      for (std::size_t s = 0; s < p; ++s)
-        if (!pl.holds(static_cast<int>(s), e)) sent[s] += per_source;
+      all_parts += per_source;
+      for (const Replica& r : pl.replicas(e)) {
+        received[static_cast<std::size_t>(r.rank)] += away * double(r.share) / shares;
+        sent[static_cast<std::size_t>(r.rank)] -= per_source;
+      }
     }
+    for (double& s : sent) s += all_parts;
     pr.crossing_copies += crossing / double(p);
     const double busiest = std::max(*std::max_element(sent.begin(), sent.end()), *std::max_element(received.begin(), received.end()));
     pr.step_seconds += busiest * cost.bytes_per_copy / cost.bandwidth;
@@ -203,21 +203,41 @@ Placement plan_migrate(const std::vector<double>& loads, const Placement& curren
   }
   // Bins are interchangeable: give each to the rank that already holds most of its experts,
   // so that as little state as possible moves.
+  // Greedy: the (bin, rank) pair sharing most experts first (ties: lower bin, then lower rank),
+  // then the bins left, in order, onto the ranks left, in order. Only pairs that share an
+  // expert are listed, so this is linear in the replicas rather than cubic in the ranks.
+  struct Pair {
+    int overlap, bin, rank;
+  };
+  std::vector<Pair> pairs;
+  for (int b = 0; b < p; ++b) {
+    std::vector<int> shared;  // ranks holding one of this bin's experts, once per expert
+    for (int e : bins[static_cast<std::size_t>(b)])
+      for (const Replica& r : current.replicas(e)) shared.push_back(r.rank);
+    std::sort(shared.begin(), shared.end());
+    for (std::size_t i = 0; i < shared.size();) {
+      std::size_t j = i;
+      while (j < shared.size() && shared[j] == shared[i]) ++j;
+      pairs.push_back({static_cast<int>(j - i), b, shared[i]});
+      i = j;
+    }
+  }
+  std::sort(pairs.begin(), pairs.end(), [](const Pair& x, const Pair& y) {
+    return x.overlap != y.overlap ? x.overlap > y.overlap : x.bin != y.bin ? x.bin < y.bin : x.rank < y.rank;
+  });
   std::vector<int> rank_of_bin(static_cast<std::size_t>(p), -1);
   std::vector<bool> rank_taken(static_cast<std::size_t>(p), false);
-  for (int round = 0; round < p; ++round) {
-    int best_bin = -1, best_rank = -1, best_overlap = -1;
-    for (int b = 0; b < p; ++b) {
-      if (rank_of_bin[static_cast<std::size_t>(b)] >= 0) continue;
-      for (int r = 0; r < p; ++r) {
-        if (rank_taken[static_cast<std::size_t>(r)]) continue;
-        int overlap = 0;
-        for (int e : bins[static_cast<std::size_t>(b)]) overlap += current.holds(r, e) ? 1 : 0;
-        if (overlap > best_overlap) best_bin = b, best_rank = r, best_overlap = overlap;
-      }
-    }
-    rank_of_bin[static_cast<std::size_t>(best_bin)] = best_rank;
-    rank_taken[static_cast<std::size_t>(best_rank)] = true;
+  for (const Pair& pair : pairs) {
+    if (rank_of_bin[static_cast<std::size_t>(pair.bin)] >= 0 || rank_taken[static_cast<std::size_t>(pair.rank)]) continue;
+    rank_of_bin[static_cast<std::size_t>(pair.bin)] = pair.rank;
+    rank_taken[static_cast<std::size_t>(pair.rank)] = true;
+  }
+  int next_rank = 0;
+  for (int b = 0; b < p; ++b) {
+    if (rank_of_bin[static_cast<std::size_t>(b)] >= 0) continue;
+    while (rank_taken[static_cast<std::size_t>(next_rank)]) ++next_rank;
+    rank_of_bin[static_cast<std::size_t>(b)] = next_rank;
+    rank_taken[static_cast<std::size_t>(next_rank)] = true;
   }
   Bins packed(static_cast<std::size_t>(p));
   for (int b = 0; b < p; ++b)

@@ -77,12 +77,12 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
   const double expert_values = (config.model.expert_type == ExpertType::SwiGlu ? 3.0 : 2.0) *
                                double(config.model.d_model * config.model.d_ff);
   const double per_expert = expert_values * (4.0 * 4.0 + double(dtype_size(config.model.compute_dtype)));
-  int extra = 0;
-  for (int r = 0; r < model.ep(); ++r) {
-    int slots = 0;
-    for (const Placement& p : placements) slots += p.slots_used(r) - experts / model.ep();
-    extra = std::max(extra, slots);
+  std::vector<int> slots(static_cast<std::size_t>(model.ep()), 0);
+  for (const Placement& p : placements) {
+    const std::vector<int> used = p.slots_used_per_rank();
+    for (std::size_t r = 0; r < slots.size(); ++r) slots[r] += used[r] - experts / model.ep();
   }
+  const int extra = std::max(0, *std::max_element(slots.begin(), slots.end()));
   result.extra_replica_bytes = static_cast<std::int64_t>(extra * per_expert);
   // The steady step: the median over the second half (the first half is the planner's warm-up).
   // Every migration of the run is then spread over all of its steps.

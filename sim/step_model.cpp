@@ -268,9 +268,7 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
   // Replicas' optimizer updates: the rank holding the most experts beyond its own updates longest.
   std::vector<double> extra(p, 0.0);
   for (const Placement& pl : placements) {
-    std::vector<std::int64_t> held(p, 0);
-    for (int e = 0; e < pl.experts(); ++e)
-      for (const Replica& r : pl.replicas(e)) ++held[static_cast<std::size_t>(r.rank)];
+    const std::vector<int> held = pl.slots_used_per_rank();
     for (std::size_t r = 0; r < p; ++r) extra[r] += double(std::max<std::int64_t>(0, held[r] - experts_per_rank_));
   }
   t.optimizer += *std::max_element(extra.begin(), extra.end()) * expert_update_;
@@ -293,6 +291,9 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
       for (const Replica& r : replicas) reduce_seconds[static_cast<std::size_t>(r.rank)] += seconds;
     }
     t.allreduce += *std::max_element(reduce_seconds.begin(), reduce_seconds.end());
+    std::vector<char> holds(p * experts, 0);  // holds[s * experts + e]: rank s has a replica of e
+    for (std::size_t e = 0; e < experts; ++e)
+      for (const Replica& r : pl.replicas(static_cast<int>(e))) holds[static_cast<std::size_t>(r.rank) * experts + e] = 1;
     for (int g = 0; g < dp_; ++g) {
       // Copies per micro-batch: rows[rank][expert] at the experts, copies[src][dst] exchanged.
       std::vector<std::vector<double>> rows(p, std::vector<double>(experts, 0.0)), copies(p, std::vector<double>(p, 0.0));
@@ -303,7 +304,7 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
           if (kept <= 0) continue;
           t.expert_copies[l][e] += mb * kept / double(dp_);
           const int expert = static_cast<int>(e);
-          if (pl.holds(static_cast<int>(s), expert)) {
+          if (holds[s * experts + e] != 0) {
             rows[s][e] += kept;
             copies[s][s] += kept;
             continue;

@@ -124,6 +124,34 @@ TEST(Planner, PredictionCountsCrossingCopies) {
   EXPECT_DOUBLE_EQ(p.imbalance, 1.0);
 }
 
+TEST(Planner, ExpectedLoadsAndExchangeFollowTheDispatchRuleSourceBySource) {
+  // Replicas with unequal shares and experts on one rank; the reference routes each source's
+  // copies with Placement::split, the dispatcher's rule, one source at a time.
+  const int p = 4;
+  const Placement pl(p, {{{0, 1}, {2, 3}}, {{1, 1}}, {{1, 2}, {2, 1}, {3, 1}}, {{3, 1}}, {{0, 1}}, {{2, 1}}, {{3, 1}}, {{1, 1}}});
+  const std::vector<double> loads = {9600, 480, 4800, 960, 1920, 96, 192, 384};  // each divisible by p x shares
+  std::vector<double> at(p, 0.0), sent(p, 0.0), received(p, 0.0);
+  for (int e = 0; e < pl.experts(); ++e)
+    for (int s = 0; s < p; ++s) {
+      const auto rows = static_cast<std::int64_t>(loads[static_cast<std::size_t>(e)] / p);
+      const std::vector<std::int64_t> split = pl.split(e, s, rows);
+      for (int r = 0; r < p; ++r) {
+        at[static_cast<std::size_t>(r)] += double(split[static_cast<std::size_t>(r)]);
+        if (r == s) continue;
+        sent[static_cast<std::size_t>(s)] += double(split[static_cast<std::size_t>(r)]);
+        received[static_cast<std::size_t>(r)] += double(split[static_cast<std::size_t>(r)]);
+      }
+    }
+  const std::vector<double> expected = expected_rank_loads(loads, pl);
+  for (int r = 0; r < p; ++r) EXPECT_NEAR(expected[static_cast<std::size_t>(r)], at[static_cast<std::size_t>(r)], 1e-9) << "rank " << r;
+  CostModel c = cost();
+  c.seconds_per_copy = 0.0;  // leaves the exchange: the busiest rank's copies sent or received
+  const double busiest = std::max(*std::max_element(sent.begin(), sent.end()), *std::max_element(received.begin(), received.end()));
+  const Prediction pr = predict({loads}, {pl}, c);
+  EXPECT_NEAR(pr.step_seconds - c.fixed_seconds, busiest * c.bytes_per_copy / c.bandwidth, 1e-12);
+  EXPECT_EQ(pl.slots_used_per_rank(), (std::vector<int>{2, 3, 3, 3}));
+}
+
 TEST(Planner, PredictionChargesReplicasTheirGradientReduction) {
   CostModel c = cost();
   c.replica_grad_bytes = 3e6;
