@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 
 #include "parallel/collective_cost.h"
 #include "parallel/grad_sync.h"
@@ -28,7 +29,7 @@ Rebalancer::Rebalancer(const Config& config, Topology& topology, const LoadMonit
       cost_(config.balance.window) {
   if (topology_.ep() > 1 && policy_ != BalancePolicy::None) {  // only the planner uses them
     cost_.set_ep_bandwidth(measure_ep_bandwidth());
-    cost_.set_reduce_bandwidth(measure_reduce_bandwidth(device));
+    cost_.set_reduce_bandwidth(measure_reduce_bandwidth());
     // Every rank measures at once, as they train; the slowest rank's figure, everywhere.
     const double held = measure_held_expert_seconds(config_, device, config_.micro_batches_per_rank(topology_.world().size()));
     cost_.set_held_expert_seconds(topology_.world().all_reduce_value(held, ReduceOp::Max));
@@ -48,31 +49,28 @@ double Rebalancer::measure_ep_bandwidth() {
   return topology_.world().all_reduce_value(bw, ReduceOp::Min);  // every rank plans with the same number
 }
 
-double Rebalancer::measure_reduce_bandwidth(Device& device) {
+double Rebalancer::measure_reduce_bandwidth() {
   // Bytes/s each rank puts on the wire in an all-reduce in the EP group (a ring's 2 (p - 1) / p
-  // of the payload), measured through a GradSync of its own over 64 MiB of gradients (more than
-  // these CPUs' last-level cache): training's buckets, wire dtype, staging and in-flight bound.
-  // On a Zen 5 host that read 4.5-4.7 GB/s, where blocking all-reduces of the same buckets
-  // read 7 and one hot 4 MiB buffer 10.7.
+  // of the payload), as gradients are reduced (parallel/grad_sync): non-blocking all-reduces
+  // of parallel.bucket_mb buckets, at most GradSync::kMaxInFlight in flight, over 64 MiB, more
+  // than these CPUs' last-level cache. On a Zen 5 host that read 4.5-4.7 GB/s, where blocking
+  // all-reduces of the same buckets read 7 and one hot 4 MiB buffer 10.7.
   ProcessGroup& ep = topology_.ep_group();
-  const auto bucket_bytes = static_cast<std::size_t>(config_.parallel.bucket_mb * 1024 * 1024);
-  const std::int64_t total = std::int64_t{16} << 20;  // floats
-  const std::int64_t per = std::clamp<std::int64_t>(static_cast<std::int64_t>(bucket_bytes / sizeof(float)), 1 << 10, total);
-  std::vector<Parameter> grads(static_cast<std::size_t>((total + per - 1) / per));
-  std::vector<Parameter*> order;
-  for (std::size_t i = 0; i < grads.size(); ++i) {
-    grads[i].name = fmt::format("reduce_probe.{}", i);
-    grads[i].grad = Tensor::zeros(device, {std::min(per, total - static_cast<std::int64_t>(i) * per)});  // written: no page faults in the timing
-    order.push_back(&grads[i]);
-  }
-  GradSync sync(order, [&](const Parameter&) { return GradSync::Groups{{&ep}, nullptr}; }, bucket_bytes,
-                config_.parallel.grad_reduce_dtype);
+  const std::size_t total = std::size_t{16} << 20;  // floats: 64 MiB
+  const std::size_t bucket = std::clamp<std::size_t>(static_cast<std::size_t>(config_.parallel.bucket_mb * (1 << 18)), 1 << 10, total);
+  std::vector<float> data(total, 1.0f);  // written once: no first-touch page faults in the timing
   const double seconds = median_collective_seconds(ep, 3, [&] {
-    for (const Parameter* p : order) sync.mark_ready(*p);
-    sync.finish();
+    std::deque<std::unique_ptr<CommRequest>> in_flight;
+    for (std::size_t at = 0; at < total; at += bucket) {
+      in_flight.push_back(ep.all_reduce_async(std::span<float>(data.data() + at, std::min(bucket, total - at)), ReduceOp::Sum));
+      if (in_flight.size() > GradSync::kMaxInFlight) {
+        in_flight.front()->wait();
+        in_flight.pop_front();
+      }
+    }
+    for (auto& request : in_flight) request->wait();
   });
-  const double payload = double(sync.payload_per_group().at(&ep));
-  const double bw = ring_all_reduce_wire_bytes(payload, ep.size()) / std::max(1e-9, seconds);
+  const double bw = ring_all_reduce_wire_bytes(double(total * sizeof(float)), ep.size()) / std::max(1e-9, seconds);
   return topology_.world().all_reduce_value(bw, ReduceOp::Min);
 }
 

@@ -43,7 +43,7 @@ class Rebalancer {
   void report_measured(std::int64_t step);
   PlannerInput planner_input(const std::vector<Placement>& current) const;
   double measure_ep_bandwidth();
-  double measure_reduce_bandwidth(Device& device);
+  double measure_reduce_bandwidth();
 
   const Config& config_;
   Topology& topology_;
