@@ -23,6 +23,7 @@ double median(std::vector<double> v) {
 StepResult observed(const StepTime& t) {
   StepResult r;
   r.step_ms = 1000 * t.total();
+  r.passes_ms = 1000 * (t.total() - t.optimizer);
   r.rank_expert_seconds = t.rank_expert_seconds;
   r.rank_copies = t.rank_copies;
   r.expert_seconds_total = std::accumulate(r.rank_expert_seconds.begin(), r.rank_expert_seconds.end(), 0.0);

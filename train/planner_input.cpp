@@ -19,17 +19,23 @@ void CostObserver::observe(const StepResult& last) {
     cov_copies_seconds_ = (1 - alpha_) * cov_copies_seconds_ + alpha_ * sxy;
     var_copies_ = (1 - alpha_) * var_copies_ + alpha_ * sxx;
   }
-  step_seconds_avg_ = step_seconds_avg_ == 0.0 ? last.step_ms / 1000 : (1 - alpha_) * step_seconds_avg_ + alpha_ * last.step_ms / 1000;
+  auto average = [&](double& avg, double x) { avg = avg == 0.0 ? x : (1 - alpha_) * avg + alpha_ * x; };
+  average(step_seconds_avg_, last.step_ms / 1000);
+  average(passes_seconds_avg_, last.passes_ms / 1000);
   if (pending_) {
     pending_->after.push_back(last.step_ms / 1000);
+    pending_->passes_after.push_back(last.passes_ms / 1000);
     if (static_cast<int>(pending_->after.size()) >= pending_->steps) {
       ChangeOutcome o = pending_->outcome;
-      std::vector<double>& after = pending_->after;  // sorted in place: pending_ ends here
-      std::sort(after.begin(), after.end());
-      o.measured_after = after[after.size() / 2];
+      auto median = [](std::vector<double>& v) {  // sorted in place: pending_ ends here
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      o.measured_after = median(pending_->after);
+      o.passes_after = median(pending_->passes_after);
       const double predicted = o.predicted_before - o.predicted_after;
       if (predicted > 0) {
-        o.realized = std::clamp((o.measured_before - o.measured_after) / predicted, 0.0, 1.0);
+        o.realized = std::clamp((o.passes_before - o.passes_after) / predicted, 0.0, 1.0);
         realized_sum_ += o.realized;
         ++changes_measured_;
       }
@@ -41,7 +47,7 @@ void CostObserver::observe(const StepResult& last) {
 
 void CostObserver::placement_changed(double predicted_before, double predicted_after, int steps) {
   pending_ = Pending{.outcome = {.predicted_before = predicted_before, .predicted_after = predicted_after,
-                                 .measured_before = step_seconds_avg_},
+                                 .measured_before = step_seconds_avg_, .passes_before = passes_seconds_avg_},
                      .steps = std::max(1, steps)};
 }
 

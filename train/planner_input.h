@@ -26,12 +26,17 @@ struct CostMeasurements {
   double realized_gain = 1.0;               // share of the predicted saving past changes achieved
 };
 
-// What a placement change did, measured over the steps after it.
+// What a placement change did, measured over the steps after it. The saving is measured on
+// the steps' passes (StepResult::passes_ms: forward, backward and gradient sync), the part a
+// placement changes: the update after them runs as long whatever the placement, and on a
+// shared host its memory-bound phases alone swing a step by more than a change saves.
 struct ChangeOutcome {
   double predicted_before = 0.0, predicted_after = 0.0;  // seconds per step, as the planner judged
   double measured_before = 0.0;  // the moving-average step time when the change was made
   double measured_after = 0.0;   // the median step time of the steps after it
-  double realized = 1.0;         // (measured saving) / (predicted saving), in [0, 1]
+  double passes_before = 0.0;    // the same two for the steps' passes
+  double passes_after = 0.0;
+  double realized = 1.0;         // (passes_before - passes_after) / (predicted saving), in [0, 1]
 };
 
 // Moving averages (window w: alpha = 2 / (w + 1)) of what each step reports.
@@ -49,8 +54,9 @@ class CostObserver {
     migration_bandwidth_ = migration_bandwidth_ == 0.0 ? bytes_per_second : 0.5 * (migration_bandwidth_ + bytes_per_second);
   }
   // A placement change was applied, predicted to take the step from `before` to `after`
-  // seconds. The median of the next `steps` observed steps measures how much of the predicted
-  // saving it achieved (clamped to [0, 1]). realized_gain is the mean of those shares with 1,
+  // seconds. The median passes time of the next `steps` observed steps, against their moving
+  // average when the change was made, measures how much of the predicted saving it achieved
+  // (clamped to [0, 1]). realized_gain is the mean of those shares with 1,
   // the model's own claim, counted as one more: a single change measured in step-time noise
   // (10% on a shared machine) cannot switch the planner off; a run of failed changes does.
   void placement_changed(double predicted_before, double predicted_after, int steps);
@@ -67,13 +73,14 @@ class CostObserver {
   double cov_copies_seconds_ = 0.0;  // moving averages of the across-rank covariance of copies and
   double var_copies_ = 0.0;          // expert seconds, and of the variance of copies
   double step_seconds_avg_ = 0.0;
+  double passes_seconds_avg_ = 0.0;
   double migration_bandwidth_ = 0.0;
   double realized_sum_ = 0.0;  // of the measured changes' shares
   int changes_measured_ = 0;
   struct Pending {
     ChangeOutcome outcome;
     int steps = 0;
-    std::vector<double> after;
+    std::vector<double> after, passes_after;
   };
   std::optional<Pending> pending_;
   std::optional<ChangeOutcome> done_;

@@ -52,7 +52,7 @@ void RunLog::step(std::int64_t step, const StepResult& r) {
   if (!metrics_) return;
   nlohmann::json line{{"step", step}, {"precision", precision_}, {"loss", r.loss}, {"aux_loss", r.aux_loss}, {"z_loss", r.z_loss},
                    {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", tokens_per_s},
-                   {"step_ms", r.step_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
+                   {"step_ms", r.step_ms}, {"passes_ms", r.passes_ms}, {"compute_ms", r.compute_ms}, {"a2a_ms", r.a2a_ms},
                    {"allreduce_ms", r.allreduce_ms}, {"a2a_bytes", r.a2a_bytes}, {"dropped_frac", r.dropped_frac},
                    {"comm", {{"a2a_bytes_intra_node", r.a2a_bytes - r.a2a_bytes_inter_node},
                              {"a2a_bytes_inter_node", r.a2a_bytes_inter_node},

@@ -25,6 +25,10 @@ struct StepResult {
   double grad_norm = 0.0;  // before clipping
   double lr = 0.0;
   double step_ms = 0.0;
+  // From the step's start through its forward and backward passes and the gradient sync: the
+  // part of the step a placement changes (not the update, the checks and the bookkeeping after
+  // it). What a placement change's realized saving is measured on.
+  double passes_ms = 0.0;
   double a2a_ms = 0.0;        // inside token exchanges (all-to-all, counts included)
   double allreduce_ms = 0.0;  // gradient all-reduce not hidden behind backward
   double compute_ms = 0.0;    // the rest of the step

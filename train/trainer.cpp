@@ -235,6 +235,7 @@ StepResult Trainer::train_step(std::int64_t step) {
   model_->set_backward_hook(nullptr);
   StepResult r;
   r.allreduce_ms = 1000.0 * grad_groups_->sync().finish();
+  r.passes_ms = ms_since(start);
   const std::vector<Placement> current = placements();
   add_gradient_health(current);
   model_->readout().read();  // the step's one device->host read of what the host needs
