@@ -10,7 +10,10 @@ Python standard library only.
 
 --reps N runs every point N times, round-robin (all points once, then again), so that a slow
 spell of a shared machine falls on every policy alike; the table gives the median tokens/s and
-the range, the other columns from the median run.
+the range, the other columns from the median run. A second table compares the passes alone
+(metrics.jsonl passes_ms: the step up to the end of its gradient sync, what a placement
+changes): on a shared host the update after them, memory-bound, can run 3x slower on one rank
+for a whole run, whatever the policy.
 
 A policy may carry its own settings after a colon, comma-separated, as a variant beside the
 plain policy: "auto:balance.max_experts_per_rank=8" runs auto with room for every expert on
@@ -71,6 +74,9 @@ def run(args, zipf, policy, rep=0):
     return {
         "zipf": zipf, "policy": policy,
         "tokens_per_s": statistics.median(s["tokens_per_s"] for s in tail),
+        # The step up to the end of its gradient sync: what a placement changes (absent in runs
+        # from before it was logged).
+        "passes_ms": statistics.median(s["passes_ms"] for s in tail) if all("passes_ms" in s for s in tail) else None,
         "imbalance_before": statistics.mean(s["imbalance"] for s in before),
         "imbalance_after": statistics.mean(s["imbalance"] for s in (after or before)),
         "expert_time_imb_after": statistics.mean(s["expert_time_imbalance"] for s in (after or before)),
@@ -102,6 +108,9 @@ def main():
         row = dict(ordered[(len(ordered) - 1) // 2])
         row["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in point)
         row["runs_tokens_per_s"] = [r["tokens_per_s"] for r in point]
+        passes = [r["passes_ms"] for r in point if r.get("passes_ms") is not None]
+        row["passes_ms"] = statistics.median(passes) if len(passes) == len(point) else None
+        row["runs_passes_ms"] = passes
         rows.append(row)
     base = {r["zipf"]: r["tokens_per_s"] for r in rows if r["policy"] == "none"}
     bound = {r["zipf"]: r["tokens_per_s"] for r in rows if r["policy"] == "balanced"}
@@ -119,6 +128,21 @@ def main():
         print(f"| {z} | {r['policy']} | {r['tokens_per_s']:.0f} | {spread} | {rel:.2f}x | {vs_bound} | {share} | "
               f"{r['imbalance_before']:.2f} | {r['imbalance_after']:.2f} | {r['expert_time_imb_after']:.2f} | "
               f"{r['rebalances']} | {r['bytes_moved'] / 1e6:.1f} | {err} | {r.get('peak_device_bytes', 0) / 2**30:.2f} |")
+    # The same comparison on the passes alone: the update after them runs as long whatever the
+    # placement, and on a shared host its memory-bound phases slow one rank for whole runs.
+    if all(r["passes_ms"] is not None for r in rows):
+        base_p = {r["zipf"]: r["passes_ms"] for r in rows if r["policy"] == "none"}
+        bound_p = {r["zipf"]: r["passes_ms"] for r in rows if r["policy"] == "balanced"}
+        print("\nPasses (the step up to the end of its gradient sync), ms, median over the second half's steps:\n")
+        print("| zipf | policy | passes ms | range | none / policy | share of the bound's gain |")
+        print("|---:|---|---:|---:|---:|---:|")
+        for r in rows:
+            z = r["zipf"]
+            rel = f"{base_p[z] / r['passes_ms']:.2f}x" if z in base_p else "-"
+            gap = base_p.get(z, 0.0) - bound_p.get(z, 0.0)
+            share = f"{(base_p[z] - r['passes_ms']) / gap:.0%}" if z in bound_p and z in base_p and gap > 0 else "-"
+            spread = f"{min(r['runs_passes_ms']):.0f}-{max(r['runs_passes_ms']):.0f}" if len(r["runs_passes_ms"]) > 1 else "-"
+            print(f"| {z} | {r['policy']} | {r['passes_ms']:.0f} | {spread} | {rel} | {share} |")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(rows, f, indent=1)
 
