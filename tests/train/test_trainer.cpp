@@ -99,6 +99,20 @@ TEST(Trainer, TwoRunsAreBitIdentical) {
   EXPECT_EQ(std::memcmp(values[0].data(), values[1].data(), values[0].size() * sizeof(float)), 0);
 }
 
+// A step reports its passes (start through gradient sync: what the planner's realized share is
+// measured on) as a part of its time, the update after them excluded.
+TEST(Trainer, AStepReportsItsPassesAsPartOfItsTime) {
+  const Config c = tiny_config(2);
+  LocalGroup world;
+  TestDevice dev;
+  Trainer trainer(c, world, dev, "");
+  for (std::int64_t step = 1; step <= c.train.steps; ++step) {
+    const StepResult r = trainer.train_step(step);
+    EXPECT_GT(r.passes_ms, 0.0) << "step " << step;
+    EXPECT_LT(r.passes_ms, r.step_ms) << "step " << step << ": the update comes after the passes";
+  }
+}
+
 TEST(Trainer, GradientAccumulationMatchesOneBigMicroBatchInDroplessMode) {
   // Dropless routing makes the math independent of how the batch is cut into micro-batches
   // (capacity, being per micro-batch, would not be), so 8 = 2 x 4 = 1 x 8 sequences agree.
