@@ -48,6 +48,14 @@ RoutingSource::RoutingSource(const RoutingSpec& spec, const Config& config, int 
   for (std::int64_t e = 0; e < experts_; ++e) probability_.push_back(1.0 / std::pow(double(e + 1), s));
   const double sum = std::accumulate(probability_.begin(), probability_.end(), 0.0);
   for (double& p : probability_) p /= sum;
+  // Each expert's chance given the copies the experts before it did not take: the same for
+  // every source rank, so drawn from a table (log1p(-p) costs as much as the draw).
+  double p_left = 1.0;
+  for (const double p : probability_) {
+    conditional_.push_back(std::clamp(p / std::max(p_left, 1e-300), 0.0, 1.0));
+    log_not_.push_back(std::log1p(-conditional_.back()));
+    p_left -= p;
+  }
   if (spec.kind != RoutingSpec::Kind::Trace) return;
   trace_ = ckpt::read_routing_trace(spec.trace);
   const auto& shape = trace_.shape;
@@ -62,12 +70,22 @@ RoutingSource::RoutingSource(const RoutingSpec& spec, const Config& config, int 
 }
 
 Routing RoutingSource::next() {
+  Routing out;
+  next(out);
+  return out;
+}
+
+void RoutingSource::next(Routing& out) {
   const auto E = static_cast<std::size_t>(experts_);
-  Routing out(static_cast<std::size_t>(layers_), std::vector<std::vector<double>>(static_cast<std::size_t>(world_), std::vector<double>(E, 0.0)));
+  out.resize(static_cast<std::size_t>(layers_));
+  for (auto& layer : out) {
+    layer.resize(static_cast<std::size_t>(world_));
+    for (auto& rank : layer) rank.assign(E, 0.0);
+  }
   if (spec_.kind == RoutingSpec::Kind::Balanced) {
     for (auto& layer : out)
       for (auto& rank : layer) std::fill(rank.begin(), rank.end(), double(copies_per_rank_) / double(experts_));
-    return out;
+    return;
   }
   if (spec_.kind == RoutingSpec::Kind::Trace) {
     const auto& shape = trace_.shape;
@@ -77,6 +95,8 @@ Routing RoutingSource::next() {
     const double traced_copies_per_rank = double(shape.tokens_per_step) / double(shape.ranks) * double(shape.top_k);
     const double scale = double(copies_per_rank_) / traced_copies_per_rank;
     const std::int64_t split = experts_ / shape.experts;
+    std::vector<double> split_log_not;  // log1p(-1 / (split - c)) for the c-th draw of a split
+    for (std::int64_t c = 0; c < split; ++c) split_log_not.push_back(std::log1p(-1.0 / double(split - c)));
     for (std::size_t l = 0; l < out.size(); ++l)
       for (std::size_t r = 0; r < out[l].size(); ++r) {
         const std::size_t src = r % static_cast<std::size_t>(shape.ranks);
@@ -93,32 +113,28 @@ Routing RoutingSource::next() {
           // make imbalance that no placement can follow.)
           auto left = static_cast<std::int64_t>(std::llround(scale * double(row[te])));
           for (std::int64_t c = 0; c < split; ++c) {
-            const std::int64_t n = c + 1 == split ? left : binomial(left, 1.0 / double(split - c));
+            const std::int64_t n = c + 1 == split ? left : binomial(left, 1.0 / double(split - c), split_log_not[static_cast<std::size_t>(c)]);
             out[l][r][static_cast<std::size_t>(te * split + c)] = std::min(double(n), double(tokens_per_rank_));
             left -= n;
           }
         }
       }
-    return out;
+    return;
   }
   // Sampled: copies fall on experts by sequential binomials (a multinomial), at most one copy
   // of a token per expert; what a full expert cannot take goes to the others.
   for (auto& layer : out)
     for (auto& rank : layer) {
       std::int64_t left = copies_per_rank_;
-      double p_left = 1.0;
       for (std::size_t e = 0; e < E && left > 0; ++e) {
-        const double p = std::clamp(probability_[e] / std::max(p_left, 1e-300), 0.0, 1.0);
-        const std::int64_t n = std::min(e + 1 == E ? left : binomial(left, p), tokens_per_rank_);
+        const std::int64_t n = std::min(e + 1 == E ? left : binomial(left, conditional_[e], log_not_[e]), tokens_per_rank_);
         rank[e] = double(n);
         left -= n;
-        p_left -= probability_[e];
       }
     }
-  return out;
 }
 
-std::int64_t RoutingSource::binomial(std::int64_t n, double p) {
+std::int64_t RoutingSource::binomial(std::int64_t n, double p, double log_not) {
   // The normal approximation where it is accurate (variance above 25), exact draws below: a
   // sampled routing at EP 1024 draws millions per step, and an exact draw costs ~0.2 us.
   const double mean = double(n) * p, variance = mean * (1.0 - p);
@@ -130,7 +146,7 @@ std::int64_t RoutingSource::binomial(std::int64_t n, double p) {
   if (n <= 0 || p <= 0.0) return 0;
   if (p >= 1.0) return n;
   const double u = uniform_(rng_), ratio = p / (1.0 - p);
-  double pmf = std::exp(double(n) * std::log1p(-p)), cdf = pmf;
+  double pmf = std::exp(double(n) * log_not), cdf = pmf;
   std::int64_t k = 0;
   while (u > cdf && k < n) {
     pmf *= double(n - k) / double(k + 1) * ratio;

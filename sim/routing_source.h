@@ -39,6 +39,7 @@ class RoutingSource {
  public:
   RoutingSource(const RoutingSpec& spec, const Config& config, int world_size, int moe_layers, std::uint64_t seed);
   Routing next();
+  void next(Routing& out);  // the same into out, whose storage is reused step to step
   std::int64_t trace_steps() const { return static_cast<std::int64_t>(trace_.step.size()); }
 
  private:
@@ -46,12 +47,13 @@ class RoutingSource {
   int world_, layers_;
   std::int64_t experts_, copies_per_rank_, tokens_per_rank_;
   std::vector<double> probability_;  // zipf, uniform: per expert
+  std::vector<double> conditional_, log_not_;  // per expert: its chance given the experts before it, log1p(-chance)
   ckpt::RoutingTrace trace_;
   std::int64_t next_step_ = 0;
   std::mt19937_64 rng_;
   std::normal_distribution<double> normal_;
   std::uniform_real_distribution<double> uniform_;
-  std::int64_t binomial(std::int64_t n, double p);
+  std::int64_t binomial(std::int64_t n, double p, double log_not);  // log_not = log1p(-p)
 };
 
 }  // namespace moerun::sim

@@ -50,8 +50,9 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
   result.memory = estimate_memory(config, options.world_size, false);
   result.tokens_per_step = config.train.global_batch * config.model.seq_len;
   result.hierarchical = model.hierarchical();
+  Routing routed;
   for (std::int64_t step = 1; step <= options.steps; ++step) {
-    const Routing routed = routing.next();
+    routing.next(routed);
     SimStep s{.step = step, .time = model.step(routed, placements)};
     monitor.record(s.time.expert_copies);
     if (balancing) cost.observe(observed(s.time));

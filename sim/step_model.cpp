@@ -140,30 +140,37 @@ double StepModel::exchange_bandwidth() const {
   return 1e9 * (spans ? hw_.inter_node : hw_.intra_node).all_to_all.gbps;
 }
 
-StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& copies) const {
+StepModel::Exchange StepModel::exchange(const std::vector<double>& rows_to) const {
+  // The same rows sent back (rows_to transposed) take the same time, bytes and messages: every
+  // rank's sends become its receives, each node's hand-offs to its leader become the leader's
+  // hand-offs to it, and each phase's busiest rank stays the busiest. Only rank 0's own sends
+  // differ: rank0_bytes_back counts them, in the order the runtime's counter adds them.
   Exchange x;
   const auto p = static_cast<std::size_t>(ep_);
-  const LinkFit &intra = hw_.intra_node.all_to_all, &inter = hw_.inter_node.all_to_all;
   auto node = [&](std::size_t r) { return node_of_ep_rank_[r]; };
-  std::vector<double> send_intra(p, 0.0), send_inter(p, 0.0), recv_intra(p, 0.0), recv_inter(p, 0.0);
-  std::vector<double> send_latency(p, 0.0), recv_latency(p, 0.0);  // alpha per message
-  for (std::size_t s = 0; s < p; ++s)
-    for (std::size_t t = 0; t < p; ++t) {
-      if (s == t || copies[s][t] <= 0) continue;
-      const double bytes = copies[s][t] * row_bytes_;
-      const bool far = node(s) != node(t);
-      x.bytes += bytes;
-      if (s == 0) x.rank0_bytes += bytes;
-      if (far) x.bytes_inter += bytes;
-      (far ? x.messages_inter : x.messages_intra) += 1;
-      (far ? send_inter : send_intra)[s] += bytes;
-      (far ? recv_inter : recv_intra)[t] += bytes;
-      send_latency[s] += 1e-6 * (far ? inter.alpha_us : intra.alpha_us);
-      recv_latency[t] += 1e-6 * (far ? inter.alpha_us : intra.alpha_us);
-    }
+  const LinkFit &intra = hw_.intra_node.all_to_all, &inter = hw_.inter_node.all_to_all;
   if (!hierarchical_) {
     // Every rank sends and receives at once, alpha per message; the slowest rank's larger
     // direction sets the time.
+    std::vector<double> send_intra(p, 0.0), send_inter(p, 0.0), recv_intra(p, 0.0), recv_inter(p, 0.0);
+    std::vector<double> send_latency(p, 0.0), recv_latency(p, 0.0);  // alpha per message
+    for (std::size_t s = 0; s < p; ++s) {
+      const double* row = &rows_to[s * p];
+      for (std::size_t t = 0; t < p; ++t) {
+        if (s == t || row[t] <= 0) continue;
+        const double bytes = row[t] * row_bytes_;
+        const bool far = node(s) != node(t);
+        x.bytes += bytes;
+        if (s == 0) x.rank0_bytes += bytes;
+        if (t == 0) x.rank0_bytes_back += bytes;
+        if (far) x.bytes_inter += bytes;
+        (far ? x.messages_inter : x.messages_intra) += 1;
+        (far ? send_inter : send_intra)[s] += bytes;
+        (far ? recv_inter : recv_intra)[t] += bytes;
+        send_latency[s] += 1e-6 * (far ? inter.alpha_us : intra.alpha_us);
+        recv_latency[t] += 1e-6 * (far ? inter.alpha_us : intra.alpha_us);
+      }
+    }
     for (std::size_t r = 0; r < p; ++r) {
       const double out = send_latency[r] + send_intra[r] / (1e9 * intra.gbps) + send_inter[r] / (1e9 * inter.gbps);
       const double in = recv_latency[r] + recv_intra[r] / (1e9 * intra.gbps) + recv_inter[r] / (1e9 * inter.gbps);
@@ -175,9 +182,9 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
   // 1. rows within the node go directly; 2. members hand their rows for other nodes to the
   // node's leader (its lowest rank); 3. leaders exchange one message per node pair; 4. leaders
   // hand each member what arrived for it. Each phase is as slow as its busiest rank.
-  x = Exchange{};
   const int nodes = node_of_ep_rank_.back() + 1;
-  std::vector<std::size_t> leader(static_cast<std::size_t>(nodes), p);
+  const auto n = static_cast<std::size_t>(nodes);
+  std::vector<std::size_t> leader(n, p);
   for (std::size_t r = 0; r < p; ++r)
     if (leader[static_cast<std::size_t>(node(r))] == p) leader[static_cast<std::size_t>(node(r))] = r;
   auto sent = [&](std::size_t from, double bytes, bool far) {
@@ -187,30 +194,31 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
     if (far) x.bytes_inter += bytes;
     (far ? x.messages_inter : x.messages_intra) += 1;
   };
-  const auto n = static_cast<std::size_t>(nodes);
   // Bytes and messages per phase: each message costs its link's alpha.
   std::vector<double> direct_out(p, 0.0), direct_in(p, 0.0), to_leader(n, 0.0), from_leader(n, 0.0);
   std::vector<double> direct_out_msgs(p, 0.0), direct_in_msgs(p, 0.0), to_leader_msgs(n, 0.0), from_leader_msgs(n, 0.0);
-  std::vector<std::vector<double>> pair(n, std::vector<double>(n, 0.0));
+  std::vector<double> pair(n * n, 0.0), outgoing(p, 0.0), arriving(p, 0.0);  // pair[a * n + b]: node a to node b
   for (std::size_t s = 0; s < p; ++s) {
-    double outgoing = 0.0;
+    const double* row = &rows_to[s * p];
     for (std::size_t t = 0; t < p; ++t) {
-      if (s == t || copies[s][t] <= 0) continue;
-      const double bytes = copies[s][t] * row_bytes_;
+      if (s == t || row[t] <= 0) continue;
+      const double bytes = row[t] * row_bytes_;
       if (node(s) == node(t)) {
         sent(s, bytes, false);  // 1.
+        if (t == 0) x.rank0_bytes_back += bytes;
         direct_out[s] += bytes;
         direct_in[t] += bytes;
         direct_out_msgs[s] += 1;
         direct_in_msgs[t] += 1;
       } else {
-        outgoing += bytes;
-        pair[static_cast<std::size_t>(node(s))][static_cast<std::size_t>(node(t))] += bytes;
+        outgoing[s] += bytes;
+        arriving[t] += bytes;
+        pair[static_cast<std::size_t>(node(s)) * n + static_cast<std::size_t>(node(t))] += bytes;
       }
     }
-    if (leader[static_cast<std::size_t>(node(s))] != s && outgoing > 0) {  // 2.
-      sent(s, outgoing, false);
-      to_leader[static_cast<std::size_t>(node(s))] += outgoing;
+    if (leader[static_cast<std::size_t>(node(s))] != s && outgoing[s] > 0) {  // 2.
+      sent(s, outgoing[s], false);
+      to_leader[static_cast<std::size_t>(node(s))] += outgoing[s];
       to_leader_msgs[static_cast<std::size_t>(node(s))] += 1;
     }
   }
@@ -219,21 +227,20 @@ StepModel::Exchange StepModel::exchange(const std::vector<std::vector<double>>& 
     double out = 0.0, in = 0.0;
     for (std::size_t b = 0; b < n; ++b) {
       if (a == b) continue;
-      sent(leader[a], pair[a][b], true);  // 3.
-      out += pair[a][b] / (1e9 * inter.gbps) + (pair[a][b] > 0 ? 1e-6 * inter.alpha_us : 0.0);
-      in += pair[b][a] / (1e9 * inter.gbps) + (pair[b][a] > 0 ? 1e-6 * inter.alpha_us : 0.0);
+      sent(leader[a], pair[a * n + b], true);  // 3.
+      if (a == 0) x.rank0_bytes_back += pair[b * n];  // rank 0 leads node 0
+      out += pair[a * n + b] / (1e9 * inter.gbps) + (pair[a * n + b] > 0 ? 1e-6 * inter.alpha_us : 0.0);
+      in += pair[b * n + a] / (1e9 * inter.gbps) + (pair[b * n + a] > 0 ? 1e-6 * inter.alpha_us : 0.0);
     }
     phase3 = std::max(phase3, std::max(out, in));
   }
   for (std::size_t t = 0; t < p; ++t) {  // 4.
     const std::size_t l = leader[static_cast<std::size_t>(node(t))];
     if (l == t) continue;
-    double arriving = 0.0;
-    for (std::size_t s = 0; s < p; ++s)
-      if (node(s) != node(t)) arriving += copies[s][t] * row_bytes_;
-    if (arriving <= 0) continue;
-    sent(l, arriving, false);
-    from_leader[static_cast<std::size_t>(node(t))] += arriving;
+    if (l == 0 && outgoing[t] > 0) x.rank0_bytes_back += outgoing[t];
+    if (arriving[t] <= 0) continue;
+    sent(l, arriving[t], false);
+    from_leader[static_cast<std::size_t>(node(t))] += arriving[t];
     from_leader_msgs[static_cast<std::size_t>(node(t))] += 1;
   }
   const double a_intra = 1e-6 * intra.alpha_us, bw_intra = 1e9 * intra.gbps;
@@ -272,6 +279,7 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
     for (std::size_t r = 0; r < p; ++r) extra[r] += double(std::max<std::int64_t>(0, held[r] - experts_per_rank_));
   }
   t.optimizer += *std::max_element(extra.begin(), extra.end()) * expert_update_;
+  std::vector<double> rows(p * experts), copies(p * p);
   for (std::size_t l = 0; l < routed.size(); ++l) {
     const Placement& pl = placements[l];
     double layer_expert = 0.0, layer_a2a = 0.0;
@@ -292,36 +300,41 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
     }
     t.allreduce += *std::max_element(reduce_seconds.begin(), reduce_seconds.end());
     std::vector<char> holds(p * experts, 0);  // holds[s * experts + e]: rank s has a replica of e
+    std::vector<double> shares(experts, 0.0);  // each expert's replicas' shares, summed
     for (std::size_t e = 0; e < experts; ++e)
-      for (const Replica& r : pl.replicas(static_cast<int>(e))) holds[static_cast<std::size_t>(r.rank) * experts + e] = 1;
+      for (const Replica& r : pl.replicas(static_cast<int>(e))) {
+        holds[static_cast<std::size_t>(r.rank) * experts + e] = 1;
+        shares[e] += double(r.share);
+      }
     for (int g = 0; g < dp_; ++g) {
-      // Copies per micro-batch: rows[rank][expert] at the experts, copies[src][dst] exchanged.
-      std::vector<std::vector<double>> rows(p, std::vector<double>(experts, 0.0)), copies(p, std::vector<double>(p, 0.0));
+      // Copies per micro-batch: rows[rank * experts + expert] at the experts, copies[src * p + dst]
+      // exchanged (flat, and reused: at EP 1024 each is megabytes).
+      std::fill(rows.begin(), rows.end(), 0.0);
+      std::fill(copies.begin(), copies.end(), 0.0);
       for (std::size_t s = 0; s < p; ++s) {
         const std::vector<double>& mine = routed[l][static_cast<std::size_t>(g) * p + s];
         for (std::size_t e = 0; e < experts; ++e) {
           const double kept = std::min(mine[e] / mb, capacity);
           if (kept <= 0) continue;
           t.expert_copies[l][e] += mb * kept / double(dp_);
-          const int expert = static_cast<int>(e);
           if (holds[s * experts + e] != 0) {
-            rows[s][e] += kept;
-            copies[s][s] += kept;
+            rows[s * experts + e] += kept;
+            copies[s * p + s] += kept;
             continue;
           }
-          double shares = 0.0;
-          for (const Replica& r : pl.replicas(expert)) shares += double(r.share);
-          for (const Replica& r : pl.replicas(expert)) {
-            const double part = kept * double(r.share) / shares;
-            rows[static_cast<std::size_t>(r.rank)][e] += part;
-            copies[s][static_cast<std::size_t>(r.rank)] += part;
+          for (const Replica& r : pl.replicas(static_cast<int>(e))) {
+            const double part = kept * double(r.share) / shares[e];
+            rows[static_cast<std::size_t>(r.rank) * experts + e] += part;
+            copies[s * p + static_cast<std::size_t>(r.rank)] += part;
           }
         }
       }
       std::vector<double> rank_seconds(p, 0.0), rank_copies(p, 0.0);
       for (std::size_t r = 0; r < p; ++r)
-        for (std::size_t e = 0; e < experts; ++e)
-          if (rows[r][e] > 0) rank_seconds[r] += expert_seconds(rows[r][e]), rank_copies[r] += rows[r][e];
+        for (std::size_t e = 0; e < experts; ++e) {
+          const double n = rows[r * experts + e];
+          if (n > 0) rank_seconds[r] += expert_seconds(n), rank_copies[r] += n;
+        }
       if (g == 0) {
         t.rank_expert_seconds.resize(p, 0.0);
         t.rank_copies.resize(p, 0.0);
@@ -331,22 +344,19 @@ StepTime StepModel::step(const Routing& routed, const std::vector<Placement>& pl
       const double mean = std::accumulate(rank_copies.begin(), rank_copies.end(), 0.0) / double(p);
       if (mean > 0) t.imbalance = std::max(t.imbalance, *std::max_element(rank_copies.begin(), rank_copies.end()) / mean);
       if (ep_ > 1) {
-        // The forward dispatch and the backward of the combine send copies[src][dst]; the
-        // forward combine and the backward of the dispatch send them back; plus the counts.
-        std::vector<std::vector<double>> back(p, std::vector<double>(p));
-        for (std::size_t s = 0; s < p; ++s)
-          for (std::size_t d = 0; d < p; ++d) back[d][s] = copies[s][d];
+        // The forward dispatch and the backward of the combine send `copies`; the forward
+        // combine and the backward of the dispatch send them back (the same exchange() cost);
+        // plus the counts.
         const bool spans = ep_ > ranks_per_node_;
         // The counts: one small message to every other rank of the group.
         double seconds = 1e-6 * (spans ? hw_.inter_node : hw_.intra_node).all_to_all.alpha_us * double(p - 1);
-        for (const Exchange& x : {exchange(copies), exchange(back)}) {
-          seconds += 2 * x.seconds;
-          t.a2a_bytes += 2 * mb * x.bytes;
-          if (g == 0) t.a2a_bytes_rank0 += 2 * mb * x.rank0_bytes;
-          t.a2a_bytes_inter_node += 2 * mb * x.bytes_inter;
-          t.a2a_messages_intra_node += 2 * mb * x.messages_intra;
-          t.a2a_messages_inter_node += 2 * mb * x.messages_inter;
-        }
+        const Exchange x = exchange(copies);
+        seconds += 4 * x.seconds;
+        t.a2a_bytes += 4 * mb * x.bytes;
+        if (g == 0) t.a2a_bytes_rank0 += 2 * mb * (x.rank0_bytes + x.rank0_bytes_back);
+        t.a2a_bytes_inter_node += 4 * mb * x.bytes_inter;
+        t.a2a_messages_intra_node += 4 * mb * x.messages_intra;
+        t.a2a_messages_inter_node += 4 * mb * x.messages_inter;
         layer_a2a = std::max(layer_a2a, seconds);
       }
     }

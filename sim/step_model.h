@@ -74,9 +74,11 @@ class StepModel {
   double elementwise(double bytes) const;
   struct Exchange {
     double seconds = 0.0, bytes = 0.0, bytes_inter = 0.0, messages_intra = 0.0, messages_inter = 0.0, rank0_bytes = 0.0;
+    double rank0_bytes_back = 0.0;  // what rank 0 sends when the same rows go back
   };
-  // One all-to-all of `copies[src][dst]` rows over the EP group.
-  Exchange exchange(const std::vector<std::vector<double>>& copies) const;
+  // One all-to-all of rows_to[src * ep + dst] rows over the EP group (and, by symmetry, the
+  // one sending them back).
+  Exchange exchange(const std::vector<double>& rows_to) const;
 
   const Config& config_;
   const Hardware& hw_;
