@@ -40,7 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MEDIUM = ["model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_k=2", "model.seq_len=256",
           "model.n_layers=4", "model.n_heads=8", "train.global_batch=16", "train.micro_batch=8",
-          "eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "log.every=1000"]
+          "eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "log.every=1000",
+          "checkpoint.at_end=false"]
 
 
 def run(args, zipf, policy, rep=0):

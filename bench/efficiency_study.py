@@ -21,7 +21,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FOUR_RANKS = {"default": "train.micro_batch=8", "medium": "train.micro_batch=4"}
-QUIET = ["eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "log.every=1000", "runtime.threads=1"]
+QUIET = ["eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "log.every=1000", "runtime.threads=1",
+         "checkpoint.at_end=false"]
 CONFIGS = {
     "default": [],
     "medium": ["model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_k=2", "model.seq_len=256",

@@ -32,6 +32,7 @@ ROOT = os.path.dirname(HERE)
 BASE = ["model.d_model=512", "model.d_ff=2048", "model.experts=8", "model.top_k=2", "model.seq_len=256",
         "model.n_layers=2", "model.n_heads=8", "train.global_batch=16", "train.micro_batch=8",
         "eval.every=0", "eval.examples=0", "eval.heldout_batches=0", "log.every=1000", "runtime.threads=1",
+        "checkpoint.at_end=false",
         "log.routing_trace=true"]
 DROPLESS = "model.capacity_factor=0"
 # name: (ranks, settings beyond BASE)

@@ -290,6 +290,9 @@ const std::vector<Key>& keys() {
     k.push_back(int_key("checkpoint.every", &C::checkpoint, &CheckpointConfig::every,
                         "steps between checkpoints in <run-dir>/checkpoints; 0 = only at the end and on SIGTERM/SIGUSR1"));
     k.push_back(int_key("checkpoint.keep", &C::checkpoint, &CheckpointConfig::keep, "newest checkpoints kept"));
+    k.push_back(bool_key("checkpoint.at_end", &C::checkpoint, &CheckpointConfig::at_end,
+                         "write a checkpoint when the run ends; false for benchmarks and sweeps that will not resume "
+                         "(signals still write one)"));
     k.push_back(int_key("log.every", &C::log, &LogConfig::every, "steps between progress lines when not redrawing in place"));
     k.push_back(string_key("log.progress", &C::log, &LogConfig::progress,
                            "auto (redraw in place on a terminal, plain lines otherwise and under mpirun, whose "

@@ -76,6 +76,7 @@ struct BalanceConfig {
 struct CheckpointConfig {
   std::int64_t every = 0;  // steps between checkpoints; 0 = only at the end and on SIGTERM/SIGUSR1
   std::int64_t keep = 3;   // newest checkpoints kept
+  bool at_end = true;      // write one when the run ends (benchmarks and sweeps turn it off)
 };
 
 struct LogConfig {

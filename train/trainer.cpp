@@ -346,7 +346,7 @@ TrainSummary Trainer::run() {
     if (config_.eval.every > 0 && step % config_.eval.every == 0 && step != config_.train.steps)
       log_->eval(step, evaluator_->run(*data_, tasks));
   }
-  if (!run_dir_.empty() && last_saved != config_.train.steps && start_step_ < config_.train.steps)
+  if (!run_dir_.empty() && config_.checkpoint.at_end && last_saved != config_.train.steps && start_step_ < config_.train.steps)
     save_checkpoint(config_.train.steps);
   summary.final_eval = evaluator_->run(*data_, tasks);
   log_->eval(std::max(config_.train.steps, start_step_), summary.final_eval);  // resumed past the end: the checkpoint's step

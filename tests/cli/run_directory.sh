@@ -4,7 +4,8 @@
 #     and the checkpoints stay readable; --overwrite moves the old contents aside;
 #  2. a second live job in a directory refuses at once, naming the holder; a stale lock (its
 #     process gone) is taken over with a warning;
-#  3. keep-rotation never deletes the checkpoint just written, even below older, higher steps.
+#  3. keep-rotation never deletes the checkpoint just written, even below older, higher steps;
+#  4. checkpoint.at_end = false writes none at the end, and a signal still writes one.
 #   run_directory.sh MOERUN MOERUN_CKPT WORKDIR
 set -u
 moerun=$1 ckpt=$2 work=$3
@@ -56,4 +57,14 @@ for s in 400 500 600; do cp "$work/a/checkpoints/step_00000002.h5" "$work/a/chec
   > "$work/rot.log" 2>&1 || { cat "$work/rot.log"; fail "resume failed"; }
 [ "$(cat "$work/a/checkpoints/latest")" = "step_00000004.h5" ] || fail "latest does not name the new checkpoint"
 "$ckpt" verify "$work/a" > /dev/null || fail "rotation deleted the checkpoint that latest names"
+echo "== 4. checkpoint.at_end = false"
+"$moerun" "${common[@]}" --set train.steps=2 --set checkpoint.at_end=false --run-dir "$work/e" > "$work/e1.log" 2>&1 \
+  || { cat "$work/e1.log"; fail "a run without the checkpoint at the end failed"; }
+[ -z "$(ls "$work/e/checkpoints" 2>/dev/null)" ] || fail "checkpoint.at_end = false still wrote a checkpoint"
+grep -q '"step":2' "$work/e/metrics.jsonl" || fail "the run without a checkpoint at the end did not train"
+"$moerun" "${common[@]}" --set train.steps=100000 --set checkpoint.at_end=false --run-dir "$work/f" > "$work/f1.log" 2>&1 &
+holder=$!
+for _ in $(seq 1 300); do [ "$(wc -l 2>/dev/null < "$work/f/metrics.jsonl" || echo 0)" -ge 2 ] && break; sleep 0.1; done
+kill -TERM "$holder"; wait "$holder" || fail "a run without the checkpoint at the end did not stop cleanly on SIGTERM"
+"$ckpt" verify "$work/f" > /dev/null || fail "SIGTERM did not write a checkpoint when checkpoint.at_end = false"
 echo "run directories: all checks passed"
