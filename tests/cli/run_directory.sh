@@ -64,7 +64,9 @@ echo "== 4. checkpoint.at_end = false"
 grep -q '"step":2' "$work/e/metrics.jsonl" || fail "the run without a checkpoint at the end did not train"
 "$moerun" "${common[@]}" --set train.steps=100000 --set checkpoint.at_end=false --run-dir "$work/f" > "$work/f1.log" 2>&1 &
 holder=$!
-for _ in $(seq 1 300); do [ "$(wc -l 2>/dev/null < "$work/f/metrics.jsonl" || echo 0)" -ge 2 ] && break; sleep 0.1; done
-kill -TERM "$holder"; wait "$holder" || fail "a run without the checkpoint at the end did not stop cleanly on SIGTERM"
-"$ckpt" verify "$work/f" > /dev/null || fail "SIGTERM did not write a checkpoint when checkpoint.at_end = false"
+# Signal it once it is training (signals are taken at step boundaries from the first step on).
+for _ in $(seq 1 1200); do grep -q '"step":2,' "$work/f/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+kill -TERM "$holder"
+wait "$holder" || { cat "$work/f1.log"; fail "a run without the checkpoint at the end did not stop cleanly on SIGTERM"; }
+"$ckpt" verify "$work/f" > /dev/null || { cat "$work/f1.log"; fail "SIGTERM did not write a checkpoint when checkpoint.at_end = false"; }
 echo "run directories: all checks passed"
