@@ -452,6 +452,24 @@ PlannerDecision plan_placement(const PlannerInput& in) {
     d.reason = "policy none";
     return d;
   }
+  if (!in.force && !in.previous.empty() && in.last_change_slowdown > in.min_gain) {
+    // The last change was predicted to save and measured slower: the measurement outranks the
+    // model. Go back, when the loss over the next interval exceeds the cost of moving back
+    // (else plan as usual).
+    const double bytes = migration_bytes(in.current, in.previous, in.cost);
+    const double seconds = bytes / in.cost.migration_bandwidth;
+    if (in.last_change_slowdown * d.before.step_seconds * in.interval > seconds) {
+      d.apply = d.reverted = true;
+      d.placements = in.previous;
+      d.after = predict(in.loads, in.previous, in.cost);
+      d.migrate_bytes = bytes;
+      d.migrate_seconds = seconds;
+      d.reason = fmt::format("the last change measured {:.1f}% slower passes (beyond balance.min_gain {:.1f}%): back to "
+                             "the placement before it",
+                             100 * in.last_change_slowdown, 100 * in.min_gain);
+      return d;
+    }
+  }
   if (!in.force && d.before.imbalance <= in.threshold) {
     d.reason = fmt::format("imbalance {:.3f} <= threshold {:.3f}", d.before.imbalance, in.threshold);
     return d;

@@ -75,6 +75,12 @@ struct Prediction {
 struct PlannerInput {
   std::vector<std::vector<double>> loads;  // [layer][expert] token-copies per step in one EP group
   std::vector<Placement> current;          // [layer]
+  // [layer] the placements before the last change (empty: none, or it was already reverted),
+  // and how much slower that change made the passes, measured, as a fraction of the passes
+  // before it. Beyond min_gain (the measurement noise the planner allows itself) the planner
+  // goes back: the measurement outranks the model that predicted a saving.
+  std::vector<Placement> previous;
+  double last_change_slowdown = 0.0;
   // [step][layer][expert]: the loads of the last steps, one by one (empty: judge on `loads`).
   std::vector<std::vector<std::vector<double>>> recent_loads;
   // [step][layer][expert]: as many steps, ending about half an interval before the recent ones
@@ -92,6 +98,7 @@ struct PlannerInput {
 
 struct PlannerDecision {
   bool apply = false;
+  bool reverted = false;  // back to PlannerInput::previous: the last change measured slower
   BalancePolicy chosen = BalancePolicy::None;
   std::vector<Placement> placements;  // the new placements when apply, else the current ones
   Prediction before, after;

@@ -7,11 +7,15 @@ namespace moerun {
 nlohmann::json planner_input_to_json(const PlannerInput& in) {
   nlohmann::json current = nlohmann::json::array();
   for (const Placement& p : in.current) current.push_back(p.to_json());
+  nlohmann::json previous = nlohmann::json::array();
+  for (const Placement& p : in.previous) previous.push_back(p.to_json());
   const CostModel& c = in.cost;
   return {{"loads", in.loads},
           {"recent_loads", in.recent_loads},
           {"earlier_loads", in.earlier_loads},
           {"current", current},
+          {"previous", previous},
+          {"last_change_slowdown", in.last_change_slowdown},
           {"ep", in.current.empty() ? 0 : in.current.front().ep_size()},
           {"cost", {{"seconds_per_copy", c.seconds_per_copy}, {"bytes_per_copy", c.bytes_per_copy},
                     {"bandwidth", c.bandwidth}, {"migration_bandwidth", c.migration_bandwidth},
@@ -60,6 +64,12 @@ PlannerInput planner_input_from_json(const nlohmann::json& j) {
   if (j.contains("earlier_loads")) in.earlier_loads = get<std::vector<std::vector<std::vector<double>>>>(j, "earlier_loads");
   const int ep = get<int>(j, "ep");
   for (const auto& layer : field(j, "current")) in.current.push_back(Placement::from_json(ep, layer));
+  // Optional: records written before the planner could go back (2026-12-04) never did, which
+  // no previous placement reproduces.
+  if (j.contains("previous")) {
+    for (const auto& layer : field(j, "previous")) in.previous.push_back(Placement::from_json(ep, layer));
+    in.last_change_slowdown = get<double>(j, "last_change_slowdown");
+  }
   const nlohmann::json& c = field(j, "cost");
   in.cost = {.seconds_per_copy = get<double>(c, "seconds_per_copy"), .bytes_per_copy = get<double>(c, "bytes_per_copy"),
              .bandwidth = get<double>(c, "bandwidth"), .migration_bandwidth = get<double>(c, "migration_bandwidth"),
@@ -82,6 +92,8 @@ PlannerInput planner_input_from_json(const nlohmann::json& j) {
   in.force = get<bool>(j, "force");
   MOERUN_CHECK(in.loads.size() == in.current.size(), RuntimeError, "[planner input] loads for {} layers but {} placements",
                in.loads.size(), in.current.size());
+  MOERUN_CHECK(in.previous.empty() || in.previous.size() == in.current.size(), RuntimeError,
+               "[planner input] {} previous placements for {} layers", in.previous.size(), in.current.size());
   return in;
 }
 

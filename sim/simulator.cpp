@@ -58,7 +58,8 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
     if (balancing) cost.observe(observed(s.time));
     // As training decides: after the step, every balance.interval steps, not after the last.
     if (balancing && step % config.balance.interval == 0 && step != options.steps) {
-      const PlannerInput in = make_planner_input(config, monitor, placements, cost.measurements(), model.node_of_ep_rank());
+      const PlannerInput in = make_planner_input(config, monitor, placements, cost.measurements(), cost.before_last_change(),
+                                                 model.node_of_ep_rank());
       const PlannerDecision d = plan_placement(in);
       s.decision = d.reason;
       s.predicted_step = d.after.step_seconds;
@@ -66,11 +67,14 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
         // Moving the state: the bytes over the exchange's bandwidth, charged to this step.
         s.time.rebalance = d.migrate_seconds;
         s.rebalanced = true;
-        placements = d.placements;
         ++result.rebalances;
         if (d.migrate_bytes > 0) cost.migrated(model.exchange_bandwidth());
-        cost.placement_changed(d.before.step_seconds, d.after.step_seconds,
-                               static_cast<int>(std::min<std::int64_t>(5, config.balance.interval)));
+        if (d.reverted)
+          cost.reverted();
+        else
+          cost.placement_changed(placements, d.before.step_seconds, d.after.step_seconds,
+                                 static_cast<int>(std::min<std::int64_t>(5, config.balance.interval)));
+        placements = d.placements;
       }
     }
     result.steps.push_back(std::move(s));

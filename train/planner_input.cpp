@@ -38,6 +38,7 @@ void CostObserver::observe(const StepResult& last) {
         o.realized = std::clamp((o.passes_before - o.passes_after) / predicted, 0.0, 1.0);
         realized_sum_ += o.realized;
         ++changes_measured_;
+        if (o.passes_before > 0) last_change_slowdown_ = std::max(0.0, o.passes_after / o.passes_before - 1.0);
       }
       done_ = o;
       pending_.reset();
@@ -45,10 +46,19 @@ void CostObserver::observe(const StepResult& last) {
   }
 }
 
-void CostObserver::placement_changed(double predicted_before, double predicted_after, int steps) {
+void CostObserver::placement_changed(std::vector<Placement> before, double predicted_before, double predicted_after,
+                                     int steps) {
+  before_last_change_ = std::move(before);
+  last_change_slowdown_ = 0.0;
   pending_ = Pending{.outcome = {.predicted_before = predicted_before, .predicted_after = predicted_after,
                                  .measured_before = step_seconds_avg_, .passes_before = passes_seconds_avg_},
                      .steps = std::max(1, steps)};
+}
+
+void CostObserver::reverted() {
+  before_last_change_.clear();
+  last_change_slowdown_ = 0.0;
+  pending_.reset();
 }
 
 std::optional<ChangeOutcome> CostObserver::take_outcome() {
@@ -67,7 +77,8 @@ CostMeasurements CostObserver::measurements() const {
           .migration_bandwidth = migration_bandwidth_,
           // The model's own claim (all of it) counts as one more measurement: one noisy change
           // cannot switch the planner off, a run of them can.
-          .realized_gain = (1.0 + realized_sum_) / (1.0 + changes_measured_)};
+          .realized_gain = (1.0 + realized_sum_) / (1.0 + changes_measured_),
+          .last_change_slowdown = last_change_slowdown_};
 }
 
 namespace {
@@ -81,7 +92,8 @@ std::size_t load_history_steps(const Config& config) {
 }
 
 PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor, const std::vector<Placement>& current,
-                                const CostMeasurements& measured, std::vector<int> node_of_rank) {
+                                const CostMeasurements& measured, std::vector<Placement> previous,
+                                std::vector<int> node_of_rank) {
   PlannerInput in;
   in.loads = monitor.average();
   // The last `window` steps one by one: a placement must help them, not only their average.
@@ -93,6 +105,8 @@ PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor
   const auto gap = std::min<std::ptrdiff_t>(persistence_gap(config), static_cast<std::ptrdiff_t>(history.size()) - recent);
   if (recent > 0 && gap >= 1) in.earlier_loads.assign(history.end() - recent - gap, history.end() - gap);
   in.current = current;
+  in.previous = std::move(previous);
+  in.last_change_slowdown = measured.last_change_slowdown;
   in.policy = config.balance.policy;
   in.node_of_rank = std::move(node_of_rank);
   in.threshold = config.balance.threshold;

@@ -24,6 +24,9 @@ struct CostMeasurements {
   double held_expert_seconds = 0.0;         // per step for each expert a rank holds, whatever its copies
   double migration_bandwidth = 0.0;         // bytes/s past migrations achieved (0: none yet)
   double realized_gain = 1.0;               // share of the predicted saving past changes achieved
+  // How much slower the last change made the passes, measured, as a fraction of the passes
+  // before it: 0 while it is unmeasured, when it saved, or when it was not expected to save.
+  double last_change_slowdown = 0.0;
 };
 
 // What a placement change did, measured over the steps after it. The saving is measured on
@@ -59,7 +62,13 @@ class CostObserver {
   // (clamped to [0, 1]). realized_gain is the mean of those shares with 1,
   // the model's own claim, counted as one more: a single change measured in step-time noise
   // (10% on a shared machine) cannot switch the planner off; a run of failed changes does.
-  void placement_changed(double predicted_before, double predicted_after, int steps);
+  // `before` are the placements the change replaced, kept as the way back.
+  void placement_changed(std::vector<Placement> before, double predicted_before, double predicted_after, int steps);
+  // The placements before the last change were restored because the change measured slower:
+  // nothing to measure, and no way back from a way back.
+  void reverted();
+  // The placements the last change replaced (empty: no change yet, or it was reverted).
+  const std::vector<Placement>& before_last_change() const { return before_last_change_; }
   // The last change's outcome, once all of its steps are observed (then forgotten).
   std::optional<ChangeOutcome> take_outcome();
   CostMeasurements measurements() const;
@@ -77,6 +86,8 @@ class CostObserver {
   double migration_bandwidth_ = 0.0;
   double realized_sum_ = 0.0;  // of the measured changes' shares
   int changes_measured_ = 0;
+  std::vector<Placement> before_last_change_;
+  double last_change_slowdown_ = 0.0;
   struct Pending {
     ChangeOutcome outcome;
     int steps = 0;
@@ -93,8 +104,11 @@ std::size_t load_history_steps(const Config& config);
 // Loads from the monitor (the average, the last balance.window steps one by one, and as many
 // ending half an interval earlier, when the history reaches that far back), the
 // policy and gates from the config, and the cost model from the measurements; `fixed_seconds`
-// is whatever the model does not explain of the measured step time.
+// is whatever the model does not explain of the measured step time. `previous` are the
+// placements before the last change (CostObserver::before_last_change), the way back when
+// that change measured slower.
 PlannerInput make_planner_input(const Config& config, const LoadMonitor& monitor, const std::vector<Placement>& current,
-                                const CostMeasurements& measured, std::vector<int> node_of_rank);
+                                const CostMeasurements& measured, std::vector<Placement> previous,
+                                std::vector<int> node_of_rank);
 
 }  // namespace moerun

@@ -88,7 +88,8 @@ void Rebalancer::report_measured(std::int64_t step) {
 }
 
 PlannerInput Rebalancer::planner_input(const std::vector<Placement>& current) const {
-  return make_planner_input(config_, monitor_, current, cost_.measurements(), topology_.node_of_ep_rank());
+  return make_planner_input(config_, monitor_, current, cost_.measurements(), cost_.before_last_change(),
+                            topology_.node_of_ep_rank());
 }
 
 namespace {
@@ -100,7 +101,8 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
     for (const auto& step_loads : *steps)
       for (const auto& layer : step_loads) wire.insert(wire.end(), layer.begin(), layer.end());
   wire.insert(wire.end(), {in.cost.seconds_per_copy, in.cost.fixed_seconds, in.cost.bandwidth, in.cost.migration_bandwidth,
-                           in.cost.realized_gain, in.cost.reduce_bandwidth, in.cost.seconds_per_held_expert});
+                           in.cost.realized_gain, in.cost.reduce_bandwidth, in.cost.seconds_per_held_expert,
+                           in.last_change_slowdown});
   world.broadcast(wire, 0);
   std::size_t at = 0;
   for (auto& layer : in.loads)
@@ -116,6 +118,7 @@ void broadcast_measurements(ProcessGroup& world, PlannerInput& in) {
   in.cost.realized_gain = wire[at++];
   in.cost.reduce_bandwidth = wire[at++];
   in.cost.seconds_per_held_expert = wire[at++];
+  in.last_change_slowdown = wire[at++];
 }
 }  // namespace
 
@@ -139,13 +142,17 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
       cost_.migrated(achieved);
     }
     ++rebalances_;
-    // Measured over the next few steps: how much of the predicted saving the change achieved.
-    cost_.placement_changed(decision.before.step_seconds, decision.after.step_seconds,
-                            static_cast<int>(std::min<std::int64_t>(5, config_.balance.interval)));
+    if (decision.reverted) {
+      cost_.reverted();
+    } else {  // measured over the next few steps: how much of the predicted saving the change achieved
+      cost_.placement_changed(in.current, decision.before.step_seconds, decision.after.step_seconds,
+                              static_cast<int>(std::min<std::int64_t>(5, config_.balance.interval)));
+    }
     last_change_step_ = step;
   }
   nlohmann::json event = {{"event", "rebalance"}, {"step", step}, {"policy", balance_policy_name(policy_)},
                           {"chosen", balance_policy_name(decision.chosen)}, {"applied", decision.apply},
+                          {"reverted", decision.reverted}, {"last_change_slowdown", in.last_change_slowdown},
                           {"reason", decision.reason}, {"old_placement", placements_json(in.current)},
                           {"new_placement", placements_json(decision.placements)},
                           {"predicted_step_ms_before", 1000 * decision.before.step_seconds},
@@ -161,7 +168,7 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
   if (decision.apply) {
     log_.message(fmt::format("rebalance at step {} ({}): imbalance {:.2f} -> {:.2f} predicted, step {:.1f} -> {:.1f} ms "
                              "predicted, {} moved",
-                             step, balance_policy_name(decision.chosen), decision.before.imbalance,
+                             step, decision.reverted ? "back: the last change measured slower" : balance_policy_name(decision.chosen), decision.before.imbalance,
                              decision.after.imbalance, 1000 * decision.before.step_seconds,
                              1000 * decision.after.step_seconds, human_bytes(decision.migrate_bytes)));
   }

@@ -134,4 +134,41 @@ TEST(AdaptiveTraining, PlannerDecisionsForEveryPolicyKeepTheMath) {
   }
 }
 
+// A change the planner predicted to save whose passes then measured slower is undone at the
+// next decision, on every rank alike: rank 0's measurement decides, and here rank 1's says the
+// change saved. The step times are the test's (1 ms before the change; after it 3 ms on rank 0,
+// 0.5 ms elsewhere); the training is real, and its math unchanged.
+TEST(AdaptiveTraining, AChangeMeasuredSlowerOnRankZeroIsUndoneOnEveryRank) {
+  auto w = world();
+  if (w->size() == 1) GTEST_SKIP() << "placements need ep > 1";
+  Config c = tiny(w->size(), "migrate");
+  c.balance.force = false;
+  c.balance.min_gain = 0.05;
+  TestDevice dev;
+  Trainer trainer(c, *w, dev, "");
+  AdaptiveRun run;
+  std::vector<Placement> before_change;
+  std::int64_t changed_at = 0, reverted_at = 0;
+  for (std::int64_t step = 1; step <= c.train.steps; ++step) {
+    StepResult s = trainer.train_step(step);
+    run.losses.push_back(s.loss);
+    if (reverted_at == 0) s.step_ms = s.passes_ms = changed_at == 0 ? 1.0 : (w->rank() == 0 ? 3.0 : 0.5);
+    const std::vector<Placement> before = trainer.placements();
+    if (!trainer.maybe_rebalance(step, s)) continue;
+    ++run.changes;
+    if (changed_at == 0) {
+      changed_at = step;
+      before_change = before;
+    } else if (reverted_at == 0) {
+      reverted_at = step;
+      EXPECT_EQ(trainer.placements(), before_change) << "not back to the placement before the change";
+    }
+  }
+  ASSERT_GT(changed_at, 0) << "the planner never changed the placement: the test would prove nothing";
+  EXPECT_EQ(reverted_at, changed_at + c.balance.interval) << "undone at the next decision";
+  for (Parameter* p : trainer.parameters().all()) run.params[p->name] = p->value.to_host();
+  for (Buffer* b : trainer.parameters().buffers()) run.params[b->name] = b->value.to_host();
+  expect_same_training(run, reference());
+}
+
 }  // namespace moerun::test

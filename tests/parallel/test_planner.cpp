@@ -436,6 +436,45 @@ TEST(Planner, AShortIntervalTakesTheCheapCandidateWhenRepackingDoesNotPay) {
   EXPECT_LT(d.migrate_bytes, migration_bytes(in.current, {plan_replicate(in.loads[0], in.current[0], in.max_experts_per_rank)}, in.cost) / 4);
 }
 
+// A change the model predicted to save that measured slower passes, beyond the noise the
+// planner allows itself (min_gain), is undone at the next decision, whatever the model still
+// predicts, unless moving back costs more than the loss until the decision after.
+TEST(Planner, AChangeThatMeasuredSlowerIsUndone) {
+  PlannerInput in;
+  in.loads = {zipf(8, 1.2, 16384)};
+  in.previous = {Placement::contiguous(8, 2)};
+  in.cost = cost();
+  in.policy = BalancePolicy::Migrate;
+  in.max_experts_per_rank = 8;
+  in.interval = 10;
+  in.min_gain = 0.05;
+  in.current = {plan_migrate(in.loads[0], in.previous[0])};  // a move: going back moves state too
+  ASSERT_FALSE(in.current == in.previous);
+  const PlannerDecision modelled = plan_placement(in);
+  EXPECT_FALSE(modelled.apply) << "the model still prefers its change: " << modelled.reason;
+
+  in.last_change_slowdown = 0.08;
+  const PlannerDecision back = plan_placement(in);
+  ASSERT_TRUE(back.apply) << back.reason;
+  EXPECT_TRUE(back.reverted);
+  EXPECT_EQ(back.placements, in.previous);
+  EXPECT_EQ(back.migrate_bytes, migration_bytes(in.current, in.previous, in.cost));
+  EXPECT_GT(back.after.step_seconds, back.before.step_seconds) << "against the model's prediction";
+  EXPECT_NE(back.reason.find("8.0% slower"), std::string::npos) << back.reason;
+
+  in.last_change_slowdown = 0.04;  // within the noise: the model decides
+  EXPECT_FALSE(plan_placement(in).reverted);
+  in.last_change_slowdown = 0.08;
+  in.cost.migration_bandwidth = 1.0;  // moving back would take longer than the interval loses
+  EXPECT_FALSE(plan_placement(in).reverted);
+  in.cost.migration_bandwidth = cost().migration_bandwidth;
+  in.force = true;  // forced changes are the benchmark's, not the measurement's
+  EXPECT_FALSE(plan_placement(in).reverted);
+  in.force = false;
+  in.previous.clear();  // no way back: already reverted
+  EXPECT_FALSE(plan_placement(in).reverted);
+}
+
 // The logged planner input (log.planner_inputs) is the whole input: read back, it is the same
 // JSON and the planner decides the same; a missing field is named.
 TEST(PlannerRecord, RoundTripsExactlyAndGivesTheSameDecision) {
@@ -453,6 +492,8 @@ TEST(PlannerRecord, RoundTripsExactlyAndGivesTheSameDecision) {
   in.threshold = 1.05;
   in.interval = 7;
   in.min_gain = 0.01;
+  in.previous = {in.current[1], in.current[0]};
+  in.last_change_slowdown = 0.003;  // within min_gain: recorded, not acted on
   const nlohmann::json logged = nlohmann::json::parse(planner_input_to_json(in).dump());  // through text, as in events.jsonl
   const PlannerInput back = planner_input_from_json(logged);
   EXPECT_EQ(planner_input_to_json(back), logged);
@@ -463,9 +504,17 @@ TEST(PlannerRecord, RoundTripsExactlyAndGivesTheSameDecision) {
   EXPECT_EQ(a.before.step_seconds, b.before.step_seconds);
   EXPECT_EQ(a.after.step_seconds, b.after.step_seconds);
   EXPECT_EQ(a.persistence, b.persistence);
+  EXPECT_FALSE(b.reverted);
+  PlannerInput slower = back;  // beyond min_gain: both go back
+  slower.last_change_slowdown = in.last_change_slowdown = 0.2;
+  EXPECT_TRUE(plan_placement(in).reverted);
+  EXPECT_EQ(plan_placement(planner_input_from_json(planner_input_to_json(slower))).placements, in.previous);
   nlohmann::json older = logged;  // written before the persistence check: none is made
   older.erase("earlier_loads");
   EXPECT_TRUE(planner_input_from_json(older).earlier_loads.empty());
+  older.erase("previous");  // written before the planner could go back: it never does
+  older.erase("last_change_slowdown");
+  EXPECT_TRUE(planner_input_from_json(older).previous.empty());
   nlohmann::json broken = logged;
   broken.erase("recent_loads");
   try {

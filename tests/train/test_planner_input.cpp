@@ -22,7 +22,7 @@ TEST(CostObserver, AChangeIsMeasuredAgainstItsPredictedSaving) {
   CostObserver cost(1);  // window 1: the step-time average is the last step
   EXPECT_EQ(cost.measurements().realized_gain, 1.0);
   cost.observe(step_of(200));
-  cost.placement_changed(0.200, 0.100, 3);  // predicted: 100 ms saved per step
+  cost.placement_changed({}, 0.200, 0.100, 3);  // predicted: 100 ms saved per step
   cost.observe(step_of(190));
   cost.observe(step_of(160));
   EXPECT_FALSE(cost.take_outcome()) << "two of the three steps are in";
@@ -38,17 +38,17 @@ TEST(CostObserver, AChangeIsMeasuredAgainstItsPredictedSaving) {
 
   // A change that made the step slower counts as 0, more than predicted as 1: predictions are
   // never scaled up.
-  cost.placement_changed(0.150, 0.100, 1);
+  cost.placement_changed({}, 0.150, 0.100, 1);
   cost.observe(step_of(170));
   ASSERT_TRUE(cost.take_outcome());
   EXPECT_NEAR(cost.measurements().realized_gain, (1 + 0.4 + 0) / 3, 1e-12);
-  cost.placement_changed(0.170, 0.160, 1);
+  cost.placement_changed({}, 0.170, 0.160, 1);
   cost.observe(step_of(100));
   ASSERT_TRUE(cost.take_outcome());
   EXPECT_NEAR(cost.measurements().realized_gain, (1 + 0.4 + 0 + 1) / 4, 1e-12);
   // A run of changes that achieve nothing drives the share down.
   for (int i = 0; i < 6; ++i) {
-    cost.placement_changed(0.100, 0.050, 1);
+    cost.placement_changed({}, 0.100, 0.050, 1);
     cost.observe(step_of(100));
     ASSERT_TRUE(cost.take_outcome());
   }
@@ -61,7 +61,7 @@ TEST(CostObserver, AChangeIsMeasuredAgainstItsPredictedSaving) {
 TEST(CostObserver, AChangeIsMeasuredOnThePassesNotOnTheUpdateAfterThem) {
   CostObserver cost(1);
   cost.observe(step_of(300, 100));  // passes 200 ms
-  cost.placement_changed(0.300, 0.200, 3);  // predicted: 100 ms saved per step
+  cost.placement_changed({}, 0.300, 0.200, 3);  // predicted: 100 ms saved per step
   cost.observe(step_of(450, 300));  // passes 150; the update slowed threefold
   cost.observe(step_of(260, 100));  // passes 160
   cost.observe(step_of(480, 310));  // passes 170
@@ -72,6 +72,37 @@ TEST(CostObserver, AChangeIsMeasuredOnThePassesNotOnTheUpdateAfterThem) {
   EXPECT_DOUBLE_EQ(o->passes_before, 0.200);
   EXPECT_DOUBLE_EQ(o->passes_after, 0.160);
   EXPECT_NEAR(o->realized, 0.4, 1e-12) << "40 of the predicted 100 ms, where the step times say the step got slower";
+}
+
+// A change predicted to save whose passes measured slower reports by how much (the planner
+// goes back beyond min_gain), and keeps the placements it replaced as the way back.
+TEST(CostObserver, AChangeThatMeasuredSlowerOffersTheWayBack) {
+  const std::vector<Placement> before = {Placement::contiguous(4, 2)};
+  CostObserver cost(1);
+  cost.observe(step_of(200));
+  EXPECT_TRUE(cost.before_last_change().empty());
+  cost.placement_changed(before, 0.200, 0.100, 3);
+  EXPECT_EQ(cost.before_last_change(), before);
+  cost.observe(step_of(230));
+  cost.observe(step_of(250));
+  EXPECT_EQ(cost.measurements().last_change_slowdown, 0.0) << "not measured yet";
+  cost.observe(step_of(220));
+  ASSERT_TRUE(cost.take_outcome());
+  EXPECT_NEAR(cost.measurements().last_change_slowdown, 0.15, 1e-12);  // median 230 against 200
+  EXPECT_NEAR(cost.measurements().realized_gain, 0.5, 1e-12);
+  cost.reverted();
+  EXPECT_TRUE(cost.before_last_change().empty()) << "no way back from a way back";
+  EXPECT_EQ(cost.measurements().last_change_slowdown, 0.0);
+
+  // A faster outcome reports no slowdown; nor does a change the model did not expect to save.
+  cost.placement_changed(before, 0.200, 0.100, 1);
+  cost.observe(step_of(180));
+  ASSERT_TRUE(cost.take_outcome());
+  EXPECT_EQ(cost.measurements().last_change_slowdown, 0.0);
+  cost.placement_changed(before, 0.200, 0.200, 1);
+  cost.observe(step_of(300));
+  ASSERT_TRUE(cost.take_outcome());
+  EXPECT_EQ(cost.measurements().last_change_slowdown, 0.0);
 }
 
 TEST(CostObserver, ThePlannerExpectsOnlyTheRealizedShareOfItsPredictedGain) {
@@ -107,7 +138,7 @@ TEST(PlannerInput, EarlierStepsEndHalfAnIntervalBeforeTheRecentOnes) {
     return out;
   };
   auto input = [&] {
-    return make_planner_input(config, monitor, {Placement::contiguous(2, 2)}, CostMeasurements{.seconds_per_copy = 1e-6}, {});
+    return make_planner_input(config, monitor, {Placement::contiguous(2, 2)}, CostMeasurements{.seconds_per_copy = 1e-6}, {}, {});
   };
   for (int step = 0; step < 5; ++step) monitor.record({{double(step), 1.0}});
   EXPECT_TRUE(input().earlier_loads.empty()) << "no step before the recent ones";
@@ -121,7 +152,7 @@ TEST(PlannerInput, EarlierStepsEndHalfAnIntervalBeforeTheRecentOnes) {
   EXPECT_EQ(load_history_steps(config), 105u);
   LoadMonitor longer(1, 2, 5, load_history_steps(config));
   for (int step = 0; step < 300; ++step) longer.record({{double(step), 1.0}});
-  const PlannerInput in = make_planner_input(config, longer, {Placement::contiguous(2, 2)}, CostMeasurements{.seconds_per_copy = 1e-6}, {});
+  const PlannerInput in = make_planner_input(config, longer, {Placement::contiguous(2, 2)}, CostMeasurements{.seconds_per_copy = 1e-6}, {}, {});
   EXPECT_EQ(first_of(in.earlier_loads), (std::vector<double>{195, 196, 197, 198, 199}));
 }
 
