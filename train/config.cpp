@@ -274,7 +274,7 @@ const std::vector<Key>& keys() {
     k.push_back(float_key("balance.threshold", &C::balance, &BalanceConfig::threshold,
                           "act only when the load imbalance (max rank load / mean) exceeds this"));
     k.push_back(float_key("balance.min_gain", &C::balance, &BalanceConfig::min_gain,
-                          "act only when the step time is expected to fall (the prediction at the share past changes realized and the share that persisted) by at least this fraction (measurement noise)"));
+                          "act only when the step time is expected to fall (the prediction at the share past changes realized and the share that persisted) by at least this fraction (measurement noise); a change whose passes measured slower by more than it is undone at the next decision"));
     k.push_back(int_key("balance.max_experts_per_rank", &C::balance, &BalanceConfig::max_experts_per_rank,
                         "expert slots per rank, replicas included (memory budget); 0 = experts / ep + 1"));
     k.push_back(int_key("balance.window", &C::balance, &BalanceConfig::window, "moving-average window of expert loads (steps)"));
