@@ -69,11 +69,7 @@ SimResult simulate(const Config& config, const Hardware& hardware, const SimOpti
         s.rebalanced = true;
         ++result.rebalances;
         if (d.migrate_bytes > 0) cost.migrated(model.exchange_bandwidth());
-        if (d.reverted)
-          cost.reverted();
-        else
-          cost.placement_changed(placements, d.before.step_seconds, d.after.step_seconds,
-                                 static_cast<int>(std::min<std::int64_t>(5, config.balance.interval)));
+        cost.applied(d, placements, config.balance.interval);
         placements = d.placements;
       }
     }

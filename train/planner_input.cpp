@@ -46,19 +46,18 @@ void CostObserver::observe(const StepResult& last) {
   }
 }
 
-void CostObserver::placement_changed(std::vector<Placement> before, double predicted_before, double predicted_after,
-                                     int steps) {
-  before_last_change_ = std::move(before);
+void CostObserver::applied(const PlannerDecision& decision, std::vector<Placement> replaced, std::int64_t interval) {
   last_change_slowdown_ = 0.0;
-  pending_ = Pending{.outcome = {.predicted_before = predicted_before, .predicted_after = predicted_after,
+  if (decision.reverted) {
+    before_last_change_.clear();
+    pending_.reset();
+    return;
+  }
+  before_last_change_ = std::move(replaced);
+  pending_ = Pending{.outcome = {.predicted_before = decision.before.step_seconds,
+                                 .predicted_after = decision.after.step_seconds,
                                  .measured_before = step_seconds_avg_, .passes_before = passes_seconds_avg_},
-                     .steps = std::max(1, steps)};
-}
-
-void CostObserver::reverted() {
-  before_last_change_.clear();
-  last_change_slowdown_ = 0.0;
-  pending_.reset();
+                     .steps = static_cast<int>(std::clamp<std::int64_t>(interval, 1, 5))};
 }
 
 std::optional<ChangeOutcome> CostObserver::take_outcome() {

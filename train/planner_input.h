@@ -56,17 +56,16 @@ class CostObserver {
   void migrated(double bytes_per_second) {
     migration_bandwidth_ = migration_bandwidth_ == 0.0 ? bytes_per_second : 0.5 * (migration_bandwidth_ + bytes_per_second);
   }
-  // A placement change was applied, predicted to take the step from `before` to `after`
-  // seconds. The median passes time of the next `steps` observed steps, against their moving
-  // average when the change was made, measures how much of the predicted saving it achieved
-  // (clamped to [0, 1]). realized_gain is the mean of those shares with 1,
-  // the model's own claim, counted as one more: a single change measured in step-time noise
-  // (10% on a shared machine) cannot switch the planner off; a run of failed changes does.
-  // `before` are the placements the change replaced, kept as the way back.
-  void placement_changed(std::vector<Placement> before, double predicted_before, double predicted_after, int steps);
-  // The placements before the last change were restored because the change measured slower:
-  // nothing to measure, and no way back from a way back.
-  void reverted();
+  // The planner's decision was applied, replacing `replaced`. A change, predicted to take the
+  // step from decision.before to decision.after seconds, is measured: the median passes time
+  // of the next min(5, interval) observed steps, against their moving average when the change
+  // was made, gives the share of the predicted saving it achieved (clamped to [0, 1]), and by
+  // how much it made the passes slower, if it did. realized_gain is the mean of those shares
+  // with 1, the model's own claim, counted as one more: a single change measured in step-time
+  // noise (10% on a shared machine) cannot switch the planner off; a run of failed changes
+  // does. `replaced` is kept as the way back. A way back (decision.reverted) is not measured,
+  // and has no way back itself.
+  void applied(const PlannerDecision& decision, std::vector<Placement> replaced, std::int64_t interval);
   // The placements the last change replaced (empty: no change yet, or it was reverted).
   const std::vector<Placement>& before_last_change() const { return before_last_change_; }
   // The last change's outcome, once all of its steps are observed (then forgotten).

@@ -142,12 +142,7 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
       cost_.migrated(achieved);
     }
     ++rebalances_;
-    if (decision.reverted) {
-      cost_.reverted();
-    } else {  // measured over the next few steps: how much of the predicted saving the change achieved
-      cost_.placement_changed(in.current, decision.before.step_seconds, decision.after.step_seconds,
-                              static_cast<int>(std::min<std::int64_t>(5, config_.balance.interval)));
-    }
+    cost_.applied(decision, in.current, config_.balance.interval);
     last_change_step_ = step;
   }
   nlohmann::json event = {{"event", "rebalance"}, {"step", step}, {"policy", balance_policy_name(policy_)},

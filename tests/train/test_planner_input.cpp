@@ -16,13 +16,29 @@ StepResult step_of(double ms, double update_ms = 0.0) {
   return s;
 }
 
+// A decision that changed the placement, as the planner judged it: the step from `before` to
+// `after` seconds.
+PlannerDecision change(double before, double after) {
+  PlannerDecision d;
+  d.apply = true;
+  d.before.step_seconds = before;
+  d.after.step_seconds = after;
+  return d;
+}
+
+PlannerDecision way_back() {
+  PlannerDecision d = change(0.1, 0.2);
+  d.reverted = true;
+  return d;
+}
+
 }  // namespace
 
 TEST(CostObserver, AChangeIsMeasuredAgainstItsPredictedSaving) {
   CostObserver cost(1);  // window 1: the step-time average is the last step
   EXPECT_EQ(cost.measurements().realized_gain, 1.0);
   cost.observe(step_of(200));
-  cost.placement_changed({}, 0.200, 0.100, 3);  // predicted: 100 ms saved per step
+  cost.applied(change(0.200, 0.100), {}, 3);  // predicted: 100 ms saved per step
   cost.observe(step_of(190));
   cost.observe(step_of(160));
   EXPECT_FALSE(cost.take_outcome()) << "two of the three steps are in";
@@ -38,17 +54,17 @@ TEST(CostObserver, AChangeIsMeasuredAgainstItsPredictedSaving) {
 
   // A change that made the step slower counts as 0, more than predicted as 1: predictions are
   // never scaled up.
-  cost.placement_changed({}, 0.150, 0.100, 1);
+  cost.applied(change(0.150, 0.100), {}, 1);
   cost.observe(step_of(170));
   ASSERT_TRUE(cost.take_outcome());
   EXPECT_NEAR(cost.measurements().realized_gain, (1 + 0.4 + 0) / 3, 1e-12);
-  cost.placement_changed({}, 0.170, 0.160, 1);
+  cost.applied(change(0.170, 0.160), {}, 1);
   cost.observe(step_of(100));
   ASSERT_TRUE(cost.take_outcome());
   EXPECT_NEAR(cost.measurements().realized_gain, (1 + 0.4 + 0 + 1) / 4, 1e-12);
   // A run of changes that achieve nothing drives the share down.
   for (int i = 0; i < 6; ++i) {
-    cost.placement_changed({}, 0.100, 0.050, 1);
+    cost.applied(change(0.100, 0.050), {}, 1);
     cost.observe(step_of(100));
     ASSERT_TRUE(cost.take_outcome());
   }
@@ -61,7 +77,7 @@ TEST(CostObserver, AChangeIsMeasuredAgainstItsPredictedSaving) {
 TEST(CostObserver, AChangeIsMeasuredOnThePassesNotOnTheUpdateAfterThem) {
   CostObserver cost(1);
   cost.observe(step_of(300, 100));  // passes 200 ms
-  cost.placement_changed({}, 0.300, 0.200, 3);  // predicted: 100 ms saved per step
+  cost.applied(change(0.300, 0.200), {}, 3);  // predicted: 100 ms saved per step
   cost.observe(step_of(450, 300));  // passes 150; the update slowed threefold
   cost.observe(step_of(260, 100));  // passes 160
   cost.observe(step_of(480, 310));  // passes 170
@@ -81,7 +97,7 @@ TEST(CostObserver, AChangeThatMeasuredSlowerOffersTheWayBack) {
   CostObserver cost(1);
   cost.observe(step_of(200));
   EXPECT_TRUE(cost.before_last_change().empty());
-  cost.placement_changed(before, 0.200, 0.100, 3);
+  cost.applied(change(0.200, 0.100), before, 3);
   EXPECT_EQ(cost.before_last_change(), before);
   cost.observe(step_of(230));
   cost.observe(step_of(250));
@@ -90,19 +106,27 @@ TEST(CostObserver, AChangeThatMeasuredSlowerOffersTheWayBack) {
   ASSERT_TRUE(cost.take_outcome());
   EXPECT_NEAR(cost.measurements().last_change_slowdown, 0.15, 1e-12);  // median 230 against 200
   EXPECT_NEAR(cost.measurements().realized_gain, 0.5, 1e-12);
-  cost.reverted();
+  cost.applied(way_back(), {}, 1);
   EXPECT_TRUE(cost.before_last_change().empty()) << "no way back from a way back";
   EXPECT_EQ(cost.measurements().last_change_slowdown, 0.0);
 
   // A faster outcome reports no slowdown; nor does a change the model did not expect to save.
-  cost.placement_changed(before, 0.200, 0.100, 1);
+  cost.applied(change(0.200, 0.100), before, 1);
   cost.observe(step_of(180));
   ASSERT_TRUE(cost.take_outcome());
   EXPECT_EQ(cost.measurements().last_change_slowdown, 0.0);
-  cost.placement_changed(before, 0.200, 0.200, 1);
+  cost.applied(change(0.200, 0.200), before, 1);
   cost.observe(step_of(300));
   ASSERT_TRUE(cost.take_outcome());
   EXPECT_EQ(cost.measurements().last_change_slowdown, 0.0);
+
+  // A change is measured over min(5, interval) steps.
+  cost.applied(change(0.300, 0.200), before, 20);
+  for (int i = 0; i < 4; ++i) cost.observe(step_of(400));
+  EXPECT_FALSE(cost.take_outcome()) << "four of five steps";
+  cost.observe(step_of(400));
+  ASSERT_TRUE(cost.take_outcome());
+  EXPECT_NEAR(cost.measurements().last_change_slowdown, 1.0 / 3.0, 1e-12);  // 400 against 300
 }
 
 TEST(CostObserver, ThePlannerExpectsOnlyTheRealizedShareOfItsPredictedGain) {
