@@ -167,6 +167,10 @@ void BM_GroupedVsBig(benchmark::State& state) {
 BENCHMARK(BM_GroupedVsBig)
     ->ArgsProduct({{4096}, {32, 128, 256, 512}, {kForward, kDataGrad, kWeightGrad}, {0, 1}, {2048}})
     ->ArgNames({"total", "min_rows", "role", "bf16", "ff"})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+// Hot experts: groups of 1024-4095 rows, as a skewed router gives the few experts it favours.
+BENCHMARK(BM_GroupedVsBig)
+    ->ArgsProduct({{16384}, {1024}, {kForward, kDataGrad, kWeightGrad}, {0, 1}, {2048}})
+    ->ArgNames({"total", "min_rows", "role", "bf16", "ff"})->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 // Fine-grained experts (DeepSeek-MoE style): 2048 tokens x top-8 = 16384 copies over about 200
 // experts of 32-128 rows each, d_ff 128.
 BENCHMARK(BM_GroupedVsBig)
