@@ -108,10 +108,11 @@ void matmul(const MatmulArgs& args) {
 //    power-of-two row tiles (kMaxTileRows down to kMinTileRows), each a fixed-shape brgemm
 //    primitive, plus a runtime-M remainder under kMinTileRows rows;
 //  - bf16 forward: runtime-M is as fast for groups of up to 2047 rows, but groups of
-//    1024-4095 rows (the hot experts of a skewed router) ran at 110 GFLOP/s against 384 for the
-//    big matmul on a Zen 5 host (avx512_bf16; bench_matmul, total:16384/min_rows:1024). The
-//    runtime-M primitive is called on at most kMaxRuntimeRows rows at a time. (fp32 forward
-//    ran at 1.08x the big matmul there; tiling small groups like the data gradient cost 10-50%.)
+//    1024-4095 rows (the hot experts of a skewed router) ran at 0.29-0.68 of the big matmul
+//    (110-267 GFLOP/s against 366-395, four runs) on a Zen 5 host (avx512_bf16; bench_matmul,
+//    total:16384/min_rows:1024). The runtime-M primitive is called on at most kMaxRuntimeRows
+//    rows at a time: 0.98-0.995. (fp32 forward ran at 1.08x the big matmul there; tiling small
+//    groups like the data gradient cost 10-50%.)
 // Primitives per shape are bounded (at most 8 tiles + 1), created on first use, none after.
 namespace {
 constexpr std::int64_t kMaxTileRows = 1024;
