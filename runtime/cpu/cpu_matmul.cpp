@@ -112,7 +112,7 @@ void matmul(const MatmulArgs& args) {
 //    (110-267 GFLOP/s against 366-395, four runs) on a Zen 5 host (avx512_bf16; bench_matmul,
 //    total:16384/min_rows:1024). The runtime-M primitive is called on at most kMaxRuntimeRows
 //    rows at a time: 0.98-0.995. (fp32 forward ran at 1.08x the big matmul there; tiling small
-//    groups like the data gradient cost 10-50%.)
+//    groups like the data gradient cost 7-36%.)
 // Primitives per shape are bounded (at most 8 tiles + 1), created on first use, none after.
 namespace {
 constexpr std::int64_t kMaxTileRows = 1024;

@@ -38,6 +38,12 @@ struct AdaptiveRun : RunResult {
   bool moved_all = false;    // some placement moved every expert off its first rank
 };
 
+// Every parameter and buffer this rank holds at the end (replicas included), for expect_same_training.
+void keep_final_state(Trainer& trainer, AdaptiveRun& run) {
+  for (Parameter* p : trainer.parameters().all()) run.params[p->name] = p->value.to_host();
+  for (Buffer* b : trainer.parameters().buffers()) run.params[b->name] = b->value.to_host();
+}
+
 using PlacementHook = std::function<std::optional<std::vector<Placement>>(std::int64_t step, const Trainer&)>;
 
 AdaptiveRun train(const Config& c, ProcessGroup& group, const PlacementHook& forced = nullptr) {
@@ -65,8 +71,7 @@ AdaptiveRun train(const Config& c, ProcessGroup& group, const PlacementHook& for
       r.moved_all = r.moved_all || all_moved;
     }
   }
-  for (Parameter* p : trainer.parameters().all()) r.params[p->name] = p->value.to_host();
-  for (Buffer* b : trainer.parameters().buffers()) r.params[b->name] = b->value.to_host();
+  keep_final_state(trainer, r);
   return r;
 }
 
@@ -166,8 +171,7 @@ TEST(AdaptiveTraining, AChangeMeasuredSlowerOnRankZeroIsUndoneOnEveryRank) {
   }
   ASSERT_GT(changed_at, 0) << "the planner never changed the placement: the test would prove nothing";
   EXPECT_EQ(reverted_at, changed_at + c.balance.interval) << "undone at the next decision";
-  for (Parameter* p : trainer.parameters().all()) run.params[p->name] = p->value.to_host();
-  for (Buffer* b : trainer.parameters().buffers()) run.params[b->name] = b->value.to_host();
+  keep_final_state(trainer, run);
   expect_same_training(run, reference());
 }
 
