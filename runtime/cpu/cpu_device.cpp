@@ -4,11 +4,15 @@
 #include <cstring>
 
 #include "runtime/cpu/cpu_precision.h"
+#include "runtime/cpu/host_memory.h"
 #include "runtime/error.h"
 
 namespace moerun {
 
-CpuDevice::CpuDevice() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) { register_cpu_kernels(table_); }
+CpuDevice::CpuDevice() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+  cpu::keep_freed_host_memory();
+  register_cpu_kernels(table_);
+}
 
 std::string CpuDevice::dtype_path(DType dtype) const { return dtype == DType::BF16 ? cpu::bf16_path() : "native"; }
 
@@ -38,7 +42,7 @@ std::size_t size_class(std::size_t bytes) {
 
 void CpuDevice::release_cached() {
   for (auto& [size, blocks] : free_blocks_)
-    for (void* p : blocks) std::free(p);
+    for (void* p : blocks) cpu::free_host_block(p, size);
   free_blocks_.clear();
   cached_bytes_ = 0;
 }
@@ -55,25 +59,33 @@ void* CpuDevice::scratch(std::size_t bytes) {
 
 void* CpuDevice::do_allocate(std::size_t bytes) {
   const std::size_t cls = size_class(bytes);
-  auto it = free_blocks_.find(cls);
-  if (it != free_blocks_.end() && !it->second.empty()) {
+  // The smallest cached block that fits, unless it is more than kMaxReuseFactor times the
+  // request's class (then a small buffer would hold memory a large one needs later).
+  auto it = free_blocks_.lower_bound(cls);
+  if (it != free_blocks_.end() && it->first <= cls * kMaxReuseFactor) {
+    const std::size_t block = it->first;
     void* p = it->second.back();
     it->second.pop_back();
-    cached_bytes_ -= cls;
+    if (it->second.empty()) free_blocks_.erase(it);
+    cached_bytes_ -= block;
+    block_bytes_.emplace(p, block);
     return p;
   }
-  void* p = std::aligned_alloc(kAlignment, cls);
+  void* p = cpu::allocate_host_block(cls);
   if (p == nullptr && cached_bytes_ > 0) {  // out of memory: give the cache back and retry once
     release_cached();
-    p = std::aligned_alloc(kAlignment, cls);
+    p = cpu::allocate_host_block(cls);
   }
+  if (p != nullptr) ++blocks_created_;
+  if (p != nullptr) block_bytes_.emplace(p, cls);
   return p;
 }
 
-void CpuDevice::do_deallocate(void* ptr, std::size_t bytes) {
-  const std::size_t cls = size_class(bytes);
-  free_blocks_[cls].push_back(ptr);
-  cached_bytes_ += cls;
+void CpuDevice::do_deallocate(void* ptr, std::size_t) {
+  auto block = block_bytes_.extract(ptr);
+  MOERUN_CHECK(!block.empty(), RuntimeError, "[cpu device] deallocate: {} was not allocated here", ptr);
+  free_blocks_[block.mapped()].push_back(ptr);
+  cached_bytes_ += block.mapped();
 }
 
 void CpuDevice::do_copy(void* dst, const void* src, std::size_t bytes, CopyKind) { std::memmove(dst, src, bytes); }

@@ -7,12 +7,17 @@
 // Block cache: training frees and re-allocates the same activation buffers every
 // micro-batch; handing them back to malloc made the kernel zero fresh pages each time (a
 // third of a step's time was system time). Freed blocks are kept per size class (four
-// classes per power of two, at most 25% slack) and reused; the cache never holds more than
-// the peak in-use bytes of a class, and release_cached() returns it all.
+// classes per power of two, at most 25% slack) and reused best-fit: a request takes the
+// smallest cached block of its class or larger, up to kMaxReuseFactor times its class. Exact
+// classes alone were not enough: expert buffers change size with the routing every step, and
+// each new class was fresh memory (20-180 MB of new blocks a step at Zipf 1.2, docs/
+// performance.md). Blocks come from host_memory.h (large ones as huge pages);
+// release_cached() returns the cache.
 #pragma once
 
 #include <dnnl.hpp>
 
+#include <map>
 #include <unordered_map>
 #include <vector>
 
@@ -41,6 +46,8 @@ class CpuDevice : public Device {
   // Valid until the next scratch() call; kernels use it for temporaries.
   void* scratch(std::size_t bytes);
   std::size_t cached_bytes() const { return cached_bytes_; }
+  // Blocks taken from the host so far (the rest of the allocations reused a cached block).
+  std::int64_t blocks_created() const { return blocks_created_; }
   void release_cached();
 
  protected:
@@ -59,8 +66,11 @@ class CpuDevice : public Device {
   KernelTable table_;
   void* scratch_ = nullptr;
   std::size_t scratch_bytes_ = 0;
-  std::unordered_map<std::size_t, std::vector<void*>> free_blocks_;  // size class -> blocks
+  static constexpr std::size_t kMaxReuseFactor = 2;
+  std::map<std::size_t, std::vector<void*>> free_blocks_;  // size class -> free blocks (none empty)
+  std::unordered_map<void*, std::size_t> block_bytes_;    // block handed out -> its size class
   std::size_t cached_bytes_ = 0;
+  std::int64_t blocks_created_ = 0;
 };
 
 // The CpuDevice a tensor lives on (backend kernels only).
