@@ -76,8 +76,10 @@ void* CpuDevice::do_allocate(std::size_t bytes) {
     release_cached();
     p = cpu::allocate_host_block(cls);
   }
-  if (p != nullptr) ++blocks_created_;
-  if (p != nullptr) block_bytes_.emplace(p, cls);
+  if (p != nullptr) {
+    ++blocks_created_;
+    block_bytes_.emplace(p, cls);
+  }
   return p;
 }
 

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #endif
 
+#include "runtime/device.h"
+
 namespace moerun::cpu {
 namespace {
 
@@ -33,8 +35,7 @@ void* map_huge_aligned(std::size_t bytes) {
   const auto start = reinterpret_cast<std::uintptr_t>(raw);
   const auto aligned = round_up(start, kHugePageBytes);
   if (aligned > start) munmap(raw, aligned - start);
-  const std::size_t tail = start + length + kHugePageBytes - (aligned + length);
-  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + length), tail);
+  munmap(reinterpret_cast<void*>(aligned + length), start + kHugePageBytes - aligned);  // never empty
   auto* block = reinterpret_cast<void*>(aligned);
   madvise(block, length, MADV_HUGEPAGE);  // advice only: without THP the block has small pages
   return block;
@@ -47,7 +48,7 @@ void* allocate_host_block(std::size_t bytes) {
 #ifdef __linux__
   if (bytes >= kHugePageBytes) return map_huge_aligned(bytes);
 #endif
-  return std::aligned_alloc(64, bytes);
+  return std::aligned_alloc(Device::kAlignment, bytes);
 }
 
 void free_host_block(void* block, std::size_t bytes) {

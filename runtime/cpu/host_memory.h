@@ -1,9 +1,9 @@
 // Host memory for the CPU backend: where its blocks come from, and how the process keeps
 // memory it freed. On the Zen 5 VM of docs/performance.md the first touch of a fresh 4 KiB page
 // cost 13.7 us (64 MiB: 223 ms), while writing the same memory again took 2.6 ms; advised
-// as transparent huge pages, the same first touch took 4.3 ms. Memory handed back to the OS
-// is fresh again at its next use, so the backend keeps what it freed and maps large blocks
-// as huge pages.
+// as transparent huge pages, a first touch took 4.3 ms (140 ms the first time the VM's host
+// backed that memory). Memory handed back to the OS is fresh again at its next use, so the
+// backend keeps what it freed and maps large blocks as huge pages.
 #pragma once
 
 #include <cstddef>
@@ -14,7 +14,8 @@ namespace moerun::cpu {
 // pages (where the kernel offers them: THP `always` or `madvise`; with `never` they stay 4 KiB).
 inline constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;
 
-// A block of `bytes` (a multiple of 64) aligned to 64 bytes, or nullptr when out of memory.
+// A block of `bytes` (a multiple of Device::kAlignment) aligned to it, or nullptr when out of
+// memory.
 void* allocate_host_block(std::size_t bytes);
 // Returns a block of allocate_host_block(bytes) to the OS.
 void free_host_block(void* block, std::size_t bytes);
