@@ -433,6 +433,27 @@ double persisting_share(const PlannerInput& in, const Choice& now) {
   return std::clamp(kept / std::max(promised, available), 0.0, 1.0);
 }
 
+// The static layout (Placement::contiguous, what policy none keeps) for every layer, as a
+// candidate. It is fitted to no loads, and neither is the current placement fitted to the
+// recent steps it is judged on (it was fitted an interval or more ago): judged on them, its
+// saving over the current placement is what the next steps can expect, with no persistence
+// discount. When loads move after a change, the placement fitted to the old loads can become
+// worse than never having changed; this is the way back for that case, which the measured way
+// back (the steps right after a change) cannot see.
+Choice home_candidate(const PlannerInput& in, double judged_current) {
+  Plan plan;
+  for (const Placement& now : in.current) plan.push_back(Placement::contiguous(now.experts(), now.ep_size()));
+  const double judged = judged_step_seconds(in.loads, in.recent_loads, plan, in.cost);
+  const double bytes = migration_bytes(in.current, plan, in.cost);
+  return {.policy = BalancePolicy::None, .placements = std::move(plan), .judged = judged, .judged_current = judged_current,
+          .bytes = bytes};
+}
+
+// Seconds a candidate saves over `interval` steps at `share` of its judged saving, less its migration.
+double net_seconds(const PlannerInput& in, const Choice& c, double share) {
+  return (c.judged_current - c.judged) * share * in.interval - c.bytes / in.cost.migration_bandwidth;
+}
+
 std::string expected_note(const CostModel& cost, double persistence) {
   std::vector<std::string> parts;
   if (cost.realized_gain < 1.0) parts.push_back(fmt::format("the {:.0f}% past changes realized", 100 * cost.realized_gain));
@@ -470,17 +491,31 @@ PlannerDecision plan_placement(const PlannerInput& in) {
       return d;
     }
   }
-  if (!in.force && d.before.imbalance <= in.threshold) {
+  const double judged_current = judged_step_seconds(in.loads, in.recent_loads, in.current, in.cost);
+  const Choice home = home_candidate(in, judged_current);
+  const bool balanced = d.before.imbalance <= in.threshold;
+  // The fitted candidate at the share past changes realized; chosen again when less of a fitted
+  // saving persists (fewer steps' saving: the cheaper changes win). Below the threshold only
+  // the static layout is a candidate (a held replica's upkeep can outlast its imbalance).
+  Choice best{.policy = BalancePolicy::None, .placements = in.current, .judged = judged_current,
+              .judged_current = judged_current, .bytes = 0.0};
+  double share = in.cost.realized_gain;
+  if (in.force || !balanced) {
+    const Fitted fitted = fit(in, in.loads, in.recent_loads);
+    best = best_candidate(in, fitted, in.cost.realized_gain);
+    d.persistence = persisting_share(in, best);
+    share = in.cost.realized_gain * d.persistence;
+    if (d.persistence < 1.0) best = best_candidate(in, fitted, share);
+  }
+  if (!in.force && home.placements != in.current && net_seconds(in, home, in.cost.realized_gain) > net_seconds(in, best, share)) {
+    best = home;
+    d.persistence = 1.0;  // fitted to no loads: nothing to discount
+    share = in.cost.realized_gain;
+    d.home = true;
+  } else if (!in.force && balanced) {
     d.reason = fmt::format("imbalance {:.3f} <= threshold {:.3f}", d.before.imbalance, in.threshold);
     return d;
   }
-  // The candidate at the share past changes realized; chosen again when less of a fitted
-  // saving persists (fewer steps' saving: the cheaper changes win).
-  const Fitted fitted = fit(in, in.loads, in.recent_loads);
-  Choice best = best_candidate(in, fitted, in.cost.realized_gain);
-  d.persistence = persisting_share(in, best);
-  const double share = in.cost.realized_gain * d.persistence;
-  if (d.persistence < 1.0) best = best_candidate(in, fitted, share);
   d.chosen = best.policy;
   d.after = predict(in.loads, best.placements, in.cost);
   d.placements = std::move(best.placements);
@@ -504,6 +539,11 @@ PlannerDecision plan_placement(const PlannerInput& in) {
   } else if (!in.force && d.gain_seconds <= d.migrate_seconds) {
     d.reason = fmt::format("predicted gain {:.4f} s over {} steps{} does not pay for migrating {:.0f} bytes ({:.4f} s)",
                            d.gain_seconds, in.interval, expected_note(in.cost, d.persistence), d.migrate_bytes, d.migrate_seconds);
+  } else if (d.home) {
+    d.apply = true;
+    d.reason = fmt::format("back to the static layout: on the last {} steps it beats the current placement (fitted to "
+                           "loads that have since moved) and the best fitted one; predicted gain {:.4f} s{} > migration {:.4f} s",
+                           in.recent_loads.size(), d.gain_seconds, expected_note(in.cost, d.persistence), d.migrate_seconds);
   } else {
     d.apply = true;
     d.reason = in.force ? "forced"

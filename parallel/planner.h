@@ -99,6 +99,10 @@ struct PlannerInput {
 struct PlannerDecision {
   bool apply = false;
   bool reverted = false;  // back to PlannerInput::previous: the last change measured slower
+  // The candidate is the static layout (Placement::contiguous): judged on the recent steps it
+  // beats both the current placement and the best fitted one, with no persistence discount
+  // (fitted to no loads). The change is measured, with a way back, like any other.
+  bool home = false;
   BalancePolicy chosen = BalancePolicy::None;
   std::vector<Placement> placements;  // the new placements when apply, else the current ones
   Prediction before, after;

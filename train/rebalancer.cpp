@@ -147,7 +147,7 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
   }
   nlohmann::json event = {{"event", "rebalance"}, {"step", step}, {"policy", balance_policy_name(policy_)},
                           {"chosen", balance_policy_name(decision.chosen)}, {"applied", decision.apply},
-                          {"reverted", decision.reverted}, {"last_change_slowdown", in.last_change_slowdown},
+                          {"reverted", decision.reverted}, {"home", decision.home}, {"last_change_slowdown", in.last_change_slowdown},
                           {"reason", decision.reason}, {"old_placement", placements_json(in.current)},
                           {"new_placement", placements_json(decision.placements)},
                           {"predicted_step_ms_before", 1000 * decision.before.step_seconds},
@@ -163,7 +163,10 @@ bool Rebalancer::after_step(std::int64_t step, const StepResult& last, const std
   if (decision.apply) {
     log_.message(fmt::format("rebalance at step {} ({}): imbalance {:.2f} -> {:.2f} predicted, step {:.1f} -> {:.1f} ms "
                              "predicted, {} moved",
-                             step, decision.reverted ? "back: the last change measured slower" : balance_policy_name(decision.chosen), decision.before.imbalance,
+                             step,
+                             decision.reverted ? "back: the last change measured slower"
+                             : decision.home   ? "home: the static layout beats the fitted placements now"
+                                               : balance_policy_name(decision.chosen), decision.before.imbalance,
                              decision.after.imbalance, 1000 * decision.before.step_seconds,
                              1000 * decision.after.step_seconds, human_bytes(decision.migrate_bytes)));
   }

@@ -365,6 +365,71 @@ TEST(Planner, ASkewThatPersistsKeepsMostOfItsExpectedGain) {
 }
 
 
+// The placement was fitted when experts 0 and 1 were hot (it swapped 1 with 4, parting them),
+// and the router has since moved its heat from 1 to 4, which that placement puts beside 0 on
+// rank 0: 8000 copies against 4000. The static layout (what policy none runs) balances the
+// recent steps. A re-fit is discounted as chasing (the placement fitted to the earlier steps
+// saves nothing on the recent ones), the static layout is not (fitted to no loads): the planner
+// goes home, and says so.
+TEST(Planner, APlacementOvertakenByTheLoadsGoesBackToTheStaticLayout) {
+  auto steps = [](int hot_a, int hot_b, int seed) {
+    std::vector<std::vector<std::vector<double>>> out;
+    for (int step = 0; step < 5; ++step) {
+      std::vector<double> loads(8);
+      for (int e = 0; e < 8; ++e)
+        loads[static_cast<std::size_t>(e)] = (e == hot_a || e == hot_b ? 3000.0 : 1000.0) * (1.0 + 0.05 * std::sin(double(seed * 40 + step * 8 + e)));
+      out.push_back({loads});
+    }
+    return out;
+  };
+  PlannerInput in = skewed_input(steps(0, 1, 1), steps(0, 4, 2));
+  in.interval = 10;
+  const Placement fitted_to_0_and_1(2, {{{0, 1}}, {{1, 1}}, {{0, 1}}, {{0, 1}}, {{0, 1}}, {{1, 1}}, {{1, 1}}, {{1, 1}}});
+  in.current = {fitted_to_0_and_1};
+  const PlannerDecision d = plan_placement(in);
+  ASSERT_TRUE(d.apply) << d.reason;
+  EXPECT_TRUE(d.home);
+  EXPECT_FALSE(d.reverted);
+  EXPECT_EQ(d.placements[0], Placement::contiguous(8, 2)) << d.placements[0].describe();
+  EXPECT_EQ(d.chosen, BalancePolicy::None);
+  EXPECT_EQ(d.persistence, 1.0);
+  EXPECT_NEAR(d.gain_seconds, (d.before.step_seconds - d.after.step_seconds) * in.cost.realized_gain * in.interval, 1e-12);
+  EXPECT_NE(d.reason.find("static layout"), std::string::npos) << d.reason;
+  // While experts 0 and 1 stay hot, the held placement beats the static layout: it stays.
+  in.earlier_loads = steps(0, 1, 3);
+  in.recent_loads = steps(0, 1, 2);
+  in.loads = in.recent_loads.back();
+  const PlannerDecision kept = plan_placement(in);
+  EXPECT_FALSE(kept.home) << kept.reason;
+  EXPECT_FALSE(kept.apply) << kept.reason;
+}
+
+// Replicas bought for an imbalance that has gone (experts 0 and 4 on both ranks): the loads are even (below balance.threshold,
+// where no fitted candidate is tried), yet each replica's upkeep (its holder's fixed work and
+// the sum of its gradient over replicas) is still paid every step. The static layout, with no
+// replicas, is the way back.
+TEST(Planner, ReplicasKeptAfterTheirImbalanceWentAreDropped) {
+  PlannerInput in = skewed_input({}, noisy_steps(8, 1));
+  in.loads = in.recent_loads.back();
+  in.cost.seconds_per_held_expert = 20e-3;
+  in.cost.replica_grad_bytes = 25e6;
+  in.cost.fixed_seconds = 0.0;
+  std::vector<std::vector<Replica>> replicas;
+  for (int e = 0; e < 8; ++e) replicas.push_back(e % 4 == 0 ? std::vector<Replica>{{0, 1}, {1, 1}} : std::vector<Replica>{{e / 4, 1}});
+  in.current = {Placement(2, replicas)};
+  const PlannerDecision d = plan_placement(in);
+  ASSERT_LE(d.before.imbalance, in.threshold);
+  ASSERT_TRUE(d.apply) << d.reason;
+  EXPECT_TRUE(d.home);
+  EXPECT_EQ(d.placements[0], Placement::contiguous(8, 2));
+  // Without upkeep the replicas cost nothing: nothing to gain, and the threshold says why.
+  in.cost.seconds_per_held_expert = 0.0;
+  in.cost.replica_grad_bytes = 0.0;
+  const PlannerDecision free = plan_placement(in);
+  EXPECT_FALSE(free.apply);
+  EXPECT_NE(free.reason.find("threshold"), std::string::npos) << free.reason;
+}
+
 // balance.min_gain applies to the saving expected, not the one predicted: a change predicted
 // to save a fraction f of the step, of which half is expected to be realized, is refused at
 // min_gain 0.75 f (it passed when the gate looked at the raw prediction) and made at 0.25 f.
