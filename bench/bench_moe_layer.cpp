@@ -2,12 +2,17 @@
 // with capacity, dispatch over the expert-parallel group (ep = world), expert FFNs, combine,
 // MSE-style output gradient, backward, gradient sync, AdamW. Run under mpirun -np 1 or 2.
 //
-//   mpirun -np 2 bench_moe_layer [tokens_per_rank] [steps] [fp32|bf16]
+//   mpirun -np 2 bench_moe_layer [tokens_per_rank] [steps] [fp32|bf16] [contiguous|interleaved]
+//
+// interleaved puts expert e on rank e % ranks, as a rebalanced placement does: its owners are
+// not in expert order, so the rows each rank sends are regrouped by destination rank
+// (DispatchPlan::send_order). Its step against contiguous's is what that costs.
 //
 // bf16 is train.precision = bf16: the layer's input, the exchange and the experts in bf16,
 // fp32 master weights, AdamW and output (refreshing the bf16 weight copies is in the step).
 //
-// Prints (rank 0): median step time split into expert compute / all-to-all / other,
+// Prints (rank 0): median step time split into expert compute / all-to-all / other, the row
+// gathers (calls and ms a step: the layer's own and any regrouping),
 // tokens/s, useful expert GFLOP/s per rank against a oneDNN matmul of the same shape, the
 // all-to-all's bandwidth against plain MPI_Alltoall of the same volume, and a check that the
 // bytes sent equal the token-copies that crossed ranks x d_model x the dtype's size.
@@ -74,6 +79,7 @@ int main(int argc, char** argv) {
   const std::int64_t tokens = argc > 1 ? std::atoll(argv[1]) : 4096;
   const int steps = argc > 2 ? std::atoi(argv[2]) : 10;
   const DType dtype = argc > 3 && std::string(argv[3]) == "bf16" ? DType::BF16 : DType::F32;
+  const bool interleaved = argc > 4 && std::string(argv[4]) == "interleaved";
   if (std::getenv("OMP_NUM_THREADS") == nullptr) omp_set_num_threads(std::max(1, omp_get_num_procs() / p));
 
   ModelConfig config;
@@ -87,7 +93,9 @@ int main(int argc, char** argv) {
   config.validate();
   CpuDevice dev;
   ParameterStore params(dev, 1, config.init_std, dtype);
-  AllToAllDispatcher dispatcher(*world, Placement::contiguous(static_cast<int>(config.experts), p));
+  std::vector<std::vector<Replica>> owners;
+  for (int e = 0; e < static_cast<int>(config.experts); ++e) owners.push_back({{e % p, 1}});
+  AllToAllDispatcher dispatcher(*world, interleaved ? Placement(p, owners) : Placement::contiguous(static_cast<int>(config.experts), p));
   Readout readout(dev);  // the layer adds its counts and losses there; this benchmark does not read them
   MoeLayer layer(params, config, 0, dispatcher, readout);
   std::vector<Parameter*> ordered = params.all();
@@ -103,7 +111,8 @@ int main(int argc, char** argv) {
   Tensor target = random_tensor(dev, {tokens, config.d_model}, 200 + rank, 0.1f);
 
   KernelProfile profile;
-  std::vector<double> step_s, a2a_s, expert_s;
+  std::vector<double> step_s, a2a_s, expert_s, gather_s;
+  std::int64_t gathers = 0;
   std::int64_t bytes = 0, expected_bytes = 0, received_rows = 0;
   for (int it = 0; it < steps + 3; ++it) {
     const bool timed = it >= 3;
@@ -136,6 +145,9 @@ int main(int argc, char** argv) {
     for (const auto& [name, t] : profile.entries())
       if (name == "grouped_matmul" || name.rfind("activation", 0) == 0) e += t.seconds;
     expert_s.push_back(e);
+    const auto gather = profile.entries().find("gather_rows");
+    gather_s.push_back(gather == profile.entries().end() ? 0.0 : gather->second.seconds);
+    gathers = gather == profile.entries().end() ? 0 : gather->second.calls;
     bytes = st.bytes_sent;
     // Token-copies that crossed ranks: sent in dispatch plus returned in combine, forward and
     // backward each. The layer's routing of this step tells which.
@@ -175,6 +187,8 @@ int main(int argc, char** argv) {
     fmt::print("step {:.1f} ms (median of {}) = expert compute {:.1f} + all-to-all {:.1f} + other {:.1f} ms\n", 1e3 * step,
                steps, 1e3 * expert, 1e3 * a2a, 1e3 * (step - expert - a2a));
     fmt::print("tokens/s: {:.0f} in all, {:.0f} per rank\n", double(tokens * p) / step, double(tokens) / step);
+    fmt::print("placement {}: {} row gathers a step, {:.2f} ms\n", dispatcher.placement().describe(), gathers,
+               1e3 * median(gather_s));
     fmt::print("useful expert GFLOP/s per rank: {:.1f} vs oneDNN matmul [{} x {}] x [{} x {}] now {:.1f} -> {:.0f}%\n",
                expert_flops / expert * 1e-9, rows, config.d_model, config.d_model, config.d_ff, matmul_rate,
                100.0 * expert_flops / expert * 1e-9 / matmul_rate);

@@ -110,6 +110,17 @@ void MoeLayer::plan_dynamic_exchange(const Tensor& counts) {
     used.copy_from(t->rows(0, total));
     *t = std::move(used);
   }
+  if (dispatch_.send_order.empty()) return;
+  // Rows are gathered, exchanged and scattered back through these indices: in the plan's send
+  // order they lay the rows out for the exchange as they are gathered (no copy to regroup them).
+  const Tensor order = Tensor::from_host(counts.device(), {total}, dispatch_.send_order);
+  for (Tensor* t : {&token_of_row_, &gate_of_row_}) {
+    Tensor sent(t->device(), {total}, DType::I32);
+    const Tensor sorted = t->reshaped({total, 1});
+    Tensor sent_rows = sent.reshaped({total, 1});
+    kernels::gather_rows({.src = &sorted, .index = &order, .dst = &sent_rows});
+    *t = std::move(sent);
+  }
 }
 
 MoeStats MoeLayer::stats() const {

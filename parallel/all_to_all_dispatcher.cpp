@@ -86,6 +86,7 @@ DispatchPlan AllToAllDispatcher::plan(std::span<const std::int64_t> rows_per_exp
   plan.rows_received = std::accumulate(plan.recv_per_rank.begin(), plan.recv_per_rank.end(), std::int64_t{0});
   plan.rows_sent_remote = std::accumulate(plan.send_per_rank.begin(), plan.send_per_rank.end(), std::int64_t{0}) -
                           plan.send_per_rank[static_cast<std::size_t>(me)];
+  if (!placement_.rank_contiguous()) plan.send_order = by_rank_order(plan);
   stats_.seconds += std::chrono::duration<double>(Clock::now() - start).count();
   return plan;
 }
@@ -150,10 +151,9 @@ void AllToAllDispatcher::exchange(const Tensor& send, std::span<const std::int64
 
 Tensor AllToAllDispatcher::dispatch(const DispatchPlan& plan, const Tensor& rows) {
   const trace::Scope span("all-to-all", "dispatch");
-  Tensor by_rank = placement_.rank_contiguous() ? rows.view() : permute(rows, by_rank_order(plan));
   Tensor received(rows.device(), {plan.rows_received, rows.dim(1)}, rows.dtype());  // [source][local expert]
   const auto p = static_cast<std::size_t>(group_.size());
-  exchange(by_rank, plan.send_per_rank, received, plan.recv_per_rank, [&](int s, int r) {
+  exchange(rows, plan.send_per_rank, received, plan.recv_per_rank, [&](int s, int r) {
     return plan.rank_matrix[static_cast<std::size_t>(s) * p + static_cast<std::size_t>(r)];
   });
   if (group_.size() == 1 || local_.size() <= 1) return received;  // already grouped by expert
@@ -169,8 +169,7 @@ Tensor AllToAllDispatcher::combine(const DispatchPlan& plan, const Tensor& rows)
   exchange(by_source, plan.recv_per_rank, back, plan.send_per_rank, [&](int s, int r) {  // the reverse routes
     return plan.rank_matrix[static_cast<std::size_t>(r) * p + static_cast<std::size_t>(s)];
   });
-  if (placement_.rank_contiguous()) return back;
-  return permute(back, inverse(by_rank_order(plan)));
+  return back;
 }
 
 Tensor AllToAllDispatcher::exchange_equal(const Tensor& send) {

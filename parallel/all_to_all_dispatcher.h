@@ -49,7 +49,7 @@ class AllToAllDispatcher final : public TokenDispatcher {
  private:
   // Rows in [source rank][local expert] order <-> rows in [local expert][source rank] order.
   std::vector<std::int32_t> by_expert_order(const DispatchPlan& plan) const;
-  // Rows sorted by expert id -> rows sorted by (destination rank, expert id).
+  // Rows sorted by expert id -> rows sorted by (destination rank, expert id): the send order.
   std::vector<std::int32_t> by_rank_order(const DispatchPlan& plan) const;
   // The payload exchange: `send` blocks per rank (send_rows[r] rows), into `recv`; the own
   // block is copied on the device.

@@ -1,7 +1,8 @@
 // TokenDispatcher: the narrow interface through which an MoE layer sends its token-copies to
-// the ranks that hold their experts and gets the results back. The layer hands over rows
-// sorted by global expert id with a count per expert; the dispatcher returns rows grouped by
-// the experts hosted on this rank. The same plan serves the forward and the backward pass
+// the ranks that hold their experts and gets the results back. The layer gives a count per
+// global expert; the plan says in which order it hands the rows over (sorted by expert id,
+// regrouped by destination rank when the placement needs it: DispatchPlan::send_order), and
+// the dispatcher returns rows grouped by the experts hosted on this rank. The same plan serves the forward and the backward pass
 // (gradients travel along the same routes).
 //
 // The dispatcher holds the placement it routes by: the one copy of it (the trainer reads it
@@ -55,6 +56,12 @@ struct DispatchPlan {
   std::vector<std::int64_t> rank_matrix;
   std::int64_t rows_sent_remote = 0;  // rows that crossed to another rank (for byte accounting)
   std::int64_t rows_received = 0;
+  // The order dispatch() takes rows in, as positions in the expert-sorted rows: send row i is
+  // sorted row send_order[i], each destination rank's rows together. Empty: the sorted order is
+  // the send order (one replica per expert, owners in expert order). The caller lays its rows
+  // out in this order as it gathers them (the MoE layer permutes its row indices, not the
+  // rows), so no copy of the rows regroups them.
+  std::vector<std::int32_t> send_order;
 };
 
 // Communication done by a dispatcher since the last reset (for metrics and benchmarks).
@@ -92,10 +99,10 @@ class TokenDispatcher {
   virtual std::string exchange_name() const = 0;
   // Exchanges counts; rows_per_expert has one entry per global expert.
   virtual DispatchPlan plan(std::span<const std::int64_t> rows_per_expert) = 0;
-  // [sum(send_per_expert), d] sorted by expert -> [rows_received, d] grouped by local expert.
-  // May return a view of `rows`: keep `rows` alive while the result is used.
+  // [sum(send_per_expert), d] in the plan's send order -> [rows_received, d] grouped by local
+  // expert. May return a view of `rows`: keep `rows` alive while the result is used.
   virtual Tensor dispatch(const DispatchPlan& plan, const Tensor& rows) = 0;
-  // The reverse: rows grouped by local expert -> rows in the original sorted order.
+  // The reverse: rows grouped by local expert -> rows in the send order.
   virtual Tensor combine(const DispatchPlan& plan, const Tensor& rows) = 0;
   // (optional) what crossed ranks since the last call; the local dispatcher sends nothing.
   virtual DispatchStats take_stats() { return {}; }

@@ -40,8 +40,17 @@ void check_one_round_trip(const Placement& placement, int ranks_per_node, DType 
     for (std::int64_t j = 0; j < count(me, e); ++j) rows.insert(rows.end(), {float(me), float(e), float(j), 7.0f});
   }
   const auto n = static_cast<std::int64_t>(rows.size() / 4);
-  Tensor input = Tensor::from_host(dev, {n, 4}, rows, dtype);
   const DispatchPlan plan = dispatcher.plan(per_expert);
+  // The caller hands its rows over in the plan's send order: regrouped by destination rank
+  // exactly when the placement is not rank-contiguous.
+  EXPECT_EQ(plan.send_order.empty(), placement.rank_contiguous()) << placement.describe();
+  if (!plan.send_order.empty()) {
+    ASSERT_EQ(static_cast<std::int64_t>(plan.send_order.size()), n);
+    std::vector<float> sent;
+    for (std::int32_t i : plan.send_order) sent.insert(sent.end(), rows.begin() + 4 * i, rows.begin() + 4 * i + 4);
+    rows = std::move(sent);
+  }
+  Tensor input = Tensor::from_host(dev, {n, 4}, rows, dtype);
   (void)dev->take_transfer_stats();
   Tensor received = dispatcher.dispatch(plan, input);
   const std::int64_t staged_out = dev->take_transfer_stats().device_to_host_bytes;
