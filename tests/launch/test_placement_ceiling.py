@@ -16,10 +16,12 @@ import subprocess
 import sys
 
 root, work = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-python = "/usr/bin/python3" if pathlib.Path("/usr/bin/python3").exists() else sys.executable
-probe = subprocess.run([python, "-c", "import h5py, numpy"], capture_output=True)
-if probe.returncode != 0:
-    print(f"SKIP: {python} has no h5py or numpy (Debian's python3-h5py, python3-numpy)")
+python = sys.executable  # CMake's choice: Debian's /usr/bin/python3 first, the one with h5py
+try:
+    import h5py  # noqa: F401
+    import numpy  # noqa: F401
+except ImportError:
+    print(f"SKIP: {python} cannot import h5py and numpy (apt-get install python3-h5py python3-numpy)")
     sys.exit(0)
 shutil.rmtree(work, ignore_errors=True)
 work.mkdir(parents=True)
