@@ -105,21 +105,21 @@ void MoeLayer::plan_dynamic_exchange(const Tensor& counts) {
   std::vector<std::int64_t> kept(host.begin() + config_.experts, host.end());
   dispatch_ = dispatcher_.plan(kept);
   const std::int64_t total = std::accumulate(kept.begin(), kept.end(), std::int64_t{0});
-  for (Tensor* t : {&token_of_row_, &gate_of_row_}) {  // as many rows as kept copies
-    Tensor used(t->device(), {total}, DType::I32);
-    used.copy_from(t->rows(0, total));
-    *t = std::move(used);
-  }
-  if (dispatch_.send_order.empty()) return;
-  // Rows are gathered, exchanged and scattered back through these indices: in the plan's send
-  // order they lay the rows out for the exchange as they are gathered (no copy to regroup them).
-  const Tensor order = Tensor::from_host(counts.device(), {total}, dispatch_.send_order);
+  // Rows are gathered, exchanged and scattered back through these indices. Kept: as many as
+  // kept copies. In the plan's send order (when it has one) they lay the rows out for the
+  // exchange as they are gathered, so no copy of the rows regroups them.
+  const bool reorder = !dispatch_.send_order.empty();
+  const Tensor order = reorder ? Tensor::from_host(counts.device(), {total}, dispatch_.send_order) : Tensor();
   for (Tensor* t : {&token_of_row_, &gate_of_row_}) {
-    Tensor sent(t->device(), {total}, DType::I32);
-    const Tensor sorted = t->reshaped({total, 1});
-    Tensor sent_rows = sent.reshaped({total, 1});
-    kernels::gather_rows({.src = &sorted, .index = &order, .dst = &sent_rows});
-    *t = std::move(sent);
+    Tensor used(t->device(), {total}, DType::I32);
+    if (reorder) {
+      const Tensor sorted = t->rows(0, total).reshaped({total, 1});
+      Tensor used_rows = used.reshaped({total, 1});
+      kernels::gather_rows({.src = &sorted, .index = &order, .dst = &used_rows});
+    } else {
+      used.copy_from(t->rows(0, total));
+    }
+    *t = std::move(used);
   }
 }
 

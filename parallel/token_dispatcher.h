@@ -2,8 +2,8 @@
 // the ranks that hold their experts and gets the results back. The layer gives a count per
 // global expert; the plan says in which order it hands the rows over (sorted by expert id,
 // regrouped by destination rank when the placement needs it: DispatchPlan::send_order), and
-// the dispatcher returns rows grouped by the experts hosted on this rank. The same plan serves the forward and the backward pass
-// (gradients travel along the same routes).
+// the dispatcher returns rows grouped by the experts hosted on this rank. The same plan serves
+// the forward and the backward pass (gradients travel along the same routes).
 //
 // The dispatcher holds the placement it routes by: the one copy of it (the trainer reads it
 // here and changes it through set_placement between iterations).
