@@ -209,7 +209,7 @@ def main():
     for run in args.held:
         held = held_placements(run, layers, first, last, static)
         per_layer = np.zeros(layers)
-        for i, s in enumerate(chosen):
+        for s in chosen:
             for layer in range(layers):
                 per_layer[layer] += model.layer_seconds(held[s][layer], routed[index[s], layer]) / len(chosen)
         rows.append((f"held {run}", step_time(per_layer)))
