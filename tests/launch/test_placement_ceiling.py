@@ -9,6 +9,7 @@ millisecond. Bad input names the file and the fix.
 
     test_placement_ceiling.py <repository root> <work directory>
 """
+import importlib.util
 import json
 import pathlib
 import shutil
@@ -66,6 +67,21 @@ check(rows.get("static") == (1100, 0.727), f"static: {rows.get('static')}")
 for name in ("hindsight", "per window of 2", "per step", "forced-balanced (the bound)"):
     check(rows.get(name) == (800, 1.0), f"{name}: {rows.get(name)}")
 check(rows.get(f"held {run}") == (950, 0.842), f"held: {rows.get(f'held {run}')}")
+
+# The model on one layer by hand, with what a run directory cannot show (it assumes equal
+# parts per source): expert 0 on both ranks gets 300 copies from rank 0 and 100 from rank 1,
+# each kept where it is; expert 1 (rank 1 only) 50 from each. Rank 0 runs 300 copies and holds
+# one expert (0.3 + 0.01 s), rank 1 200 and two (0.2 + 0.02); rank 0 sends its 50 copies of
+# expert 1 (50 x 1 kB at 1 MB/s: 0.05 s); expert 0's gradient is summed over two replicas
+# (2 (2 - 1) / 2 x 1 MB at 1 GB/s: 0.001 s). Split by shares instead of kept local, rank 1
+# would run 300 copies.
+spec = importlib.util.spec_from_file_location("placement_ceiling", tool)
+ceiling = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ceiling)
+model = ceiling.Model({"seconds_per_copy": 1e-3, "seconds_per_held_expert": 0.01, "bytes_per_copy": 1e3,
+                       "bandwidth": 1e6, "replica_grad_bytes": 1e6, "reduce_bandwidth": 1e9, "fixed_seconds": 0.0}, 2)
+seconds = model.layer_seconds(((0, 1), (1,)), [[300, 50], [100, 50]])
+check(abs(seconds - 0.361) < 1e-12, f"one layer by hand: {seconds} s, expected 0.361")
 
 # Bad input: a cost run without planner inputs, a step range the routing does not hold.
 (work / "bare").mkdir()
